@@ -1,0 +1,103 @@
+"""Command line: ccproxyd serve | check | route."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from functools import partial
+
+import click
+
+from . import config
+from .errors import ConfigError, NotFound
+from .settings import Settings, default_cache_dir
+
+
+@click.group()
+def main() -> None:
+    """ccproxyd: the Anthropic Messages API in front of OpenAI-compatible providers."""
+
+
+@main.command()
+@click.option("--routes", "routes", default="routes.yaml", show_default=True, envvar="CCPROXYD_ROUTES",
+              help="Routing table file.")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="CCPROXYD_HOST")
+@click.option("--port", default=8082, show_default=True, type=int, envvar="CCPROXYD_PORT")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), envvar="CCPROXYD_WORKERS")
+@click.option("--cache-dir", default=None, envvar="CCPROXYD_CACHE_DIR",
+              help="Response cache directory [default: $CACHE_DIRECTORY or ~/.cache/ccproxyd].")
+@click.option("--log-level", default="INFO", show_default=True, envvar="CCPROXYD_LOG_LEVEL",
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--ping-interval", default=10.0, show_default=True, type=float, envvar="CCPROXYD_PING_INTERVAL",
+              help="Seconds of upstream silence before an `event: ping` goes to the client.")
+def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None, log_level: str,
+          ping_interval: float) -> None:
+    """Run the daemon."""
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from .app import create_app
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        table = config.load_file(routes)
+    except ConfigError as exc:
+        click.echo(f"ccproxyd: cannot start, the routing table is invalid:\n{exc}", err=True)
+        sys.exit(1)
+    for warning in table.warnings:
+        click.echo(str(warning), err=True)
+    settings = Settings(routes=routes, host=host, port=port, workers=workers,
+                        cache_dir=cache_dir or default_cache_dir(), log_level=log_level.upper(),
+                        ping_interval=ping_interval)
+    loader = AppLoader(factory=partial(create_app, settings))
+    app = loader.load()
+    app.prepare(host=host, port=port, workers=workers, single_process=workers == 1,
+                motd=False, access_log=False)
+    if workers == 1:
+        Sanic.serve_single(primary=app)
+    else:
+        Sanic.serve(primary=app, app_loader=loader)
+
+
+@main.command()
+@click.argument("path", default="routes.yaml")
+def check(path: str) -> None:
+    """Validate a routing table: exit 0 if valid, 1 if not; one PATH:LINE:COL line per problem."""
+    try:
+        table = config.load_file(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem))
+        sys.exit(1)
+    for warning in table.warnings:
+        click.echo(str(warning))
+    click.echo(f"{path}: ok ({len(table.providers)} providers, {len(table.models)} models, "
+               f"{len(table.routes)} routes, version {table.version})")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--routes", "routes", default="routes.yaml", show_default=True, envvar="CCPROXYD_ROUTES")
+def route(model: str, routes: str) -> None:
+    """Show what a client model name becomes."""
+    from .routing import resolve
+
+    try:
+        decision = resolve(config.load_file(routes), model)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except NotFound as exc:
+        click.echo(exc.message, err=True)
+        sys.exit(1)
+    click.echo(f"{model} -> routes[{decision.route_index}] (match {decision.route.match!r})")
+    for i, target in enumerate(decision.targets):
+        m = target.model
+        role = "primary" if i == 0 else f"fallback {i}"
+        click.echo(f"  {role}: {m.name} = {target.provider.name}:{m.upstream} at {target.provider.base_url} "
+                   f"(context {m.context_window}, max output {m.max_output_tokens}, reasoning {m.reasoning})")
+
+
+if __name__ == "__main__":
+    main()

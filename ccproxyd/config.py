@@ -1,0 +1,281 @@
+"""routes.yaml -> jsonschema -> frozen dataclasses.  No I/O beyond reading the file in `load_file`.
+
+`load(text, path, env)` returns an immutable RouteTable or raises ConfigError carrying every
+problem as PATH:LINE:COL.  Strings may use `${VAR}` and `${VAR:-default}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError, Problem
+
+SCHEMA: dict = json.loads(resources.files("ccproxyd").joinpath("data/routes.schema.json").read_text())
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str
+    api_key_env: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    http2: bool | None = None           # None: on for https, off for http
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0         # longest silence between two upstream chunks
+    max_connections: int = 500
+    max_keepalive: int = 50
+    keepalive_expiry: float = 120.0
+
+
+@dataclass(frozen=True)
+class PriceTier:
+    up_to: int | None                   # prompt tokens; None = no upper bound
+    input: float                        # USD per 1M tokens
+    output: float
+    cached_input: float | None = None
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    provider: str
+    upstream: str
+    context_window: int
+    max_output_tokens: int
+    reasoning: bool = False
+    max_tokens_field: str = "max_completion_tokens"
+    reasoning_control: str = "reasoning_effort"
+    efforts: tuple[str, ...] = ("low", "medium", "high")
+    reasoning_replay: str = "none"
+    sampling: bool = True
+    stop_sequences: bool = True
+    vision: bool = True
+    prices: tuple[PriceTier, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    match: str
+    model: str
+    fallbacks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    providers: Mapping[str, Provider]
+    models: Mapping[str, Model]
+    routes: tuple[Route, ...]
+    version: str = ""
+    path: str = "<string>"
+    warnings: tuple[Problem, ...] = field(default=())
+
+
+# ---------------------------------------------------------------- YAML with positions
+
+class _Located:
+    """Python values from a YAML node tree, with the position of every value and key."""
+
+    def __init__(self, path: str, env: Mapping[str, str]):
+        self.path = path
+        self.env = env
+        self.values: dict[tuple, tuple[int, int]] = {}
+        self.keys: dict[tuple, tuple[int, int]] = {}
+        self.problems: list[Problem] = []
+
+    def problem(self, mark: tuple[int, int], message: str) -> None:
+        self.problems.append(Problem(self.path, mark[0], mark[1], message))
+
+    def convert(self, node: yaml.Node, where: tuple) -> Any:
+        mark = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self.values[where] = mark
+        if isinstance(node, yaml.MappingNode):
+            out: dict = {}
+            for key_node, value_node in node.value:
+                key = self.convert(key_node, where + ("<key>",))
+                key_mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if not isinstance(key, (str, int, float, bool)):
+                    self.problem(key_mark, "mapping keys must be plain scalars")
+                    continue
+                key = str(key)
+                if key in out:
+                    self.problem(key_mark, f"duplicate key '{key}'")
+                self.keys[where + (key,)] = key_mark
+                out[key] = self.convert(value_node, where + (key,))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, where + (i,)) for i, item in enumerate(node.value)]
+        value = yaml.SafeLoader.construct_object(_scalar_loader, node, deep=True)
+        if isinstance(value, str):
+            value = self.interpolate(value, mark)
+        return value
+
+    def interpolate(self, text: str, mark: tuple[int, int]) -> str:
+        def sub(m: re.Match) -> str:
+            name, default = m.group(1), m.group(2)
+            value = self.env.get(name)
+            if value:
+                return value
+            if default is not None:
+                return default
+            self.problem(mark, f"environment variable {name} is not set and ${{{name}}} has no default")
+            return ""
+        return _VAR.sub(sub, text) if "${" in text else text
+
+    def at(self, where: tuple) -> tuple[int, int]:
+        while where not in self.values and where:
+            where = where[:-1]
+        return self.values.get(where, (1, 1))
+
+    def key_at(self, where: tuple) -> tuple[int, int]:
+        return self.keys.get(where) or self.at(where)
+
+
+_scalar_loader = yaml.SafeLoader("")
+
+
+def _parse(text: str, path: str, env: Mapping[str, str]) -> tuple[Any, _Located]:
+    loc = _Located(path, env)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise ConfigError([Problem(path, line, col, f"YAML syntax: {exc.problem or exc.context}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(path, 1, 1, f"YAML: {exc}")]) from None
+    if node is None:
+        raise ConfigError([Problem(path, 1, 1, "the routing table is empty")])
+    return loc.convert(node, ()), loc
+
+
+# ---------------------------------------------------------------- checks
+
+def _schema_problems(data: Any, loc: _Located) -> None:
+    for err in sorted(_VALIDATOR.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        where = tuple(err.absolute_path)
+        name = ".".join(str(p) for p in where) or "(top level)"
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            allowed = set(err.schema.get("properties", {}))
+            for extra in sorted(set(err.instance) - allowed):
+                loc.problem(loc.key_at(where + (extra,)),
+                            f"{name}: unknown key '{extra}' (allowed: {', '.join(sorted(allowed))})")
+            continue
+        if err.validator == "required":
+            loc.problem(loc.at(where), f"{name}: {err.message}")
+            continue
+        loc.problem(loc.at(where), f"{name}: {err.message}")
+
+
+def _semantic_problems(data: dict, loc: _Located) -> None:
+    providers, models, routes = data["providers"], data["models"], data["routes"]
+    for name, model in models.items():
+        if model["provider"] not in providers:
+            loc.problem(loc.at(("models", name, "provider")),
+                        f"models.{name}.provider: unknown provider '{model['provider']}' "
+                        f"(known: {', '.join(sorted(providers))})")
+        tiers = model.get("prices") or []
+        bounds = [t.get("up_to") for t in tiers]
+        for i, bound in enumerate(bounds):
+            if bound is None and i != len(bounds) - 1:
+                loc.problem(loc.at(("models", name, "prices", i)),
+                            f"models.{name}.prices[{i}]: only the last tier may omit up_to")
+            if i and bound is not None and bounds[i - 1] is not None and bound <= bounds[i - 1]:
+                loc.problem(loc.at(("models", name, "prices", i, "up_to")),
+                            f"models.{name}.prices[{i}].up_to: tiers must be in ascending order "
+                            f"({bound} <= {bounds[i - 1]})")
+    catch_all = None
+    for i, route in enumerate(routes):
+        where = ("routes", i)
+        if catch_all is not None:
+            loc.problem(loc.at(where), f"routes[{i}]: unreachable, routes[{catch_all}] matches every model first")
+        if route["match"] == "*" and catch_all is None:
+            catch_all = i
+        chain = [route["model"], *route.get("fallbacks", [])]
+        for j, target in enumerate(chain):
+            sub = where + (("model",) if j == 0 else ("fallbacks", j - 1))
+            if target not in models:
+                loc.problem(loc.at(sub), f"routes[{i}]: unknown model '{target}' "
+                                         f"(known: {', '.join(sorted(models))})")
+            elif target in chain[:j]:
+                loc.problem(loc.at(sub), f"routes[{i}]: model '{target}' appears twice in the "
+                                         "fallback chain (a cycle)")
+
+
+# ---------------------------------------------------------------- build
+
+def _provider(name: str, raw: dict) -> Provider:
+    kwargs = {k: v for k, v in raw.items() if k != "headers"}
+    return Provider(name=name, headers=tuple(sorted((raw.get("headers") or {}).items())), **kwargs)
+
+
+def _model(name: str, raw: dict) -> Model:
+    reasoning = bool(raw.get("reasoning", False))
+    prices = tuple(PriceTier(up_to=t.get("up_to"), input=float(t["input"]), output=float(t["output"]),
+                             cached_input=t.get("cached_input")) for t in raw.get("prices") or [])
+    return Model(
+        name=name, provider=raw["provider"], upstream=raw.get("upstream", name),
+        context_window=raw["context_window"], max_output_tokens=raw["max_output_tokens"],
+        reasoning=reasoning,
+        max_tokens_field=raw.get("max_tokens_field", "max_completion_tokens"),
+        reasoning_control=raw.get("reasoning_control", "reasoning_effort" if reasoning else "none"),
+        efforts=tuple(raw.get("efforts", ("low", "medium", "high"))),
+        reasoning_replay=raw.get("reasoning_replay", "none"),
+        sampling=raw.get("sampling", not reasoning),
+        stop_sequences=raw.get("stop_sequences", True),
+        vision=raw.get("vision", True),
+        prices=prices,
+    )
+
+
+def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None) -> RouteTable:
+    """Parse, validate and freeze a routing table; raise ConfigError with every problem found."""
+    data, loc = _parse(text, path, os.environ if env is None else env)
+    if loc.problems:
+        raise ConfigError(loc.problems)
+    _schema_problems(data, loc)
+    if not loc.problems:
+        _semantic_problems(data, loc)
+    if loc.problems:
+        raise ConfigError(sorted(loc.problems, key=lambda p: (p.line, p.col)))
+    warnings = tuple(
+        Problem(path, *loc.at(("providers", n, "api_key_env")),
+                f"providers.{n}.api_key_env: variable {p['api_key_env']} is not set", warning=True)
+        for n, p in data["providers"].items()
+        if p.get("api_key_env") and not (env if env is not None else os.environ).get(p["api_key_env"])
+    )
+    return RouteTable(
+        providers=MappingProxyType({n: _provider(n, p) for n, p in data["providers"].items()}),
+        models=MappingProxyType({n: _model(n, m) for n, m in data["models"].items()}),
+        routes=tuple(Route(match=r["match"], model=r["model"], fallbacks=tuple(r.get("fallbacks", ())))
+                     for r in data["routes"]),
+        version=hashlib.sha256(text.encode()).hexdigest()[:12],
+        path=path,
+        warnings=warnings,
+    )
+
+
+def load_file(path: str, env: Mapping[str, str] | None = None) -> RouteTable:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except IsADirectoryError:
+        raise ConfigError([Problem(path, 1, 1, "is a directory, not a routing table file")]) from None
+    except FileNotFoundError:
+        raise ConfigError([Problem(path, 1, 1, "no such file")]) from None
+    except (PermissionError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError([Problem(path, 1, 1, f"cannot read: {exc}")]) from None
+    return load(text, path, env)

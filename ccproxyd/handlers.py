@@ -1,0 +1,124 @@
+"""Thin HTTP handlers: parse, call the proxy, write."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse, raw
+
+from . import proxy, tokens
+from .errors import (ClientFacingError, InvalidRequest, NotFound, RequestTooLarge, to_anthropic)
+from .routing import resolve
+from .sse import encode
+from .translate.response import accumulate
+from .translate.request import validate
+
+log = logging.getLogger("ccproxyd.http")
+
+# Claude model ids advertised by GET /v1/models when the routing table routes them.
+ADVERTISED_MODELS = (
+    ("claude-opus-4-1-20250805", "Claude Opus 4.1"),
+    ("claude-opus-4-20250514", "Claude Opus 4"),
+    ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5"),
+    ("claude-sonnet-4-20250514", "Claude Sonnet 4"),
+    ("claude-3-7-sonnet-20250219", "Claude Sonnet 3.7"),
+    ("claude-haiku-4-5-20251001", "Claude Haiku 4.5"),
+    ("claude-3-5-haiku-20241022", "Claude Haiku 3.5"),
+)
+
+
+def json_response(obj, status: int = 200, headers: dict | None = None) -> HTTPResponse:
+    return raw(orjson.dumps(obj), status=status, headers=headers, content_type="application/json")
+
+
+def _body(request: Request) -> dict:
+    try:
+        body = orjson.loads(request.body or b"")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return body
+
+
+async def messages(request: Request):
+    body = _body(request)
+    validate(body)
+    table = request.app.ctx.table                       # read once: a reload never changes this request
+    decision = resolve(table, body["model"])
+    streaming = bool(body.get("stream"))
+    if body["max_tokens"] == 0:
+        events = proxy.empty_events(decision, body)
+        if not streaming:
+            return json_response(accumulate(events))
+        response = await request.respond(content_type="text/event-stream")
+        await response.send(encode(events))
+        return await response.eof()
+    answer = await proxy.open_answer(request.app.ctx.upstreams, decision, body, len(request.body))
+    if not streaming:
+        return json_response(await proxy.collect(answer))
+    response = await request.respond(content_type="text/event-stream",
+                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+    await proxy.relay(answer, response.send, request.app.config.PING_INTERVAL)
+    await response.eof()
+
+
+async def count_tokens(request: Request):
+    body = _body(request)
+    if not isinstance(body.get("model"), str):
+        raise InvalidRequest("model: field required (a string)")
+    if not isinstance(body.get("messages"), list):
+        raise InvalidRequest("messages: field required (a list)")
+    return json_response({"input_tokens": tokens.count_request(body)})
+
+
+async def models(request: Request):
+    table = request.app.ctx.table
+    data = []
+    for model_id, display in ADVERTISED_MODELS:
+        try:
+            target = resolve(table, model_id).primary.model
+        except NotFound:
+            continue
+        data.append({"type": "model", "id": model_id, "display_name": display,
+                     "created_at": "2025-01-01T00:00:00Z", "max_input_tokens": target.context_window,
+                     "max_tokens": target.max_output_tokens})
+    return json_response({"data": data, "has_more": False,
+                          "first_id": data[0]["id"] if data else None,
+                          "last_id": data[-1]["id"] if data else None})
+
+
+async def health(request: Request):
+    table = request.app.ctx.table
+    return json_response({"status": "ok", "routes": {"path": table.path, "version": table.version}})
+
+
+async def root(request: Request):
+    return json_response({"name": "ccproxyd", "status": "ok"})
+
+
+async def on_error(request: Request, exc: Exception):
+    if isinstance(exc, SanicException) and not isinstance(exc, ClientFacingError):
+        status = getattr(exc, "status_code", 500)
+        if status == 413:
+            exc = RequestTooLarge("request body is larger than the proxy's limit")
+        elif status in (404, 405):
+            exc = NotFound(f"{request.method} {request.path} is not an endpoint of this API")
+        elif status < 500:
+            exc = InvalidRequest(str(exc))
+    if not isinstance(exc, ClientFacingError):
+        log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    status, body, headers = to_anthropic(exc)
+    return raw(body, status=status, headers=headers, content_type="application/json")
+
+
+def register(app: Sanic) -> None:
+    app.add_route(messages, "/v1/messages", methods=["POST"])
+    app.add_route(count_tokens, "/v1/messages/count_tokens", methods=["POST"])
+    app.add_route(models, "/v1/models", methods=["GET"])
+    app.add_route(health, "/health", methods=["GET"])
+    app.add_route(root, "/", methods=["GET", "HEAD"])
+    app.error_handler.add(Exception, on_error)

@@ -1,0 +1,160 @@
+"""The flow of one Messages request: decision -> targets in order -> upstream -> translation.
+
+`open_answer` picks the first target that answers 200 (a target that fails before its first byte
+with a retryable error, or whose key is missing, hands over to the next fallback);
+`relay` streams the translated events to the client; `collect` builds one message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import httpx
+import orjson
+
+from . import tokens
+from .errors import ClientFacingError, MissingCredential
+from .routing import Decision, Target
+from .sse import SSEDecoder, encode
+from .translate import request as treq
+from .translate.response import accumulate, completion_as_chunk
+from .translate.stream import StreamTranslator
+from .upstream import Upstreams, map_transport_error
+
+log = logging.getLogger("ccproxyd.proxy")
+PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+
+
+@dataclass
+class Answer:
+    target: Target
+    response: httpx.Response
+    translator: StreamTranslator
+    body: dict
+    attempts: int
+
+
+async def open_answer(upstreams: Upstreams, decision: Decision, body: dict, raw_size: int) -> Answer:
+    first_error: ClientFacingError | None = None
+    for attempt, target in enumerate(decision.targets, start=1):
+        upstream_body, names = treq.to_openai(body, target.model)
+        try:
+            response = await upstreams.open(target.provider, upstream_body)
+        except ClientFacingError as exc:
+            first_error = first_error or exc
+            if (exc.retryable or isinstance(exc, MissingCredential)) and attempt < len(decision.targets):
+                log.warning("target %s/%s failed (%s); trying fallback", target.provider.name,
+                            target.model.name, exc.message)
+                continue
+            raise first_error if isinstance(first_error, MissingCredential) else exc
+        translator = StreamTranslator(decision.requested, provider=target.provider.name,
+                                      upstream_model=target.model.upstream, tool_names=names,
+                                      input_estimate=raw_size // 4)
+        return Answer(target, response, translator, body, attempt)
+    raise first_error or AssertionError("a decision always has a target")
+
+
+def empty_events(decision: Decision, body: dict) -> list[tuple[str, dict]]:
+    """max_tokens: 0 (prompt-cache warm-up): answered locally, never billed (E38)."""
+    translator = StreamTranslator(decision.requested, provider="ccproxyd", upstream_model="none",
+                                  input_estimate=tokens.count_request(body))
+    events = translator.start()
+    translator.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+    return events + translator.finish(saw_done=True)
+
+
+def _decode(datas: list[bytes], answer: Answer) -> tuple[list[tuple[str, dict]], bool]:
+    """Events for the data payloads of one upstream read, and whether [DONE] was among them."""
+    events: list[tuple[str, dict]] = []
+    done = False
+    for data in datas:
+        if data == b"[DONE]":
+            done = True
+            continue
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            log.warning("provider %s sent a data line that is not JSON: %.200r", answer.target.provider.name, data)
+            continue
+        if isinstance(chunk, dict):
+            events += answer.translator.feed(chunk)
+    return events, done
+
+
+async def _events(answer: Answer):
+    """Async iterator of event lists, one per upstream read; ends with the closing events."""
+    translator = answer.translator
+    response = answer.response
+    try:
+        if "text/event-stream" not in response.headers.get("content-type", "text/event-stream"):
+            completion = orjson.loads(await response.aread())
+            yield translator.feed(completion_as_chunk(completion))
+            yield _finish(answer, True)
+            return
+        decoder = SSEDecoder()
+        saw_done = False
+        async for raw in response.aiter_raw():
+            events, done = _decode(decoder.feed(raw), answer)
+            saw_done = saw_done or done
+            if events:
+                yield events
+        events, done = _decode(decoder.close(), answer)
+        yield events + _finish(answer, saw_done or done)
+    except httpx.HTTPError as exc:
+        raise map_transport_error(exc, answer.target.provider.name) from exc
+    except orjson.JSONDecodeError as exc:
+        raise ClientFacingError(f"provider '{answer.target.provider.name}' sent invalid JSON") from exc
+    finally:
+        await response.aclose()
+
+
+def _finish(answer: Answer, saw_done: bool) -> list[tuple[str, dict]]:
+    if answer.translator.usage is None:
+        answer.translator.input_estimate = tokens.count_request(answer.body)
+    return answer.translator.finish(saw_done)
+
+
+async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_interval: float) -> dict:
+    """Stream the answer to the client; returns a summary for the log line."""
+    translator = answer.translator
+    last_write = time.monotonic()
+
+    async def pinger() -> None:
+        nonlocal last_write
+        while True:
+            await asyncio.sleep(ping_interval - (time.monotonic() - last_write))
+            if time.monotonic() - last_write >= ping_interval:
+                last_write = time.monotonic()
+                await send(PING)
+
+    await send(encode(translator.start()))
+    ping_task = asyncio.create_task(pinger())
+    error: ClientFacingError | None = None
+    try:
+        async with aclosing(_events(answer)) as batches:
+            async for events in batches:
+                if events:
+                    last_write = time.monotonic()
+                    await send(encode(events))
+    except ClientFacingError as exc:
+        error = exc
+    finally:
+        ping_task.cancel()
+    if error is not None:
+        log.warning("stream from %s broke: %s", answer.target.provider.name, error.message)
+        await send(encode(translator.fail(error)))
+    return {"error": error}
+
+
+async def collect(answer: Answer) -> dict:
+    """The whole answer as one Anthropic message (non-streaming clients)."""
+    events = answer.translator.start()
+    async with aclosing(_events(answer)) as batches:
+        async for batch in batches:
+            events += batch
+    return accumulate(events)

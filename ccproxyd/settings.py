@@ -1,0 +1,25 @@
+"""Daemon settings from flags and CCPROXYD_* environment variables (not hot-reloaded)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def default_cache_dir() -> str:
+    if os.environ.get("CACHE_DIRECTORY"):          # set by systemd's CacheDirectory=
+        return os.environ["CACHE_DIRECTORY"].split(":")[0]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ccproxyd")
+
+
+@dataclass(frozen=True)
+class Settings:
+    routes: str = "routes.yaml"
+    host: str = "127.0.0.1"
+    port: int = 8082
+    workers: int = 1
+    cache_dir: str = ""
+    log_level: str = "INFO"
+    ping_interval: float = 10.0          # seconds of upstream silence before an `event: ping`
+    max_body_bytes: int = 32 * 1024 * 1024

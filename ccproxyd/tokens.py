@@ -1,0 +1,101 @@
+"""Token counting with tiktoken encodings shipped as package data (no network, SHA256-checked)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from functools import lru_cache
+from importlib import resources
+
+import orjson
+import tiktoken
+
+# Split patterns copied from tiktoken_ext.openai_public (data, not code to fetch).
+_PATTERNS = {
+    "o200k_base": "|".join([
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]),
+    "cl100k_base": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+}
+_SPECIAL = {
+    "o200k_base": {"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
+    "cl100k_base": {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
+                    "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276},
+}
+IMAGE_TOKENS = 1600          # Anthropic's rough cost of one ~1.15 MP image
+MESSAGE_OVERHEAD = 3
+
+
+class EncodingError(RuntimeError):
+    pass
+
+
+@lru_cache(maxsize=None)
+def encoding(name: str = "o200k_base") -> tiktoken.Encoding:
+    if name not in _PATTERNS:
+        raise EncodingError(f"unknown encoding {name!r} (bundled: {', '.join(_PATTERNS)})")
+    data = resources.files("ccproxyd").joinpath("data")
+    raw = data.joinpath(f"{name}.tiktoken").read_bytes()
+    sums = dict(reversed(line.split()) for line in data.joinpath("SHA256SUMS").read_text().splitlines() if line)
+    digest = hashlib.sha256(raw).hexdigest()
+    if sums.get(f"{name}.tiktoken") != digest:
+        raise EncodingError(f"ccproxyd/data/{name}.tiktoken: SHA256 {digest} does not match SHA256SUMS")
+    ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in raw.splitlines() if line)}
+    return tiktoken.Encoding(name=name, pat_str=_PATTERNS[name], mergeable_ranks=ranks,
+                             special_tokens=_SPECIAL[name])
+
+
+def _texts(content) -> tuple[list[str], int]:
+    """Text pieces and image count of a content value (string or block list), recursively."""
+    if isinstance(content, str):
+        return [content], 0
+    texts: list[str] = []
+    images = 0
+    for block in content or []:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(str(block.get("text", "")))
+        elif kind == "image":
+            images += 1
+        elif kind == "thinking":
+            texts.append(str(block.get("thinking", "")))
+        elif kind == "tool_use":
+            texts.append(str(block.get("name", "")))
+            texts.append(orjson.dumps(block.get("input", {})).decode())
+        elif kind in ("tool_result", "mid_conv_system"):
+            sub, n = _texts(block.get("content"))
+            texts += sub
+            images += n
+        elif kind == "document":
+            source = block.get("source") or {}
+            if source.get("type") == "text":
+                texts.append(str(source.get("data", "")))
+            else:
+                images += 1
+    return texts, images
+
+
+def count_request(body: dict, encoding_name: str = "o200k_base") -> int:
+    """Estimated input tokens of an Anthropic request: system + tools + messages."""
+    enc = encoding(encoding_name)
+    texts, images = _texts(body.get("system"))
+    n_messages = 0
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            sub, n = _texts(message.get("content"))
+            texts += sub
+            images += n
+            n_messages += 1
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict):
+            texts.append(orjson.dumps({k: tool.get(k) for k in ("name", "description", "input_schema")}).decode())
+    tokens = sum(len(t) for t in enc.encode_ordinary_batch(texts)) if texts else 0
+    return tokens + images * IMAGE_TOKENS + n_messages * MESSAGE_OVERHEAD

@@ -1,0 +1,332 @@
+"""Pure Anthropic Messages request -> OpenAI Chat Completions request (PROTOCOL.md §5.1, §5.2).
+
+No I/O.  `to_openai(body, model)` returns the upstream body and the tool-name map needed to turn
+shortened tool names back into the client's names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import orjson
+
+from ..config import EFFORTS, Model
+from ..errors import InvalidRequest
+from . import signature
+
+_NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_NAME_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
+
+TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+# Anthropic server tools (web search, code execution, …) have no function equivalent: dropped.
+SERVER_TOOL_PREFIXES = ("web_search_", "web_fetch_", "code_execution_", "bash_", "text_editor_",
+                        "memory_", "tool_search_tool_", "computer_")
+SCHEMA_DROP = ("$schema", "$id", "$comment")
+INTERRUPTED_RESULT = "Tool call was interrupted; no result."
+EMPTY_RESULT = "(no output)"
+
+
+def upstream_tool_name(name: str) -> str:
+    """A name the OpenAI function schema accepts: ≤64 chars of [a-zA-Z0-9_-]."""
+    if _NAME_OK.match(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{_NAME_BAD_CHARS.sub('_', name)[:55]}_{digest}"
+
+
+def budget_to_effort(budget: int) -> str:
+    if budget <= 1024:
+        return "low"
+    if budget <= 8192:
+        return "medium"
+    return "high"
+
+
+def clamp_effort(wanted: str, allowed: tuple[str, ...]) -> str:
+    """The strongest allowed effort not above `wanted`, else the weakest allowed one."""
+    rank = EFFORTS.index(wanted) if wanted in EFFORTS else EFFORTS.index("medium")
+    below = [e for e in allowed if EFFORTS.index(e) <= rank]
+    return max(below, key=EFFORTS.index) if below else min(allowed, key=EFFORTS.index)
+
+
+def requested_effort(body: dict) -> str | None:
+    """Effort the client asked for, from thinking and output_config; None = no preference."""
+    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
+    config_effort = (body.get("output_config") or {}).get("effort") if isinstance(body.get("output_config"), dict) else None
+    kind = thinking.get("type")
+    if kind == "disabled":
+        return "none"
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        return config_effort or budget_to_effort(budget if isinstance(budget, int) else 0)
+    if kind == "adaptive":
+        return config_effort or "medium"
+    return config_effort
+
+
+# ---------------------------------------------------------------- content
+
+def _text_of(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(b.get("text", "") for b in content or [] if isinstance(b, dict) and b.get("type") == "text")
+
+
+def _image_part(block: dict, model: Model) -> dict:
+    source = block.get("source") or {}
+    if not model.vision:
+        return {"type": "text", "text": "[image omitted: the model has no vision]"}
+    if source.get("type") == "base64":
+        url = f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+    elif source.get("type") == "url":
+        url = source.get("url", "")
+    else:
+        raise InvalidRequest(f"image source type {source.get('type')!r} is not supported")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _document_part(block: dict) -> dict:
+    source = block.get("source") or {}
+    kind = source.get("type")
+    title = f"{block['title']}\n" if block.get("title") else ""
+    if kind == "base64":
+        return {"type": "file", "file": {"filename": block.get("title") or "document.pdf",
+                                         "file_data": f"data:{source.get('media_type', 'application/pdf')};base64,{source.get('data', '')}"}}
+    if kind == "text":
+        return {"type": "text", "text": title + str(source.get("data", ""))}
+    if kind == "content":
+        return {"type": "text", "text": title + _text_of(source.get("content"))}
+    if kind == "url":
+        return {"type": "text", "text": f"{title}[document: {source.get('url', '')}]"}
+    raise InvalidRequest(f"document source type {kind!r} is not supported")
+
+
+def _user_parts(blocks: list, model: Model) -> list[dict]:
+    parts = []
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "text":
+            if str(block.get("text", "")).strip():
+                parts.append({"type": "text", "text": block["text"]})
+        elif kind == "image":
+            parts.append(_image_part(block, model))
+        elif kind == "document":
+            parts.append(_document_part(block))
+        elif kind == "search_result":
+            parts.append({"type": "text", "text": f"{block.get('title', '')}\n{block.get('source', '')}\n"
+                                                  f"{_text_of(block.get('content'))}".strip()})
+        # thinking blocks in a user turn are invalid on Anthropic too; other kinds carry nothing usable
+    return parts
+
+
+def _user_message(parts: list[dict]) -> dict:
+    if all(p["type"] == "text" for p in parts):
+        return {"role": "user", "content": "\n\n".join(p["text"] for p in parts)}
+    return {"role": "user", "content": parts}
+
+
+def _tool_result(block: dict, model: Model) -> tuple[dict, list[dict]]:
+    """One `tool` message (text only) and the media parts that must follow in a user message."""
+    content = block.get("content")
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else (content or [])
+    parts = _user_parts([b for b in blocks if isinstance(b, dict)], model)
+    texts = [p["text"] for p in parts if p["type"] == "text"]
+    media = [p for p in parts if p["type"] != "text"]
+    text = "\n".join(texts)
+    if not text.strip():
+        text = "(see the attached content below)" if media else EMPTY_RESULT
+    if block.get("is_error"):
+        text = f"Error: {text}"
+    return {"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text}, media
+
+
+def _assistant_message(blocks: list, model: Model, names: dict[str, str]) -> dict:
+    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text" and str(b.get("text", "")).strip())
+    calls = []
+    for b in blocks:
+        if b.get("type") == "tool_use":
+            name = upstream_tool_name(str(b.get("name", "")))
+            names[name] = str(b.get("name", ""))
+            args = b.get("input") if isinstance(b.get("input"), dict) else {}
+            calls.append({"id": str(b.get("id", "")), "type": "function",
+                          "function": {"name": name, "arguments": orjson.dumps(args).decode()}})
+    msg: dict = {"role": "assistant", "content": text if text else (None if calls else "")}
+    if calls:
+        msg["tool_calls"] = calls
+    if model.reasoning_replay != "none":
+        reasoning = "".join(b.get("thinking", "") for b in blocks
+                            if b.get("type") == "thinking" and signature.is_ours(b.get("signature")))
+        if reasoning or (calls and model.reasoning_replay == "reasoning_content"):
+            msg[model.reasoning_replay] = reasoning
+    return msg
+
+
+def _blocks(message: dict, i: int) -> list[dict]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if isinstance(content, list):
+        return [b for b in content if isinstance(b, dict)]
+    raise InvalidRequest(f"messages.{i}.content: expected a string or a list of content blocks")
+
+
+def convert_messages(body: dict, model: Model, names: dict[str, str]) -> list[dict]:
+    out: list[dict] = []
+    system = body.get("system")
+    if system:
+        text = system if isinstance(system, str) else "\n\n".join(
+            b.get("text", "") for b in system if isinstance(b, dict) and b.get("type") == "text" and b.get("text"))
+        if text:
+            out.append({"role": "system", "content": text})
+    for i, message in enumerate(body["messages"]):
+        if not isinstance(message, dict):
+            raise InvalidRequest(f"messages.{i}: expected an object")
+        role = message.get("role")
+        blocks = _blocks(message, i)
+        if role == "system":
+            text = "\n".join(_text_of(b.get("content")) if b.get("type") == "mid_conv_system" else b.get("text", "")
+                             for b in blocks)
+            if text.strip():
+                out.append({"role": "user", "content": f"<system-reminder>\n{text}\n</system-reminder>"})
+        elif role == "user":
+            media: list[dict] = []
+            for b in blocks:
+                if b.get("type") == "tool_result":
+                    tool_msg, carried = _tool_result(b, model)
+                    out.append(tool_msg)
+                    media += carried
+            parts = media + _user_parts([b for b in blocks if b.get("type") != "tool_result"], model)
+            if parts:
+                out.append(_user_message(parts))
+        elif role == "assistant":
+            out.append(_assistant_message(blocks, model, names))
+        else:
+            raise InvalidRequest(f"messages.{i}.role: expected 'user' or 'assistant', got {role!r}")
+    return _pair_tool_calls(out)
+
+
+def _pair_tool_calls(messages: list[dict]) -> list[dict]:
+    """Every assistant tool call answered right after it; stray tool results become user text."""
+    out: list[dict] = []
+    pending: list[str] = []
+    answered: set[str] = set()
+
+    def close_pending() -> None:
+        for call_id in pending:
+            if call_id not in answered:
+                out.append({"role": "tool", "tool_call_id": call_id, "content": INTERRUPTED_RESULT})
+        pending.clear()
+
+    for msg in messages:
+        if msg["role"] == "tool":
+            if msg["tool_call_id"] in pending and msg["tool_call_id"] not in answered:
+                answered.add(msg["tool_call_id"])
+                out.append(msg)
+            else:
+                out.append({"role": "user", "content": f"[tool result {msg['tool_call_id']}]\n{msg['content']}"})
+            continue
+        close_pending()
+        answered.clear()
+        out.append(msg)
+        if msg["role"] == "assistant":
+            pending.extend(c["id"] for c in msg.get("tool_calls", ()))
+    close_pending()
+    return out
+
+
+# ---------------------------------------------------------------- tools
+
+def _schema(schema) -> dict:
+    schema = dict(schema) if isinstance(schema, dict) else {}
+    for key in SCHEMA_DROP:
+        schema.pop(key, None)
+    schema.setdefault("type", "object")
+    if schema["type"] == "object":
+        schema.setdefault("properties", {})
+    return schema
+
+
+def convert_tools(tools: list, names: dict[str, str]) -> list[dict]:
+    out = []
+    for tool in tools:
+        if not isinstance(tool, dict) or not tool.get("name"):
+            raise InvalidRequest("tools: every tool needs a name")
+        kind = tool.get("type")
+        if kind not in (None, "custom") and kind.startswith(SERVER_TOOL_PREFIXES):
+            continue
+        name = upstream_tool_name(tool["name"])
+        names[name] = tool["name"]
+        fn = {"name": name, "parameters": _schema(tool.get("input_schema"))}
+        if tool.get("description"):
+            fn["description"] = tool["description"]
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def convert_tool_choice(choice: dict, names: dict[str, str]):
+    kind = choice.get("type")
+    if kind == "tool":
+        name = upstream_tool_name(str(choice.get("name", "")))
+        names[name] = str(choice.get("name", ""))
+        return {"type": "function", "function": {"name": name}}
+    if kind in TOOL_CHOICE:
+        return TOOL_CHOICE[kind]
+    raise InvalidRequest(f"tool_choice.type: expected auto, any, tool or none, got {kind!r}")
+
+
+# ---------------------------------------------------------------- the request
+
+def _reasoning_fields(body: dict, model: Model) -> dict:
+    if not model.reasoning or model.reasoning_control == "none":
+        return {}
+    wanted = requested_effort(body)
+    if wanted is None:
+        return {}
+    effort = clamp_effort(wanted, model.efforts)
+    if model.reasoning_control == "openrouter":
+        return {"reasoning": {"effort": effort}}
+    if model.reasoning_control == "deepseek":
+        return {"thinking": {"type": "disabled" if wanted == "none" else "enabled"}, "reasoning_effort": effort}
+    return {"reasoning_effort": effort}
+
+
+def validate(body) -> None:
+    """The fields every Messages request needs; raises InvalidRequest naming the field."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise InvalidRequest("model: field required (a string)")
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
+        raise InvalidRequest("max_tokens: field required (an integer >= 0)")
+    if not isinstance(body.get("messages"), list):
+        raise InvalidRequest("messages: field required (a list)")
+
+
+def to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
+    """Anthropic request body -> (OpenAI request body, {upstream tool name: client tool name})."""
+    names: dict[str, str] = {}
+    out: dict = {"model": model.upstream, "messages": convert_messages(body, model, names),
+                 "stream": True, "stream_options": {"include_usage": True}}
+    out[model.max_tokens_field] = min(body["max_tokens"], model.max_output_tokens)
+    tools = convert_tools(body.get("tools") or [], names)
+    if tools:
+        out["tools"] = tools
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and tools:
+        out["tool_choice"] = convert_tool_choice(choice, names)
+        if choice.get("disable_parallel_tool_use"):
+            out["parallel_tool_calls"] = False
+    stops = body.get("stop_sequences")
+    if stops and model.stop_sequences:
+        out["stop"] = list(stops)[:4]
+    if model.sampling:
+        for key in ("temperature", "top_p"):
+            if isinstance(body.get(key), (int, float)):
+                out[key] = body[key]
+    out.update(_reasoning_fields(body, model))
+    user_id = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
+    if user_id:
+        out["user"] = "ccpx-" + hashlib.sha256(str(user_id).encode()).hexdigest()[:32]
+    return out, names

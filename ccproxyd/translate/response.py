@@ -1,0 +1,62 @@
+"""Pure OpenAI chat.completion -> Anthropic message, and Anthropic events -> the final message.
+
+A non-streaming upstream answer is fed to the same StreamTranslator as one chunk, so both paths
+share every rule (stop reasons, usage, tool ids, thinking signatures).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from ..errors import ApiError
+from .stream import StreamTranslator
+
+
+def accumulate(events: list[tuple[str, dict]]) -> dict:
+    """The final Anthropic message that a list of stream events describes."""
+    message: dict = {}
+    partial: dict[int, list[str]] = {}
+    for name, data in events:
+        if name == "message_start":
+            message = dict(data["message"], content=[], usage=dict(data["message"]["usage"]))
+        elif name == "content_block_start":
+            message["content"].append(dict(data["content_block"]))
+        elif name == "content_block_delta":
+            block, delta = message["content"][data["index"]], data["delta"]
+            kind = delta["type"]
+            if kind == "text_delta":
+                block["text"] += delta["text"]
+            elif kind == "thinking_delta":
+                block["thinking"] += delta["thinking"]
+            elif kind == "signature_delta":
+                block["signature"] = delta["signature"]
+            elif kind == "input_json_delta":
+                partial.setdefault(data["index"], []).append(delta["partial_json"])
+        elif name == "content_block_stop" and data["index"] in partial:
+            raw = "".join(partial.pop(data["index"]))
+            message["content"][data["index"]]["input"] = orjson.loads(raw) if raw else {}
+        elif name == "message_delta":
+            message.update(data["delta"])
+            message["usage"].update(data["usage"])
+    return message
+
+
+def completion_as_chunk(completion: dict) -> dict:
+    """A whole chat.completion as the one stream chunk that would carry the same content."""
+    if completion.get("error") or completion.get("object") == "error":
+        return completion                     # the translator raises the mapped error
+    choices = completion.get("choices")
+    if not choices or not isinstance(choices[0], dict):
+        raise ApiError("upstream answer has no choices")
+    choice = choices[0]
+    message = choice.get("message") or {}
+    if not message.get("content") and message.get("refusal"):
+        message = dict(message, content=message["refusal"])
+    return {"choices": [{"index": 0, "delta": message, "finish_reason": choice.get("finish_reason") or "stop"}],
+            "usage": completion.get("usage")}
+
+
+def from_completion(completion: dict, translator: StreamTranslator) -> dict:
+    """A non-streaming chat.completion -> the Anthropic message (PROTOCOL.md §5.3)."""
+    chunk = completion_as_chunk(completion)
+    return accumulate(translator.start() + translator.feed(chunk) + translator.finish(saw_done=True))

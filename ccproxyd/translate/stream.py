@@ -1,0 +1,232 @@
+"""No-I/O state machine: OpenAI chat.completion.chunk objects -> Anthropic stream events.
+
+One `StreamTranslator` per request.  `start()` gives message_start; `feed(chunk)` gives the events
+one upstream chunk produces; `finish(done)` closes the message; `fail(exc)` gives the error event.
+Events are `(name, payload)` pairs; `sse.encode` turns them into bytes.
+
+Text and thinking stream live.  Tool calls are buffered per upstream `index` and emitted whole at
+the end, so calls whose argument fragments interleave still come out as contiguous blocks with
+valid JSON input (PROTOCOL.md E23, E24, E26).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+import orjson
+
+from ..errors import ApiError, ClientFacingError, error_body, from_stream_error
+from . import signature
+
+FINISH_TO_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+UNKNOWN_FINISH_STOP = "end_turn"      # explicit path for finish reasons not in the table
+_TOOL_ID_OK = re.compile(r"^[a-zA-Z0-9_-]+$")
+_TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def message_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def anthropic_tool_id(upstream_id) -> str:
+    if isinstance(upstream_id, str) and upstream_id:
+        return upstream_id if _TOOL_ID_OK.match(upstream_id) else _TOOL_ID_BAD.sub("_", upstream_id)
+    return "toolu_" + secrets.token_hex(12)
+
+
+def parse_arguments(raw: str) -> dict | None:
+    """Tool arguments -> an input object; None if they are not JSON (E22)."""
+    if not raw.strip():
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def map_usage(u: dict) -> dict:
+    """OpenAI usage -> Anthropic usage (PROTOCOL.md §5.6)."""
+    prompt = int(u.get("prompt_tokens") or 0)
+    completion = int(u.get("completion_tokens") or 0)
+    details = u.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or u.get("prompt_cache_hit_tokens") or 0)
+    written = int(details.get("cache_write_tokens") or 0)
+    output = completion
+    total = u.get("total_tokens")
+    if isinstance(total, int) and total > prompt + completion:      # xAI: reasoning outside completion
+        output += total - prompt - completion
+    return {"input_tokens": max(prompt - cached - written, 0), "output_tokens": output,
+            "cache_creation_input_tokens": written, "cache_read_input_tokens": cached}
+
+
+def reasoning_text(delta: dict) -> str:
+    """Reasoning from any of the channels upstreams use (E31)."""
+    text = delta.get("reasoning_content") or delta.get("reasoning")
+    if isinstance(text, str):
+        return text
+    details = delta.get("reasoning_details")
+    if isinstance(details, list):
+        return "".join(d.get("text") or d.get("summary") or "" for d in details if isinstance(d, dict))
+    return ""
+
+
+class _Tool:
+    __slots__ = ("id", "name", "args")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.name = ""
+        self.args: list[str] = []
+
+
+class StreamTranslator:
+    def __init__(self, requested_model: str, *, provider: str, upstream_model: str,
+                 tool_names: dict[str, str] | None = None, input_estimate: int = 0) -> None:
+        self.requested_model = requested_model
+        self.tool_names = tool_names or {}
+        self.input_estimate = input_estimate
+        self.signature = signature.make(provider, upstream_model)
+        self.id = message_id()
+        self.next_index = 0
+        self.open_kind: str | None = None          # "text" | "thinking" | None
+        self.tools: dict[int, _Tool] = {}
+        self.finish_reason: str | None = None
+        self.usage: dict | None = None
+        self.output_chars = 0
+        self.emitted_tool = False
+        self.closed = False
+
+    # ------------------------------------------------------------ public
+
+    def start(self) -> list[tuple[str, dict]]:
+        usage = {"input_tokens": self.input_estimate, "output_tokens": 1,
+                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        return [("message_start", {"type": "message_start", "message": {
+            "id": self.id, "type": "message", "role": "assistant", "model": self.requested_model,
+            "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}})]
+
+    def feed(self, chunk: dict) -> list[tuple[str, dict]]:
+        """Events for one upstream chunk; raises ClientFacingError for an in-stream error."""
+        if chunk.get("error") or chunk.get("object") == "error":
+            raise from_stream_error(chunk)
+        out: list[tuple[str, dict]] = []
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            thinking = reasoning_text(delta)
+            if thinking:
+                self._open(out, "thinking")
+                out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
+                                                    "delta": {"type": "thinking_delta", "thinking": thinking}}))
+                self.output_chars += len(thinking)
+            text = delta.get("content")
+            if text:
+                self._open(out, "text")
+                out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
+                                                    "delta": {"type": "text_delta", "text": text}}))
+                self.output_chars += len(text)
+            for position, call in enumerate(delta.get("tool_calls") or ()):
+                self._tool_fragment(position, call)
+            reason = choice.get("finish_reason")
+            if reason == "error":
+                raise from_stream_error(choice if choice.get("error") else {"error": {"message": "upstream error"}})
+            if reason and self.finish_reason is None:
+                self.finish_reason = reason
+        return out
+
+    def finish(self, saw_done: bool) -> list[tuple[str, dict]]:
+        """Close the message at the end of the upstream stream.
+
+        Raises ApiError when the upstream ended without `[DONE]` and without a finish reason: a
+        truncated answer must end in an error event, never in a clean message_stop.
+        """
+        if not saw_done and self.finish_reason is None:
+            raise ApiError("upstream stream ended before the answer was complete")
+        out: list[tuple[str, dict]] = []
+        self._close(out)
+        truncated = self.finish_reason == "length"
+        for key in sorted(self.tools):
+            self._emit_tool(out, self.tools[key], drop_invalid=truncated)
+        stop = FINISH_TO_STOP.get(self.finish_reason, UNKNOWN_FINISH_STOP) if self.finish_reason else "end_turn"
+        if stop == "tool_use" and not self.emitted_tool:
+            stop = "end_turn"
+        elif stop == "end_turn" and self.emitted_tool:
+            stop = "tool_use"
+        usage = map_usage(self.usage) if self.usage else {
+            "input_tokens": self.input_estimate, "output_tokens": max(1, self.output_chars // 4),
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        out.append(("message_delta", {"type": "message_delta",
+                                      "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": usage}))
+        out.append(("message_stop", {"type": "message_stop"}))
+        self.closed = True
+        return out
+
+    def fail(self, exc: ClientFacingError) -> list[tuple[str, dict]]:
+        self.closed = True
+        return [("error", error_body(exc))]
+
+    # ------------------------------------------------------------ blocks
+
+    def _open(self, out: list, kind: str) -> None:
+        if self.open_kind == kind:
+            return
+        self._close(out)
+        block = {"type": "text", "text": ""} if kind == "text" else {"type": "thinking", "thinking": "", "signature": ""}
+        out.append(("content_block_start", {"type": "content_block_start", "index": self.next_index,
+                                            "content_block": block}))
+        self.open_kind = kind
+        self.next_index += 1
+
+    def _close(self, out: list) -> None:
+        if self.open_kind is None:
+            return
+        index = self.next_index - 1
+        if self.open_kind == "thinking":
+            out.append(("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                "delta": {"type": "signature_delta", "signature": self.signature}}))
+        out.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        self.open_kind = None
+
+    def _tool_fragment(self, position: int, call: dict) -> None:
+        key = call.get("index", position)
+        tool = self.tools.get(key)
+        if tool is None:
+            tool = self.tools[key] = _Tool()
+        if not tool.id and call.get("id"):
+            tool.id = call["id"]
+        fn = call.get("function") or {}
+        if not tool.name and fn.get("name"):
+            tool.name = fn["name"]
+        if fn.get("arguments"):
+            tool.args.append(fn["arguments"])
+
+    def _emit_tool(self, out: list, tool: _Tool, *, drop_invalid: bool) -> None:
+        raw = "".join(tool.args)
+        arguments = parse_arguments(raw)
+        if not tool.name or (arguments is None and drop_invalid):
+            return                    # a call cut off by max_tokens, or one that never got a name
+        if arguments is None:
+            arguments = {"raw_arguments": raw}
+        self.output_chars += len(raw)
+        index = self.next_index
+        self.next_index += 1
+        self.emitted_tool = True
+        out.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
+            "type": "tool_use", "id": anthropic_tool_id(tool.id), "name": self.tool_names.get(tool.name, tool.name),
+            "input": {}}}))
+        out.append(("content_block_delta", {"type": "content_block_delta", "index": index,
+                                            "delta": {"type": "input_json_delta",
+                                                      "partial_json": orjson.dumps(arguments).decode()}}))
+        out.append(("content_block_stop", {"type": "content_block_stop", "index": index}))

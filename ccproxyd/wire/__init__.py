@@ -1,0 +1,1 @@
+"""Typed shapes of the two wire formats (documentation for readers and type checkers)."""

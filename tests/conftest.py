@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .fake_upstream import FakeUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TEST_ROUTES = """
+providers:
+  mock:
+    base_url: {url}
+    api_key_env: MOCK_KEY
+  nokey:
+    base_url: {url}
+    api_key_env: CCPROXYD_TEST_UNSET_KEY
+  dead:
+    base_url: http://127.0.0.1:{dead_port}/v1
+    connect_timeout: 2
+models:
+  gpt-mock:
+    provider: mock
+    context_window: 128000
+    max_output_tokens: 16384
+  reasoner-mock:
+    provider: mock
+    upstream: reasoner-up
+    context_window: 128000
+    max_output_tokens: 32000
+    reasoning: true
+    reasoning_replay: reasoning_content
+  dead-model:
+    provider: dead
+    context_window: 128000
+    max_output_tokens: 16384
+  nokey-model:
+    provider: nokey
+    context_window: 128000
+    max_output_tokens: 16384
+routes:
+  - match: "claude-reasoner*"
+    model: reasoner-mock
+  - match: "claude-fallback*"
+    model: dead-model
+    fallbacks: [gpt-mock]
+  - match: "claude-dead*"
+    model: dead-model
+  - match: "claude-nokey*"
+    model: nokey-model
+  - match: "*"
+    model: gpt-mock
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """ccproxyd as a real subprocess."""
+
+    def __init__(self, routes_path: Path, env: dict | None = None, extra_args: tuple = ()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = routes_path.with_suffix(".log")
+        full_env = {**os.environ, "MOCK_KEY": "sk-mock-canary-3f9a", **(env or {})}
+        full_env.pop("CCPROXYD_TEST_UNSET_KEY", None)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes_path), "--port", str(self.port),
+             *extra_args], cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ccproxyd exited: {self.log_path.read_text()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"ccproxyd did not start: {self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def daemon(upstream, tmp_path_factory):
+    path = tmp_path_factory.mktemp("routes") / "routes.yaml"
+    path.write_text(TEST_ROUTES.format(url=upstream.url, dead_port=free_port()))
+    d = Daemon(path, extra_args=("--ping-interval", "0.3"))
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def fake(upstream):
+    upstream.reset()
+    yield upstream
+    upstream.reset()

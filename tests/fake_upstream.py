@@ -1,0 +1,152 @@
+"""A scriptable OpenAI-compatible upstream: a real HTTP/1.1 server on loopback (raw asyncio).
+
+Each POST to /v1/chat/completions takes the next queued Script (or the default answer) and
+records the request.  Scripts can stream chunks, sleep, send raw bytes, answer with an error
+status, or cut the connection mid-stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+
+
+@dataclass
+class Script:
+    events: list = field(default_factory=list)   # dict (a chunk), bytes (raw SSE text), float (sleep seconds)
+    status: int = 200
+    body: bytes | dict | None = None             # error body, or a whole JSON completion
+    headers: dict = field(default_factory=dict)
+    done: bool = True                            # send `data: [DONE]`
+    cut: bool = False                            # drop the connection instead of ending the stream
+    first_byte_delay: float = 0.0
+
+
+def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None,
+          choices: bool = True) -> dict:
+    out = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1, "model": "gpt-mock"}
+    out["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish}] if choices else []
+    out["usage"] = usage
+    return out
+
+
+def usage(prompt: int = 10, completion: int = 5, cached: int = 0, total: int | None = None) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": total if total is not None else prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+def text_script(*pieces: str, finish: str = "stop", use: dict | None = None) -> Script:
+    events = [chunk({"role": "assistant", "content": ""})]
+    events += [chunk({"content": p}) for p in pieces]
+    events.append(chunk(finish=finish))
+    events.append(chunk(choices=False, usage=use or usage()))
+    return Script(events=events)
+
+
+def tool_script(name: str, arguments: str, call_id: str = "call_1", text: str | None = None) -> Script:
+    events = [chunk({"role": "assistant", "content": None})]
+    if text:
+        events.append(chunk({"content": text}))
+    events.append(chunk({"tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                                         "function": {"name": name, "arguments": ""}}]}))
+    half = len(arguments) // 2
+    for piece in (arguments[:half], arguments[half:]):
+        events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+    events.append(chunk(finish="tool_calls"))
+    events.append(chunk(choices=False, usage=usage(20, 8)))
+    return Script(events=events)
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.scripts: deque[Script] = deque()
+        self.requests: list[dict] = []
+        self.default = text_script("Hello", " from", " fake")
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> "FakeUpstream":
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def push(self, *scripts: Script) -> None:
+        self.scripts.extend(scripts)
+
+    def reset(self) -> None:
+        self.scripts.clear()
+        self.requests.clear()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self.loop.run_forever()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {k.strip().lower(): v.strip() for k, v in
+                           (line.split(":", 1) for line in lines[1:] if ":" in line)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                if method == "POST" and path.endswith("/chat/completions"):
+                    self.requests.append({"path": path, "headers": headers, "body": orjson.loads(body)})
+                    script = self.scripts.popleft() if self.scripts else self.default
+                    if not await self._answer(writer, script):
+                        return
+                else:
+                    writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, writer: asyncio.StreamWriter, script: Script) -> bool:
+        """Write one answer; False when the connection must be dropped."""
+        if script.first_byte_delay:
+            await asyncio.sleep(script.first_byte_delay)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in script.headers.items())
+        if script.status != 200 or script.body is not None:
+            body = script.body if isinstance(script.body, bytes) else orjson.dumps(script.body)
+            writer.write(f"HTTP/1.1 {script.status} X\r\ncontent-type: application/json\r\n{extra}"
+                         f"content-length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+            return True
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n{extra}"
+                     "transfer-encoding: chunked\r\n\r\n".encode())
+        for event in script.events:
+            if isinstance(event, (int, float)):
+                await writer.drain()
+                await asyncio.sleep(event)
+                continue
+            data = event if isinstance(event, bytes) else b"data: " + orjson.dumps(event) + b"\n\n"
+            writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+        if script.cut:
+            await writer.drain()
+            writer.transport.abort()
+            return False
+        if script.done:
+            data = b"data: [DONE]\n\n"
+            writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True

@@ -1,0 +1,272 @@
+"""The official anthropic SDK against ccproxyd in front of the fake upstream (all real HTTP)."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import pytest
+
+from .fake_upstream import Script, chunk, text_script, tool_script, usage
+from .grammar import check_stream, parse_sse
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def client(daemon):
+    return anthropic.Anthropic(base_url=daemon.url, api_key="sk-client", max_retries=0)
+
+
+def raw_stream(daemon, model="claude-sonnet-4-5", **extra) -> list[tuple[str, dict]]:
+    body = {"model": model, "max_tokens": 1000, "stream": True, "messages": MESSAGES, **extra}
+    r = httpx.post(daemon.url + "/v1/messages?beta=true", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/event-stream")
+    return parse_sse(r.content)
+
+
+def test_text_stream_with_sdk(client, fake):
+    fake.push(text_script("Hello", " world", use=usage(100, 7, cached=60)))
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=1000, messages=MESSAGES) as s:
+        texts = list(s.text_stream)
+        message = s.get_final_message()
+    assert "".join(texts) == "Hello world"
+    assert message.model == "claude-sonnet-4-5"
+    assert message.id.startswith("msg_")
+    assert message.stop_reason == "end_turn"
+    assert [b.type for b in message.content] == ["text"]
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens, message.usage.output_tokens) == (40, 60, 7)
+    sent = fake.requests[0]["body"]
+    assert sent["model"] == "gpt-mock" and sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}
+    assert fake.requests[0]["headers"]["authorization"] == "Bearer sk-mock-canary-3f9a"
+    assert "x-api-key" not in fake.requests[0]["headers"]
+
+
+def test_non_streaming_with_sdk(client, fake):
+    fake.push(text_script("Plain", " answer"))
+    message = client.messages.create(model="claude-opus-4-1", max_tokens=50, messages=MESSAGES)
+    assert message.content[0].text == "Plain answer"
+    assert message.model == "claude-opus-4-1"
+    assert message.stop_reason == "end_turn"
+    assert message.usage.output_tokens == 5
+
+
+def test_upstream_answering_json_to_a_stream_request(client, fake):
+    fake.push(Script(body={"id": "x", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "json body"}, "finish_reason": "stop"}],
+        "usage": usage(3, 2)}))
+    with client.messages.stream(model="claude-x", max_tokens=50, messages=MESSAGES) as s:
+        message = s.get_final_message()
+    assert message.content[0].text == "json body"
+
+
+def test_tool_call_stream(client, fake):
+    fake.push(tool_script("Write", '{"file_path": "/tmp/a.txt", "content": "hi"}', text="Writing."))
+    tools = [{"name": "Write", "description": "write a file",
+              "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}}}]
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=1000, messages=MESSAGES, tools=tools) as s:
+        message = s.get_final_message()
+    assert [b.type for b in message.content] == ["text", "tool_use"]
+    assert message.content[1].name == "Write"
+    assert message.content[1].id == "call_1"
+    assert message.content[1].input == {"file_path": "/tmp/a.txt", "content": "hi"}
+    assert message.stop_reason == "tool_use"
+    assert fake.requests[0]["body"]["tools"][0]["function"]["name"] == "Write"
+
+
+def test_interleaved_parallel_tool_calls(daemon, client, fake):
+    def tc(i, **kw):
+        return chunk({"tool_calls": [dict(index=i, **kw)]})
+    script = Script(events=[
+        tc(0, id="call_a", type="function", function={"name": "Read", "arguments": ""}),
+        tc(1, id="call_b", type="function", function={"name": "Glob", "arguments": "{\"pat"}),
+        tc(0, function={"arguments": "{\"file_path\":"}),
+        tc(1, function={"arguments": "tern\": \"*.py\"}"}),
+        tc(0, function={"arguments": " \"x.py\"}"}),
+        chunk(finish="tool_calls"), chunk(choices=False, usage=usage())])
+    fake.push(script)
+    events = raw_stream(daemon)
+    assert check_stream(events) == "complete"
+    fake.push(script)
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=1000, messages=MESSAGES) as s:
+        message = s.get_final_message()
+    assert [(b.id, b.name, b.input) for b in message.content] == [
+        ("call_a", "Read", {"file_path": "x.py"}), ("call_b", "Glob", {"pattern": "*.py"})]
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_reasoning_becomes_signed_thinking(daemon, client, fake, field):
+    script = Script(events=[chunk({field: "Let me"}), chunk({field: " think."}), chunk({"content": "42"}),
+                            chunk(finish="stop"), chunk(choices=False, usage=usage())])
+    fake.push(script)
+    assert check_stream(raw_stream(daemon, model="claude-reasoner-1")) == "complete"
+    fake.push(script)
+    with client.messages.stream(model="claude-reasoner-1", max_tokens=2000, messages=MESSAGES,
+                                thinking={"type": "enabled", "budget_tokens": 1024}) as s:
+        message = s.get_final_message()
+    assert message.content[0].type == "thinking"
+    assert message.content[0].thinking == "Let me think."
+    assert message.content[0].signature.startswith("ccpx1.")
+    assert message.content[1].text == "42"
+    sent = fake.requests[-1]["body"]
+    assert sent["model"] == "reasoner-up"
+    assert sent["reasoning_effort"] == "low"
+    assert sent["max_completion_tokens"] == 2000
+    assert "temperature" not in sent and "thinking" not in sent
+
+
+def test_thinking_round_trip_replays_reasoning_content(client, fake):
+    fake.push(text_script("ok"))
+    history = [{"role": "user", "content": "q"},
+               {"role": "assistant", "content": [
+                   {"type": "thinking", "thinking": "plan", "signature": "ccpx1.eyJwIjoibW9jayJ9"},
+                   {"type": "tool_use", "id": "call_9", "name": "Bash", "input": {"command": "ls"}}]},
+               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_9", "content": "a.py"},
+                                            {"type": "text", "text": "go on"}]}]
+    client.messages.create(model="claude-reasoner-1", max_tokens=100, messages=history)
+    sent = fake.requests[0]["body"]["messages"]
+    assert sent[1] == {"role": "assistant", "content": None, "reasoning_content": "plan", "tool_calls": [
+        {"id": "call_9", "type": "function", "function": {"name": "Bash", "arguments": "{\"command\":\"ls\"}"}}]}
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_9", "content": "a.py"}
+    assert sent[3] == {"role": "user", "content": "go on"}
+
+
+def test_no_usage_from_upstream_still_reports_usage(daemon, fake):
+    fake.push(Script(events=[chunk({"content": "abcdefghijklmnop"}), chunk(finish="stop")]))
+    events = raw_stream(daemon)
+    assert check_stream(events) == "complete"
+    start_usage = events[0][1]["message"]["usage"]
+    final_usage = [d for n, d in events if n == "message_delta"][0]["usage"]
+    assert start_usage["input_tokens"] > 0
+    assert final_usage["output_tokens"] == 4 and final_usage["input_tokens"] > 0
+
+
+def test_pings_while_upstream_is_silent(daemon, fake):
+    fake.push(Script(events=[chunk({"content": "a"}), 1.0, chunk({"content": "b"}), chunk(finish="stop")]))
+    events = raw_stream(daemon)
+    assert check_stream(events) == "complete"
+    names = [n for n, _ in events]
+    assert "ping" in names[names.index("content_block_start"):]
+
+
+def test_stop_with_tool_calls_is_tool_use_and_content_filter_is_refusal(daemon, fake):
+    fake.push(Script(events=[chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "Bash", "arguments": "{}"}}]}),
+                             chunk(finish="stop")]))
+    events = raw_stream(daemon)
+    assert [d for n, d in events if n == "message_delta"][0]["delta"]["stop_reason"] == "tool_use"
+    fake.push(Script(events=[chunk({"content": "I can't"}), chunk(finish="content_filter")]))
+    events = raw_stream(daemon)
+    assert [d for n, d in events if n == "message_delta"][0]["delta"]["stop_reason"] == "refusal"
+
+
+# ---------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("status,exc_class,etype", [
+    (400, anthropic.BadRequestError, "invalid_request_error"),
+    (404, anthropic.NotFoundError, "not_found_error"),
+    (429, anthropic.RateLimitError, "rate_limit_error"),
+    (500, anthropic.InternalServerError, "api_error"),
+    (503, anthropic.APIStatusError, "overloaded_error"),
+])
+def test_upstream_errors_become_anthropic_errors(client, fake, status, exc_class, etype):
+    fake.push(Script(status=status, body={"error": {"message": f"upstream says {status}", "type": "x"}},
+                     headers={"retry-after": "7"} if status == 429 else {}))
+    with pytest.raises(exc_class) as info:
+        client.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=MESSAGES)
+    err = info.value
+    assert err.body["type"] == "error"
+    assert err.body["error"]["type"] == etype
+    assert f"upstream says {status}" in err.message
+    if status == 503:
+        assert err.status_code == 529
+    if status == 429:
+        assert err.response.headers["retry-after"] == "7"
+
+
+def test_cut_mid_stream_ends_with_error_event(daemon, client, fake):
+    script = Script(events=[chunk({"content": "partial"})], cut=True)
+    fake.push(script)
+    events = raw_stream(daemon)
+    assert check_stream(events) == "error"
+    assert "message_stop" not in [n for n, _ in events]
+    fake.push(script)
+    with pytest.raises(anthropic.APIError):
+        with client.messages.stream(model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES) as s:
+            s.get_final_message()
+
+
+def test_in_stream_error_object(daemon, fake):
+    fake.push(Script(events=[chunk({"content": "x"}), {"error": {"code": 502, "message": "provider died"}}]))
+    events = raw_stream(daemon)
+    assert check_stream(events) == "error"
+    assert events[-1][1]["error"] == {"type": "overloaded_error", "message": "provider died"}
+
+
+def test_missing_key_names_the_variable(client, fake):
+    with pytest.raises(anthropic.InternalServerError) as info:
+        client.messages.create(model="claude-nokey", max_tokens=10, messages=MESSAGES)
+    assert "CCPROXYD_TEST_UNSET_KEY" in info.value.message
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert fake.requests == []
+
+
+def test_dead_primary_falls_back(client, fake):
+    fake.push(text_script("from fallback"))
+    message = client.messages.create(model="claude-fallback-1", max_tokens=10, messages=MESSAGES)
+    assert message.content[0].text == "from fallback"
+    assert message.model == "claude-fallback-1"
+
+
+def test_dead_provider_without_fallback_is_overloaded(client):
+    with pytest.raises(anthropic.APIStatusError) as info:
+        client.messages.create(model="claude-dead", max_tokens=10, messages=MESSAGES)
+    assert info.value.status_code == 529
+    assert info.value.body["error"]["type"] == "overloaded_error"
+
+
+@pytest.mark.parametrize("body,needle", [
+    (b"{not json", "not valid JSON"),
+    (b"[1,2]", "JSON object"),
+    (b'{"max_tokens": 5, "messages": []}', "model"),
+    (b'{"model": "claude-x", "messages": []}', "max_tokens"),
+    (b'{"model": "claude-x", "max_tokens": 5}', "messages"),
+    (b'{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}', "role"),
+])
+def test_bad_requests_are_400_invalid_request(daemon, fake, body, needle):
+    r = httpx.post(daemon.url + "/v1/messages", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["type"] == "error"
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert needle in r.json()["error"]["message"]
+    assert fake.requests == []
+
+
+def test_max_tokens_zero_is_answered_locally(daemon, client, fake):
+    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=0, messages=MESSAGES)
+    assert message.content == [] and message.stop_reason == "max_tokens"
+    assert check_stream(raw_stream(daemon, max_tokens=0)) == "complete"
+    assert fake.requests == []
+
+
+# ---------------------------------------------------------------- other endpoints
+
+def test_count_tokens(client, fake):
+    small = client.messages.count_tokens(model="claude-sonnet-4-5", messages=MESSAGES)
+    big = client.messages.count_tokens(
+        model="claude-sonnet-4-5", system="You are a careful assistant.", messages=MESSAGES,
+        tools=[{"name": "Bash", "description": "run a shell command", "input_schema": {"type": "object"}}])
+    assert 0 < small.input_tokens < big.input_tokens
+    assert fake.requests == []
+
+
+def test_models_health_root(daemon, client):
+    models = client.models.list()
+    ids = [m.id for m in models.data]
+    assert "claude-sonnet-4-5-20250929" in ids and all(i.startswith("claude") for i in ids)
+    assert httpx.get(daemon.url + "/health").json()["status"] == "ok"
+    assert httpx.head(daemon.url + "/").status_code == 200
+    assert httpx.get(daemon.url + "/").status_code == 200
+    r = httpx.get(daemon.url + "/v2/nothing")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
