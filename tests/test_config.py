@@ -1,0 +1,126 @@
+"""Routing table loading, validation messages with PATH:LINE:COL, routing, and `ccproxyd check`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ccproxyd import config
+from ccproxyd.errors import ConfigError, NotFound
+from ccproxyd.routing import resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+DESIGN_MINIMAL = """\
+providers:
+  mock:
+    base_url: http://127.0.0.1:9999/v1
+    api_key_env: MOCK_KEY
+models:
+  gpt-mock:
+    provider: mock
+    context_window: 128000
+    max_output_tokens: 16384
+routes:
+  - match: "*"
+    model: gpt-mock
+"""
+
+
+def test_design_minimal_table_routes_everything_to_gpt_mock():
+    table = config.load(DESIGN_MINIMAL, "min.yaml", env={"MOCK_KEY": "k"})
+    for name in ("claude-opus-4-1", "claude-3-5-haiku-20241022", "anything"):
+        d = resolve(table, name)
+        assert d.primary.model.upstream == "gpt-mock"
+        assert d.primary.provider.base_url == "http://127.0.0.1:9999/v1"
+    assert table.warnings == ()
+
+
+def test_bundled_table_catalogue_and_seed_variables():
+    table = config.load((ROOT / "routes.yaml").read_text(), "routes.yaml", env={})
+    expect = {"o3": (200000, 100000), "o3-2025-04-16": (200000, 100000), "o4-mini": (128000, 100000),
+              "gpt-5": (400000, 128000), "gpt-5-2025-08-07": (400000, 128000), "gpt-5-mini": (400000, 128000),
+              "gpt-5-mini-2025-08-07": (400000, 128000), "deepseek-reasoner": (163840, 65536),
+              "deepseek-chat": (163840, 8192), "x-ai/grok-code-fast-1": (256000, 10000),
+              "x-ai/grok-4-fast": (2000000, 30720)}
+    assert {n: (m.context_window, m.max_output_tokens) for n, m in table.models.items()} == expect
+    assert table.models["gpt-5"].prices[0].input == 1.25 and table.models["gpt-5"].prices[0].output == 10.0
+    grok = table.models["x-ai/grok-4-fast"].prices
+    assert [(t.up_to, t.input, t.output) for t in grok] == [(128000, 0.2, 0.5), (None, 0.5, 1.0)]
+    assert resolve(table, "claude-opus-4-1").primary.model.name == "gpt-5"
+    assert resolve(table, "claude-3-5-haiku-20241022").primary.model.name == "gpt-5-mini"
+    assert table.providers["openai"].base_url == "https://api.openai.com/v1"
+    env = {"BIG_MODEL_NAME": "o3", "SMALL_MODEL_NAME": "deepseek-chat", "OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}
+    table = config.load((ROOT / "routes.yaml").read_text(), "routes.yaml", env=env)
+    assert resolve(table, "claude-sonnet-4-5").primary.model.name == "o3"
+    assert resolve(table, "claude-haiku-4-5").primary.model.name == "deepseek-chat"
+    assert table.providers["openai"].base_url == "http://127.0.0.1:1/v1"
+    assert {w.message.split(":")[0] for w in table.warnings} == {
+        "providers.openai.api_key_env", "providers.openrouter.api_key_env", "providers.deepseek.api_key_env"}
+
+
+BROKEN = [
+    ("providers:\n  a: [\n", "x.yaml:3:1: YAML syntax"),
+    ("", "x.yaml:1:1: the routing table is empty"),
+    (DESIGN_MINIMAL.replace("    api_key_env: MOCK_KEY\n", "    api_key_env: MOCK_KEY\n    tls: yes\n"),
+     "x.yaml:5:5: providers.mock: unknown key 'tls'"),
+    (DESIGN_MINIMAL.replace("context_window: 128000", "context_window: big"),
+     "x.yaml:8:21: models.gpt-mock.context_window: 'big' is not of type 'integer'"),
+    (DESIGN_MINIMAL.replace("provider: mock", "provider: nobody"),
+     "x.yaml:7:15: models.gpt-mock.provider: unknown provider 'nobody'"),
+    (DESIGN_MINIMAL.replace("model: gpt-mock", "model: gpt-nope"),
+     "x.yaml:12:12: routes[0]: unknown model 'gpt-nope'"),
+    (DESIGN_MINIMAL + "  - match: claude-x\n    model: gpt-mock\n",
+     "x.yaml:13:5: routes[1]: unreachable"),
+    (DESIGN_MINIMAL.replace("model: gpt-mock", "model: gpt-mock\n    fallbacks: [gpt-mock]"),
+     "x.yaml:13:17: routes[0]: model 'gpt-mock' appears twice"),
+    (DESIGN_MINIMAL.replace("base_url: http://127.0.0.1:9999/v1", "base_url: ${UNSET_BASE_FOR_TEST}"),
+     "x.yaml:3:15: environment variable UNSET_BASE_FOR_TEST is not set"),
+    (DESIGN_MINIMAL.replace("models:\n", "models:\n  gpt-mock: {provider: mock, context_window: 1, max_output_tokens: 1}\n"),
+     "x.yaml:7:3: duplicate key 'gpt-mock'"),
+    (DESIGN_MINIMAL.replace("max_output_tokens: 16384", "max_output_tokens: 16384\n    prices: [{up_to: 200, input: 1, output: 2}, {up_to: 100, input: 1, output: 2}]"),
+     "x.yaml:10:57: models.gpt-mock.prices[1].up_to: tiers must be in ascending order"),
+]
+
+
+@pytest.mark.parametrize("text,expected", BROKEN, ids=[e for _, e in BROKEN])
+def test_broken_tables_are_located(text, expected):
+    with pytest.raises(ConfigError) as info:
+        config.load(text, "x.yaml", env={})
+    lines = [str(p) for p in info.value.problems]
+    assert any(line.startswith(expected) for line in lines), lines
+
+
+def test_unreadable_paths(tmp_path):
+    for path, needle in ((tmp_path, "is a directory"), (tmp_path / "missing.yaml", "no such file")):
+        with pytest.raises(ConfigError) as info:
+            config.load_file(str(path))
+        assert str(info.value).startswith(f"{path}:1:1: ") and needle in str(info.value)
+
+
+def test_unmatched_model_is_not_found():
+    table = config.load(DESIGN_MINIMAL.replace('"*"', '"claude-*"'), env={})
+    with pytest.raises(NotFound):
+        resolve(table, "gpt-4")
+
+
+def test_table_is_immutable():
+    table = config.load(DESIGN_MINIMAL, env={})
+    with pytest.raises(TypeError):
+        table.models["x"] = table.models["gpt-mock"]       # type: ignore[index]
+    with pytest.raises(AttributeError):
+        table.routes[0].model = "other"                     # type: ignore[misc]
+
+
+def test_check_command(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "ccproxyd", "check", str(ROOT / "routes.yaml")],
+                        capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DESIGN_MINIMAL.replace("model: gpt-mock", "model: gpt-nope"))
+    res = subprocess.run([sys.executable, "-m", "ccproxyd", "check", str(bad)], capture_output=True, text=True)
+    assert res.returncode == 1
+    assert re.match(rf"^{re.escape(str(bad))}:12:12: routes\[0\]: unknown model 'gpt-nope'", res.stdout)

@@ -1,0 +1,123 @@
+"""Table tests: OpenAI chunk transcripts -> Anthropic events, plus the SSE codec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ccproxyd.errors import ApiError, Overloaded, RateLimited
+from ccproxyd.sse import SSEDecoder, encode
+from ccproxyd.translate import signature
+from ccproxyd.translate.response import accumulate, from_completion
+from ccproxyd.translate.stream import FINISH_TO_STOP, UNKNOWN_FINISH_STOP, StreamTranslator
+
+from .grammar import check_stream, parse_sse
+
+CASES = json.loads((Path(__file__).parent / "fixtures" / "stream_cases.json").read_text())
+
+
+def translator() -> StreamTranslator:
+    return StreamTranslator("claude-sonnet-4-5", provider="p", upstream_model="m", input_estimate=42)
+
+
+def run(chunks, done=True) -> list:
+    t = translator()
+    events = t.start()
+    for c in chunks:
+        events += t.feed(c)
+    return events + t.finish(saw_done=done)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_stream_translation(case):
+    events = run(case["chunks"], case["done"])
+    sig = signature.make("p", "m")
+    expected = [(n, json.loads(json.dumps(d).replace('"SIG"', json.dumps(sig)))) for n, d in case["events"]]
+    assert events[0][0] == "message_start"
+    assert events[0][1]["message"]["model"] == "claude-sonnet-4-5"
+    assert events[1:] == expected
+    assert check_stream(parse_sse(encode(events))) == "complete"
+
+
+@pytest.mark.parametrize("finish,stop", [*FINISH_TO_STOP.items(), ("something_new", UNKNOWN_FINISH_STOP)])
+def test_finish_reason_table(finish, stop):
+    events = run([{"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": finish}]}])
+    expected = "end_turn" if stop == "tool_use" else stop        # no tool block was emitted
+    assert events[-2][1]["delta"]["stop_reason"] == expected
+
+
+def test_truncated_stream_raises_instead_of_closing_cleanly():
+    t = translator()
+    t.start()
+    t.feed({"choices": [{"index": 0, "delta": {"content": "half"}}]})
+    with pytest.raises(ApiError):
+        t.finish(saw_done=False)
+
+
+@pytest.mark.parametrize("chunk,cls", [
+    ({"error": {"code": 429, "message": "slow down"}}, RateLimited),
+    ({"error": {"code": 502, "message": "bad gateway"}}, Overloaded),
+    ({"object": "error", "message": "vllm broke"}, ApiError),
+    ({"choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}, ApiError),
+])
+def test_in_stream_errors(chunk, cls):
+    t = translator()
+    t.start()
+    with pytest.raises(cls) as info:
+        t.feed(chunk)
+    assert check_stream(parse_sse(encode(t.start()[:1] + t.fail(info.value)))) == "error"
+
+
+def test_non_streaming_completion():
+    completion = {"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": "Sure.", "reasoning_content": "hmm",
+        "tool_calls": [{"id": "call_x", "type": "function", "function": {"name": "Bash", "arguments": "[1, 2]"}},
+                       {"id": "call_y", "type": "function", "function": {"name": "Bash", "arguments": "not json"}}]}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}}
+    message = from_completion(completion, translator())
+    assert [b["type"] for b in message["content"]] == ["thinking", "text", "tool_use", "tool_use"]
+    assert message["content"][2]["input"] == {"value": [1, 2]}
+    assert message["content"][3]["input"] == {"raw_arguments": "not json"}
+    assert message["stop_reason"] == "tool_use" and message["model"] == "claude-sonnet-4-5"
+    assert message["usage"]["input_tokens"] == 10
+
+
+def test_refusal_field_becomes_text():
+    completion = {"choices": [{"index": 0, "finish_reason": "content_filter",
+                               "message": {"role": "assistant", "content": None, "refusal": "I can't help."}}]}
+    message = from_completion(completion, translator())
+    assert message["content"] == [{"type": "text", "text": "I can't help."}]
+    assert message["stop_reason"] == "refusal"
+
+
+def test_tool_names_map_back_to_client_names():
+    t = StreamTranslator("c", provider="p", upstream_model="m", tool_names={"short_1234": "mcp__long__name"})
+    events = t.start() + t.feed({"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "c1", "function": {"name": "short_1234", "arguments": "{}"}}]}}]}) + t.finish(True)
+    assert accumulate(events)["content"][0]["name"] == "mcp__long__name"
+
+
+def test_translators_share_no_state():
+    a, b = translator(), translator()
+    a.start(), b.start()
+    a.feed({"choices": [{"index": 0, "delta": {"content": "from a"}}]})
+    events_b = b.feed({"choices": [{"index": 0, "delta": {"content": "from b"}}]}) + b.finish(True)
+    assert accumulate(b.start()[:1] + events_b)["content"] == [{"type": "text", "text": "from b"}]
+    assert a.id != b.id
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"data: {\"a\":1}\n\n", b"data: [DONE]\n\n"],
+    [b"data: {\"a\"", b":1}\n", b"\n: OPENROUTER PROCESSING\n\ndata: [DONE]\n\n"],
+    [b"data: {\"a\":1}\r\n\r\ndata: [DONE]\r\n\r\n"],
+    [b"event: x\ndata: {\"a\":1}\n\ndata: [DONE]"],
+])
+def test_sse_decoder_splits(pieces):
+    decoder = SSEDecoder()
+    out = []
+    for p in pieces:
+        out += decoder.feed(p)
+    out += decoder.close()
+    assert out == [b'{"a":1}', b"[DONE]"]
