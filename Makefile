@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-CLAUDE_VERSION ?= 2.0.76
+CLAUDE_VERSION ?= 2.1.197
 CLAUDE_DIR := .claude-code
 CLAUDE := $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code-linux-x64/claude
 

@@ -67,6 +67,7 @@ class FakeUpstream:
         self.scripts: deque[Script] = deque()
         self.requests: list[dict] = []
         self.default = text_script("Hello", " from", " fake")
+        self.responder = None                        # callable(request body) -> Script, overrides the queue
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
@@ -88,6 +89,7 @@ class FakeUpstream:
         self.scripts.extend(scripts)
 
     def reset(self) -> None:
+        self.responder = None
         self.scripts.clear()
         self.requests.clear()
 
@@ -109,7 +111,11 @@ class FakeUpstream:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if method == "POST" and path.endswith("/chat/completions"):
                     self.requests.append({"path": path, "headers": headers, "body": orjson.loads(body)})
-                    script = self.scripts.popleft() if self.scripts else self.default
+                    request_body = self.requests[-1]["body"]
+                    if self.responder is not None:
+                        script = self.responder(request_body)
+                    else:
+                        script = self.scripts.popleft() if self.scripts else self.default
                     if not await self._answer(writer, script):
                         return
                 else:

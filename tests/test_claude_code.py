@@ -1,0 +1,67 @@
+"""Claude Code itself, headless, through ccproxyd in front of the fake upstream.
+
+The model (the fake upstream) asks for the Write tool; Claude Code must run it, send the result
+back, and finish the turn with the model's final text.  Never skipped: `make test` installs the
+pinned Claude Code into .claude-code/ first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from .fake_upstream import text_script, tool_script
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def claude_binary() -> Path:
+    base = Path(os.environ.get("CCPROXYD_CLAUDE", ROOT / ".claude-code"))
+    for candidate in (base / "node_modules/@anthropic-ai/claude-code-linux-x64/claude",
+                      base / "node_modules/.bin/claude"):
+        if candidate.exists():
+            return candidate
+    raise AssertionError(f"Claude Code is not installed under {base}: run `make claude-code`")
+
+
+def test_claude_code_completes_a_tool_turn(daemon, fake, tmp_path):
+    work = tmp_path / "work"
+    home = tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+    target = work / "hello.txt"
+
+    def responder(body: dict):
+        messages = body["messages"]
+        tool_names = {t["function"]["name"] for t in body.get("tools", [])}
+        if any(m["role"] == "tool" for m in messages):
+            return text_script("Done: wrote hello.txt")
+        if "Write" in tool_names:
+            args = json.dumps({"file_path": str(target), "content": "hi from ccproxyd\n"})
+            return tool_script("Write", args, call_id="call_write_1", text="I'll create the file.")
+        return text_script("ok")
+
+    fake.responder = responder
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
+    env.update(ANTHROPIC_BASE_URL=daemon.url, ANTHROPIC_API_KEY="sk-ant-client-key",
+               CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", HOME=str(home), DISABLE_AUTOUPDATER="1")
+    result = subprocess.run(
+        [str(claude_binary()), "-p", "Create hello.txt saying hi", "--output-format", "json",
+         "--permission-mode", "acceptEdits", "--allowedTools", "Write"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, f"stdout={result.stdout[-2000:]}\nstderr={result.stderr[-2000:]}"
+    output = json.loads(result.stdout)
+    assert output.get("is_error") is False, output
+    assert "Done: wrote hello.txt" in output["result"]
+    assert target.read_text() == "hi from ccproxyd\n"
+
+    main_loop = [r["body"] for r in fake.requests if any(m["role"] == "tool" for m in r["body"]["messages"])]
+    assert main_loop, "Claude Code never sent the tool result back"
+    tool_msg = next(m for m in main_loop[0]["messages"] if m["role"] == "tool")
+    assert tool_msg["tool_call_id"] == "call_write_1"
+    assistant = next(m for m in main_loop[0]["messages"] if m.get("tool_calls"))
+    assert assistant["tool_calls"][0]["function"]["name"] == "Write"
+    for r in fake.requests:               # the client's key never reaches the upstream
+        assert "sk-ant-client-key" not in json.dumps(r["headers"])
