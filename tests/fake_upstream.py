@@ -156,3 +156,43 @@ class FakeUpstream:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
+
+
+def _main() -> None:
+    """Run standalone (for `make bench`): python -m tests.fake_upstream --port P --chunks N."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--chunks", type=int, default=40)
+    parser.add_argument("--gap", type=float, default=0.0, help="seconds between chunks")
+    args = parser.parse_args()
+    fake = FakeUpstream()
+    pieces = [f"word{i} " for i in range(args.chunks)]
+    script = text_script(*pieces)
+    if args.gap:
+        script.events = [e for c in script.events for e in (c, args.gap)]
+    fake.default = script
+    fake.requests = _Discard()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(fake._serve, "127.0.0.1", args.port)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        time.sleep(0)
+
+
+class _Discard(list):
+    """A request log that keeps only the last entry (the bench sends many thousands)."""
+
+    def append(self, item) -> None:
+        self[:] = [item]
+
+
+if __name__ == "__main__":
+    _main()

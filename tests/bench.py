@@ -1,0 +1,160 @@
+"""`make bench`: the latency and CPU ccproxyd adds to a Claude-Code-sized streamed request.
+
+A raw-asyncio fake upstream (its own process) streams 40 chunks with no delay; ccproxyd (one
+worker, its own process) sits in front of it.  The same client measures the upstream directly and
+through ccproxyd, so the difference is what the proxy adds.  CPU is read from /proc for the
+ccproxyd process only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+N_SEQUENTIAL = int(os.environ.get("BENCH_N", "400"))
+N_CONCURRENT = 16
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def claude_code_like_request() -> dict:
+    tools = [{"name": f"Tool{i}", "description": f"Tool number {i}. " + "Does useful things with files. " * 6,
+              "input_schema": {"type": "object", "$schema": "http://json-schema.org/draft-07/schema#",
+                               "properties": {"path": {"type": "string", "description": "absolute path"},
+                                              "limit": {"type": "integer"}, "flag": {"type": "boolean"}},
+                               "required": ["path"], "additionalProperties": False}} for i in range(20)]
+    system = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1"},
+              {"type": "text", "text": "You are Claude Code. " + "Follow the instructions carefully. " * 110,
+               "cache_control": {"type": "ephemeral"}}]
+    messages = [{"role": "user", "content": [{"type": "text", "text": "<system-reminder>context</system-reminder>"},
+                                             {"type": "text", "text": "Please refactor the module. " * 20}]}]
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 32000, "stream": True, "system": system,
+            "messages": messages, "tools": tools, "metadata": {"user_id": "user_" + "a" * 64},
+            "thinking": {"type": "adaptive"}}
+    return body
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def wait_ready(url: str) -> None:
+    for _ in range(300):
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def timed(client: httpx.Client, url: str, body: bytes, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        with client.stream("POST", url, content=body, headers={"content-type": "application/json"}) as r:
+            for _ in r.iter_raw():
+                pass
+            assert r.status_code == 200, r.status_code
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+async def concurrent(url: str, body: bytes, total: int) -> float:
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=N_CONCURRENT)) as client:
+        queue = list(range(total))
+
+        async def worker() -> None:
+            while queue:
+                queue.pop()
+                async with client.stream("POST", url, content=body, headers={"content-type": "application/json"}) as r:
+                    async for _ in r.aiter_raw():
+                        pass
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(N_CONCURRENT)))
+        return time.perf_counter() - t0
+
+
+def pct(values: list[float], p: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(len(values) * p))]
+
+
+def main() -> None:
+    upstream = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40"])
+    up_port = int(upstream.stdout.readline())
+    routes = Path(tempfile.mkdtemp()) / "routes.yaml"
+    routes.write_text(f"""
+providers:
+  bench: {{base_url: "http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_KEY}}
+models:
+  gpt-bench: {{provider: bench, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
+routes:
+  - {{match: "*", model: gpt-bench}}
+""")
+    port = 18000 + os.getpid() % 1000
+    proxy = start([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port", str(port),
+                   "--log-level", "WARNING"], env={"BENCH_KEY": "bench"})
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health")
+        anthropic_body = orjson.dumps(claude_code_like_request())
+        from ccproxyd.config import load
+        from ccproxyd.translate.request import to_openai
+        model = load(routes.read_text(), env={"BENCH_KEY": "x"}).models["gpt-bench"]
+        openai_body = orjson.dumps(to_openai(claude_code_like_request(), model)[0])
+        direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
+        proxy_url = f"http://127.0.0.1:{port}/v1/messages?beta=true"
+        print(f"request: {len(anthropic_body)} bytes Anthropic, {len(openai_body)} bytes upstream, "
+              f"20 tools, 40 chunks; {N_SEQUENTIAL} sequential requests per side", flush=True)
+        with httpx.Client(timeout=60) as client:
+            timed(client, direct_url, openai_body, 50)                    # warm-up
+            timed(client, proxy_url, anthropic_body, 50)
+            direct = timed(client, direct_url, openai_body, N_SEQUENTIAL)
+            cpu0 = cpu_seconds(proxy.pid)
+            through = timed(client, proxy_url, anthropic_body, N_SEQUENTIAL)
+            cpu_one = (cpu_seconds(proxy.pid) - cpu0) / N_SEQUENTIAL * 1000
+        total = N_SEQUENTIAL * 2
+        cpu0 = cpu_seconds(proxy.pid)
+        elapsed = asyncio.run(concurrent(proxy_url, anthropic_body, total))
+        cpu_many = (cpu_seconds(proxy.pid) - cpu0) / total * 1000
+        d50, d99 = statistics.median(direct), pct(direct, 0.99)
+        p50, p99 = statistics.median(through), pct(through, 0.99)
+        print(f"{'':34}{'median':>10}{'p99':>10}")
+        print(f"{'upstream directly (ms)':34}{d50:10.2f}{d99:10.2f}")
+        print(f"{'through ccproxyd (ms)':34}{p50:10.2f}{p99:10.2f}")
+        print(f"{'added by ccproxyd (ms)':34}{p50 - d50:10.2f}{p99 - d99:10.2f}")
+        print(f"ccproxyd CPU per streamed request, 1 client:   {cpu_one:.2f} ms")
+        print(f"ccproxyd CPU per streamed request, {N_CONCURRENT} clients: {cpu_many:.2f} ms")
+        print(f"throughput at {N_CONCURRENT} clients: {total / elapsed:.0f} requests/s "
+              f"(load generator is Python httpx in one process)")
+        print(f"ccproxyd RSS after the run: {rss_mb(proxy.pid):.0f} MB")
+    finally:
+        proxy.terminate()
+        upstream.terminate()
+        proxy.wait(10)
+        upstream.wait(10)
+
+
+if __name__ == "__main__":
+    main()
