@@ -69,10 +69,11 @@ def free_port() -> int:
 class Daemon:
     """ccproxyd as a real subprocess."""
 
-    def __init__(self, routes_path: Path, env: dict | None = None, extra_args: tuple = ()):
+    def __init__(self, routes_path: Path, env: dict | None = None, extra_args: tuple = (),
+                 log_path: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = routes_path.with_suffix(".log")
+        self.log_path = log_path or routes_path.with_suffix(".log")
         full_env = {**os.environ, "MOCK_KEY": "sk-mock-canary-3f9a", **(env or {})}
         full_env.pop("CCPROXYD_TEST_UNSET_KEY", None)
         self.log = open(self.log_path, "w")
