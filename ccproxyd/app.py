@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 from sanic import Sanic
 
 from . import config, handlers, tokens
+from .reload import Reloader
 from .settings import Settings
 from .upstream import Upstreams
 
@@ -32,11 +34,25 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         for warning in app.ctx.table.warnings:
             log.warning("%s", warning)
         app.ctx.upstreams = Upstreams()
+        app.ctx.reloader = Reloader(app.ctx, settings.routes)
+        app.ctx.stop_watch = asyncio.Event()
+        app.ctx.watch_task = asyncio.create_task(app.ctx.reloader.watch(app.ctx.stop_watch))
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
+                app.ctx.reloader.reload_settled("SIGHUP")))
+        except (NotImplementedError, RuntimeError, ValueError):
+            log.warning("SIGHUP reload is not available in this process")
         # Load the tokenizer off the event loop so the first count_tokens does not stall others.
         app.ctx.tokenizer = asyncio.get_running_loop().run_in_executor(None, tokens.encoding)
 
     @app.after_server_stop
     async def close_resources(app: Sanic) -> None:
+        app.ctx.stop_watch.set()
+        try:
+            await asyncio.wait_for(app.ctx.watch_task, 2)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            pass
         await app.ctx.upstreams.close()
 
     return app

@@ -79,12 +79,16 @@ def check(path: str) -> None:
 @main.command()
 @click.argument("model")
 @click.option("--routes", "routes", default="routes.yaml", show_default=True, envvar="CCPROXYD_ROUTES")
-def route(model: str, routes: str) -> None:
+@click.option("--thinking", is_flag=True, help="The request asks for thinking.")
+@click.option("--tools", is_flag=True, help="The request carries tools.")
+@click.option("--input-tokens", default=0, type=int, help="Estimated input size of the request.")
+def route(model: str, routes: str, thinking: bool, tools: bool, input_tokens: int) -> None:
     """Show what a client model name becomes."""
-    from .routing import resolve
+    from .routing import Features, resolve
 
     try:
-        decision = resolve(config.load_file(routes), model)
+        features = Features(thinking=thinking, tools=tools, count_input=lambda: input_tokens)
+        decision = resolve(config.load_file(routes), model, features)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
@@ -95,8 +99,12 @@ def route(model: str, routes: str) -> None:
     for i, target in enumerate(decision.targets):
         m = target.model
         role = "primary" if i == 0 else f"fallback {i}"
+        bounds = [None, *(t.up_to for t in m.prices)]
+        prices = ", ".join(f"{f'<= {t.up_to}' if t.up_to else (f'> {bounds[i]}' if bounds[i] else 'any')} prompt "
+                           f"tokens: ${t.input} in / ${t.output} out" for i, t in enumerate(m.prices)) or "none"
         click.echo(f"  {role}: {m.name} = {target.provider.name}:{m.upstream} at {target.provider.base_url} "
-                   f"(context {m.context_window}, max output {m.max_output_tokens}, reasoning {m.reasoning})")
+                   f"(context {m.context_window}, max output {m.max_output_tokens}, reasoning {m.reasoning}; "
+                   f"per 1M tokens {prices})")
 
 
 if __name__ == "__main__":

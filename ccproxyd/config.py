@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
+from . import credentials
 from .errors import ConfigError, Problem
 
 SCHEMA: dict = json.loads(resources.files("ccproxyd").joinpath("data/routes.schema.json").read_text())
@@ -68,10 +69,19 @@ class Model:
 
 
 @dataclass(frozen=True)
+class When:
+    """Conditions on the request; every one that is set must hold."""
+    thinking: bool | None = None          # the client asked for thinking (enabled or adaptive)
+    tools: bool | None = None             # the request carries tools
+    min_input_tokens: int | None = None   # estimated input is at least this many tokens
+
+
+@dataclass(frozen=True)
 class Route:
     match: str
     model: str
     fallbacks: tuple[str, ...] = ()
+    when: When | None = None
 
 
 @dataclass(frozen=True)
@@ -202,7 +212,7 @@ def _semantic_problems(data: dict, loc: _Located) -> None:
         where = ("routes", i)
         if catch_all is not None:
             loc.problem(loc.at(where), f"routes[{i}]: unreachable, routes[{catch_all}] matches every model first")
-        if route["match"] == "*" and catch_all is None:
+        if route["match"] == "*" and "when" not in route and catch_all is None:
             catch_all = i
         chain = [route["model"], *route.get("fallbacks", [])]
         for j, target in enumerate(chain):
@@ -251,16 +261,19 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
         _semantic_problems(data, loc)
     if loc.problems:
         raise ConfigError(sorted(loc.problems, key=lambda p: (p.line, p.col)))
+    environment = os.environ if env is None else env
     warnings = tuple(
         Problem(path, *loc.at(("providers", n, "api_key_env")),
-                f"providers.{n}.api_key_env: variable {p['api_key_env']} is not set", warning=True)
+                f"providers.{n}.api_key_env: variable {p['api_key_env']} is not set "
+                "(nor a credential file of that name)", warning=True)
         for n, p in data["providers"].items()
-        if p.get("api_key_env") and not (env if env is not None else os.environ).get(p["api_key_env"])
+        if p.get("api_key_env") and not credentials.lookup(p["api_key_env"], environment)
     )
     return RouteTable(
         providers=MappingProxyType({n: _provider(n, p) for n, p in data["providers"].items()}),
         models=MappingProxyType({n: _model(n, m) for n, m in data["models"].items()}),
-        routes=tuple(Route(match=r["match"], model=r["model"], fallbacks=tuple(r.get("fallbacks", ())))
+        routes=tuple(Route(match=r["match"], model=r["model"], fallbacks=tuple(r.get("fallbacks", ())),
+                           when=When(**r["when"]) if "when" in r else None)
                      for r in data["routes"]),
         version=hashlib.sha256(text.encode()).hexdigest()[:12],
         path=path,

@@ -11,7 +11,7 @@ from sanic.response import HTTPResponse, raw
 
 from . import proxy, tokens
 from .errors import (ClientFacingError, InvalidRequest, NotFound, RequestTooLarge, to_anthropic)
-from .routing import resolve
+from .routing import features_of, resolve
 from .sse import encode
 from .translate.response import accumulate
 from .translate.request import validate
@@ -48,7 +48,7 @@ async def messages(request: Request):
     body = _body(request)
     validate(body)
     table = request.app.ctx.table                       # read once: a reload never changes this request
-    decision = resolve(table, body["model"])
+    decision = resolve(table, body["model"], features_of(body, lambda: tokens.count_request(body)))
     streaming = bool(body.get("stream"))
     if body["max_tokens"] == 0:
         events = proxy.empty_events(decision, body)
@@ -93,7 +93,11 @@ async def models(request: Request):
 
 async def health(request: Request):
     table = request.app.ctx.table
-    return json_response({"status": "ok", "routes": {"path": table.path, "version": table.version}})
+    state = request.app.ctx.reloader.state
+    return json_response({"status": "ok",
+                          "routes": {"path": table.path, "version": table.version, "loaded_at": state.loaded_at},
+                          "reload": {"accepted": state.accepted, "rejected": state.rejected,
+                                     "last_error": state.last_error}})
 
 
 async def root(request: Request):

@@ -4,9 +4,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Callable
 
-from .config import Model, Provider, Route, RouteTable
+from .config import Model, Provider, Route, RouteTable, When
 from .errors import NotFound
+
+
+@dataclass
+class Features:
+    """What `when:` conditions look at; input tokens are only counted if a condition asks."""
+    thinking: bool = False
+    tools: bool = False
+    count_input: Callable[[], int] = lambda: 0
+    _input: int | None = None
+
+    @property
+    def input_tokens(self) -> int:
+        if self._input is None:
+            self._input = self.count_input()
+        return self._input
+
+
+def features_of(body: dict, count_input: Callable[[], int]) -> Features:
+    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
+    return Features(thinking=thinking.get("type") in ("enabled", "adaptive"),
+                    tools=bool(body.get("tools")), count_input=count_input)
+
+
+def holds(when: When | None, features: Features) -> bool:
+    if when is None:
+        return True
+    if when.thinking is not None and when.thinking != features.thinking:
+        return False
+    if when.tools is not None and when.tools != features.tools:
+        return False
+    if when.min_input_tokens is not None and features.input_tokens < when.min_input_tokens:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -27,11 +61,12 @@ class Decision:
         return self.targets[0]
 
 
-def resolve(table: RouteTable, requested: str) -> Decision:
-    """First route whose glob matches `requested` (case-insensitive) wins."""
+def resolve(table: RouteTable, requested: str, features: Features | None = None) -> Decision:
+    """First route whose glob matches `requested` (case-insensitive) and whose `when` holds wins."""
     name = requested.lower()
+    features = features or Features()
     for i, route in enumerate(table.routes):
-        if fnmatchcase(name, route.match.lower()):
+        if fnmatchcase(name, route.match.lower()) and holds(route.when, features):
             targets = tuple(Target(table.models[m], table.providers[table.models[m].provider])
                             for m in (route.model, *route.fallbacks))
             return Decision(requested=requested, route_index=i, route=route, targets=targets)

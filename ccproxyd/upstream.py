@@ -8,6 +8,7 @@ from typing import Mapping
 import httpx
 import orjson
 
+from . import credentials
 from .config import Provider
 from .errors import ApiError, ClientFacingError, MissingCredential, Overloaded, UpstreamTimeout, from_upstream
 
@@ -57,7 +58,7 @@ class Upstreams:
         headers = {"content-type": "application/json", "accept": "text/event-stream, application/json",
                    **dict(provider.headers)}
         if provider.api_key_env:
-            key = self.env.get(provider.api_key_env)
+            key = credentials.lookup(provider.api_key_env, self.env)
             if not key:
                 raise MissingCredential(
                     f"provider '{provider.name}' has no API key: environment variable "

@@ -142,3 +142,64 @@ def test_daemon_serves_the_bundled_table(tmp_path):
     finally:
         daemon.stop()
     assert "variable OPENAI_API_KEY is not set" in (tmp_path / "daemon.log").read_text()
+
+
+CONDITIONAL = DESIGN_MINIMAL.replace("""routes:
+  - match: "*"
+    model: gpt-mock
+""", """  long-ctx: {provider: mock, context_window: 2000000, max_output_tokens: 30000}
+  thinker: {provider: mock, context_window: 200000, max_output_tokens: 30000, reasoning: true}
+  tooler: {provider: mock, context_window: 200000, max_output_tokens: 30000}
+routes:
+  - match: "claude-*"
+    when: {min_input_tokens: 100000}
+    model: long-ctx
+  - match: "claude-*"
+    when: {thinking: true}
+    model: thinker
+  - match: "*"
+    when: {tools: true}
+    model: tooler
+    fallbacks: [gpt-mock]
+  - match: "*"
+    model: gpt-mock
+""")
+
+
+@pytest.mark.parametrize("name,thinking,tools,tokens,expected", [
+    ("claude-opus-4", False, False, 200000, "long-ctx"),
+    ("claude-opus-4", True, True, 5000, "thinker"),
+    ("claude-opus-4", False, True, 5000, "tooler"),
+    ("gpt-4", True, False, 200000, "gpt-mock"),
+    ("claude-opus-4", False, False, 99999, "gpt-mock"),
+])
+def test_when_conditions(name, thinking, tools, tokens, expected):
+    from ccproxyd.routing import Features
+
+    table = config.load(CONDITIONAL, env={})
+    counted = []
+    features = Features(thinking=thinking, tools=tools, count_input=lambda: counted.append(1) or tokens)
+    decision = resolve(table, name, features)
+    assert decision.primary.model.name == expected
+    assert len(counted) <= 1                      # counted once, and only if a condition asks
+    if not name.startswith("claude"):
+        assert counted == []
+
+
+def test_route_command_shows_conditions(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(CONDITIONAL)
+    out = subprocess.run([sys.executable, "-m", "ccproxyd", "route", "claude-opus-4", "--routes", str(path),
+                          "--tools"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "claude-opus-4 -> routes[2] (match '*')"
+    assert "primary: tooler" in out.stdout and "fallback 1: gpt-mock" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "ccproxyd", "route", "claude-opus-4", "--routes", str(path),
+                          "--input-tokens", "150000"], capture_output=True, text=True, cwd=ROOT)
+    assert "primary: long-ctx" in out.stdout
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_provider_presets_are_valid(preset):
+    table = config.load(preset.read_text(), str(preset), env={})
+    assert table.routes and table.models

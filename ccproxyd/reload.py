@@ -1,0 +1,95 @@
+"""Live reload of routes.yaml: watch its directory, wait for the file to settle, load, validate,
+swap one immutable snapshot.  A broken edit is refused and the old table keeps serving.
+
+The directory is watched rather than the file because editors save by rename and Kubernetes
+ConfigMaps swap a symlink; both replace the inode a file watch would follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import watchfiles
+
+from . import config
+from .config import RouteTable
+from .errors import ConfigError
+
+log = logging.getLogger("ccproxyd.reload")
+SETTLE_SECONDS = 0.15        # the file must be unchanged this long before it is read
+
+
+@dataclass
+class ReloadState:
+    """What /health and metrics show about reloads in this worker."""
+    accepted: int = 0
+    rejected: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+
+def _signature(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+async def settle(path: str) -> None:
+    """Wait until the file stops changing (tools that write in several chunks)."""
+    before = _signature(path)
+    while True:
+        await asyncio.sleep(SETTLE_SECONDS)
+        now = _signature(path)
+        if now == before:
+            return
+        before = now
+
+
+class Reloader:
+    def __init__(self, app_ctx, path: str) -> None:
+        self.ctx = app_ctx
+        self.path = path
+        self.state = ReloadState()
+        self._lock = asyncio.Lock()
+
+    def reload(self, reason: str) -> bool:
+        """Load the file now; swap on success.  Returns True when a new table went live."""
+        current: RouteTable = self.ctx.table
+        try:
+            table = config.load_file(self.path)
+        except ConfigError as exc:
+            self.state.rejected += 1
+            self.state.last_error = str(exc.problems[0])
+            self.state.last_error_at = time.time()
+            for problem in exc.problems:
+                log.error("routing table refused (%s), still serving version %s: %s",
+                          reason, current.version, problem)
+            return False
+        if table.version == current.version:
+            return False
+        self.ctx.table = table                      # the one assignment a request may observe
+        self.state.accepted += 1
+        self.state.last_error = None
+        self.state.loaded_at = time.time()
+        log.info("routing table %s -> version %s (%s)", current.version, table.version, reason)
+        for warning in table.warnings:
+            log.warning("%s", warning)
+        return True
+
+    async def reload_settled(self, reason: str) -> bool:
+        async with self._lock:
+            await settle(self.path)
+            return self.reload(reason)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path)) or "."
+        async for _changes in watchfiles.awatch(directory, stop_event=stop, debounce=100, step=25,
+                                                 recursive=False, ignore_permission_denied=True):
+            await self.reload_settled("file changed")
