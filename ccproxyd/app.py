@@ -10,6 +10,7 @@ from sanic import Sanic
 
 from . import config, handlers, tokens
 from .reload import Reloader
+from .resilience import Guards
 from .settings import Settings
 from .upstream import Upstreams
 
@@ -34,6 +35,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         for warning in app.ctx.table.warnings:
             log.warning("%s", warning)
         app.ctx.upstreams = Upstreams()
+        app.ctx.guards = Guards()
         app.ctx.reloader = Reloader(app.ctx, settings.routes)
         app.ctx.stop_watch = asyncio.Event()
         app.ctx.watch_task = asyncio.create_task(app.ctx.reloader.watch(app.ctx.stop_watch))

@@ -20,6 +20,7 @@ import yaml
 
 from . import credentials
 from .errors import ConfigError, Problem
+from .resilience import BreakerPolicy, RetryPolicy
 
 SCHEMA: dict = json.loads(resources.files("ccproxyd").joinpath("data/routes.schema.json").read_text())
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -40,6 +41,9 @@ class Provider:
     max_connections: int = 500
     max_keepalive: int = 50
     keepalive_expiry: float = 120.0
+    max_concurrency: int | None = None  # requests in flight; over it, a fast 529
+    retries: RetryPolicy = RetryPolicy()
+    breaker: BreakerPolicy = BreakerPolicy()
 
 
 @dataclass(frozen=True)
@@ -228,8 +232,10 @@ def _semantic_problems(data: dict, loc: _Located) -> None:
 # ---------------------------------------------------------------- build
 
 def _provider(name: str, raw: dict) -> Provider:
-    kwargs = {k: v for k, v in raw.items() if k != "headers"}
-    return Provider(name=name, headers=tuple(sorted((raw.get("headers") or {}).items())), **kwargs)
+    kwargs = {k: v for k, v in raw.items() if k not in ("headers", "retries", "breaker")}
+    return Provider(name=name, headers=tuple(sorted((raw.get("headers") or {}).items())),
+                    retries=RetryPolicy(**raw.get("retries", {})), breaker=BreakerPolicy(**raw.get("breaker", {})),
+                    **kwargs)
 
 
 def _model(name: str, raw: dict) -> Model:

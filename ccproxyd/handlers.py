@@ -57,13 +57,17 @@ async def messages(request: Request):
         response = await request.respond(content_type="text/event-stream")
         await response.send(encode(events))
         return await response.eof()
-    answer = await proxy.open_answer(request.app.ctx.upstreams, decision, body, len(request.body))
-    if not streaming:
-        return json_response(await proxy.collect(answer))
-    response = await request.respond(content_type="text/event-stream",
-                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-    await proxy.relay(answer, response.send, request.app.config.PING_INTERVAL)
-    await response.eof()
+    answer = await proxy.open_answer(request.app.ctx.upstreams, request.app.ctx.guards, decision, body,
+                                     len(request.body))
+    try:
+        if not streaming:
+            return json_response(await proxy.collect(answer))
+        response = await request.respond(content_type="text/event-stream",
+                                         headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        await proxy.relay(answer, response.send, request.app.config.PING_INTERVAL)
+        await response.eof()
+    finally:
+        await answer.close()
 
 
 async def count_tokens(request: Request):
@@ -97,7 +101,8 @@ async def health(request: Request):
     return json_response({"status": "ok",
                           "routes": {"path": table.path, "version": table.version, "loaded_at": state.loaded_at},
                           "reload": {"accepted": state.accepted, "rejected": state.rejected,
-                                     "last_error": state.last_error}})
+                                     "last_error": state.last_error},
+                          "providers": request.app.ctx.guards.snapshot()})
 
 
 async def root(request: Request):

@@ -18,7 +18,9 @@ import httpx
 import orjson
 
 from . import tokens
-from .errors import ClientFacingError, MissingCredential
+from .config import Provider
+from .errors import ApiError, ClientFacingError, MissingCredential, Overloaded
+from .resilience import OPEN, Breaker, Guards
 from .routing import Decision, Target
 from .sse import SSEDecoder, encode
 from .translate import request as treq
@@ -37,26 +39,92 @@ class Answer:
     translator: StreamTranslator
     body: dict
     attempts: int
+    guards: Guards
+    closed: bool = False
+
+    async def close(self) -> None:
+        """Release the provider's in-flight slot and the upstream connection (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.guards.release(self.target.provider.name)
+            await self.response.aclose()
 
 
-async def open_answer(upstreams: Upstreams, decision: Decision, body: dict, raw_size: int) -> Answer:
-    first_error: ClientFacingError | None = None
-    for attempt, target in enumerate(decision.targets, start=1):
+async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Breaker, provider: Provider,
+                             upstream_body: dict) -> tuple[httpx.Response, int]:
+    """Open one target, retrying what may succeed on a second try; never after the first byte."""
+    retry = 0
+    while True:
+        try:
+            response = await upstreams.open(provider, upstream_body)
+        except MissingCredential:
+            raise
+        except ClientFacingError as exc:
+            if exc.upstream_status == 429:
+                breaker.cool_down(exc.retry_after or 1.0)
+            elif exc.retryable:
+                breaker.failure()
+            retry += 1
+            delay = provider.retries.delay(retry, exc.retry_after) if exc.retryable else None
+            if delay is None or breaker.state == OPEN or not guards.budget.take():
+                exc.attempts = retry
+                raise
+            log.info("provider %s: %s; retry %d in %.2fs", provider.name, exc.message, retry, delay)
+            await asyncio.sleep(delay)
+            continue
+        breaker.success()
+        return response, retry + 1
+
+
+def _final_error(errors: list[ClientFacingError]) -> ClientFacingError:
+    """The error a client sees when no target answered: the first real upstream error, or, when
+    every target was held back by its breaker or concurrency cap, 529 with the earliest retry."""
+    real = [e for e in errors if not getattr(e, "held_back", False)]
+    if real:
+        return real[0]
+    wait = min((e.retry_after or 1.0) for e in errors)
+    return Overloaded("every upstream for this model is overloaded or cooling down; retry later",
+                      retry_after=wait)
+
+
+def _held_back(message: str, retry_after: float) -> Overloaded:
+    exc = Overloaded(message, retryable=True, retry_after=max(retry_after, 1.0))
+    exc.held_back = True
+    return exc
+
+
+async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, body: dict,
+                      raw_size: int) -> Answer:
+    """The first target that answers 200, in route order (primary, then fallbacks)."""
+    guards.budget.on_request()
+    errors: list[ClientFacingError] = []
+    for target in decision.targets:
+        provider = target.provider
+        if not guards.acquire(provider.name, provider.max_concurrency):
+            errors.append(_held_back(f"provider '{provider.name}' is at its concurrency limit "
+                                     f"({provider.max_concurrency})", 1.0))
+            continue
+        breaker = guards.breaker(provider.name, provider.breaker)
+        if not breaker.allow():
+            guards.release(provider.name)
+            errors.append(_held_back(f"provider '{provider.name}' is cooling down (circuit {breaker.state})",
+                                     breaker.retry_after()))
+            continue
         upstream_body, names = treq.to_openai(body, target.model)
         try:
-            response = await upstreams.open(target.provider, upstream_body)
+            response, attempts = await _open_with_retries(upstreams, guards, breaker, provider, upstream_body)
         except ClientFacingError as exc:
-            first_error = first_error or exc
-            if (exc.retryable or isinstance(exc, MissingCredential)) and attempt < len(decision.targets):
-                log.warning("target %s/%s failed (%s); trying fallback", target.provider.name,
-                            target.model.name, exc.message)
-                continue
-            raise first_error if isinstance(first_error, MissingCredential) else exc
-        translator = StreamTranslator(decision.requested, provider=target.provider.name,
+            guards.release(provider.name)
+            errors.append(exc)
+            if not (exc.retryable or isinstance(exc, MissingCredential)):
+                raise
+            log.warning("target %s/%s failed: %s", provider.name, target.model.name, exc.message)
+            continue
+        translator = StreamTranslator(decision.requested, provider=provider.name,
                                       upstream_model=target.model.upstream, tool_names=names,
                                       input_estimate=raw_size // 4)
-        return Answer(target, response, translator, body, attempt)
-    raise first_error or AssertionError("a decision always has a target")
+        return Answer(target, response, translator, body, attempts, guards)
+    raise _final_error(errors)
 
 
 def empty_events(decision: Decision, body: dict) -> list[tuple[str, dict]]:
@@ -108,9 +176,9 @@ async def _events(answer: Answer):
     except httpx.HTTPError as exc:
         raise map_transport_error(exc, answer.target.provider.name) from exc
     except orjson.JSONDecodeError as exc:
-        raise ClientFacingError(f"provider '{answer.target.provider.name}' sent invalid JSON") from exc
+        raise ApiError(f"provider '{answer.target.provider.name}' sent invalid JSON") from exc
     finally:
-        await response.aclose()
+        await answer.close()
 
 
 def _finish(answer: Answer, saw_done: bool) -> list[tuple[str, dict]]:

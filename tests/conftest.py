@@ -25,7 +25,23 @@ providers:
   dead:
     base_url: http://127.0.0.1:{dead_port}/v1
     connect_timeout: 2
+  flaky:
+    base_url: {url}
+    retries: {{attempts: 1}}
+    breaker: {{threshold: 1000}}
+  limited:
+    base_url: {url}
+  cool:
+    base_url: {url}
+  sick:
+    base_url: {url}
+    retries: {{attempts: 3, backoff_base: 0.01, backoff_cap: 0.02}}
+    breaker: {{threshold: 5, cooldown: 30}}
 models:
+  flaky-model: {{provider: flaky, upstream: flaky-up, context_window: 1000, max_output_tokens: 100}}
+  limited-model: {{provider: limited, upstream: limited-up, context_window: 1000, max_output_tokens: 100}}
+  cool-model: {{provider: cool, upstream: cool-up, context_window: 1000, max_output_tokens: 100}}
+  sick-model: {{provider: sick, upstream: sick-up, context_window: 1000, max_output_tokens: 100}}
   gpt-mock:
     provider: mock
     context_window: 128000
@@ -46,6 +62,15 @@ models:
     context_window: 128000
     max_output_tokens: 16384
 routes:
+  - match: "claude-flaky*"
+    model: flaky-model
+  - match: "claude-limited*"
+    model: limited-model
+  - match: "claude-cool*"
+    model: cool-model
+  - match: "claude-sick*"
+    model: sick-model
+    fallbacks: [gpt-mock]
   - match: "claude-reasoner*"
     model: reasoner-mock
   - match: "claude-fallback*"

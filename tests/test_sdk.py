@@ -166,23 +166,31 @@ def test_stop_with_tool_calls_is_tool_use_and_content_filter_is_refusal(daemon, 
 @pytest.mark.parametrize("status,exc_class,etype", [
     (400, anthropic.BadRequestError, "invalid_request_error"),
     (404, anthropic.NotFoundError, "not_found_error"),
-    (429, anthropic.RateLimitError, "rate_limit_error"),
     (500, anthropic.InternalServerError, "api_error"),
     (503, anthropic.APIStatusError, "overloaded_error"),
 ])
 def test_upstream_errors_become_anthropic_errors(client, fake, status, exc_class, etype):
-    fake.push(Script(status=status, body={"error": {"message": f"upstream says {status}", "type": "x"}},
-                     headers={"retry-after": "7"} if status == 429 else {}))
+    fake.push(Script(status=status, body={"error": {"message": f"upstream says {status}", "type": "x"}}))
     with pytest.raises(exc_class) as info:
-        client.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=MESSAGES)
+        client.messages.create(model="claude-flaky", max_tokens=10, messages=MESSAGES)
     err = info.value
     assert err.body["type"] == "error"
     assert err.body["error"]["type"] == etype
     assert f"upstream says {status}" in err.message
-    if status == 503:
-        assert err.status_code == 529
-    if status == 429:
-        assert err.response.headers["retry-after"] == "7"
+    assert err.status_code == (529 if status == 503 else status)
+
+
+def test_rate_limit_past_the_cap_goes_to_the_client_then_cools_down(client, fake):
+    fake.push(Script(status=429, body={"error": {"message": "slow down"}}, headers={"retry-after": "30"}))
+    with pytest.raises(anthropic.RateLimitError) as info:
+        client.messages.create(model="claude-cool", max_tokens=10, messages=MESSAGES)
+    assert info.value.response.headers["retry-after"] == "30"
+    assert info.value.body["error"] == {"type": "rate_limit_error", "message": "slow down"}
+    with pytest.raises(anthropic.APIStatusError) as info:          # the provider is cooling down
+        client.messages.create(model="claude-cool", max_tokens=10, messages=MESSAGES)
+    assert info.value.status_code == 529
+    assert 25 <= int(info.value.response.headers["retry-after"]) <= 30
+    assert len(fake.requests) == 1
 
 
 def test_cut_mid_stream_ends_with_error_event(daemon, client, fake):

@@ -28,10 +28,18 @@ def test_protocol_code_does_no_io(module):
 
 def test_every_schema_key_is_in_the_readme():
     schema = json.loads((ROOT / "config" / "routes.schema.json").read_text())
-    keys = set(schema["properties"])
-    for definition in schema["$defs"].values():
-        keys |= set(definition.get("properties", {}))
-        keys |= set(definition.get("properties", {}).get("prices", {}).get("items", {}).get("properties", {}))
+    keys: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            keys.update(node.get("properties", {}))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(schema)
+    assert {"base_url", "up_to", "min_input_tokens", "threshold"} <= keys
     readme = (ROOT / "README.md").read_text()
     reference = readme[readme.index("## Configuration"):]
     missing = sorted(k for k in keys if not re.search(rf"`{re.escape(k)}`", reference))

@@ -1,0 +1,124 @@
+"""Retry schedule, budget and breaker with an injected clock; fallbacks against a sick upstream."""
+
+from __future__ import annotations
+
+import anthropic
+import pytest
+
+from ccproxyd.resilience import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerPolicy, Guards, RetryBudget, RetryPolicy
+
+from .fake_upstream import Script, text_script
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_retry_delays_full_jitter_and_retry_after_cap():
+    policy = RetryPolicy(attempts=4, backoff_base=0.5, backoff_cap=1.5, retry_after_cap=10)
+    assert [policy.delay(n, None, rand=lambda: 1.0) for n in (1, 2, 3, 4)] == [0.5, 1.0, 1.5, None]
+    assert policy.delay(1, None, rand=lambda: 0.0) == 0.0
+    assert policy.delay(1, 7.0) == 7.0
+    assert policy.delay(1, 11.0) is None
+
+
+def test_retry_budget_limits_retries_to_a_share_of_requests():
+    budget = RetryBudget(ratio=0.2, reserve=3)
+    assert [budget.take() for _ in range(4)] == [True, True, True, False]
+    for _ in range(5):
+        budget.on_request()
+    assert budget.take() and not budget.take()
+
+
+def test_breaker_opens_after_threshold_probes_half_open_and_grows_cooldown():
+    clock = Clock()
+    b = Breaker(BreakerPolicy(threshold=3, cooldown=10, cooldown_cap=25), clock, rand=lambda: 0.5)
+    for _ in range(2):
+        assert b.allow()
+        b.failure()
+    assert b.state == CLOSED
+    b.failure()
+    assert b.state == OPEN and not b.allow() and b.retry_after() == 10
+    clock.now += 10
+    assert b.allow() and b.state == HALF_OPEN
+    assert not b.allow()                       # exactly one probe
+    b.failure()                                # the probe failed: open again, twice as long
+    assert b.state == OPEN and b.retry_after() == 20
+    clock.now += 20
+    assert b.allow()
+    b.failure()
+    assert b.retry_after() == 25               # capped
+    clock.now += 25
+    assert b.allow()
+    b.success()
+    assert b.state == CLOSED and b.trips == 0 and b.allow()
+
+
+def test_breaker_jitter_and_429_cooldown():
+    clock = Clock()
+    b = Breaker(BreakerPolicy(threshold=1, cooldown=10), clock, rand=lambda: 0.0)
+    b.failure()
+    assert b.retry_after() == 8                # -20 %
+    b = Breaker(BreakerPolicy(threshold=1, cooldown=10), clock, rand=lambda: 0.99)
+    b.cool_down(3)
+    assert b.state == CLOSED and not b.allow() and b.failures == 0
+    clock.now += 3
+    assert b.allow()
+
+
+def test_guards_concurrency_and_policy_change():
+    guards = Guards(clock=Clock())
+    assert guards.acquire("p", 2) and guards.acquire("p", 2) and not guards.acquire("p", 2)
+    guards.release("p")
+    assert guards.acquire("p", 2)
+    first = guards.breaker("p", BreakerPolicy())
+    assert guards.breaker("p", BreakerPolicy()) is first
+    assert guards.breaker("p", BreakerPolicy(threshold=9)) is not first
+
+
+# ---------------------------------------------------------------- against the daemon
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def client(daemon):
+    return anthropic.Anthropic(base_url=daemon.url, api_key="k", max_retries=0)
+
+
+@pytest.mark.parametrize("status,upstream_attempts", [(500, 3), (502, 3), (503, 3), (529, 3), (408, 3), (400, 1),
+                                                      (401, 1), (404, 1), (422, 1)])
+def test_status_codes_retry_or_not(client, fake, status, upstream_attempts):
+    """Model `claude-limited` has the default policy: 3 tries for retryable statuses, 1 otherwise;
+    its breaker (threshold 5) does not trip within one request."""
+    fake.responder = lambda body: Script(status=status, body={"error": {"message": "nope"}})
+    with pytest.raises(anthropic.APIStatusError):
+        client.messages.create(model="claude-limited", max_tokens=5, messages=MESSAGES)
+    assert len(fake.requests) == upstream_attempts
+    fake.responder = None
+    fake.push(text_script("recovered"))                # a success resets the breaker's count
+    assert client.messages.create(model="claude-limited", max_tokens=5, messages=MESSAGES).content[0].text == "recovered"
+
+
+def test_primary_failing_forever_is_bounded_and_fallback_answers(daemon, client, fake):
+    import httpx
+
+    fake.responder = lambda body: (Script(status=500, body={"error": {"message": "down"}})
+                                   if body["model"] == "sick-up" else text_script("fallback ok"))
+    for _ in range(30):
+        message = client.messages.create(model="claude-sick", max_tokens=5, messages=MESSAGES)
+        assert message.content[0].text == "fallback ok" and message.model == "claude-sick"
+    sick_attempts = sum(1 for r in fake.requests if r["body"]["model"] == "sick-up")
+    assert sick_attempts == 5                          # the breaker's threshold, then it stays open
+    state = httpx.get(daemon.url + "/health").json()["providers"]["sick"]
+    assert state["state"] == "open" and state["trips"] == 1
+    # a 400 never retries and never trips anything
+    fake.responder = None
+    fake.push(Script(status=400, body={"error": {"message": "bad"}}))
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model="claude-flaky", max_tokens=5, messages=MESSAGES)
+    assert httpx.get(daemon.url + "/health").json()["providers"]["flaky"]["consecutive_failures"] == 0
