@@ -40,6 +40,7 @@ class Answer:
     body: dict
     attempts: int
     guards: Guards
+    upstreams: Upstreams
     closed: bool = False
 
     async def close(self) -> None:
@@ -48,6 +49,7 @@ class Answer:
             self.closed = True
             self.guards.release(self.target.provider.name)
             await self.response.aclose()
+            await self.upstreams.release(self.target.provider)
 
 
 async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Breaker, provider: Provider,
@@ -83,8 +85,8 @@ def _final_error(errors: list[ClientFacingError]) -> ClientFacingError:
     if real:
         return real[0]
     wait = min((e.retry_after or 1.0) for e in errors)
-    return Overloaded("every upstream for this model is overloaded or cooling down; retry later",
-                      retry_after=wait)
+    reasons = "; ".join(e.message for e in errors)
+    return Overloaded(f"every upstream for this model is held back ({reasons}); retry later", retry_after=wait)
 
 
 def _held_back(message: str, retry_after: float) -> Overloaded:
@@ -123,7 +125,7 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
         translator = StreamTranslator(decision.requested, provider=provider.name,
                                       upstream_model=target.model.upstream, tool_names=names,
                                       input_estimate=raw_size // 4)
-        return Answer(target, response, translator, body, attempts, guards)
+        return Answer(target, response, translator, body, attempts, guards, upstreams)
     raise _final_error(errors)
 
 

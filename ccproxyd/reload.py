@@ -86,7 +86,10 @@ class Reloader:
     async def reload_settled(self, reason: str) -> bool:
         async with self._lock:
             await settle(self.path)
-            return self.reload(reason)
+            swapped = self.reload(reason)
+            if swapped:
+                await self.ctx.upstreams.retire(set(self.ctx.table.providers.values()))
+            return swapped
 
     async def watch(self, stop: asyncio.Event) -> None:
         directory = os.path.dirname(os.path.abspath(self.path)) or "."

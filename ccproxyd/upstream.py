@@ -38,6 +38,8 @@ class Upstreams:
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env = os.environ if env is None else env
         self._clients: dict[Provider, httpx.AsyncClient] = {}
+        self._in_flight: dict[Provider, int] = {}
+        self._retired: dict[Provider, httpx.AsyncClient] = {}
 
     def client(self, provider: Provider) -> httpx.AsyncClient:
         client = self._clients.get(provider)
@@ -72,11 +74,14 @@ class Upstreams:
         client = self.client(provider)
         request = client.build_request("POST", provider.base_url.rstrip("/") + "/chat/completions",
                                        content=orjson.dumps(body), headers=headers)
+        self._in_flight[provider] = self._in_flight.get(provider, 0) + 1
         try:
             response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
+            await self.release(provider)
             raise map_transport_error(exc, provider.name) from exc
         if response.status_code != 200:
+            await self.release(provider)
             try:
                 content = await response.aread()
             except httpx.HTTPError:
@@ -87,7 +92,23 @@ class Upstreams:
                                 retry_after=_retry_after(response))
         return response
 
+    async def release(self, provider: Provider) -> None:
+        """One request to `provider` is over; a retired client closes after its last request."""
+        self._in_flight[provider] = self._in_flight.get(provider, 1) - 1
+        if self._in_flight[provider] <= 0 and provider in self._retired:
+            await self._retired.pop(provider).aclose()
+
+    async def retire(self, current: set[Provider]) -> None:
+        """After a reload: clients of providers that changed or went away close once idle."""
+        for provider in [p for p in self._clients if p not in current]:
+            client = self._clients.pop(provider)
+            if self._in_flight.get(provider, 0) > 0:
+                self._retired[provider] = client
+            else:
+                await client.aclose()
+
     async def close(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
+        clients = [*self._clients.values(), *self._retired.values()]
+        self._clients, self._retired = {}, {}
         for client in clients:
             await client.aclose()

@@ -33,6 +33,13 @@ providers:
     base_url: {url}
   cool:
     base_url: {url}
+  slow:
+    base_url: {url}
+    read_timeout: 0.5
+    retries: {{attempts: 2, backoff_base: 0.01}}
+  narrow:
+    base_url: {url}
+    max_concurrency: 1
   sick:
     base_url: {url}
     retries: {{attempts: 3, backoff_base: 0.01, backoff_cap: 0.02}}
@@ -41,6 +48,8 @@ models:
   flaky-model: {{provider: flaky, upstream: flaky-up, context_window: 1000, max_output_tokens: 100}}
   limited-model: {{provider: limited, upstream: limited-up, context_window: 1000, max_output_tokens: 100}}
   cool-model: {{provider: cool, upstream: cool-up, context_window: 1000, max_output_tokens: 100}}
+  slow-model: {{provider: slow, upstream: slow-up, context_window: 1000, max_output_tokens: 100}}
+  narrow-model: {{provider: narrow, upstream: narrow-up, context_window: 1000, max_output_tokens: 100}}
   sick-model: {{provider: sick, upstream: sick-up, context_window: 1000, max_output_tokens: 100}}
   gpt-mock:
     provider: mock
@@ -68,6 +77,10 @@ routes:
     model: limited-model
   - match: "claude-cool*"
     model: cool-model
+  - match: "claude-slow*"
+    model: slow-model
+  - match: "claude-narrow*"
+    model: narrow-model
   - match: "claude-sick*"
     model: sick-model
     fallbacks: [gpt-mock]

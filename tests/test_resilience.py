@@ -122,3 +122,58 @@ def test_primary_failing_forever_is_bounded_and_fallback_answers(daemon, client,
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model="claude-flaky", max_tokens=5, messages=MESSAGES)
     assert httpx.get(daemon.url + "/health").json()["providers"]["flaky"]["consecutive_failures"] == 0
+
+
+def test_slow_first_byte_is_retried_then_504(client, fake):
+    fake.responder = lambda body: Script(events=[], first_byte_delay=1.0)
+    with pytest.raises(anthropic.APIStatusError) as info:
+        client.messages.create(model="claude-slow", max_tokens=5, messages=MESSAGES)
+    assert info.value.status_code == 504 and info.value.body["error"]["type"] == "timeout_error"
+    assert len(fake.requests) == 2
+
+
+def test_silence_mid_stream_ends_with_error_event(daemon, fake):
+    import httpx
+    import time
+
+    from .fake_upstream import chunk
+    from .grammar import check_stream, parse_sse
+
+    fake.push(Script(events=[chunk({"content": "started"}), 2.0, chunk({"content": "late"})]))
+    t0 = time.monotonic()
+    r = httpx.post(daemon.url + "/v1/messages", json={"model": "claude-slow", "max_tokens": 5, "stream": True,
+                                                     "messages": MESSAGES}, timeout=10)
+    events = parse_sse(r.content)
+    assert check_stream(events) == "error"
+    assert events[-1][1]["error"]["type"] == "timeout_error"
+    assert time.monotonic() - t0 < 1.5
+    assert len(fake.requests) == 1                      # never retried after the first byte
+
+
+def test_concurrency_cap_sheds_load_fast(daemon, fake):
+    import threading
+    import time
+
+    import httpx
+
+    fake.push(Script(events=[1.0] + text_script("slow").events))
+    body = {"model": "claude-narrow", "max_tokens": 5, "messages": MESSAGES}
+    first = threading.Thread(target=lambda: httpx.post(daemon.url + "/v1/messages", json=body, timeout=10))
+    first.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    r = httpx.post(daemon.url + "/v1/messages", json=body, timeout=10)
+    assert r.status_code == 529 and r.json()["error"]["type"] == "overloaded_error"
+    assert "concurrency limit" in r.json()["error"]["message"]
+    assert time.monotonic() - t0 < 0.2
+    first.join()
+    assert httpx.post(daemon.url + "/v1/messages", json=body, timeout=10).status_code == 200
+
+
+def test_body_over_the_limit_is_413(daemon, fake):
+    import httpx
+
+    r = httpx.post(daemon.url + "/v1/messages", content=b"x" * (33 * 1024 * 1024),
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
+    assert fake.requests == []
