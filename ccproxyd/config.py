@@ -93,6 +93,7 @@ class RouteTable:
     providers: Mapping[str, Provider]
     models: Mapping[str, Model]
     routes: tuple[Route, ...]
+    claude_prices: Mapping[str, tuple[PriceTier, ...]] = field(default_factory=lambda: MappingProxyType({}))
     version: str = ""
     path: str = "<string>"
     warnings: tuple[Problem, ...] = field(default=())
@@ -194,6 +195,17 @@ def _schema_problems(data: Any, loc: _Located) -> None:
         loc.problem(loc.at(where), f"{name}: {err.message}")
 
 
+def _tier_problems(tiers: list, where: tuple, loc: _Located) -> None:
+    name = ".".join(map(str, where))
+    bounds = [t.get("up_to") for t in tiers]
+    for i, bound in enumerate(bounds):
+        if bound is None and i != len(bounds) - 1:
+            loc.problem(loc.at(where + (i,)), f"{name}[{i}]: only the last tier may omit up_to")
+        if i and bound is not None and bounds[i - 1] is not None and bound <= bounds[i - 1]:
+            loc.problem(loc.at(where + (i, "up_to")),
+                        f"{name}[{i}].up_to: tiers must be in ascending order ({bound} <= {bounds[i - 1]})")
+
+
 def _semantic_problems(data: dict, loc: _Located) -> None:
     providers, models, routes = data["providers"], data["models"], data["routes"]
     for name, model in models.items():
@@ -201,16 +213,9 @@ def _semantic_problems(data: dict, loc: _Located) -> None:
             loc.problem(loc.at(("models", name, "provider")),
                         f"models.{name}.provider: unknown provider '{model['provider']}' "
                         f"(known: {', '.join(sorted(providers))})")
-        tiers = model.get("prices") or []
-        bounds = [t.get("up_to") for t in tiers]
-        for i, bound in enumerate(bounds):
-            if bound is None and i != len(bounds) - 1:
-                loc.problem(loc.at(("models", name, "prices", i)),
-                            f"models.{name}.prices[{i}]: only the last tier may omit up_to")
-            if i and bound is not None and bounds[i - 1] is not None and bound <= bounds[i - 1]:
-                loc.problem(loc.at(("models", name, "prices", i, "up_to")),
-                            f"models.{name}.prices[{i}].up_to: tiers must be in ascending order "
-                            f"({bound} <= {bounds[i - 1]})")
+        _tier_problems(model.get("prices") or [], ("models", name, "prices"), loc)
+    for family, tiers in (data.get("claude_prices") or {}).items():
+        _tier_problems(tiers, ("claude_prices", family), loc)
     catch_all = None
     for i, route in enumerate(routes):
         where = ("routes", i)
@@ -238,10 +243,14 @@ def _provider(name: str, raw: dict) -> Provider:
                     **kwargs)
 
 
+def _tiers(raw: list | None) -> tuple[PriceTier, ...]:
+    return tuple(PriceTier(up_to=t.get("up_to"), input=float(t["input"]), output=float(t["output"]),
+                           cached_input=t.get("cached_input")) for t in raw or [])
+
+
 def _model(name: str, raw: dict) -> Model:
     reasoning = bool(raw.get("reasoning", False))
-    prices = tuple(PriceTier(up_to=t.get("up_to"), input=float(t["input"]), output=float(t["output"]),
-                             cached_input=t.get("cached_input")) for t in raw.get("prices") or [])
+    prices = _tiers(raw.get("prices"))
     return Model(
         name=name, provider=raw["provider"], upstream=raw.get("upstream", name),
         context_window=raw["context_window"], max_output_tokens=raw["max_output_tokens"],
@@ -281,20 +290,28 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
         routes=tuple(Route(match=r["match"], model=r["model"], fallbacks=tuple(r.get("fallbacks", ())),
                            when=When(**r["when"]) if "when" in r else None)
                      for r in data["routes"]),
-        version=hashlib.sha256(text.encode()).hexdigest()[:12],
+        claude_prices=MappingProxyType({f.lower(): _tiers(t) for f, t in (data.get("claude_prices") or {}).items()}),
+        version=version_of(text),
         path=path,
         warnings=warnings,
     )
 
 
+def version_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def load_file(path: str, env: Mapping[str, str] | None = None) -> RouteTable:
+    return load(read_text(path), path, env)
+
+
+def read_text(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except IsADirectoryError:
         raise ConfigError([Problem(path, 1, 1, "is a directory, not a routing table file")]) from None
     except FileNotFoundError:
         raise ConfigError([Problem(path, 1, 1, "no such file")]) from None
     except (PermissionError, UnicodeDecodeError, OSError) as exc:
         raise ConfigError([Problem(path, 1, 1, f"cannot read: {exc}")]) from None
-    return load(text, path, env)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import orjson
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, raw
 
-from . import proxy, tokens
+from . import observe, proxy, tokens
 from .errors import (ClientFacingError, InvalidRequest, NotFound, RequestTooLarge, to_anthropic)
 from .routing import features_of, resolve
 from .sse import encode
@@ -45,29 +46,41 @@ def _body(request: Request) -> dict:
 
 
 async def messages(request: Request):
+    record = request.ctx.record = observe.Record(request.ctx.request_id, time.monotonic())
     body = _body(request)
     validate(body)
+    record.client_model, record.stream = body["model"], bool(body.get("stream"))
     table = request.app.ctx.table                       # read once: a reload never changes this request
     decision = resolve(table, body["model"], features_of(body, lambda: tokens.count_request(body)))
-    streaming = bool(body.get("stream"))
+    record.route = decision.route_index
     if body["max_tokens"] == 0:
         events = proxy.empty_events(decision, body)
-        if not streaming:
+        if not record.stream:
             return json_response(accumulate(events))
         response = await request.respond(content_type="text/event-stream")
         await response.send(encode(events))
         return await response.eof()
     answer = await proxy.open_answer(request.app.ctx.upstreams, request.app.ctx.guards, decision, body,
                                      len(request.body))
+    record.provider, record.upstream_model = answer.target.provider.name, answer.target.model.upstream
+    record.attempts, record.fallback_used = answer.attempts, answer.target is not decision.primary
     try:
-        if not streaming:
+        if not record.stream:
             return json_response(await proxy.collect(answer))
+        request.ctx.log_in_handler = True               # response middleware runs before the stream
         response = await request.respond(content_type="text/event-stream",
                                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-        await proxy.relay(answer, response.send, request.app.config.PING_INTERVAL)
+        summary = await proxy.relay(answer, response.send, request.app.config.PING_INTERVAL)
+        if summary["error"] is not None:
+            record.error_type = summary["error"].error_type
+        if summary["first_event"]:
+            record.ttft_ms = round((summary["first_event"] - record.started) * 1000, 2)
         await response.eof()
     finally:
         await answer.close()
+        record.usage(answer.translator.final_usage, table, answer.target.model.prices)
+        if getattr(request.ctx, "log_in_handler", False):
+            observe.emit(record)
 
 
 async def count_tokens(request: Request):
@@ -120,8 +133,24 @@ async def on_error(request: Request, exc: Exception):
             exc = InvalidRequest(str(exc))
     if not isinstance(exc, ClientFacingError):
         log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-    status, body, headers = to_anthropic(exc)
+    request_id = getattr(request.ctx, "request_id", None)
+    status, body, headers = to_anthropic(exc, request_id)
+    record = getattr(request.ctx, "record", None)
+    if record is not None:
+        record.status, record.error_type = status, getattr(exc, "error_type", "api_error")
     return raw(body, status=status, headers=headers, content_type="application/json")
+
+
+async def start_request(request: Request) -> None:
+    request.ctx.request_id = request.headers.get("x-request-id") or observe.request_id()
+
+
+async def finish_request(request: Request, response: HTTPResponse) -> None:
+    response.headers["request-id"] = request.ctx.request_id
+    record = getattr(request.ctx, "record", None)
+    if record is not None and not getattr(request.ctx, "log_in_handler", False):
+        record.status = response.status
+        observe.emit(record)
 
 
 def register(app: Sanic) -> None:
@@ -131,3 +160,5 @@ def register(app: Sanic) -> None:
     app.add_route(health, "/health", methods=["GET"])
     app.add_route(root, "/", methods=["GET", "HEAD"])
     app.error_handler.add(Exception, on_error)
+    app.register_middleware(start_request, "request")
+    app.register_middleware(finish_request, "response")

@@ -205,11 +205,13 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
     await send(encode(translator.start()))
     ping_task = asyncio.create_task(pinger())
     error: ClientFacingError | None = None
+    first_event: float | None = None
     try:
         async with aclosing(_events(answer)) as batches:
             async for events in batches:
                 if events:
                     last_write = time.monotonic()
+                    first_event = first_event or last_write
                     await send(encode(events))
     except ClientFacingError as exc:
         error = exc
@@ -218,7 +220,7 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
     if error is not None:
         log.warning("stream from %s broke: %s", answer.target.provider.name, error.message)
         await send(encode(translator.fail(error)))
-    return {"error": error}
+    return {"error": error, "first_event": first_event}
 
 
 async def collect(answer: Answer) -> dict:

@@ -58,22 +58,22 @@ class Reloader:
         self.path = path
         self.state = ReloadState()
         self._lock = asyncio.Lock()
+        self._last_rejected: str | None = None      # version of the last refused text
 
     def reload(self, reason: str) -> bool:
         """Load the file now; swap on success.  Returns True when a new table went live."""
         current: RouteTable = self.ctx.table
         try:
-            table = config.load_file(self.path)
+            text = config.read_text(self.path)
         except ConfigError as exc:
-            self.state.rejected += 1
-            self.state.last_error = str(exc.problems[0])
-            self.state.last_error_at = time.time()
-            for problem in exc.problems:
-                log.error("routing table refused (%s), still serving version %s: %s",
-                          reason, current.version, problem)
-            return False
-        if table.version == current.version:
-            return False
+            return self._refuse(exc, None, reason)
+        version = config.version_of(text)
+        if version in (current.version, self._last_rejected):
+            return False                            # already serving it, or already refused it
+        try:
+            table = config.load(text, self.path)
+        except ConfigError as exc:
+            return self._refuse(exc, version, reason)
         self.ctx.table = table                      # the one assignment a request may observe
         self.state.accepted += 1
         self.state.last_error = None
@@ -82,6 +82,16 @@ class Reloader:
         for warning in table.warnings:
             log.warning("%s", warning)
         return True
+
+    def _refuse(self, exc: ConfigError, version: str | None, reason: str) -> bool:
+        self._last_rejected = version
+        self.state.rejected += 1
+        self.state.last_error = str(exc.problems[0])
+        self.state.last_error_at = time.time()
+        for problem in exc.problems:
+            log.error("routing table refused (%s), still serving version %s: %s",
+                      reason, self.ctx.table.version, problem)
+        return False
 
     async def reload_settled(self, reason: str) -> bool:
         async with self._lock:

@@ -48,7 +48,7 @@ class Loop(threading.Thread):
                     self.failures.append(f"{r.status_code} {r.text}")
 
 
-def wait_for(predicate, timeout: float = 3.0) -> float:
+def wait_for(predicate, timeout: float = 6.0) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if predicate():
@@ -95,14 +95,14 @@ def test_reload_under_load(live):
     tmp_link.symlink_to(data2 / "routes.yaml")
     os.replace(tmp_link, routes)
     took = wait_for(lambda: upstream_model(fake) == "up-b")
-    assert took < 1.0
+    assert took < 2.0
     assert health(daemon)["reload"]["accepted"] == 1
 
     # 2. editor-style save: write a new file, rename it over the old one
     new = routes.parent / "routes.yaml.new"
     new.write_text(TABLE.format(url=fake.url, model="m-c"))
     os.replace(new, routes)
-    assert wait_for(lambda: upstream_model(fake) == "up-c") < 1.0
+    assert wait_for(lambda: upstream_model(fake) == "up-c") < 2.0
     assert health(daemon)["reload"]["accepted"] == 2
 
     # 3. in-place write in several chunks: never applied half-written
@@ -112,7 +112,7 @@ def test_reload_under_load(live):
             f.write(text[i:i + 60])
             f.flush()
             time.sleep(0.03)
-    assert wait_for(lambda: upstream_model(fake) == "up-d") < 1.5
+    assert wait_for(lambda: upstream_model(fake) == "up-d") < 2.5
     state = health(daemon)["reload"]
     assert state == {"accepted": 3, "rejected": 0, "last_error": None}
 

@@ -146,7 +146,7 @@ def test_silence_mid_stream_ends_with_error_event(daemon, fake):
     events = parse_sse(r.content)
     assert check_stream(events) == "error"
     assert events[-1][1]["error"]["type"] == "timeout_error"
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 2.5
     assert len(fake.requests) == 1                      # never retried after the first byte
 
 
@@ -165,7 +165,7 @@ def test_concurrency_cap_sheds_load_fast(daemon, fake):
     r = httpx.post(daemon.url + "/v1/messages", json=body, timeout=10)
     assert r.status_code == 529 and r.json()["error"]["type"] == "overloaded_error"
     assert "concurrency limit" in r.json()["error"]["message"]
-    assert time.monotonic() - t0 < 0.2
+    assert time.monotonic() - t0 < 0.5
     first.join()
     assert httpx.post(daemon.url + "/v1/messages", json=body, timeout=10).status_code == 200
 

@@ -278,3 +278,21 @@ def test_models_health_root(daemon, client):
     assert httpx.get(daemon.url + "/").status_code == 200
     r = httpx.get(daemon.url + "/v2/nothing")
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+def test_request_log_line(daemon, client, fake):
+    import json as _json
+    import time as _time
+
+    fake.push(text_script("logged", use=usage(1000, 100, cached=200)))
+    raw = client.messages.with_raw_response.create(model="claude-opus-4-1", max_tokens=10, messages=MESSAGES)
+    rid = raw.headers["request-id"]
+    assert rid.startswith("req_")
+    _time.sleep(0.2)
+    lines = [_json.loads(l.split("ccproxyd.access: ", 1)[1]) for l in daemon.log_path.read_text().splitlines()
+             if "ccproxyd.access: " in l]
+    line = next(l for l in lines if l["request_id"] == rid)
+    assert line["client_model"] == "claude-opus-4-1" and line["provider"] == "mock"
+    assert line["upstream_model"] == "gpt-mock" and line["status"] == 200 and line["attempts"] == 1
+    assert (line["input_tokens"], line["cached_tokens"], line["output_tokens"]) == (800, 200, 100)
+    assert "sk-mock-canary-3f9a" not in daemon.log_path.read_text()

@@ -103,6 +103,7 @@ class StreamTranslator:
         self.output_chars = 0
         self.emitted_tool = False
         self.closed = False
+        self.final_usage: dict | None = None
 
     # ------------------------------------------------------------ public
 
@@ -167,6 +168,7 @@ class StreamTranslator:
         usage = map_usage(self.usage) if self.usage else {
             "input_tokens": self.input_estimate, "output_tokens": max(1, self.output_chars // 4),
             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        self.final_usage = usage
         out.append(("message_delta", {"type": "message_delta",
                                       "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": usage}))
         out.append(("message_stop", {"type": "message_stop"}))

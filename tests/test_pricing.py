@@ -1,0 +1,40 @@
+"""Cost at each tier boundary, cached input at its own rate, savings against Claude list prices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ccproxyd import config, pricing
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = config.load((ROOT / "routes.yaml").read_text(), env={})
+GROK = TABLE.models["x-ai/grok-4-fast"].prices
+GPT5 = TABLE.models["gpt-5"].prices
+
+
+@pytest.mark.parametrize("usage,expected", [
+    ({"input_tokens": 128000, "output_tokens": 1000}, (128000 * 0.20 + 1000 * 0.50) / 1e6),
+    ({"input_tokens": 128001, "output_tokens": 1000}, (128001 * 0.50 + 1000 * 1.00) / 1e6),
+    ({"input_tokens": 1, "output_tokens": 0}, 0.20 / 1e6),
+    ({"input_tokens": 100000, "cache_read_input_tokens": 28000, "output_tokens": 10}, (128000 * 0.20 + 10 * 0.50) / 1e6),
+    ({"input_tokens": 100000, "cache_read_input_tokens": 28001, "output_tokens": 10}, (128001 * 0.50 + 10 * 1.00) / 1e6),
+])
+def test_grok_tiers(usage, expected):
+    assert pricing.cost(GROK, usage) == pytest.approx(expected, rel=1e-12)
+
+
+def test_cached_input_rate_and_no_prices():
+    usage = {"input_tokens": 1000, "cache_read_input_tokens": 9000, "output_tokens": 500}
+    assert pricing.cost(GPT5, usage) == pytest.approx((1000 * 1.25 + 9000 * 0.125 + 500 * 10) / 1e6, rel=1e-12)
+    assert pricing.cost((), usage) is None
+
+
+def test_claude_reference_and_savings():
+    opus = pricing.claude_reference(TABLE, "claude-opus-4-1-20250805")
+    usage = {"input_tokens": 10000, "output_tokens": 2000}
+    assert pricing.cost(opus, usage) == pytest.approx((10000 * 15 + 2000 * 75) / 1e6)
+    sonnet = pricing.claude_reference(TABLE, "claude-sonnet-4-5")
+    assert pricing.cost(sonnet, {"input_tokens": 200001, "output_tokens": 0}) == pytest.approx(200001 * 6 / 1e6)
+    assert pricing.claude_reference(TABLE, "gpt-4") == ()
