@@ -9,6 +9,7 @@ import signal
 from sanic import Sanic
 
 from . import config, handlers, tokens
+from .cache import Store
 from .reload import Reloader
 from .resilience import Guards
 from .settings import Settings
@@ -36,6 +37,9 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
             log.warning("%s", warning)
         app.ctx.upstreams = Upstreams()
         app.ctx.guards = Guards()
+        app.ctx.store = Store(settings.cache_dir, settings.cache_size) if settings.cache_dir else None
+        app.ctx.flights = {}
+        app.ctx.background = set()
         app.ctx.reloader = Reloader(app.ctx, settings.routes)
         app.ctx.stop_watch = asyncio.Event()
         app.ctx.watch_task = asyncio.create_task(app.ctx.reloader.watch(app.ctx.stop_watch))
@@ -56,5 +60,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         except (asyncio.TimeoutError, asyncio.CancelledError):
             pass
         await app.ctx.upstreams.close()
+        if app.ctx.store is not None:
+            app.ctx.store.close()
 
     return app

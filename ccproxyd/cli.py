@@ -26,12 +26,15 @@ def main() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), envvar="CCPROXYD_WORKERS")
 @click.option("--cache-dir", default=None, envvar="CCPROXYD_CACHE_DIR",
               help="Response cache directory [default: $CACHE_DIRECTORY or ~/.cache/ccproxyd].")
+@click.option("--cache-size-mb", default=1024, show_default=True, type=click.IntRange(1), envvar="CCPROXYD_CACHE_SIZE_MB",
+              help="Response cache size limit.")
+@click.option("--no-cache", is_flag=True, envvar="CCPROXYD_NO_CACHE", help="Disable the response cache.")
 @click.option("--log-level", default="INFO", show_default=True, envvar="CCPROXYD_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--ping-interval", default=10.0, show_default=True, type=float, envvar="CCPROXYD_PING_INTERVAL",
               help="Seconds of upstream silence before an `event: ping` goes to the client.")
-def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None, log_level: str,
-          ping_interval: float) -> None:
+def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None, cache_size_mb: int,
+          no_cache: bool, log_level: str, ping_interval: float) -> None:
     """Run the daemon."""
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
@@ -48,7 +51,8 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
     for warning in table.warnings:
         click.echo(str(warning), err=True)
     settings = Settings(routes=routes, host=host, port=port, workers=workers,
-                        cache_dir=cache_dir or default_cache_dir(), log_level=log_level.upper(),
+                        cache_dir="" if no_cache else (cache_dir or default_cache_dir()),
+                        cache_size=cache_size_mb * 1024 * 1024, log_level=log_level.upper(),
                         ping_interval=ping_interval)
     loader = AppLoader(factory=partial(create_app, settings))
     app = loader.load()
@@ -105,6 +109,34 @@ def route(model: str, routes: str, thinking: bool, tools: bool, input_tokens: in
         click.echo(f"  {role}: {m.name} = {target.provider.name}:{m.upstream} at {target.provider.base_url} "
                    f"(context {m.context_window}, max output {m.max_output_tokens}, reasoning {m.reasoning}; "
                    f"per 1M tokens {prices})")
+
+
+@main.group()
+def cache() -> None:
+    """Inspect or empty the response cache."""
+
+
+@cache.command("stats")
+@click.option("--cache-dir", default=None, envvar="CCPROXYD_CACHE_DIR")
+def cache_stats(cache_dir: str | None) -> None:
+    """Entries, bytes, hits and misses of the response cache."""
+    from .cache import Store
+
+    store = Store(cache_dir or default_cache_dir())
+    for key, value in store.stats().items():
+        click.echo(f"{key}: {value}")
+    store.close()
+
+
+@cache.command("clear")
+@click.option("--cache-dir", default=None, envvar="CCPROXYD_CACHE_DIR")
+def cache_clear(cache_dir: str | None) -> None:
+    """Remove every cached answer."""
+    from .cache import Store
+
+    store = Store(cache_dir or default_cache_dir())
+    click.echo(f"removed {store.clear()} entries from {store.directory}")
+    store.close()
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ class Route:
     model: str
     fallbacks: tuple[str, ...] = ()
     when: When | None = None
+    cache_ttl: float | None = 3600.0      # seconds; None = this route's answers are never cached
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,10 @@ def _model(name: str, raw: dict) -> Model:
     )
 
 
+def _cache_ttl(raw) -> float | None:
+    return None if raw is False else float(raw.get("ttl", 3600.0))
+
+
 def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None) -> RouteTable:
     """Parse, validate and freeze a routing table; raise ConfigError with every problem found."""
     data, loc = _parse(text, path, os.environ if env is None else env)
@@ -288,7 +293,8 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
         providers=MappingProxyType({n: _provider(n, p) for n, p in data["providers"].items()}),
         models=MappingProxyType({n: _model(n, m) for n, m in data["models"].items()}),
         routes=tuple(Route(match=r["match"], model=r["model"], fallbacks=tuple(r.get("fallbacks", ())),
-                           when=When(**r["when"]) if "when" in r else None)
+                           when=When(**r["when"]) if "when" in r else None,
+                           cache_ttl=_cache_ttl(r.get("cache", {})))
                      for r in data["routes"]),
         claude_prices=MappingProxyType({f.lower(): _tiers(t) for f, t in (data.get("claude_prices") or {}).items()}),
         version=version_of(text),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -11,11 +12,13 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, raw
 
 from . import observe, proxy, tokens
-from .errors import (ClientFacingError, InvalidRequest, NotFound, RequestTooLarge, to_anthropic)
+from .cache import Flight, cache_key, message_events
+from .errors import ApiError, ClientFacingError, InvalidRequest, NotFound, RequestTooLarge, to_anthropic
 from .routing import features_of, resolve
 from .sse import encode
 from .translate.response import accumulate
-from .translate.request import validate
+from .translate.request import to_openai, validate
+from .translate.stream import message_id
 
 log = logging.getLogger("ccproxyd.http")
 
@@ -60,6 +63,8 @@ async def messages(request: Request):
         response = await request.respond(content_type="text/event-stream")
         await response.send(encode(events))
         return await response.eof()
+    if _cacheable(request, decision):
+        return await _through_cache(request, record, body, decision)
     answer = await proxy.open_answer(request.app.ctx.upstreams, request.app.ctx.guards, decision, body,
                                      len(request.body))
     record.provider, record.upstream_model = answer.target.provider.name, answer.target.model.upstream
@@ -81,6 +86,63 @@ async def messages(request: Request):
         record.usage(answer.translator.final_usage, table, answer.target.model.prices)
         if getattr(request.ctx, "log_in_handler", False):
             observe.emit(record)
+
+
+def _cacheable(request: Request, decision) -> bool:
+    control = request.headers.get("cache-control", "").lower()
+    return (request.app.ctx.store is not None and decision.route.cache_ttl is not None
+            and "no-cache" not in control and "no-store" not in control)
+
+
+async def _through_cache(request: Request, record: observe.Record, body: dict, decision):
+    """A stored answer, or a share of an identical request in flight, or a new upstream call
+    that runs to completion even if this client goes away."""
+    ctx = request.app.ctx
+    primary = decision.primary
+    prepared = to_openai(body, primary.model)
+    key = cache_key({k: v for k, v in prepared[0].items() if k != "user"}, primary.provider.name,
+                    primary.provider.base_url)
+    headers = {"x-ccproxyd-cache": "hit"}
+    message = ctx.store.get(key)
+    if message is not None:
+        record.cache = "hit"
+        message = dict(message, id=message_id(), model=decision.requested)
+        if not record.stream:
+            return json_response(message, headers=headers)
+        response = await request.respond(content_type="text/event-stream", headers=headers)
+        await response.send(encode(message_events(message)))
+        return await response.eof()
+    flight = ctx.flights.get(key)
+    if flight is None:
+        headers["x-ccproxyd-cache"] = "miss"
+        flight = ctx.flights[key] = Flight()
+        task = asyncio.create_task(proxy.lead(ctx.upstreams, ctx.guards, decision, body, len(request.body), prepared,
+                                              flight, ctx.store, key, decision.route.cache_ttl,
+                                              request.app.config.PING_INTERVAL))
+        ctx.background.add(task)
+        task.add_done_callback(lambda t: (ctx.background.discard(t), ctx.flights.pop(key, None)))
+    record.cache = headers["x-ccproxyd-cache"]
+    await flight.started()
+    if flight.error is not None and not flight.batches:
+        raise flight.error
+    if not record.stream:
+        await flight.finished()
+        if flight.message is None:
+            raise flight.error or ApiError("the upstream answer was incomplete")
+        return json_response(dict(flight.message, model=decision.requested), headers=headers)
+    request.ctx.log_in_handler = True
+    response = await request.respond(content_type="text/event-stream", headers=headers)
+    try:
+        async for batch in flight.follow():
+            await response.send(batch)
+        await response.eof()
+    finally:
+        if flight.error is not None:
+            record.error_type = flight.error.error_type
+        if flight.answer is not None:
+            record.provider, record.upstream_model = flight.answer.target.provider.name, flight.answer.target.model.upstream
+            record.usage(flight.answer.translator.final_usage, ctx.table, flight.answer.target.model.prices)
+        observe.emit(record)
 
 
 async def count_tokens(request: Request):

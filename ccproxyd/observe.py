@@ -34,6 +34,7 @@ class Record:
     error_type: str | None = None
     attempts: int = 0
     fallback_used: bool = False
+    cache: str | None = None              # "hit" | "miss" | None (not cacheable)
     ttft_ms: float | None = None
     input_tokens: int = 0
     output_tokens: int = 0

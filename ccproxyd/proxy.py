@@ -18,6 +18,7 @@ import httpx
 import orjson
 
 from . import tokens
+from .cache import Flight, Store
 from .config import Provider
 from .errors import ApiError, ClientFacingError, MissingCredential, Overloaded
 from .resilience import OPEN, Breaker, Guards
@@ -96,8 +97,9 @@ def _held_back(message: str, retry_after: float) -> Overloaded:
 
 
 async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, body: dict,
-                      raw_size: int) -> Answer:
-    """The first target that answers 200, in route order (primary, then fallbacks)."""
+                      raw_size: int, prepared: tuple[dict, dict] | None = None) -> Answer:
+    """The first target that answers 200, in route order (primary, then fallbacks).
+    `prepared` is the primary target's translated request, when the caller already has it."""
     guards.budget.on_request()
     errors: list[ClientFacingError] = []
     for target in decision.targets:
@@ -112,7 +114,8 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
             errors.append(_held_back(f"provider '{provider.name}' is cooling down (circuit {breaker.state})",
                                      breaker.retry_after()))
             continue
-        upstream_body, names = treq.to_openai(body, target.model)
+        upstream_body, names = (prepared if prepared and target is decision.primary
+                                else treq.to_openai(body, target.model))
         try:
             response, attempts = await _open_with_retries(upstreams, guards, breaker, provider, upstream_body)
         except ClientFacingError as exc:
@@ -189,8 +192,10 @@ def _finish(answer: Answer, saw_done: bool) -> list[tuple[str, dict]]:
     return answer.translator.finish(saw_done)
 
 
-async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_interval: float) -> dict:
-    """Stream the answer to the client; returns a summary for the log line."""
+async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_interval: float,
+                on_events: Callable[[list], None] | None = None) -> dict:
+    """Stream the answer to the client; returns a summary for the log line.
+    `on_events` sees every event list sent (the cache uses it to build the final message)."""
     translator = answer.translator
     last_write = time.monotonic()
 
@@ -202,7 +207,10 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
                 last_write = time.monotonic()
                 await send(PING)
 
-    await send(encode(translator.start()))
+    start = translator.start()
+    if on_events:
+        on_events(start)
+    await send(encode(start))
     ping_task = asyncio.create_task(pinger())
     error: ClientFacingError | None = None
     first_event: float | None = None
@@ -212,6 +220,8 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
                 if events:
                     last_write = time.monotonic()
                     first_event = first_event or last_write
+                    if on_events:
+                        on_events(events)
                     await send(encode(events))
     except ClientFacingError as exc:
         error = exc
@@ -230,3 +240,32 @@ async def collect(answer: Answer) -> dict:
         async for batch in batches:
             events += batch
     return accumulate(events)
+
+
+async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, body: dict, raw_size: int,
+               prepared: tuple[dict, dict], flight: Flight, store: Store | None, key: str, ttl: float | None,
+               ping_interval: float) -> None:
+    """Run one upstream call for every request that follows `flight`, to its end even if they all
+    go away, and store a complete answer."""
+    events: list[tuple[str, dict]] = []
+    message = None
+    try:
+        answer = await open_answer(upstreams, guards, decision, body, raw_size, prepared)
+    except ClientFacingError as exc:
+        flight.error = exc
+        flight.finish(None)
+        return
+    try:
+        async def publish(data: bytes) -> None:
+            flight.publish(data)
+        summary = await relay(answer, publish, ping_interval, events.extend)
+        if summary["error"] is None:
+            message = accumulate(events)
+            if store is not None and ttl is not None:
+                store.put(key, message, ttl)
+        else:
+            flight.error = summary["error"]
+    finally:
+        await answer.close()
+        flight.answer = answer
+        flight.finish(message)

@@ -19,7 +19,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8082
     workers: int = 1
-    cache_dir: str = ""
+    cache_dir: str = ""                  # "" = no response cache
+    cache_size: int = 1 << 30            # bytes; least recently stored entries are evicted past it
     log_level: str = "INFO"
     ping_interval: float = 10.0          # seconds of upstream silence before an `event: ping`
     max_body_bytes: int = 32 * 1024 * 1024

@@ -107,7 +107,7 @@ def free_port() -> int:
 class Daemon:
     """ccproxyd as a real subprocess."""
 
-    def __init__(self, routes_path: Path, env: dict | None = None, extra_args: tuple = (),
+    def __init__(self, routes_path: Path, env: dict | None = None, extra_args: tuple = ("--no-cache",),
                  log_path: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -149,7 +149,7 @@ def upstream():
 def daemon(upstream, tmp_path_factory):
     path = tmp_path_factory.mktemp("routes") / "routes.yaml"
     path.write_text(TEST_ROUTES.format(url=upstream.url, dead_port=free_port()))
-    d = Daemon(path, extra_args=("--ping-interval", "0.3"))
+    d = Daemon(path, extra_args=("--ping-interval", "0.3", "--no-cache"))
     yield d
     d.stop()
 
