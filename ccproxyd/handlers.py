@@ -180,6 +180,24 @@ async def health(request: Request):
                           "providers": request.app.ctx.guards.snapshot()})
 
 
+BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+
+
+async def metrics(request: Request):
+    ctx = request.app.ctx
+    state = ctx.reloader.state
+    gauges = [("ccproxyd_breaker_state", (("provider", name),), BREAKER_VALUE[snap["state"]],
+               "Circuit breaker state: 0 closed, 1 half-open, 2 open")
+              for name, snap in sorted(ctx.guards.snapshot().items())]
+    gauges += [("ccproxyd_reloads", (("result", "accepted"),), state.accepted, "Routing table reloads"),
+               ("ccproxyd_reloads", (("result", "rejected"),), state.rejected, "Routing table reloads")]
+    if ctx.store is not None:
+        stats = ctx.store.stats()
+        gauges += [("ccproxyd_cache_bytes", (), stats["bytes"], "Bytes in the response cache"),
+                   ("ccproxyd_cache_entries", (), stats["entries"], "Entries in the response cache")]
+    return raw(observe.METRICS.render(gauges).encode(), content_type="text/plain; version=0.0.4")
+
+
 async def root(request: Request):
     return json_response({"name": "ccproxyd", "status": "ok"})
 
@@ -220,6 +238,7 @@ def register(app: Sanic) -> None:
     app.add_route(count_tokens, "/v1/messages/count_tokens", methods=["POST"])
     app.add_route(models, "/v1/models", methods=["GET"])
     app.add_route(health, "/health", methods=["GET"])
+    app.add_route(metrics, "/metrics", methods=["GET"])
     app.add_route(root, "/", methods=["GET", "HEAD"])
     app.error_handler.add(Exception, on_error)
     app.register_middleware(start_request, "request")

@@ -56,11 +56,90 @@ class Record:
             self.cost_usd = round(self.cost_usd, 6)
 
 
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """Counters and histograms of this process, rendered in Prometheus text format."""
+
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, tuple], float] = {}
+        self.histograms: dict[str, list] = {}          # name -> [bucket counts…, sum, count]
+        self.help: dict[str, tuple[str, str]] = {}
+
+    def inc(self, name: str, labels: tuple = (), value: float = 1.0, help: str = "") -> None:
+        self.help.setdefault(name, ("counter", help))
+        self.counters[(name, labels)] = self.counters.get((name, labels), 0.0) + value
+
+    def observe(self, name: str, seconds: float, help: str = "") -> None:
+        self.help.setdefault(name, ("histogram", help))
+        h = self.histograms.setdefault(name, [0] * len(BUCKETS) + [0.0, 0])
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                h[i] += 1
+        h[-2] += seconds
+        h[-1] += 1
+
+    def record(self, r: "Record", latency: float) -> None:
+        labels = (("route", str(r.route)), ("provider", r.provider or ""), ("model", r.upstream_model or ""),
+                  ("status", str(r.status)))
+        self.inc("ccproxyd_requests_total", labels, help="Messages requests by route, provider, model, status")
+        for kind, value in (("input", r.input_tokens), ("output", r.output_tokens), ("cached", r.cached_tokens)):
+            if value:
+                self.inc("ccproxyd_tokens_total", (("kind", kind),), value, help="Tokens by kind")
+        if r.cost_usd:
+            self.inc("ccproxyd_cost_usd_total", (), r.cost_usd, help="Upstream cost in USD")
+        if r.savings_usd:
+            self.inc("ccproxyd_savings_usd_total", (), r.savings_usd, help="Claude list price minus cost, USD")
+        if r.error_type:
+            self.inc("ccproxyd_errors_total", (("type", r.error_type),), help="Errors by Anthropic error type")
+        if r.cache:
+            self.inc("ccproxyd_cache_total", (("result", r.cache),), help="Cache lookups by result")
+        self.observe("ccproxyd_request_duration_seconds", latency, help="Whole request duration")
+        if r.ttft_ms is not None:
+            self.observe("ccproxyd_time_to_first_token_seconds", r.ttft_ms / 1000, help="Time to first token")
+
+    def render(self, gauges: list[tuple[str, tuple, float, str]] = ()) -> str:
+        lines: list[str] = []
+        seen: set[str] = set()
+
+        def header(name: str, kind: str, help: str) -> None:
+            if name not in seen:
+                seen.add(name)
+                lines.extend((f"# HELP {name} {help}", f"# TYPE {name} {kind}"))
+
+        def fmt(labels: tuple) -> str:
+            if not labels:
+                return ""
+            inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+                             for k, v in labels)
+            return "{" + inner + "}"
+
+        for (name, labels), value in sorted(self.counters.items()):
+            header(name, "counter", self.help[name][1])
+            lines.append(f"{name}{fmt(labels)} {value:g}")
+        for name, h in sorted(self.histograms.items()):
+            header(name, "histogram", self.help[name][1])
+            for i, bound in enumerate(BUCKETS):
+                lines.append(f'{name}_bucket{{le="{bound:g}"}} {h[i]}')
+            lines.append(f'{name}_bucket{{le="+Inf"}} {h[-1]}')
+            lines.extend((f"{name}_sum {h[-2]:g}", f"{name}_count {h[-1]}"))
+        for name, labels, value, help in gauges:
+            header(name, "gauge", help)
+            lines.append(f"{name}{fmt(labels)} {value:g}")
+        return "\n".join(lines) + "\n"
+
+
+METRICS = Metrics()
+
+
 def emit(record: Record) -> None:
+    latency = time.monotonic() - record.started
+    METRICS.record(record, latency)
     if not access.isEnabledFor(logging.INFO):
         return
     line = asdict(record)
-    line["latency_ms"] = round((time.monotonic() - record.started) * 1000, 2)
+    line["latency_ms"] = round(latency * 1000, 2)
     line["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     del line["started"], line["model"]
     access.info("%s", orjson.dumps(line).decode())

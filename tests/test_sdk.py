@@ -296,3 +296,38 @@ def test_request_log_line(daemon, client, fake):
     assert line["upstream_model"] == "gpt-mock" and line["status"] == 200 and line["attempts"] == 1
     assert (line["input_tokens"], line["cached_tokens"], line["output_tokens"]) == (800, 200, 100)
     assert "sk-mock-canary-3f9a" not in daemon.log_path.read_text()
+
+
+def parse_prometheus(text: str) -> dict:
+    """A strict little parser of the Prometheus text format: every sample line must parse."""
+    import re as _re
+
+    samples = {}
+    sample = _re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|\+Inf|NaN)$')
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        m = sample.match(line)
+        assert m, f"not Prometheus text: {line!r}"
+        samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return samples
+
+
+def test_metrics_count_requests(daemon, client, fake):
+    def total(samples, status):
+        return sum(v for k, v in samples.items()
+                   if k.startswith("ccproxyd_requests_total") and f'status="{status}"' in k and 'model="gpt-mock"' in k)
+    before = parse_prometheus(httpx.get(daemon.url + "/metrics").text)
+    for _ in range(3):
+        fake.push(text_script("m", use=usage(10, 4)))
+        client.messages.create(model="claude-opus-4-1", max_tokens=10, messages=MESSAGES)
+    fake.push(Script(status=400, body={"error": {"message": "bad"}}))
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model="claude-opus-4-1", max_tokens=10, messages=MESSAGES)
+    after = parse_prometheus(httpx.get(daemon.url + "/metrics").text)
+    assert total(after, 200) - total(before, 200) == 3
+    out_key = 'ccproxyd_tokens_total{kind="output"}'
+    assert after[out_key] - before.get(out_key, 0) == 12
+    err_key = 'ccproxyd_errors_total{type="invalid_request_error"}'
+    assert after[err_key] - before.get(err_key, 0) == 1
+    assert 'ccproxyd_breaker_state{provider="mock"}' in after
