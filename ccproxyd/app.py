@@ -8,7 +8,7 @@ import signal
 
 from sanic import Sanic
 
-from . import config, handlers, tokens
+from . import config, handlers, notify, tokens
 from .cache import Store
 from .reload import Reloader
 from .resilience import Guards
@@ -26,6 +26,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
     app.config.KEEP_ALIVE_TIMEOUT = 75
     app.config.PING_INTERVAL = settings.ping_interval
     app.config.MOTD = False
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.drain_timeout
     app.config.ACCESS_LOG = False
     app.ctx.settings = settings
     handlers.register(app)
@@ -45,12 +46,23 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         app.ctx.watch_task = asyncio.create_task(app.ctx.reloader.watch(app.ctx.stop_watch))
         loop = asyncio.get_running_loop()
         try:
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
-                app.ctx.reloader.reload_settled("SIGHUP")))
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(sighup(app)))
         except (NotImplementedError, RuntimeError, ValueError):
             log.warning("SIGHUP reload is not available in this process")
         # Load the tokenizer off the event loop so the first count_tokens does not stall others.
         app.ctx.tokenizer = asyncio.get_running_loop().run_in_executor(None, tokens.encoding)
+
+    @app.after_server_start
+    async def ready(app: Sanic) -> None:
+        notify.notify(f"READY=1\nSTATUS=serving routes version {app.ctx.table.version}")
+        interval = notify.watchdog_interval()
+        app.ctx.watchdog = asyncio.create_task(watchdog(interval)) if interval else None
+
+    @app.before_server_stop
+    async def stopping(app: Sanic) -> None:
+        notify.notify("STOPPING=1")
+        if app.ctx.watchdog is not None:
+            app.ctx.watchdog.cancel()
 
     @app.after_server_stop
     async def close_resources(app: Sanic) -> None:
@@ -64,3 +76,15 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
             app.ctx.store.close()
 
     return app
+
+
+async def sighup(app: Sanic) -> None:
+    notify.reloading()
+    await app.ctx.reloader.reload_settled("SIGHUP")
+    notify.notify(f"READY=1\nSTATUS=serving routes version {app.ctx.table.version}")
+
+
+async def watchdog(interval: float) -> None:
+    while True:
+        notify.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)

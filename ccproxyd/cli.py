@@ -29,12 +29,14 @@ def main() -> None:
 @click.option("--cache-size-mb", default=1024, show_default=True, type=click.IntRange(1), envvar="CCPROXYD_CACHE_SIZE_MB",
               help="Response cache size limit.")
 @click.option("--no-cache", is_flag=True, envvar="CCPROXYD_NO_CACHE", help="Disable the response cache.")
+@click.option("--drain-timeout", default=30.0, show_default=True, type=float, envvar="CCPROXYD_DRAIN_TIMEOUT",
+              help="Seconds running streams get to finish after SIGTERM.")
 @click.option("--log-level", default="INFO", show_default=True, envvar="CCPROXYD_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--ping-interval", default=10.0, show_default=True, type=float, envvar="CCPROXYD_PING_INTERVAL",
               help="Seconds of upstream silence before an `event: ping` goes to the client.")
 def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None, cache_size_mb: int,
-          no_cache: bool, log_level: str, ping_interval: float) -> None:
+          no_cache: bool, drain_timeout: float, log_level: str, ping_interval: float) -> None:
     """Run the daemon."""
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
@@ -50,10 +52,13 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
         sys.exit(1)
     for warning in table.warnings:
         click.echo(str(warning), err=True)
+    if not table.client_keys and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"ccproxyd: warning: listening on {host} without client_keys: anyone who can reach "
+                   f"port {port} can spend your provider credits", err=True)
     settings = Settings(routes=routes, host=host, port=port, workers=workers,
                         cache_dir="" if no_cache else (cache_dir or default_cache_dir()),
                         cache_size=cache_size_mb * 1024 * 1024, log_level=log_level.upper(),
-                        ping_interval=ping_interval)
+                        ping_interval=ping_interval, drain_timeout=drain_timeout)
     loader = AppLoader(factory=partial(create_app, settings))
     app = loader.load()
     app.prepare(host=host, port=port, workers=workers, single_process=workers == 1,

@@ -95,6 +95,7 @@ class RouteTable:
     models: Mapping[str, Model]
     routes: tuple[Route, ...]
     claude_prices: Mapping[str, tuple[PriceTier, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    client_keys: tuple[str, ...] = field(default=(), repr=False)   # resolved secrets; empty = open
     version: str = ""
     path: str = "<string>"
     warnings: tuple[Problem, ...] = field(default=())
@@ -217,6 +218,10 @@ def _semantic_problems(data: dict, loc: _Located) -> None:
         _tier_problems(model.get("prices") or [], ("models", name, "prices"), loc)
     for family, tiers in (data.get("claude_prices") or {}).items():
         _tier_problems(tiers, ("claude_prices", family), loc)
+    for i, name in enumerate(data.get("client_keys") or []):
+        if not credentials.lookup(name, loc.env):
+            loc.problem(loc.at(("client_keys", i)), f"client_keys[{i}]: variable {name} is not set "
+                                                    "(nor a credential file of that name)")
     catch_all = None
     for i, route in enumerate(routes):
         where = ("routes", i)
@@ -297,6 +302,7 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
                            cache_ttl=_cache_ttl(r.get("cache", {})))
                      for r in data["routes"]),
         claude_prices=MappingProxyType({f.lower(): _tiers(t) for f, t in (data.get("claude_prices") or {}).items()}),
+        client_keys=tuple(credentials.lookup(n, environment) or "" for n in data.get("client_keys") or []),
         version=version_of(text),
         path=path,
         warnings=warnings,

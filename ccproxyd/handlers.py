@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 
@@ -13,7 +14,7 @@ from sanic.response import HTTPResponse, raw
 
 from . import observe, proxy, tokens
 from .cache import Flight, cache_key, message_events
-from .errors import ApiError, ClientFacingError, InvalidRequest, NotFound, RequestTooLarge, to_anthropic
+from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, RequestTooLarge, to_anthropic
 from .routing import features_of, resolve
 from .sse import encode
 from .translate.response import accumulate
@@ -223,6 +224,13 @@ async def on_error(request: Request, exc: Exception):
 
 async def start_request(request: Request) -> None:
     request.ctx.request_id = request.headers.get("x-request-id") or observe.request_id()
+    keys = request.app.ctx.table.client_keys
+    if keys and request.path.startswith("/v1/"):
+        authorization = request.headers.get("authorization", "")
+        presented = request.headers.get("x-api-key") or (
+            authorization[7:] if authorization.lower().startswith("bearer ") else "")
+        if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
+            raise AuthenticationFailed("invalid x-api-key")
 
 
 async def finish_request(request: Request, response: HTTPResponse) -> None:

@@ -13,6 +13,7 @@ import pytest
 from .fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
+CANARY = "sk-mock-canary-3f9a"          # the provider key every test daemon holds; must never leak
 
 TEST_ROUTES = """
 providers:
@@ -112,7 +113,7 @@ class Daemon:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or routes_path.with_suffix(".log")
-        full_env = {**os.environ, "MOCK_KEY": "sk-mock-canary-3f9a", **(env or {})}
+        full_env = {**os.environ, "MOCK_KEY": CANARY, **(env or {})}
         full_env.pop("CCPROXYD_TEST_UNSET_KEY", None)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
@@ -136,6 +137,7 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+        assert CANARY not in self.log_path.read_text(), f"the provider key leaked into {self.log_path}"
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,10 @@ def cached(upstream, tmp_path_factory, cache_dir):
     d = Daemon(path, extra_args=("--cache-dir", str(cache_dir)))
     yield d
     d.stop()
+    from .conftest import CANARY
+    for file in cache_dir.rglob("*"):
+        if file.is_file():
+            assert CANARY.encode() not in file.read_bytes(), f"the provider key leaked into {file}"
 
 
 _n = [0]

@@ -296,6 +296,8 @@ def test_request_log_line(daemon, client, fake):
     assert line["upstream_model"] == "gpt-mock" and line["status"] == 200 and line["attempts"] == 1
     assert (line["input_tokens"], line["cached_tokens"], line["output_tokens"]) == (800, 200, 100)
     assert "sk-mock-canary-3f9a" not in daemon.log_path.read_text()
+    metrics = httpx.get(daemon.url + "/metrics").text + httpx.get(daemon.url + "/health").text
+    assert "sk-mock-canary-3f9a" not in metrics
 
 
 def parse_prometheus(text: str) -> dict:

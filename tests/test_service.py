@@ -1,0 +1,125 @@
+"""Behaviour under systemd: the notify protocol, and SIGTERM with streams in flight."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+import httpx
+
+from .conftest import TEST_ROUTES, Daemon, free_port
+from .fake_upstream import Script, chunk
+from .grammar import check_stream, parse_sse
+
+
+def test_notify_socket_sequence_and_graceful_stop(tmp_path, fake):
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    messages: list[str] = []
+    stop = threading.Event()
+
+    def collect() -> None:
+        while not stop.is_set():
+            try:
+                messages.append(sock.recv(4096).decode())
+            except socket.timeout:
+                continue
+
+    collector = threading.Thread(target=collect, daemon=True)
+    collector.start()
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()))
+    daemon = Daemon(routes, env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"},
+                    extra_args=("--no-cache", "--drain-timeout", "10"), log_path=tmp_path / "d.log")
+    try:
+        time.sleep(0.5)
+        daemon.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.6)
+        # three slow streams in flight when SIGTERM arrives
+        for _ in range(3):
+            fake.push(Script(events=[chunk({"content": "a"}), 1.5, chunk({"content": "b"}), chunk(finish="stop")]))
+        results: list[bytes] = []
+
+        def stream() -> None:
+            r = httpx.post(daemon.url + "/v1/messages", timeout=20, json={
+                "model": "claude-sonnet-4-5", "max_tokens": 5, "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]})
+            results.append(r.content)
+        clients = [threading.Thread(target=stream) for _ in range(3)]
+        for c in clients:
+            c.start()
+        time.sleep(0.5)
+        daemon.proc.send_signal(signal.SIGTERM)
+        for c in clients:
+            c.join(15)
+        assert daemon.proc.wait(15) == 0
+    finally:
+        stop.set()
+        collector.join(2)
+        daemon.log.close()
+    assert len(results) == 3
+    for content in results:
+        events = parse_sse(content)
+        assert check_stream(events) == "complete"
+        assert "ab" == "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    kinds = [m.split("\n")[0].split("=")[0] for m in messages if not m.startswith("WATCHDOG")]
+    assert kinds == ["READY", "RELOADING", "READY", "STOPPING"], messages
+    reloading = next(m for m in messages if m.startswith("RELOADING"))
+    assert "MONOTONIC_USEC=" in reloading
+    assert any(m == "WATCHDOG=1" for m in messages)
+
+
+def test_unit_file_security_rating():
+    """`systemd-analyze --offline=true security` rates the unit 2.0 or lower."""
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    unit = Path(__file__).resolve().parent.parent / "systemd" / "ccproxyd.service"
+    text = unit.read_text()
+    for needed in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "DynamicUser=yes", "CacheDirectory=",
+                   "ProtectSystem=strict", "UMask=0077", "LoadCredential=OPENAI_API_KEY"):
+        assert needed in text
+    tool = shutil.which("systemd-analyze")
+    assert tool, "systemd-analyze is needed for this check (Debian: package systemd)"
+    out = subprocess.run([tool, "--offline=true", "security", str(unit)], capture_output=True, text=True)
+    level = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout + out.stderr).group(1))
+    assert level <= 2.0, out.stdout[-2000:]
+
+
+def test_client_keys(tmp_path, fake):
+    import anthropic
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()) + "client_keys: [TEAM_KEY]\n")
+    daemon = Daemon(routes, env={"TEAM_KEY": "team-secret-1"}, log_path=tmp_path / "d.log")
+    try:
+        body = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        for headers in ({}, {"x-api-key": "wrong"}, {"authorization": "Bearer wrong"}):
+            r = httpx.post(daemon.url + "/v1/messages", json=body, headers=headers)
+            assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert httpx.post(daemon.url + "/v1/messages", json=body, headers={"x-api-key": "team-secret-1"}).status_code == 200
+        client = anthropic.Anthropic(base_url=daemon.url, auth_token="team-secret-1", api_key=None, max_retries=0)
+        assert client.messages.create(**body).content[0].text == "Hello from fake"
+        assert httpx.get(daemon.url + "/health").status_code == 200
+        for r in fake.requests:                     # client credentials never go upstream
+            assert "team-secret-1" not in str(r["headers"])
+    finally:
+        daemon.stop()
+    assert "team-secret-1" not in (tmp_path / "d.log").read_text()
+
+
+def test_unset_client_key_variable_is_a_located_error():
+    from ccproxyd import config
+    from ccproxyd.errors import ConfigError
+    import pytest
+
+    text = TEST_ROUTES.format(url="http://127.0.0.1:1/v1", dead_port=1) + "client_keys: [NOPE_KEY]\n"
+    with pytest.raises(ConfigError) as info:
+        config.load(text, "r.yaml", env={})
+    assert "client_keys[0]: variable NOPE_KEY is not set" in str(info.value)
