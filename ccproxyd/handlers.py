@@ -68,8 +68,6 @@ async def messages(request: Request):
         return await _through_cache(request, record, body, decision)
     answer = await proxy.open_answer(request.app.ctx.upstreams, request.app.ctx.guards, decision, body,
                                      len(request.body))
-    record.provider, record.upstream_model = answer.target.provider.name, answer.target.model.upstream
-    record.attempts, record.fallback_used = answer.attempts, answer.target is not decision.primary
     try:
         if not record.stream:
             return json_response(await proxy.collect(answer))
@@ -84,7 +82,7 @@ async def messages(request: Request):
         await response.eof()
     finally:
         await answer.close()
-        record.usage(answer.translator.final_usage, table, answer.target.model.prices)
+        record.answered(answer, table)
         if getattr(request.ctx, "log_in_handler", False):
             observe.emit(record)
 
@@ -128,6 +126,7 @@ async def _through_cache(request: Request, record: observe.Record, body: dict, d
         raise flight.error
     if not record.stream:
         await flight.finished()
+        record.answered(flight.answer, ctx.table)
         if flight.message is None:
             raise flight.error or ApiError("the upstream answer was incomplete")
         return json_response(dict(flight.message, model=decision.requested), headers=headers)
@@ -140,9 +139,7 @@ async def _through_cache(request: Request, record: observe.Record, body: dict, d
     finally:
         if flight.error is not None:
             record.error_type = flight.error.error_type
-        if flight.answer is not None:
-            record.provider, record.upstream_model = flight.answer.target.provider.name, flight.answer.target.model.upstream
-            record.usage(flight.answer.translator.final_usage, ctx.table, flight.answer.target.model.prices)
+        record.answered(flight.answer, ctx.table)
         observe.emit(record)
 
 

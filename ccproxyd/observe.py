@@ -42,6 +42,16 @@ class Record:
     cost_usd: float | None = None
     savings_usd: float | None = None
 
+    def answered(self, answer, table: RouteTable) -> None:
+        """Fill in who answered and what it cost, from a proxy.Answer (None: nobody answered)."""
+        if answer is None:
+            return
+        target = answer.target
+        self.provider, self.upstream_model = target.provider.name, target.model.upstream
+        self.attempts = answer.attempts
+        self.fallback_used = target is not answer.decision.primary
+        self.usage(answer.translator.final_usage, table, target.model.prices)
+
     def usage(self, usage: dict | None, table: RouteTable, tiers: tuple) -> None:
         if not usage:
             return

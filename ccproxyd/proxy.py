@@ -42,6 +42,7 @@ class Answer:
     attempts: int
     guards: Guards
     upstreams: Upstreams
+    decision: Decision
     closed: bool = False
 
     async def close(self) -> None:
@@ -128,7 +129,7 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
         translator = StreamTranslator(decision.requested, provider=provider.name,
                                       upstream_model=target.model.upstream, tool_names=names,
                                       input_estimate=raw_size // 4)
-        return Answer(target, response, translator, body, attempts, guards, upstreams)
+        return Answer(target, response, translator, body, attempts, guards, upstreams, decision)
     raise _final_error(errors)
 
 
@@ -262,7 +263,10 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, body: d
         if summary["error"] is None:
             message = accumulate(events)
             if store is not None and ttl is not None:
-                store.put(key, message, ttl)
+                try:
+                    store.put(key, message, ttl)
+                except Exception as exc:            # a full or broken disk must not fail the answer
+                    log.warning("response cache: cannot store an answer: %s", exc)
         else:
             flight.error = summary["error"]
     finally:
