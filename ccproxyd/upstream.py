@@ -11,6 +11,7 @@ import orjson
 from . import credentials
 from .config import Provider
 from .errors import ApiError, ClientFacingError, MissingCredential, Overloaded, UpstreamTimeout, from_upstream
+from .http11 import Http11Transport
 
 
 def map_transport_error(exc: httpx.HTTPError, provider: str) -> ClientFacingError:
@@ -45,13 +46,14 @@ class Upstreams:
         client = self._clients.get(provider)
         if client is None:
             http2 = provider.http2 if provider.http2 is not None else provider.base_url.startswith("https://")
+            limits = httpx.Limits(max_connections=provider.max_connections,
+                                  max_keepalive_connections=provider.max_keepalive,
+                                  keepalive_expiry=provider.keepalive_expiry)
             client = httpx.AsyncClient(
-                http2=http2, trust_env=False, follow_redirects=False,
+                http2=http2, trust_env=False, follow_redirects=False, limits=limits,
+                transport=None if http2 else Http11Transport(limits),
                 timeout=httpx.Timeout(connect=provider.connect_timeout, read=provider.read_timeout,
                                       write=60.0, pool=30.0),
-                limits=httpx.Limits(max_connections=provider.max_connections,
-                                    max_keepalive_connections=provider.max_keepalive,
-                                    keepalive_expiry=provider.keepalive_expiry),
             )
             self._clients[provider] = client
         return client

@@ -1,0 +1,263 @@
+"""A lean HTTP/1.1 transport for httpx: keep-alive pool, one body piece per socket read.
+
+httpx's default transport (httpcore + h11 + anyio) costs tens of µs per HTTP chunk, and an SSE
+stream sends one chunk per event.  This transport parses the status line and headers once and
+hands the body of each socket read over whole, so a burst of events costs one iteration.
+Upstreams.client uses it for providers without HTTP/2; errors are httpx's own exception types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+
+import httpx
+
+READ_SIZE = 65536
+MAX_HEAD = 65536
+
+
+class ChunkedDecoder:
+    """Incremental `transfer-encoding: chunked` decoding; `done` once the last chunk is read."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._left = 0              # body bytes still due in the current chunk
+        self._crlf = False          # the CRLF after a chunk's data is still due
+        self._trailers = False      # reading trailer lines after the last chunk
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        buffer = self._buffer + data
+        out = []
+        position = 0
+        while not self.done:
+            if self._left:
+                piece = buffer[position:position + self._left]
+                out.append(piece)
+                self._left -= len(piece)
+                position += len(piece)
+                if self._left:
+                    break
+                self._crlf = True
+                continue
+            end = buffer.find(b"\r\n", position)
+            if end < 0:
+                break
+            line = buffer[position:end]
+            position = end + 2
+            if self._crlf:
+                self._crlf = False
+                if line:
+                    raise httpx.RemoteProtocolError("malformed chunked body: no CRLF after a chunk")
+            elif self._trailers:
+                self.done = not line
+            else:
+                self._left = _chunk_size(line)
+                self._trailers = self._left == 0
+        self._buffer = buffer[position:]
+        return b"".join(out)
+
+
+def _chunk_size(line: bytes) -> int:
+    try:
+        return int(line.split(b";", 1)[0].strip(), 16)
+    except ValueError:
+        raise httpx.RemoteProtocolError(f"malformed chunk size line {line[:40]!r}") from None
+
+
+class _Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.idle_since = 0.0
+
+    def reusable(self, expiry: float) -> bool:
+        return (not self.reader.at_eof() and not self.writer.is_closing()
+                and time.monotonic() - self.idle_since < expiry)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def _timed(awaitable, timeout: float | None, error: type[httpx.TimeoutException], what: str):
+    try:
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    except TimeoutError:
+        raise error(f"timed out {what}") from None
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body; gives the connection back to the pool once read to its end."""
+
+    def __init__(self, transport: "Http11Transport", key: tuple, connection: _Connection, framing,
+                 read_timeout: float | None, keep_alive: bool) -> None:
+        self._transport = transport
+        self._key = key
+        self._connection = connection
+        self._framing = framing          # ChunkedDecoder, bytes left (int), or None: until EOF
+        self._timeout = read_timeout
+        self._keep_alive = keep_alive
+        self._done = framing == 0
+        self._released = False
+
+    async def __aiter__(self):
+        reader = self._connection.reader
+        while not self._done:
+            try:
+                data = await _timed(reader.read(READ_SIZE), self._timeout, httpx.ReadTimeout, "reading the body")
+            except OSError as exc:
+                raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+            if not data:
+                if self._framing is None:
+                    self._done = True
+                    break
+                raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+            body = self._decode(data)
+            if body:
+                yield body
+
+    def _decode(self, data: bytes) -> bytes:
+        framing = self._framing
+        if isinstance(framing, ChunkedDecoder):
+            body = framing.feed(data)
+            self._done = framing.done
+            return body
+        if framing is None:
+            return data
+        body = data[:framing]
+        self._framing = framing - len(body)
+        self._done = self._framing == 0
+        return body
+
+    async def aclose(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        reuse = self._done and self._keep_alive and self._framing is not None
+        self._transport._release(self._key, self._connection, reuse)
+
+
+class Http11Transport(httpx.AsyncBaseTransport):
+    def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl = ssl_context
+        self._max_keepalive = limits.max_keepalive_connections or 0
+        self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else float("inf")
+        self._slots = asyncio.Semaphore(limits.max_connections) if limits.max_connections else None
+        self._idle: dict[tuple, deque[_Connection]] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        url = request.url
+        key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        if self._slots is not None:
+            await _timed(self._slots.acquire(), timeout.get("pool"), httpx.PoolTimeout, "waiting for a connection")
+        try:
+            connection = self._idle_connection(key) or await self._connect(key, timeout.get("connect"))
+            try:
+                return await self._exchange(request, key, connection, timeout)
+            except BaseException:
+                connection.close()
+                raise
+        except BaseException:
+            self._release_slot()
+            raise
+
+    def _idle_connection(self, key: tuple) -> _Connection | None:
+        idle = self._idle.get(key)
+        while idle:
+            connection = idle.pop()
+            if connection.reusable(self._expiry):
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self, key: tuple, timeout: float | None) -> _Connection:
+        scheme, host, port = key
+        if scheme == "https" and self._ssl is None:
+            self._ssl = httpx.create_ssl_context()
+        ssl_context = self._ssl if scheme == "https" else None
+        try:
+            reader, writer = await _timed(asyncio.open_connection(host, port, ssl=ssl_context, limit=MAX_HEAD),
+                                          timeout, httpx.ConnectTimeout, f"connecting to {host}:{port}")
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        return _Connection(reader, writer)
+
+    async def _exchange(self, request: httpx.Request, key: tuple, connection: _Connection,
+                        timeout: dict) -> httpx.Response:
+        body = await request.aread()
+        head = [f"{request.method} {request.url.raw_path.decode('ascii')} HTTP/1.1\r\n".encode("ascii")]
+        head += [name + b": " + value + b"\r\n" for name, value in request.headers.raw]
+        try:
+            connection.writer.write(b"".join(head) + b"\r\n" + body)
+            await _timed(connection.writer.drain(), timeout.get("write"), httpx.WriteTimeout, "sending the request")
+            raw_head = await _timed(connection.reader.readuntil(b"\r\n\r\n"), timeout.get("read"),
+                                    httpx.ReadTimeout, "waiting for the response")
+        except asyncio.IncompleteReadError as exc:
+            raise httpx.RemoteProtocolError("server disconnected without sending a response") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise httpx.RemoteProtocolError("response head is too large") from exc
+        except OSError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+        version, status, reason, headers = _parse_head(raw_head)
+        framing = _framing(request.method, status, headers)
+        keep_alive = version == b"HTTP/1.1" and b"close" not in _header(headers, b"connection").lower()
+        stream = _Body(self, key, connection, framing, timeout.get("read"), keep_alive)
+        return httpx.Response(status, headers=headers, stream=stream,
+                              extensions={"http_version": version, "reason_phrase": reason})
+
+    def _release(self, key: tuple, connection: _Connection, reuse: bool) -> None:
+        idle = self._idle.setdefault(key, deque())
+        if reuse and len(idle) < self._max_keepalive:
+            connection.idle_since = time.monotonic()
+            idle.append(connection)
+        else:
+            connection.close()
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
+
+
+def _parse_head(raw: bytes) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
+    lines = raw[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise httpx.RemoteProtocolError(f"malformed status line {lines[0][:80]!r}")
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise httpx.RemoteProtocolError(f"malformed header line {line[:80]!r}")
+        headers.append((name.strip(), value.strip()))
+    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
+    return b",".join(value for key, value in headers if key.lower() == name)
+
+
+def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]):
+    """How the body ends: a ChunkedDecoder, a byte count, or None (at EOF)."""
+    if method == "HEAD" or status < 200 or status in (204, 304):
+        return 0
+    if b"chunked" in _header(headers, b"transfer-encoding").lower():
+        return ChunkedDecoder()
+    length = _header(headers, b"content-length")
+    if length:
+        try:
+            return int(length.split(b",")[0])
+        except ValueError:
+            raise httpx.RemoteProtocolError(f"malformed content-length {length[:40]!r}") from None
+    return None
