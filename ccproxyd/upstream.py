@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Mapping
 
 import httpx
@@ -23,6 +24,12 @@ def map_transport_error(exc: httpx.HTTPError, provider: str) -> ClientFacingErro
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"provider '{provider}': timed out waiting for the upstream", retryable=True)
     return ApiError(f"provider '{provider}': connection failed ({type(exc).__name__}: {exc})", retryable=True)
+
+
+@lru_cache(maxsize=None)
+def completions_url(base_url: str) -> httpx.URL:
+    """Parsed once per base URL: httpx's URL parsing is a noticeable part of a request's cost."""
+    return httpx.URL(base_url.rstrip("/") + "/chat/completions")
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -74,7 +81,7 @@ class Upstreams:
         """POST chat/completions and return the streaming response once its status is 200."""
         headers = self.headers(provider)
         client = self.client(provider)
-        request = client.build_request("POST", provider.base_url.rstrip("/") + "/chat/completions",
+        request = client.build_request("POST", completions_url(provider.base_url),
                                        content=orjson.dumps(body), headers=headers)
         self._in_flight[provider] = self._in_flight.get(provider, 0) + 1
         try:
