@@ -70,6 +70,17 @@ def wait_ready(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def interleaved(client: httpx.Client, direct: tuple[str, bytes], through: tuple[str, bytes],
+                n: int) -> tuple[list[float], list[float]]:
+    """Alternate direct and proxied requests so both sides see the same machine noise."""
+    direct_ms: list[float] = []
+    through_ms: list[float] = []
+    for _ in range(n):
+        direct_ms += timed(client, *direct, 1)
+        through_ms += timed(client, *through, 1)
+    return direct_ms, through_ms
+
+
 def timed(client: httpx.Client, url: str, body: bytes, n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -126,13 +137,13 @@ routes:
         direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
         proxy_url = f"http://127.0.0.1:{port}/v1/messages?beta=true"
         print(f"request: {len(anthropic_body)} bytes Anthropic, {len(openai_body)} bytes upstream, "
-              f"20 tools, 40 chunks; {N_SEQUENTIAL} sequential requests per side", flush=True)
+              f"20 tools, 40 chunks; {N_SEQUENTIAL} sequential requests per side, interleaved", flush=True)
         with httpx.Client(timeout=60) as client:
             timed(client, direct_url, openai_body, 50)                    # warm-up
             timed(client, proxy_url, anthropic_body, 50)
-            direct = timed(client, direct_url, openai_body, N_SEQUENTIAL)
-            cpu0 = cpu_seconds(proxy.pid)
-            through = timed(client, proxy_url, anthropic_body, N_SEQUENTIAL)
+            cpu0 = cpu_seconds(proxy.pid)                                  # idle during direct requests
+            direct, through = interleaved(client, (direct_url, openai_body), (proxy_url, anthropic_body),
+                                          N_SEQUENTIAL)
             cpu_one = (cpu_seconds(proxy.pid) - cpu0) / N_SEQUENTIAL * 1000
         total = N_SEQUENTIAL * 2
         cpu0 = cpu_seconds(proxy.pid)
