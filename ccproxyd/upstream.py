@@ -48,6 +48,7 @@ class Upstreams:
         self._clients: dict[Provider, httpx.AsyncClient] = {}
         self._in_flight: dict[Provider, int] = {}
         self._retired: dict[Provider, httpx.AsyncClient] = {}
+        self._http11: dict[Provider, Http11Transport] = {}
 
     def client(self, provider: Provider) -> httpx.AsyncClient:
         client = self._clients.get(provider)
@@ -56,13 +57,15 @@ class Upstreams:
             limits = httpx.Limits(max_connections=provider.max_connections,
                                   max_keepalive_connections=provider.max_keepalive,
                                   keepalive_expiry=provider.keepalive_expiry)
+            transport = None if http2 else Http11Transport(limits)
             client = httpx.AsyncClient(
-                http2=http2, trust_env=False, follow_redirects=False, limits=limits,
-                transport=None if http2 else Http11Transport(limits),
+                http2=http2, trust_env=False, follow_redirects=False, limits=limits, transport=transport,
                 timeout=httpx.Timeout(connect=provider.connect_timeout, read=provider.read_timeout,
                                       write=60.0, pool=30.0),
             )
             self._clients[provider] = client
+            if transport is not None:
+                self._http11[provider] = transport
         return client
 
     def headers(self, provider: Provider) -> dict[str, str]:
@@ -85,7 +88,7 @@ class Upstreams:
                                        content=orjson.dumps(body), headers=headers)
         self._in_flight[provider] = self._in_flight.get(provider, 0) + 1
         try:
-            response = await client.send(request, stream=True)
+            response = await self._send(provider, client, request)
         except httpx.HTTPError as exc:
             await self.release(provider)
             raise map_transport_error(exc, provider.name) from exc
@@ -101,6 +104,17 @@ class Upstreams:
                                 retry_after=_retry_after(response))
         return response
 
+    async def _send(self, provider: Provider, client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+        """HTTP/1.1 providers go straight to the transport: the client's auth, redirect and cookie
+        layers do nothing for this POST (no auth, no redirects followed, no cookies wanted) and cost
+        more per request than the transport itself."""
+        transport = self._http11.get(provider)
+        if transport is None:
+            return await client.send(request, stream=True)
+        response = await transport.handle_async_request(request)
+        response.request = request
+        return response
+
     async def release(self, provider: Provider) -> None:
         """One request to `provider` is over; a retired client closes after its last request."""
         self._in_flight[provider] = self._in_flight.get(provider, 1) - 1
@@ -111,6 +125,7 @@ class Upstreams:
         """After a reload: clients of providers that changed or went away close once idle."""
         for provider in [p for p in self._clients if p not in current]:
             client = self._clients.pop(provider)
+            self._http11.pop(provider, None)
             if self._in_flight.get(provider, 0) > 0:
                 self._retired[provider] = client
             else:
@@ -118,6 +133,6 @@ class Upstreams:
 
     async def close(self) -> None:
         clients = [*self._clients.values(), *self._retired.values()]
-        self._clients, self._retired = {}, {}
+        self._clients, self._retired, self._http11 = {}, {}, {}
         for client in clients:
             await client.aclose()
