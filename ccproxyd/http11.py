@@ -148,6 +148,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else float("inf")
         self._slots = asyncio.Semaphore(limits.max_connections) if limits.max_connections else None
         self._idle: dict[tuple, deque[_Connection]] = {}
+        self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
@@ -195,6 +196,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
         try:
             connection.writer.write(b"".join(head) + b"\r\n" + body)
             await _timed(connection.writer.drain(), timeout.get("write"), httpx.WriteTimeout, "sending the request")
+        except OSError as exc:
+            raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
+        try:
             raw_head = await _timed(connection.reader.readuntil(b"\r\n\r\n"), timeout.get("read"),
                                     httpx.ReadTimeout, "waiting for the response")
         except asyncio.IncompleteReadError as exc:
@@ -212,7 +216,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
     def _release(self, key: tuple, connection: _Connection, reuse: bool) -> None:
         idle = self._idle.setdefault(key, deque())
-        if reuse and len(idle) < self._max_keepalive:
+        if reuse and not self._closed and len(idle) < self._max_keepalive:
             connection.idle_since = time.monotonic()
             idle.append(connection)
         else:
@@ -224,6 +228,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
             self._slots.release()
 
     async def aclose(self) -> None:
+        """Close idle connections now; connections still streaming close when their body does."""
+        self._closed = True
         idle, self._idle = self._idle, {}
         for connections in idle.values():
             for connection in connections:
