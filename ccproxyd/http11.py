@@ -198,16 +198,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
             await _timed(connection.writer.drain(), timeout.get("write"), httpx.WriteTimeout, "sending the request")
         except OSError as exc:
             raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
-        try:
-            raw_head = await _timed(connection.reader.readuntil(b"\r\n\r\n"), timeout.get("read"),
-                                    httpx.ReadTimeout, "waiting for the response")
-        except asyncio.IncompleteReadError as exc:
-            raise httpx.RemoteProtocolError("server disconnected without sending a response") from exc
-        except asyncio.LimitOverrunError as exc:
-            raise httpx.RemoteProtocolError("response head is too large") from exc
-        except OSError as exc:
-            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
-        version, status, reason, headers = _parse_head(raw_head)
+        version, status, reason, headers = await _read_head(connection.reader, timeout.get("read"))
+        while 100 <= status < 200:          # interim answers (103 Early Hints, …) precede the real one
+            version, status, reason, headers = await _read_head(connection.reader, timeout.get("read"))
         framing = _framing(request.method, status, headers)
         keep_alive = version == b"HTTP/1.1" and b"close" not in _header(headers, b"connection").lower()
         stream = _Body(self, key, connection, framing, timeout.get("read"), keep_alive)
@@ -234,6 +227,18 @@ class Http11Transport(httpx.AsyncBaseTransport):
         for connections in idle.values():
             for connection in connections:
                 connection.close()
+
+
+async def _read_head(reader: asyncio.StreamReader, timeout: float | None):
+    try:
+        raw = await _timed(reader.readuntil(b"\r\n\r\n"), timeout, httpx.ReadTimeout, "waiting for the response")
+    except asyncio.IncompleteReadError as exc:
+        raise httpx.RemoteProtocolError("server disconnected without sending a response") from exc
+    except asyncio.LimitOverrunError as exc:
+        raise httpx.RemoteProtocolError("response head is too large") from exc
+    except OSError as exc:
+        raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+    return _parse_head(raw)
 
 
 def _parse_head(raw: bytes) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
