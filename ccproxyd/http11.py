@@ -144,7 +144,8 @@ class _Body(httpx.AsyncByteStream):
 class Http11Transport(httpx.AsyncBaseTransport):
     def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
         self._ssl = ssl_context
-        self._max_keepalive = limits.max_keepalive_connections or 0
+        keepalive = limits.max_keepalive_connections
+        self._max_keepalive = float("inf") if keepalive is None else keepalive     # httpx: None = no limit
         self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else float("inf")
         self._slots = asyncio.Semaphore(limits.max_connections) if limits.max_connections else None
         self._idle: dict[tuple, deque[_Connection]] = {}

@@ -260,16 +260,15 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, body: d
         async def publish(data: bytes) -> None:
             flight.publish(data)
         summary = await relay(answer, publish, ping_interval, events.extend)
-        if summary["error"] is None:
+        flight.error = summary["error"]
+        if flight.error is None:
             message = accumulate(events)
-            if store is not None and ttl is not None:
-                try:
-                    store.put(key, message, ttl)
-                except Exception as exc:            # a full or broken disk must not fail the answer
-                    log.warning("response cache: cannot store an answer: %s", exc)
-        else:
-            flight.error = summary["error"]
     finally:
         await answer.close()
         flight.answer = answer
-        flight.finish(message)
+        flight.finish(message)                  # clients complete before the disk write below
+    if message is not None and store is not None and ttl is not None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, store.put, key, message, ttl)
+        except Exception as exc:                # a full or broken disk must not fail the answer
+            log.warning("response cache: cannot store an answer: %s", exc)

@@ -70,22 +70,25 @@ def wait_ready(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def interleaved(client: httpx.Client, direct: tuple[str, bytes], through: tuple[str, bytes],
+def interleaved(client: httpx.Client, direct: tuple[str, bytes], through: tuple[str, list[bytes], dict],
                 n: int) -> tuple[list[float], list[float]]:
-    """Alternate direct and proxied requests so both sides see the same machine noise."""
+    """Alternate direct and proxied requests so both sides see the same machine noise.
+    `through` cycles through its bodies (distinct bodies make cache misses)."""
+    url, bodies, headers = through
     direct_ms: list[float] = []
     through_ms: list[float] = []
-    for _ in range(n):
+    for i in range(n):
         direct_ms += timed(client, *direct, 1)
-        through_ms += timed(client, *through, 1)
+        through_ms += timed(client, url, bodies[i % len(bodies)], 1, headers)
     return direct_ms, through_ms
 
 
-def timed(client: httpx.Client, url: str, body: bytes, n: int) -> list[float]:
+def timed(client: httpx.Client, url: str, body: bytes, n: int, headers: dict | None = None) -> list[float]:
     out = []
+    headers = {"content-type": "application/json", **(headers or {})}
     for _ in range(n):
         t0 = time.perf_counter()
-        with client.stream("POST", url, content=body, headers={"content-type": "application/json"}) as r:
+        with client.stream("POST", url, content=body, headers=headers) as r:
             for _ in r.iter_raw():
                 pass
             assert r.status_code == 200, r.status_code
@@ -93,14 +96,24 @@ def timed(client: httpx.Client, url: str, body: bytes, n: int) -> list[float]:
     return out
 
 
-async def concurrent(url: str, body: bytes, total: int) -> float:
+def distinct_bodies(n: int) -> list[bytes]:
+    bodies = []
+    for i in range(n):
+        body = claude_code_like_request()
+        body["messages"][0]["content"][1]["text"] += f" (request {i})"
+        bodies.append(orjson.dumps(body))
+    return bodies
+
+
+async def concurrent(url: str, body: bytes, total: int, headers: dict) -> float:
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=N_CONCURRENT)) as client:
         queue = list(range(total))
 
         async def worker() -> None:
             while queue:
                 queue.pop()
-                async with client.stream("POST", url, content=body, headers={"content-type": "application/json"}) as r:
+                async with client.stream("POST", url, content=body,
+                                         headers={"content-type": "application/json", **headers}) as r:
                     async for _ in r.aiter_raw():
                         pass
         t0 = time.perf_counter()
@@ -126,7 +139,7 @@ routes:
 """)
     port = 18000 + os.getpid() % 1000
     proxy = start([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port", str(port),
-                   "--log-level", "WARNING"], env={"BENCH_KEY": "bench"})
+                   "--log-level", "WARNING", "--cache-dir", str(routes.parent / "cache")], env={"BENCH_KEY": "bench"})
     try:
         wait_ready(f"http://127.0.0.1:{port}/health")
         anthropic_body = orjson.dumps(claude_code_like_request())
@@ -137,26 +150,35 @@ routes:
         direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
         proxy_url = f"http://127.0.0.1:{port}/v1/messages?beta=true"
         print(f"request: {len(anthropic_body)} bytes Anthropic, {len(openai_body)} bytes upstream, "
-              f"20 tools, 40 chunks; {N_SEQUENTIAL} sequential requests per side, interleaved", flush=True)
+              f"20 tools, 40 chunks; one client, {N_SEQUENTIAL} requests per row, interleaved with direct ones; "
+              f"CPU in ms of the ccproxyd process", flush=True)
+        bypass = {"cache-control": "no-cache"}
+        rows = []
+        cpu = {}
         with httpx.Client(timeout=60) as client:
             timed(client, direct_url, openai_body, 50)                    # warm-up
-            timed(client, proxy_url, anthropic_body, 50)
-            cpu0 = cpu_seconds(proxy.pid)                                  # idle during direct requests
-            direct, through = interleaved(client, (direct_url, openai_body), (proxy_url, anthropic_body),
-                                          N_SEQUENTIAL)
-            cpu_one = (cpu_seconds(proxy.pid) - cpu0) / N_SEQUENTIAL * 1000
+            timed(client, proxy_url, anthropic_body, 50, bypass)
+            for label, bodies, headers in (
+                    ("cache bypassed (no-cache)", [anthropic_body], bypass),
+                    ("cache miss (default config)", distinct_bodies(N_SEQUENTIAL), {}),
+                    ("cache hit", [anthropic_body], {})):
+                cpu0 = cpu_seconds(proxy.pid)                              # idle during direct requests
+                direct, through = interleaved(client, (direct_url, openai_body), (proxy_url, bodies, headers),
+                                              N_SEQUENTIAL)
+                cpu[label] = (cpu_seconds(proxy.pid) - cpu0) / N_SEQUENTIAL * 1000
+                rows.append((label, direct, through))
         total = N_SEQUENTIAL * 2
         cpu0 = cpu_seconds(proxy.pid)
-        elapsed = asyncio.run(concurrent(proxy_url, anthropic_body, total))
+        elapsed = asyncio.run(concurrent(proxy_url, anthropic_body, total, bypass))
         cpu_many = (cpu_seconds(proxy.pid) - cpu0) / total * 1000
-        d50, d99 = statistics.median(direct), pct(direct, 0.99)
-        p50, p99 = statistics.median(through), pct(through, 0.99)
-        print(f"{'':34}{'median':>10}{'p99':>10}")
-        print(f"{'upstream directly (ms)':34}{d50:10.2f}{d99:10.2f}")
-        print(f"{'through ccproxyd (ms)':34}{p50:10.2f}{p99:10.2f}")
-        print(f"{'added by ccproxyd (ms)':34}{p50 - d50:10.2f}{p99 - d99:10.2f}")
-        print(f"ccproxyd CPU per streamed request, 1 client:   {cpu_one:.2f} ms")
-        print(f"ccproxyd CPU per streamed request, {N_CONCURRENT} clients: {cpu_many:.2f} ms")
+        print(f"{'':36}{'median':>9}{'p99':>9}{'added':>9}{'added p99':>11}{'CPU/req':>9}")
+        for label, direct, through in rows:
+            d50, d99 = statistics.median(direct), pct(direct, 0.99)
+            p50, p99 = statistics.median(through), pct(through, 0.99)
+            print(f"{'upstream directly (ms)':36}{d50:9.2f}{d99:9.2f}")
+            print(f"{'via ccproxyd, ' + label:36}{p50:9.2f}{p99:9.2f}{p50 - d50:9.2f}{p99 - d99:11.2f}"
+                  f"{cpu[label]:9.2f}")
+        print(f"ccproxyd CPU per streamed request, {N_CONCURRENT} clients (cache bypassed): {cpu_many:.2f} ms")
         print(f"throughput at {N_CONCURRENT} clients: {total / elapsed:.0f} requests/s "
               f"(load generator is Python httpx in one process)")
         print(f"ccproxyd RSS after the run: {rss_mb(proxy.pid):.0f} MB")
