@@ -116,6 +116,31 @@ def route(model: str, routes: str, thinking: bool, tools: bool, input_tokens: in
                    f"per 1M tokens {prices})")
 
 
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8082", show_default=True, envvar="CCPROXYD_URL",
+              help="The running daemon.")
+def costs(url: str) -> None:
+    """Summarise what a running daemon has spent and saved since it started."""
+    import httpx
+
+    try:
+        text = httpx.get(url.rstrip("/") + "/metrics", timeout=5).text
+    except httpx.HTTPError as exc:
+        click.echo(f"ccproxyd: cannot read {url}/metrics: {exc}", err=True)
+        sys.exit(1)
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = values.get(name, 0.0) + float(value)
+    requests = sum(v for k, v in values.items() if k.startswith("ccproxyd_requests_total"))
+    tokens = {kind: values.get(f'ccproxyd_tokens_total{{kind="{kind}"}}', 0) for kind in ("input", "cached", "output")}
+    click.echo(f"requests: {requests:.0f}")
+    click.echo("tokens: " + ", ".join(f"{k} {v:.0f}" for k, v in tokens.items()))
+    click.echo(f"cost: ${values.get('ccproxyd_cost_usd_total', 0):.4f}")
+    click.echo(f"saved against Claude list prices: ${values.get('ccproxyd_savings_usd_total', 0):.4f}")
+
+
 @main.group()
 def cache() -> None:
     """Inspect or empty the response cache."""

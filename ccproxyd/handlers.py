@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import time
@@ -100,7 +101,7 @@ async def _through_cache(request: Request, record: observe.Record, body: dict, d
     primary = decision.primary
     prepared = to_openai(body, primary.model)
     key = cache_key({k: v for k, v in prepared[0].items() if k != "user"}, primary.provider.name,
-                    primary.provider.base_url)
+                    primary.provider.base_url, getattr(request.ctx, "client", None))
     headers = {"x-ccproxyd-cache": "hit"}
     message = ctx.store.get(key)
     if message is not None:
@@ -228,6 +229,8 @@ async def start_request(request: Request) -> None:
             authorization[7:] if authorization.lower().startswith("bearer ") else "")
         if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
             raise AuthenticationFailed("invalid x-api-key")
+        # which client this is, for the cache key; a hash, so the key itself is never stored
+        request.ctx.client = hashlib.sha256(presented.encode()).hexdigest()[:16]
 
 
 async def finish_request(request: Request, response: HTTPResponse) -> None:

@@ -333,3 +333,19 @@ def test_metrics_count_requests(daemon, client, fake):
     err_key = 'ccproxyd_errors_total{type="invalid_request_error"}'
     assert after[err_key] - before.get(err_key, 0) == 1
     assert 'ccproxyd_breaker_state{provider="mock"}' in after
+
+
+def test_costs_command_summarises_the_running_daemon(daemon, client, fake):
+    import subprocess
+    import sys
+
+    fake.push(text_script("priced", use=usage(1000, 100)))
+    client.messages.create(model="claude-opus-4-1", max_tokens=10, messages=MESSAGES)
+    out = subprocess.run([sys.executable, "-m", "ccproxyd", "costs", "--url", daemon.url],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(": ", 1) for line in out.stdout.splitlines())
+    assert int(lines["requests"]) >= 1 and lines["cost"].startswith("$")
+    dead = subprocess.run([sys.executable, "-m", "ccproxyd", "costs", "--url", "http://127.0.0.1:1"],
+                          capture_output=True, text=True)
+    assert dead.returncode == 1 and "cannot read" in dead.stderr
