@@ -23,6 +23,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 N_SEQUENTIAL = int(os.environ.get("BENCH_N", "400"))
 N_CONCURRENT = 16
+N_SLOW = int(os.environ.get("BENCH_SLOW", "1000"))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -121,6 +122,37 @@ async def concurrent(url: str, body: bytes, total: int, headers: dict) -> float:
         return time.perf_counter() - t0
 
 
+async def slow_streams(url: str, body: bytes, n: int, pid: int) -> tuple[int, int, float, float]:
+    """n concurrent streams over raw sockets; returns (complete streams, frames, peak RSS MB, seconds)."""
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    path = "/" + url.split("//")[1].split("/", 1)[1]
+    request = (f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+               f"cache-control: no-cache\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+    peak = 0.0
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_mb(pid))
+            await asyncio.sleep(0.1)
+
+    async def one() -> tuple[bool, int]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request)
+        data = await reader.read()
+        writer.close()
+        return data.count(b"event: message_stop") == 1, data.count(b"event: content_block_delta")
+
+    sampler = asyncio.create_task(sample())
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(one() for _ in range(n)))
+    elapsed = time.perf_counter() - t0
+    done.set()
+    await sampler
+    return sum(ok for ok, _ in results), sum(frames for _, frames in results), peak, elapsed
+
+
 def pct(values: list[float], p: float) -> float:
     return sorted(values)[min(len(values) - 1, int(len(values) * p))]
 
@@ -182,6 +214,16 @@ routes:
         print(f"throughput at {N_CONCURRENT} clients: {total / elapsed:.0f} requests/s "
               f"(load generator is Python httpx in one process)")
         print(f"ccproxyd RSS after the run: {rss_mb(proxy.pid):.0f} MB")
+        slow = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40", "--gap", "0.05"])
+        slow_port = int(slow.stdout.readline())
+        routes.write_text(routes.read_text().replace(f":{up_port}/", f":{slow_port}/"))
+        time.sleep(1.0)                                              # the live reload picks it up
+        try:
+            complete, frames, peak, seconds = asyncio.run(slow_streams(proxy_url, anthropic_body, N_SLOW, proxy.pid))
+        finally:
+            slow.terminate()
+        print(f"{N_SLOW} concurrent slow streams (a chunk every 50 ms, 40 chunks): {complete}/{N_SLOW} complete, "
+              f"{frames}/{N_SLOW * 40} text frames arrived, peak RSS {peak:.0f} MB, {seconds:.1f} s")
     finally:
         proxy.terminate()
         upstream.terminate()
