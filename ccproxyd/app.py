@@ -8,7 +8,7 @@ import signal
 
 from sanic import Sanic
 
-from . import config, handlers, notify, tokens
+from . import config, handlers, notify, proxy, tokens
 from .cache import Store
 from .reload import Reloader
 from .resilience import Guards
@@ -63,6 +63,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         notify.notify("STOPPING=1")
         if app.ctx.watchdog is not None:
             app.ctx.watchdog.cancel()
+        await proxy.drain(settings.drain_timeout)
 
     @app.after_server_stop
     async def close_resources(app: Sanic) -> None:

@@ -30,6 +30,7 @@ from .translate.stream import StreamTranslator
 from .upstream import Upstreams, map_transport_error
 
 log = logging.getLogger("ccproxyd.proxy")
+RELAYS: set[asyncio.Task] = set()        # tasks relaying a stream in this process, for the drain
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 
 
@@ -215,6 +216,8 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
     ping_task = asyncio.create_task(pinger())
     error: ClientFacingError | None = None
     first_event: float | None = None
+    this = asyncio.current_task()
+    RELAYS.add(this)
     try:
         async with aclosing(_events(answer)) as batches:
             async for events in batches:
@@ -226,12 +229,33 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
                     await send(encode(events))
     except ClientFacingError as exc:
         error = exc
+    except asyncio.CancelledError:
+        if not getattr(this, "drained", False):
+            raise
+        this.uncancel()
+        error = Overloaded("ccproxyd is shutting down; the answer was cut off, retry it")
     finally:
+        RELAYS.discard(this)
         ping_task.cancel()
     if error is not None:
         log.warning("stream from %s broke: %s", answer.target.provider.name, error.message)
         await send(encode(translator.fail(error)))
     return {"error": error, "first_event": first_event}
+
+
+async def drain(timeout: float) -> None:
+    """On stop: let running streams finish for `timeout` seconds, then end the rest with an
+    error event (never a clean message_stop on a cut answer)."""
+    deadline = time.monotonic() + timeout
+    while RELAYS and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    remaining = list(RELAYS)
+    for task in remaining:
+        task.drained = True
+        task.cancel()
+    if remaining:
+        log.warning("drain timeout: ended %d running streams with an error event", len(remaining))
+        await asyncio.wait(remaining, timeout=2)
 
 
 async def collect(answer: Answer) -> dict:

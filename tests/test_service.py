@@ -123,3 +123,26 @@ def test_unset_client_key_variable_is_a_located_error():
     with pytest.raises(ConfigError) as info:
         config.load(text, "r.yaml", env={})
     assert "client_keys[0]: variable NOPE_KEY is not set" in str(info.value)
+
+
+def test_streams_past_the_drain_timeout_end_with_an_error_event(tmp_path, fake):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()))
+    daemon = Daemon(routes, extra_args=("--no-cache", "--drain-timeout", "1"), log_path=tmp_path / "d.log")
+    fake.push(Script(events=[chunk({"content": "a"}), 8.0, chunk({"content": "b"}), chunk(finish="stop")]))
+    result: list[bytes] = []
+    client = threading.Thread(target=lambda: result.append(httpx.post(daemon.url + "/v1/messages", timeout=20, json={
+        "model": "claude-sonnet-4-5", "max_tokens": 5, "stream": True,
+        "messages": [{"role": "user", "content": "hi"}]}).content))
+    client.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(10) == 0
+    stopped_after = time.monotonic() - t0
+    client.join(5)
+    daemon.log.close()
+    events = parse_sse(result[0])
+    assert check_stream(events) == "error"
+    assert events[-1][1]["error"]["type"] == "overloaded_error"
+    assert stopped_after < 5
