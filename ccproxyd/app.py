@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 
 from sanic import Sanic
 
-from . import config, handlers, notify, proxy, tokens
+from . import config, handlers, notify, observe, proxy, tokens
 from .cache import Store
 from .reload import Reloader
 from .resilience import Guards
@@ -55,6 +57,8 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
     @app.after_server_start
     async def ready(app: Sanic) -> None:
         notify.notify(f"READY=1\nSTATUS=serving routes version {app.ctx.table.version}")
+        app.ctx.snapshots = (asyncio.create_task(write_snapshots(settings.metrics_dir))
+                             if settings.metrics_dir else None)
         interval = notify.watchdog_interval()
         app.ctx.watchdog = asyncio.create_task(watchdog(interval)) if interval else None
 
@@ -64,6 +68,10 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         if app.ctx.watchdog is not None:
             app.ctx.watchdog.cancel()
         await proxy.drain(settings.drain_timeout)
+        if app.ctx.snapshots is not None:
+            app.ctx.snapshots.cancel()
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(settings.metrics_dir, f"{os.getpid()}.json"))
 
     @app.after_server_stop
     async def close_resources(app: Sanic) -> None:
@@ -83,6 +91,16 @@ async def sighup(app: Sanic) -> None:
     notify.reloading()
     await app.ctx.reloader.reload_settled("SIGHUP")
     notify.notify(f"READY=1\nSTATUS=serving routes version {app.ctx.table.version}")
+
+
+async def write_snapshots(directory: str) -> None:
+    """Every second, this worker's metrics where the others can sum them (atomic rename)."""
+    path = os.path.join(directory, f"{os.getpid()}.json")
+    while True:
+        with open(path + ".tmp", "wb") as f:
+            f.write(observe.METRICS.snapshot())
+        os.replace(path + ".tmp", path)
+        await asyncio.sleep(1.0)
 
 
 async def watchdog(interval: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from functools import partial
 
 import click
@@ -58,7 +59,8 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
     settings = Settings(routes=routes, host=host, port=port, workers=workers,
                         cache_dir="" if no_cache else (cache_dir or default_cache_dir()),
                         cache_size=cache_size_mb * 1024 * 1024, log_level=log_level.upper(),
-                        ping_interval=ping_interval, drain_timeout=drain_timeout)
+                        ping_interval=ping_interval, drain_timeout=drain_timeout,
+                        metrics_dir=tempfile.mkdtemp(prefix="ccproxyd-metrics-") if workers > 1 else "")
     loader = AppLoader(factory=partial(create_app, settings))
     app = loader.load()
     app.prepare(host=host, port=port, workers=workers, single_process=workers == 1,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import hashlib
 import hmac
 import logging
@@ -172,7 +174,7 @@ async def models(request: Request):
 async def health(request: Request):
     table = request.app.ctx.table
     state = request.app.ctx.reloader.state
-    return json_response({"status": "ok",
+    return json_response({"status": "ok", "worker": os.getpid(),
                           "routes": {"path": table.path, "version": table.version, "loaded_at": state.loaded_at},
                           "reload": {"accepted": state.accepted, "rejected": state.rejected,
                                      "last_error": state.last_error},
@@ -194,7 +196,21 @@ async def metrics(request: Request):
         stats = ctx.store.stats()
         gauges += [("ccproxyd_cache_bytes", (), stats["bytes"], "Bytes in the response cache"),
                    ("ccproxyd_cache_entries", (), stats["entries"], "Entries in the response cache")]
-    return raw(observe.METRICS.render(gauges).encode(), content_type="text/plain; version=0.0.4")
+    return raw(_all_workers(ctx.settings.metrics_dir).render(gauges).encode(),
+               content_type="text/plain; version=0.0.4")
+
+
+def _all_workers(directory: str) -> observe.Metrics:
+    """This worker's metrics, plus the other workers' last snapshots when there are several."""
+    if not directory:
+        return observe.METRICS
+    own = f"{os.getpid()}.json"
+    snapshots = []
+    for name in os.listdir(directory):
+        if name.endswith(".json") and name != own:
+            with contextlib.suppress(OSError), open(os.path.join(directory, name), "rb") as f:
+                snapshots.append(f.read())
+    return observe.METRICS.merged(snapshots)
 
 
 async def root(request: Request):

@@ -109,6 +109,31 @@ class Metrics:
         if r.ttft_ms is not None:
             self.observe("ccproxyd_time_to_first_token_seconds", r.ttft_ms / 1000, help="Time to first token")
 
+    def snapshot(self) -> bytes:
+        return orjson.dumps({"counters": [[n, [list(l) for l in labels], v] for (n, labels), v in self.counters.items()],
+                             "histograms": self.histograms, "help": self.help})
+
+    def merged(self, snapshots: list[bytes]) -> "Metrics":
+        """This process's metrics plus other workers' snapshots, summed."""
+        total = Metrics()
+        total.help = dict(self.help)
+        total.counters = dict(self.counters)
+        total.histograms = {name: list(h) for name, h in self.histograms.items()}
+        for raw in snapshots:
+            try:
+                other = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue                                   # a snapshot being rewritten right now
+            for name, kind_help in other["help"].items():
+                total.help.setdefault(name, tuple(kind_help))
+            for name, labels, value in other["counters"]:
+                key = (name, tuple(tuple(pair) for pair in labels))
+                total.counters[key] = total.counters.get(key, 0.0) + value
+            for name, h in other["histograms"].items():
+                mine = total.histograms.setdefault(name, [0] * len(h))
+                total.histograms[name] = [a + b for a, b in zip(mine, h)]
+        return total
+
     def render(self, gauges: list[tuple[str, tuple, float, str]] = ()) -> str:
         lines: list[str] = []
         seen: set[str] = set()

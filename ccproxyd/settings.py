@@ -24,4 +24,5 @@ class Settings:
     log_level: str = "INFO"
     ping_interval: float = 10.0          # seconds of upstream silence before an `event: ping`
     max_body_bytes: int = 32 * 1024 * 1024
+    metrics_dir: str = ""                # with several workers: where each one leaves its snapshot
     drain_timeout: float = 30.0          # seconds running streams get to finish after SIGTERM

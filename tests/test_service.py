@@ -146,3 +146,29 @@ def test_streams_past_the_drain_timeout_end_with_an_error_event(tmp_path, fake):
     assert check_stream(events) == "error"
     assert events[-1][1]["error"]["type"] == "overloaded_error"
     assert stopped_after < 5
+
+
+def test_metrics_are_summed_over_workers(tmp_path, fake):
+    from .test_sdk import parse_prometheus
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()))
+    daemon = Daemon(routes, extra_args=("--no-cache", "--workers", "2"), log_path=tmp_path / "d.log")
+    try:
+        with httpx.Client() as client:              # new connections, spread over both workers
+            for _ in range(10):
+                r = client.post(daemon.url + "/v1/messages", headers={"connection": "close"}, json={
+                    "model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 200
+        time.sleep(1.5)                              # every worker has written its snapshot
+        totals: dict[int, float] = {}
+        for _ in range(40):                          # each worker, asked on one connection, sees all 10
+            with httpx.Client() as client:
+                worker = client.get(daemon.url + "/health").json()["worker"]
+                samples = parse_prometheus(client.get(daemon.url + "/metrics").text)
+            totals[worker] = sum(v for k, v in samples.items() if k.startswith("ccproxyd_requests_total"))
+            if len(totals) == 2:
+                break
+        assert len(totals) == 2 and set(totals.values()) == {10}
+    finally:
+        daemon.stop()
