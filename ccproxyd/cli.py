@@ -34,10 +34,12 @@ def main() -> None:
               help="Seconds running streams get to finish after SIGTERM.")
 @click.option("--log-level", default="INFO", show_default=True, envvar="CCPROXYD_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-bodies", is_flag=True, envvar="CCPROXYD_LOG_BODIES",
+              help="Debug: log each request body (user ids and image/document data redacted).")
 @click.option("--ping-interval", default=10.0, show_default=True, type=float, envvar="CCPROXYD_PING_INTERVAL",
               help="Seconds of upstream silence before an `event: ping` goes to the client.")
 def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None, cache_size_mb: int,
-          no_cache: bool, drain_timeout: float, log_level: str, ping_interval: float) -> None:
+          no_cache: bool, drain_timeout: float, log_level: str, log_bodies: bool, ping_interval: float) -> None:
     """Run the daemon."""
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
@@ -58,7 +60,7 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
                    f"port {port} can spend your provider credits", err=True)
     settings = Settings(routes=routes, host=host, port=port, workers=workers,
                         cache_dir="" if no_cache else (cache_dir or default_cache_dir()),
-                        cache_size=cache_size_mb * 1024 * 1024, log_level=log_level.upper(),
+                        cache_size=cache_size_mb * 1024 * 1024, log_level=log_level.upper(), log_bodies=log_bodies,
                         ping_interval=ping_interval, drain_timeout=drain_timeout,
                         metrics_dir=tempfile.mkdtemp(prefix="ccproxyd-metrics-") if workers > 1 else "")
     loader = AppLoader(factory=partial(create_app, settings))

@@ -57,6 +57,8 @@ async def messages(request: Request):
     body = _body(request)
     validate(body)
     record.client_model, record.stream = body["model"], bool(body.get("stream"))
+    if request.app.ctx.settings.log_bodies:
+        observe.log_body(record.request_id, body)
     table = request.app.ctx.table                       # read once: a reload never changes this request
     decision = resolve(table, body["model"], features_of(body, lambda: tokens.count_request(body)))
     record.route = decision.route_index

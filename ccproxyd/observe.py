@@ -168,6 +168,25 @@ class Metrics:
 METRICS = Metrics()
 
 
+bodies = logging.getLogger("ccproxyd.bodies")
+
+
+def redacted(body: dict) -> dict:
+    """A request body fit for a debug log: no user identity, no image or document payloads."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: ("[redacted]" if k in ("data", "user_id") and isinstance(v, str) else clean(v))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+    return clean(body)
+
+
+def log_body(request_id: str, body: dict) -> None:
+    bodies.info("%s %s", request_id, orjson.dumps(redacted(body)).decode())
+
+
 def emit(record: Record) -> None:
     latency = time.monotonic() - record.started
     METRICS.record(record, latency)

@@ -65,3 +65,16 @@ def test_unsupported_input_is_invalid_request(body, needle):
     with pytest.raises(InvalidRequest) as info:
         treq.to_openai(body, model())
     assert needle in info.value.message
+
+
+def test_debug_body_log_is_redacted():
+    from ccproxyd.observe import redacted
+
+    body = {"model": "c", "metadata": {"user_id": "user_abc_account_x"}, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo"}},
+        {"type": "text", "text": "keep me"}]}]}
+    out = redacted(body)
+    assert out["metadata"]["user_id"] == "[redacted]"
+    assert out["messages"][0]["content"][0]["source"]["data"] == "[redacted]"
+    assert out["messages"][0]["content"][1]["text"] == "keep me"
+    assert body["metadata"]["user_id"] == "user_abc_account_x"          # the request itself is untouched
