@@ -75,6 +75,7 @@ class Store:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
         self.directory = directory
+        self.evictions = 0                     # by this process, since it started
         self.cache = diskcache.Cache(directory, disk=BytesDisk, size_limit=size_limit,
                                      eviction_policy="least-recently-stored", cull_limit=1, statistics=True)
 
@@ -91,12 +92,14 @@ class Store:
             return None
 
     def put(self, key: str, message: dict, ttl: float) -> None:
+        before = len(self.cache) + (0 if key in self.cache else 1)
         self.cache.set(key, orjson.dumps(message), expire=ttl)
+        self.evictions += max(0, before - len(self.cache))      # entries the size limit pushed out
 
     def stats(self) -> dict:
         hits, misses = self.cache.stats()
         return {"directory": self.directory, "entries": len(self.cache), "bytes": self.cache.volume(),
-                "hits": hits, "misses": misses}
+                "hits": hits, "misses": misses, "evictions": self.evictions}
 
     def clear(self) -> int:
         return self.cache.clear()

@@ -197,7 +197,8 @@ async def metrics(request: Request):
     if ctx.store is not None:
         stats = ctx.store.stats()
         gauges += [("ccproxyd_cache_bytes", (), stats["bytes"], "Bytes in the response cache"),
-                   ("ccproxyd_cache_entries", (), stats["entries"], "Entries in the response cache")]
+                   ("ccproxyd_cache_entries", (), stats["entries"], "Entries in the response cache"),
+                   ("ccproxyd_cache_evictions", (), stats["evictions"], "Entries evicted by the size limit")]
     return raw(_all_workers(ctx.settings.metrics_dir).render(gauges).encode(),
                content_type="text/plain; version=0.0.4")
 

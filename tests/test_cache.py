@@ -232,4 +232,5 @@ def test_size_limit_holds(tmp_path):
         store.put(f"k{i}", entry, ttl=600)
     assert store.cache.volume() <= 1_000_000
     assert store.get("k29") is not None and store.get("k0") is None
+    assert store.evictions == 30 - len(store.cache)
     store.close()
