@@ -97,6 +97,19 @@ def timed(client: httpx.Client, url: str, body: bytes, n: int, headers: dict | N
     return out
 
 
+def first_token_ms(client: httpx.Client, url: str, body: bytes, marker: bytes, headers: dict | None = None) -> float:
+    """Milliseconds until the first content fragment (`marker`) arrives."""
+    t0 = time.perf_counter()
+    seen = None
+    with client.stream("POST", url, content=body, headers={"content-type": "application/json", **(headers or {})}) as r:
+        buffer = b""
+        for piece in r.iter_raw():
+            buffer += piece
+            if seen is None and marker in buffer:
+                seen = (time.perf_counter() - t0) * 1000
+    return seen if seen is not None else float("nan")
+
+
 def distinct_bodies(n: int) -> list[bytes]:
     bodies = []
     for i in range(n):
@@ -199,7 +212,12 @@ routes:
                                               N_SEQUENTIAL)
                 cpu[label] = (cpu_seconds(proxy.pid) - cpu0) / N_SEQUENTIAL * 1000
                 rows.append((label, direct, through))
+            ttft_direct, ttft_proxy = [], []
+            for _ in range(min(N_SEQUENTIAL, 200)):
+                ttft_direct.append(first_token_ms(client, direct_url, openai_body, b'"content":"word0'))
+                ttft_proxy.append(first_token_ms(client, proxy_url, anthropic_body, b'"text":"word0', bypass))
         total = N_SEQUENTIAL * 2
+        ceiling = N_SEQUENTIAL * 2 / asyncio.run(concurrent(direct_url, openai_body, N_SEQUENTIAL * 2, {}))
         cpu0 = cpu_seconds(proxy.pid)
         elapsed = asyncio.run(concurrent(proxy_url, anthropic_body, total, bypass))
         cpu_many = (cpu_seconds(proxy.pid) - cpu0) / total * 1000
@@ -211,8 +229,12 @@ routes:
             print(f"{'via ccproxyd, ' + label:36}{p50:9.2f}{p99:9.2f}{p50 - d50:9.2f}{p99 - d99:11.2f}"
                   f"{cpu[label]:9.2f}")
         print(f"ccproxyd CPU per streamed request, {N_CONCURRENT} clients (cache bypassed): {cpu_many:.2f} ms")
-        print(f"throughput at {N_CONCURRENT} clients: {total / elapsed:.0f} requests/s "
-              f"(load generator is Python httpx in one process)")
+        print(f"time to first token (median ms): upstream directly {statistics.median(ttft_direct):.2f}, "
+              f"via ccproxyd {statistics.median(ttft_proxy):.2f}, "
+              f"added {statistics.median(ttft_proxy) - statistics.median(ttft_direct):.2f}")
+        print(f"throughput at {N_CONCURRENT} clients: {total / elapsed:.0f} requests/s via ccproxyd, "
+              f"{ceiling:.0f} requests/s against the fake upstream directly (the upstream's and the "
+              f"load generator's own ceiling; the generator is Python httpx in one process)")
         print(f"ccproxyd RSS after the run: {rss_mb(proxy.pid):.0f} MB")
         slow = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40", "--gap", "0.05"])
         slow_port = int(slow.stdout.readline())
