@@ -120,7 +120,14 @@ class _Located:
         mark = (node.start_mark.line + 1, node.start_mark.column + 1)
         self.values[where] = mark
         if isinstance(node, yaml.MappingNode):
+            own = {id(k) for k, _ in node.value}       # keys written here, not merged in by <<
+            try:
+                _scalar_loader.flatten_mapping(node)        # YAML merge keys (<<: *defaults)
+            except yaml.YAMLError as exc:
+                self.problem(_mark_of(exc, mark), f"YAML: {getattr(exc, 'problem', None) or exc}")
+                return {}
             out: dict = {}
+            written: set[str] = set()
             for key_node, value_node in node.value:
                 key = self.convert(key_node, where + ("<key>",))
                 key_mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
@@ -128,14 +135,20 @@ class _Located:
                     self.problem(key_mark, "mapping keys must be plain scalars")
                     continue
                 key = str(key)
-                if key in out:
+                if key in written and id(key_node) in own:
                     self.problem(key_mark, f"duplicate key '{key}'")
+                if id(key_node) in own:
+                    written.add(key)
                 self.keys[where + (key,)] = key_mark
                 out[key] = self.convert(value_node, where + (key,))
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(item, where + (i,)) for i, item in enumerate(node.value)]
-        value = yaml.SafeLoader.construct_object(_scalar_loader, node, deep=True)
+        try:
+            value = yaml.SafeLoader.construct_object(_scalar_loader, node, deep=True)
+        except yaml.YAMLError as exc:
+            self.problem(mark, f"YAML: {getattr(exc, 'problem', None) or exc}")
+            return None
         if isinstance(value, str):
             value = self.interpolate(value, mark)
         return value
@@ -162,6 +175,11 @@ class _Located:
 
 
 _scalar_loader = yaml.SafeLoader("")
+
+
+def _mark_of(exc: yaml.YAMLError, default: tuple[int, int]) -> tuple[int, int]:
+    mark = getattr(exc, "problem_mark", None)
+    return (mark.line + 1, mark.column + 1) if mark else default
 
 
 def _parse(text: str, path: str, env: Mapping[str, str]) -> tuple[Any, _Located]:

@@ -63,12 +63,15 @@ async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Brea
         try:
             response = await upstreams.open(provider, upstream_body)
         except MissingCredential:
+            breaker.abandon()
             raise
         except ClientFacingError as exc:
             if exc.upstream_status == 429:
                 breaker.cool_down(exc.retry_after or 1.0)
             elif exc.retryable:
                 breaker.failure()
+            else:
+                breaker.success()                  # a 4xx answer: the provider itself is alive
             retry += 1
             delay = provider.retries.delay(retry, exc.retry_after) if exc.retryable else None
             if delay is None or breaker.state == OPEN or not guards.budget.take():
@@ -77,6 +80,9 @@ async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Brea
             log.info("provider %s: %s; retry %d in %.2fs", provider.name, exc.message, retry, delay)
             await asyncio.sleep(delay)
             continue
+        except BaseException:
+            breaker.abandon()                      # cancelled (client gone) or a bug: no verdict
+            raise
         breaker.success()
         return response, retry + 1
 
@@ -120,8 +126,10 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
                                 else treq.to_openai(body, target.model))
         try:
             response, attempts = await _open_with_retries(upstreams, guards, breaker, provider, upstream_body)
-        except ClientFacingError as exc:
+        except BaseException as exc:
             guards.release(provider.name)
+            if not isinstance(exc, ClientFacingError):
+                raise
             errors.append(exc)
             if not (exc.retryable or isinstance(exc, MissingCredential)):
                 raise
@@ -174,12 +182,14 @@ async def _events(answer: Answer):
         decoder = SSEDecoder()
         saw_done = False
         async for raw in response.aiter_raw():
-            events, done = _decode(decoder.feed(raw), answer)
-            saw_done = saw_done or done
+            events, saw_done = _decode(decoder.feed(raw), answer)
+            if saw_done:                        # the answer is complete; do not wait for EOF
+                break
             if events:
                 yield events
-        events, done = _decode(decoder.close(), answer)
-        yield events + _finish(answer, saw_done or done)
+        else:
+            events, saw_done = _decode(decoder.close(), answer)
+        yield events + _finish(answer, saw_done)
     except httpx.HTTPError as exc:
         raise map_transport_error(exc, answer.target.provider.name) from exc
     except orjson.JSONDecodeError as exc:

@@ -105,4 +105,7 @@ class Reloader:
         directory = os.path.dirname(os.path.abspath(self.path)) or "."
         async for _changes in watchfiles.awatch(directory, stop_event=stop, debounce=100, step=25,
                                                  recursive=False, ignore_permission_denied=True):
-            await self.reload_settled("file changed")
+            try:
+                await self.reload_settled("file changed")
+            except Exception:                       # a bug must not end live reload for good
+                log.exception("reload of %s failed unexpectedly; still watching", self.path)

@@ -96,6 +96,12 @@ class Breaker:
         if self.failures >= self.policy.threshold:
             self._trip()
 
+    def abandon(self) -> None:
+        """The attempt ended without telling anything about the provider (cancelled, no key):
+        a half-open breaker lets the next request probe instead."""
+        if self.state == HALF_OPEN:
+            self.probing = False
+
     def cool_down(self, seconds: float) -> None:
         """A 429 with Retry-After: hold requests back without counting a failure."""
         self.open_until = max(self.open_until, self.clock() + seconds)
@@ -104,7 +110,7 @@ class Breaker:
 
     def _trip(self) -> None:
         self.trips += 1
-        base = min(self.policy.cooldown_cap, self.policy.cooldown * 2 ** (self.trips - 1))
+        base = min(self.policy.cooldown_cap, self.policy.cooldown * 2 ** min(self.trips - 1, 40))
         self.open_until = self.clock() + base * (0.8 + 0.4 * self.rand())
         self.state, self.failures, self.probing = OPEN, 0, False
 

@@ -89,9 +89,11 @@ class Upstreams:
         self._in_flight[provider] = self._in_flight.get(provider, 0) + 1
         try:
             response = await self._send(provider, client, request)
-        except httpx.HTTPError as exc:
+        except BaseException as exc:
             await self.release(provider)
-            raise map_transport_error(exc, provider.name) from exc
+            if isinstance(exc, httpx.HTTPError):
+                raise map_transport_error(exc, provider.name) from exc
+            raise
         if response.status_code != 200:
             await self.release(provider)
             try:

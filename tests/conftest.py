@@ -41,6 +41,10 @@ providers:
   narrow:
     base_url: {url}
     max_concurrency: 1
+  probe:
+    base_url: {url}
+    retries: {{attempts: 1}}
+    breaker: {{threshold: 1, cooldown: 0.3}}
   sick:
     base_url: {url}
     retries: {{attempts: 3, backoff_base: 0.01, backoff_cap: 0.02}}
@@ -51,6 +55,7 @@ models:
   cool-model: {{provider: cool, upstream: cool-up, context_window: 1000, max_output_tokens: 100}}
   slow-model: {{provider: slow, upstream: slow-up, context_window: 1000, max_output_tokens: 100}}
   narrow-model: {{provider: narrow, upstream: narrow-up, context_window: 1000, max_output_tokens: 100}}
+  probe-model: {{provider: probe, upstream: probe-up, context_window: 1000, max_output_tokens: 100}}
   sick-model: {{provider: sick, upstream: sick-up, context_window: 1000, max_output_tokens: 100}}
   gpt-mock:
     provider: mock
@@ -82,6 +87,8 @@ routes:
     model: slow-model
   - match: "claude-narrow*"
     model: narrow-model
+  - match: "claude-probe*"
+    model: probe-model
   - match: "claude-sick*"
     model: sick-model
     fallbacks: [gpt-mock]

@@ -24,6 +24,7 @@ class Script:
     done: bool = True                            # send `data: [DONE]`
     cut: bool = False                            # drop the connection instead of ending the stream
     first_byte_delay: float = 0.0
+    linger: float = 0.0                          # seconds to keep the connection open after [DONE]
 
 
 def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None,
@@ -153,6 +154,9 @@ class FakeUpstream:
         if script.done:
             data = b"data: [DONE]\n\n"
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+            if script.linger:
+                await writer.drain()
+                await asyncio.sleep(script.linger)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True

@@ -81,6 +81,8 @@ BROKEN = [
      "x.yaml:3:15: environment variable UNSET_BASE_FOR_TEST is not set"),
     (DESIGN_MINIMAL.replace("models:\n", "models:\n  gpt-mock: {provider: mock, context_window: 1, max_output_tokens: 1}\n"),
      "x.yaml:7:3: duplicate key 'gpt-mock'"),
+    (DESIGN_MINIMAL.replace("base_url: http://127.0.0.1:9999/v1", "base_url: !env BASE"),
+     "x.yaml:3:15: YAML: could not determine a constructor"),
     (DESIGN_MINIMAL.replace("max_output_tokens: 16384", "max_output_tokens: 16384\n    prices: [{up_to: 200, input: 1, output: 2}, {up_to: 100, input: 1, output: 2}]"),
      "x.yaml:10:57: models.gpt-mock.prices[1].up_to: tiers must be in ascending order"),
 ]
@@ -203,3 +205,11 @@ def test_route_command_shows_conditions(tmp_path):
 def test_provider_presets_are_valid(preset):
     table = config.load(preset.read_text(), str(preset), env={})
     assert table.routes and table.models
+
+
+def test_yaml_merge_keys_work():
+    text = DESIGN_MINIMAL.replace("models:\n  gpt-mock:\n    provider: mock\n    context_window: 128000\n    max_output_tokens: 16384\n",
+                                  "models:\n  gpt-mock: &base\n    provider: mock\n    context_window: 128000\n"
+                                  "    max_output_tokens: 16384\n  gpt-big:\n    <<: *base\n    context_window: 400000\n")
+    table = config.load(text, env={})
+    assert table.models["gpt-big"].context_window == 400000 and table.models["gpt-big"].provider == "mock"

@@ -177,3 +177,66 @@ def test_body_over_the_limit_is_413(daemon, fake):
                    headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
     assert fake.requests == []
+
+
+def test_half_open_probe_answered_with_a_4xx_closes_the_breaker(client, fake):
+    import time
+
+    fake.push(Script(status=500, body={"error": {"message": "down"}}))
+    with pytest.raises(anthropic.InternalServerError):
+        client.messages.create(model="claude-probe", max_tokens=5, messages=MESSAGES)
+    time.sleep(0.45)                                   # past the cooldown: the next request probes
+    fake.push(Script(status=400, body={"error": {"message": "context_length_exceeded"}}))
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model="claude-probe", max_tokens=5, messages=MESSAGES)
+    fake.push(text_script("healthy"))
+    assert client.messages.create(model="claude-probe", max_tokens=5, messages=MESSAGES).content[0].text == "healthy"
+
+
+def test_client_gone_before_the_first_byte_releases_the_slot_and_the_probe(daemon, fake):
+    import time
+
+    import httpx
+
+    body = {"model": "claude-narrow", "max_tokens": 5, "messages": MESSAGES}
+    fake.push(Script(events=text_script("late").events, first_byte_delay=1.0))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(daemon.url + "/v1/messages", json=body, timeout=0.3)
+    time.sleep(1.2)
+    assert httpx.post(daemon.url + "/v1/messages", json=body, timeout=10).status_code == 200
+    assert httpx.get(daemon.url + "/health").json()["providers"]["narrow"]["in_flight"] == 0
+
+
+def test_breaker_survives_thousands_of_trips():
+    clock = Clock()
+    b = Breaker(BreakerPolicy(threshold=1, cooldown=5, cooldown_cap=60), clock, rand=lambda: 1.0)
+    for _ in range(3000):
+        assert b.allow()
+        b.failure()
+        clock.now += b.retry_after()
+    assert b.retry_after() == 0 and b.allow() and b.state == HALF_OPEN
+
+
+def test_abandoned_probe_lets_the_next_request_probe():
+    clock = Clock()
+    b = Breaker(BreakerPolicy(threshold=1, cooldown=1), clock, rand=lambda: 0.5)
+    b.failure()
+    clock.now += 1
+    assert b.allow() and not b.allow()
+    b.abandon()
+    assert b.allow()
+
+
+def test_upstream_that_lingers_after_done_still_completes(daemon, fake):
+    import time
+
+    import httpx
+
+    from .grammar import check_stream, parse_sse
+
+    fake.push(Script(events=text_script("done").events, linger=2.0))
+    t0 = time.monotonic()
+    r = httpx.post(daemon.url + "/v1/messages", json={"model": "claude-slow", "max_tokens": 5, "stream": True,
+                                                     "messages": MESSAGES}, timeout=10)
+    assert check_stream(parse_sse(r.content)) == "complete"
+    assert time.monotonic() - t0 < 1.5

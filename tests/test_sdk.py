@@ -241,6 +241,12 @@ def test_dead_provider_without_fallback_is_overloaded(client):
     (b'{"model": "claude-x", "messages": []}', "max_tokens"),
     (b'{"model": "claude-x", "max_tokens": 5}', "messages"),
     (b'{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}', "role"),
+    (b'{"model": "claude-x", "max_tokens": 5, "messages": [], "tools": [{"name": "x", "type": 5}]}', "wrong type"),
+    (b'{"model": "claude-x", "max_tokens": 5, "system": 5, "messages": []}', "wrong type"),
+    (b'{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": null}]}]}',
+     "wrong type"),
+    (b'{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a", "content": 5}]}]}',
+     "wrong type"),
 ])
 def test_bad_requests_are_400_invalid_request(daemon, fake, body, needle):
     r = httpx.post(daemon.url + "/v1/messages", content=body, headers={"content-type": "application/json"})

@@ -305,7 +305,15 @@ def validate(body) -> None:
 
 
 def to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
-    """Anthropic request body -> (OpenAI request body, {upstream tool name: client tool name})."""
+    """Anthropic request body -> (OpenAI request body, {upstream tool name: client tool name}).
+    A field of the wrong type anywhere is the client's error (400), never ours."""
+    try:
+        return _to_openai(body, model)
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:
+        raise InvalidRequest(f"request body has a field of the wrong type or shape ({type(exc).__name__}: {exc})") from None
+
+
+def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     names: dict[str, str] = {}
     out: dict = {"model": model.upstream, "messages": convert_messages(body, model, names),
                  "stream": True, "stream_options": {"include_usage": True}}

@@ -98,6 +98,7 @@ class StreamTranslator:
         self.next_index = 0
         self.open_kind: str | None = None          # "text" | "thinking" | None
         self.tools: dict[int, _Tool] = {}
+        self.last_tool: int | None = None          # for fragments that carry no index
         self.finish_reason: str | None = None
         self.usage: dict | None = None
         self.output_chars = 0
@@ -132,14 +133,14 @@ class StreamTranslator:
                 out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
                                                     "delta": {"type": "thinking_delta", "thinking": thinking}}))
                 self.output_chars += len(thinking)
-            text = delta.get("content")
-            if text:
+            text = delta.get("content") or delta.get("refusal")
+            if text and isinstance(text, str):
                 self._open(out, "text")
                 out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
                                                     "delta": {"type": "text_delta", "text": text}}))
                 self.output_chars += len(text)
-            for position, call in enumerate(delta.get("tool_calls") or ()):
-                self._tool_fragment(position, call)
+            for call in delta.get("tool_calls") or ():
+                self._tool_fragment(call)
             reason = choice.get("finish_reason")
             if reason == "error":
                 raise from_stream_error(choice if choice.get("error") else {"error": {"message": "upstream error"}})
@@ -201,8 +202,13 @@ class StreamTranslator:
         out.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
         self.open_kind = None
 
-    def _tool_fragment(self, position: int, call: dict) -> None:
-        key = call.get("index", position)
+    def _tool_fragment(self, call: dict) -> None:
+        key = call.get("index")
+        if not isinstance(key, int):               # servers that send no index: a new id is a new call
+            last = self.tools.get(self.last_tool) if self.last_tool is not None else None
+            new_call = last is None or (call.get("id") and last.id and call["id"] != last.id)
+            key = max(self.tools, default=-1) + 1 if new_call else self.last_tool
+        self.last_tool = key
         tool = self.tools.get(key)
         if tool is None:
             tool = self.tools[key] = _Tool()
