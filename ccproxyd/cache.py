@@ -19,11 +19,13 @@ from .translate.stream import message_id
 KEY_VERSION = b"ccpx-cache-1"
 
 
-def cache_key(upstream_body: dict, provider: str, base_url: str, client: str | None = None) -> str:
+def cache_key(upstream_body: dict, provider: str, base_url: str, client: str | None = None,
+              requested: str | None = None) -> str:
     """Hash of everything that changes the answer; key order in the JSON does not matter.
+    `requested` is the model name the client sent, which every answer echoes back.
     The provider's key is not part of it (it never reaches this function)."""
     material = orjson.dumps({"body": upstream_body, "provider": provider, "base_url": base_url,
-                             "client": client}, option=orjson.OPT_SORT_KEYS)
+                             "client": client, "requested": requested}, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(KEY_VERSION + material).hexdigest()
 
 

@@ -105,7 +105,7 @@ async def _through_cache(request: Request, record: observe.Record, body: dict, d
     primary = decision.primary
     prepared = to_openai(body, primary.model)
     key = cache_key({k: v for k, v in prepared[0].items() if k != "user"}, primary.provider.name,
-                    primary.provider.base_url, getattr(request.ctx, "client", None))
+                    primary.provider.base_url, getattr(request.ctx, "client", None), decision.requested)
     headers = {"x-ccproxyd-cache": "hit"}
     message = ctx.store.get(key)
     if message is not None:

@@ -204,6 +204,7 @@ def test_key_ignores_json_order_and_includes_target_and_client():
     assert cache_key(BASE, "q", "u") != cache_key(BASE, "p", "u")
     assert cache_key(BASE, "p", "v") != cache_key(BASE, "p", "u")
     assert cache_key(BASE, "p", "u", client="a") != cache_key(BASE, "p", "u", client="b")
+    assert cache_key(BASE, "p", "u", requested="claude-a") != cache_key(BASE, "p", "u", requested="claude-b")
 
 
 class Boom:
