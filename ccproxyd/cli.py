@@ -19,6 +19,11 @@ def main() -> None:
     """ccproxyd: the Anthropic Messages API in front of OpenAI-compatible providers."""
 
 
+# Pending connections the kernel queues: Sanic's default (100) makes a burst of new clients wait
+# for SYN retransmits (1 s, 3 s, ...) instead of milliseconds.
+LISTEN_BACKLOG = 1024
+
+
 @main.command()
 @click.option("--routes", "routes", default="routes.yaml", show_default=True, envvar="CCPROXYD_ROUTES",
               help="Routing table file.")
@@ -66,7 +71,7 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
     loader = AppLoader(factory=partial(create_app, settings))
     app = loader.load()
     app.prepare(host=host, port=port, workers=workers, single_process=workers == 1,
-                motd=False, access_log=False)
+                motd=False, access_log=False, backlog=LISTEN_BACKLOG)
     if workers == 1:
         Sanic.serve_single(primary=app)
     else:
@@ -153,7 +158,7 @@ def cache() -> None:
 @cache.command("stats")
 @click.option("--cache-dir", default=None, envvar="CCPROXYD_CACHE_DIR")
 def cache_stats(cache_dir: str | None) -> None:
-    """Entries, bytes, hits and misses of the response cache."""
+    """Entries, bytes and evictions of the response cache (hits and misses: /metrics)."""
     from .cache import Store
 
     store = Store(cache_dir or default_cache_dir())

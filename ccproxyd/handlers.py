@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import logging
 import time
+from functools import partial
 
 import orjson
 from sanic import Request, Sanic
@@ -53,6 +54,8 @@ def _body(request: Request) -> dict:
 
 
 async def messages(request: Request):
+    """Parse, route, then stream.  The parsed request (about three times its JSON size) is dropped
+    as soon as the upstream call is under way, so an open stream holds only what it streams."""
     record = request.ctx.record = observe.Record(request.ctx.request_id, time.monotonic())
     body = _body(request)
     validate(body)
@@ -60,19 +63,18 @@ async def messages(request: Request):
     if request.app.ctx.settings.log_bodies:
         observe.log_body(record.request_id, body)
     table = request.app.ctx.table                       # read once: a reload never changes this request
-    decision = resolve(table, body["model"], features_of(body, lambda: tokens.count_request(body)))
+    decision = resolve(table, body["model"], features_of(body, partial(tokens.count_request, body)))
     record.route = decision.route_index
     if body["max_tokens"] == 0:
-        events = proxy.empty_events(decision, body)
-        if not record.stream:
-            return json_response(accumulate(events))
-        response = await request.respond(content_type="text/event-stream")
-        await response.send(encode(events))
-        return await response.eof()
+        return await _warm_up(request, record, proxy.empty_events(decision, body))
     if _cacheable(request, decision):
-        return await _through_cache(request, record, body, decision)
-    answer = await proxy.open_answer(request.app.ctx.upstreams, request.app.ctx.guards, decision, body,
-                                     len(request.body))
+        joined = _join(request, record, body, decision)
+        del body
+        return await _from_cache(request, record, decision, joined)
+    first = proxy.payload(body, decision.primary)
+    del body
+    answer = await proxy.open_answer(request.app.ctx.upstreams, request.app.ctx.guards, decision, request.body,
+                                     first)
     try:
         if not record.stream:
             return json_response(await proxy.collect(answer))
@@ -92,40 +94,58 @@ async def messages(request: Request):
             observe.emit(record)
 
 
+async def _warm_up(request: Request, record: observe.Record, events: list):
+    """max_tokens: 0, answered locally."""
+    if not record.stream:
+        return json_response(accumulate(events))
+    response = await request.respond(content_type="text/event-stream")
+    await response.send(encode(events))
+    return await response.eof()
+
+
 def _cacheable(request: Request, decision) -> bool:
     control = request.headers.get("cache-control", "").lower()
     return (request.app.ctx.store is not None and decision.route.cache_ttl is not None
             and "no-cache" not in control and "no-store" not in control)
 
 
-async def _through_cache(request: Request, record: observe.Record, body: dict, decision):
-    """A stored answer, or a share of an identical request in flight, or a new upstream call
-    that runs to completion even if this client goes away."""
+def _join(request: Request, record: observe.Record, body: dict, decision) -> dict | Flight:
+    """A stored answer (or one that finished and is on its way to disk), or the flight to follow:
+    an identical request's upstream call, or a new one that runs to completion even if this
+    client goes away."""
     ctx = request.app.ctx
     primary = decision.primary
-    prepared = to_openai(body, primary.model)
-    key = cache_key({k: v for k, v in prepared[0].items() if k != "user"}, primary.provider.name,
+    upstream_body, names = to_openai(body, primary.model)
+    key = cache_key({k: v for k, v in upstream_body.items() if k != "user"}, primary.provider.name,
                     primary.provider.base_url, getattr(request.ctx, "client", None), decision.requested)
-    headers = {"x-ccproxyd-cache": "hit"}
-    message = ctx.store.get(key)
+    flight = ctx.flights.get(key)
+    message = flight.message if flight is not None else ctx.store.get(key)
+    record.cache = "hit"                                # a follower of a running call counts as a hit
     if message is not None:
-        record.cache = "hit"
-        message = dict(message, id=message_id(), model=decision.requested)
+        return message
+    if flight is None:
+        record.cache = "miss"
+        flight = ctx.flights[key] = Flight()
+        first = (orjson.dumps(upstream_body), names)
+        task = asyncio.create_task(proxy.lead(ctx.upstreams, ctx.guards, decision, request.body, first,
+                                              flight, ctx.store, key, decision.route.cache_ttl,
+                                              request.app.config.PING_INTERVAL))
+        ctx.background.add(task)
+        task.add_done_callback(lambda t: (ctx.background.discard(t), ctx.flights.pop(key, None)))
+    return flight
+
+
+async def _from_cache(request: Request, record: observe.Record, decision, joined: dict | Flight):
+    ctx = request.app.ctx
+    headers = {"x-ccproxyd-cache": record.cache}
+    if not isinstance(joined, Flight):
+        message = dict(joined, id=message_id(), model=decision.requested)
         if not record.stream:
             return json_response(message, headers=headers)
         response = await request.respond(content_type="text/event-stream", headers=headers)
         await response.send(encode(message_events(message)))
         return await response.eof()
-    flight = ctx.flights.get(key)
-    if flight is None:
-        headers["x-ccproxyd-cache"] = "miss"
-        flight = ctx.flights[key] = Flight()
-        task = asyncio.create_task(proxy.lead(ctx.upstreams, ctx.guards, decision, body, len(request.body), prepared,
-                                              flight, ctx.store, key, decision.route.cache_ttl,
-                                              request.app.config.PING_INTERVAL))
-        ctx.background.add(task)
-        task.add_done_callback(lambda t: (ctx.background.discard(t), ctx.flights.pop(key, None)))
-    record.cache = headers["x-ccproxyd-cache"]
+    flight = joined
     await flight.started()
     if flight.error is not None and not flight.batches:
         raise flight.error

@@ -32,6 +32,7 @@ from .upstream import Upstreams, map_transport_error
 log = logging.getLogger("ccproxyd.proxy")
 RELAYS: set[asyncio.Task] = set()        # tasks relaying a stream in this process, for the drain
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+Payload = tuple[bytes, dict[str, str]]   # a translated upstream request, serialised, and its tool-name map
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Answer:
     target: Target
     response: httpx.Response
     translator: StreamTranslator
-    body: dict
+    raw: bytes                  # the client's request, parsed again only to count tokens (rare)
     attempts: int
     guards: Guards
     upstreams: Upstreams
@@ -56,12 +57,12 @@ class Answer:
 
 
 async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Breaker, provider: Provider,
-                             upstream_body: dict) -> tuple[httpx.Response, int]:
+                             content: bytes) -> tuple[httpx.Response, int]:
     """Open one target, retrying what may succeed on a second try; never after the first byte."""
     retry = 0
     while True:
         try:
-            response = await upstreams.open(provider, upstream_body)
+            response = await upstreams.open(provider, content)
         except MissingCredential:
             breaker.abandon()
             raise
@@ -104,10 +105,17 @@ def _held_back(message: str, retry_after: float) -> Overloaded:
     return exc
 
 
-async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, body: dict,
-                      raw_size: int, prepared: tuple[dict, dict] | None = None) -> Answer:
+def payload(body: dict, target: Target) -> Payload:
+    """The upstream request for `target`, serialised, and its tool-name map."""
+    upstream_body, names = treq.to_openai(body, target.model)
+    return orjson.dumps(upstream_body), names
+
+
+async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, raw: bytes,
+                      first: Payload) -> Answer:
     """The first target that answers 200, in route order (primary, then fallbacks).
-    `prepared` is the primary target's translated request, when the caller already has it."""
+    `first` is the primary target's request; a fallback's is translated again from `raw`, the
+    client's bytes, so that no parsed request is held while waiting for an upstream."""
     guards.budget.on_request()
     errors: list[ClientFacingError] = []
     for target in decision.targets:
@@ -122,10 +130,9 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
             errors.append(_held_back(f"provider '{provider.name}' is cooling down (circuit {breaker.state})",
                                      breaker.retry_after()))
             continue
-        upstream_body, names = (prepared if prepared and target is decision.primary
-                                else treq.to_openai(body, target.model))
+        content, names = first if target is decision.primary else payload(orjson.loads(raw), target)
         try:
-            response, attempts = await _open_with_retries(upstreams, guards, breaker, provider, upstream_body)
+            response, attempts = await _open_with_retries(upstreams, guards, breaker, provider, content)
         except BaseException as exc:
             guards.release(provider.name)
             if not isinstance(exc, ClientFacingError):
@@ -137,8 +144,8 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
             continue
         translator = StreamTranslator(decision.requested, provider=provider.name,
                                       upstream_model=target.model.upstream, tool_names=names,
-                                      input_estimate=raw_size // 4)
-        return Answer(target, response, translator, body, attempts, guards, upstreams, decision)
+                                      input_estimate=len(raw) // 4)
+        return Answer(target, response, translator, raw, attempts, guards, upstreams, decision)
     raise _final_error(errors)
 
 
@@ -200,7 +207,7 @@ async def _events(answer: Answer):
 
 def _finish(answer: Answer, saw_done: bool) -> list[tuple[str, dict]]:
     if answer.translator.usage is None:
-        answer.translator.input_estimate = tokens.count_request(answer.body)
+        answer.translator.input_estimate = tokens.count_request(orjson.loads(answer.raw))
     return answer.translator.finish(saw_done)
 
 
@@ -277,15 +284,15 @@ async def collect(answer: Answer) -> dict:
     return accumulate(events)
 
 
-async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, body: dict, raw_size: int,
-               prepared: tuple[dict, dict], flight: Flight, store: Store | None, key: str, ttl: float | None,
+async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: bytes, first: Payload,
+               flight: Flight, store: Store | None, key: str, ttl: float | None,
                ping_interval: float) -> None:
     """Run one upstream call for every request that follows `flight`, to its end even if they all
     go away, and store a complete answer."""
     events: list[tuple[str, dict]] = []
     message = None
     try:
-        answer = await open_answer(upstreams, guards, decision, body, raw_size, prepared)
+        answer = await open_answer(upstreams, guards, decision, raw, first)
     except ClientFacingError as exc:
         flight.error = exc
         flight.finish(None)
@@ -302,7 +309,7 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, body: d
         flight.answer = answer
         flight.finish(message)                  # clients complete before the disk write below
     if message is not None and store is not None and ttl is not None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, store.put, key, message, ttl)
-        except Exception as exc:                # a full or broken disk must not fail the answer
-            log.warning("response cache: cannot store an answer: %s", exc)
+        loop = asyncio.get_running_loop()
+        stored = loop.create_future()
+        store.put_later(key, message, ttl, lambda: loop.call_soon_threadsafe(stored.set_result, None))
+        await stored                            # the flight serves as a hit until the disk has it

@@ -47,8 +47,12 @@ def encoding(name: str = "o200k_base") -> tiktoken.Encoding:
     if sums.get(f"{name}.tiktoken") != digest:
         raise EncodingError(f"ccproxyd/data/{name}.tiktoken: SHA256 {digest} does not match SHA256SUMS")
     ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in raw.splitlines() if line)}
-    return tiktoken.Encoding(name=name, pat_str=_PATTERNS[name], mergeable_ranks=ranks,
-                             special_tokens=_SPECIAL[name])
+    enc = tiktoken.Encoding(name=name, pat_str=_PATTERNS[name], mergeable_ranks=ranks,
+                            special_tokens=_SPECIAL[name])
+    # The Rust core has its own copy of the ranks; tiktoken keeps the Python dict only to pickle
+    # the Encoding, which ccproxyd never does.  Dropping it frees about 27 MB for o200k_base.
+    enc._mergeable_ranks = {}
+    return enc
 
 
 def _texts(content) -> tuple[list[str], int]:

@@ -7,7 +7,6 @@ from functools import lru_cache
 from typing import Mapping
 
 import httpx
-import orjson
 
 from . import credentials
 from .config import Provider
@@ -80,12 +79,12 @@ class Upstreams:
             headers["authorization"] = f"Bearer {key}"
         return headers
 
-    async def open(self, provider: Provider, body: dict) -> httpx.Response:
+    async def open(self, provider: Provider, content: bytes) -> httpx.Response:
         """POST chat/completions and return the streaming response once its status is 200."""
         headers = self.headers(provider)
         client = self.client(provider)
         request = client.build_request("POST", completions_url(provider.base_url),
-                                       content=orjson.dumps(body), headers=headers)
+                                       content=content, headers=headers)
         self._in_flight[provider] = self._in_flight.get(provider, 0) + 1
         try:
             response = await self._send(provider, client, request)
@@ -113,9 +112,7 @@ class Upstreams:
         transport = self._http11.get(provider)
         if transport is None:
             return await client.send(request, stream=True)
-        response = await transport.handle_async_request(request)
-        response.request = request
-        return response
+        return await transport.handle_async_request(request)     # not kept: it holds the body
 
     async def release(self, provider: Provider) -> None:
         """One request to `provider` is over; a retired client closes after its last request."""

@@ -96,7 +96,7 @@ class FakeUpstream:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024))
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self.loop.run_forever()
@@ -181,7 +181,7 @@ def _main() -> None:
     fake.requests = _Discard()
 
     async def serve() -> None:
-        server = await asyncio.start_server(fake._serve, "127.0.0.1", args.port)
+        server = await asyncio.start_server(fake._serve, "127.0.0.1", args.port, backlog=1024)
         print(server.sockets[0].getsockname()[1], flush=True)
         await server.serve_forever()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import pickle
 import time
 
 import anthropic
@@ -14,7 +13,7 @@ import pytest
 
 from ccproxyd.cache import Store, cache_key
 
-from .conftest import Daemon, free_port
+from .conftest import Daemon
 from .fake_upstream import Script, chunk, text_script, usage
 from .grammar import check_stream, parse_sse
 
