@@ -152,15 +152,22 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions.get("timeout", {})
-        url = request.url
+        """httpx's transport interface (for an httpx.AsyncClient built on this transport)."""
+        body = await request.aread()
+        return await self.send(request.method, request.url, request.headers.raw, body,
+                               request.extensions.get("timeout", {}))
+
+    async def send(self, method: str, url: httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes,
+                   timeout: dict) -> httpx.Response:
+        """One exchange without an httpx.Request: `headers` must include host and content-length.
+        `timeout` has httpx's keys: connect, read, write, pool (seconds or None)."""
         key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         if self._slots is not None:
             await _timed(self._slots.acquire(), timeout.get("pool"), httpx.PoolTimeout, "waiting for a connection")
         try:
             connection = self._idle_connection(key) or await self._connect(key, timeout.get("connect"))
             try:
-                return await self._exchange(request, key, connection, timeout)
+                return await self._exchange(method, url, headers, body, key, connection, timeout)
             except BaseException:
                 connection.close()
                 raise
@@ -189,23 +196,22 @@ class Http11Transport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
         return _Connection(reader, writer)
 
-    async def _exchange(self, request: httpx.Request, key: tuple, connection: _Connection,
-                        timeout: dict) -> httpx.Response:
-        body = await request.aread()
-        head = [f"{request.method} {request.url.raw_path.decode('ascii')} HTTP/1.1\r\n".encode("ascii")]
-        head += [name + b": " + value + b"\r\n" for name, value in request.headers.raw]
+    async def _exchange(self, method: str, url: httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes,
+                        key: tuple, connection: _Connection, timeout: dict) -> httpx.Response:
+        head = [f"{method} {url.raw_path.decode('ascii')} HTTP/1.1\r\n".encode("ascii")]
+        head += [name + b": " + value + b"\r\n" for name, value in headers]
         try:
             connection.writer.write(b"".join(head) + b"\r\n" + body)
             await _timed(connection.writer.drain(), timeout.get("write"), httpx.WriteTimeout, "sending the request")
         except OSError as exc:
             raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
-        version, status, reason, headers = await _read_head(connection.reader, timeout.get("read"))
+        version, status, reason, received = await _read_head(connection.reader, timeout.get("read"))
         while 100 <= status < 200:          # interim answers (103 Early Hints, …) precede the real one
-            version, status, reason, headers = await _read_head(connection.reader, timeout.get("read"))
-        framing = _framing(request.method, status, headers)
-        keep_alive = version == b"HTTP/1.1" and b"close" not in _header(headers, b"connection").lower()
+            version, status, reason, received = await _read_head(connection.reader, timeout.get("read"))
+        framing = _framing(method, status, received)
+        keep_alive = version == b"HTTP/1.1" and b"close" not in _header(received, b"connection").lower()
         stream = _Body(self, key, connection, framing, timeout.get("read"), keep_alive)
-        return httpx.Response(status, headers=headers, stream=stream,
+        return httpx.Response(status, headers=received, stream=stream,
                               extensions={"http_version": version, "reason_phrase": reason})
 
     def _release(self, key: tuple, connection: _Connection, reuse: bool) -> None:

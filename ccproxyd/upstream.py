@@ -8,10 +8,13 @@ from typing import Mapping
 
 import httpx
 
-from . import credentials
+from . import __version__, credentials
 from .config import Provider
 from .errors import ApiError, ClientFacingError, MissingCredential, Overloaded, UpstreamTimeout, from_upstream
 from .http11 import Http11Transport
+
+WRITE_TIMEOUT = 60.0     # seconds to send a request body
+POOL_TIMEOUT = 30.0      # seconds to wait for a free connection when max_connections are busy
 
 
 def map_transport_error(exc: httpx.HTTPError, provider: str) -> ClientFacingError:
@@ -60,7 +63,7 @@ class Upstreams:
             client = httpx.AsyncClient(
                 http2=http2, trust_env=False, follow_redirects=False, limits=limits, transport=transport,
                 timeout=httpx.Timeout(connect=provider.connect_timeout, read=provider.read_timeout,
-                                      write=60.0, pool=30.0),
+                                      write=WRITE_TIMEOUT, pool=POOL_TIMEOUT),
             )
             self._clients[provider] = client
             if transport is not None:
@@ -69,6 +72,8 @@ class Upstreams:
 
     def headers(self, provider: Provider) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept": "text/event-stream, application/json",
+                   # the stream is relayed as it arrives (aiter_raw): never compressed
+                   "accept-encoding": "identity", "user-agent": f"ccproxyd/{__version__}",
                    **dict(provider.headers)}
         if provider.api_key_env:
             key = credentials.lookup(provider.api_key_env, self.env)
@@ -83,11 +88,9 @@ class Upstreams:
         """POST chat/completions and return the streaming response once its status is 200."""
         headers = self.headers(provider)
         client = self.client(provider)
-        request = client.build_request("POST", completions_url(provider.base_url),
-                                       content=content, headers=headers)
         self._in_flight[provider] = self._in_flight.get(provider, 0) + 1
         try:
-            response = await self._send(provider, client, request)
+            response = await self._send(provider, client, headers, content)
         except BaseException as exc:
             await self.release(provider)
             if isinstance(exc, httpx.HTTPError):
@@ -105,14 +108,21 @@ class Upstreams:
                                 retry_after=_retry_after(response))
         return response
 
-    async def _send(self, provider: Provider, client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-        """HTTP/1.1 providers go straight to the transport: the client's auth, redirect and cookie
-        layers do nothing for this POST (no auth, no redirects followed, no cookies wanted) and cost
-        more per request than the transport itself."""
+    async def _send(self, provider: Provider, client: httpx.AsyncClient, headers: dict[str, str],
+                    content: bytes) -> httpx.Response:
+        """HTTP/1.1 providers go straight to the transport, without an httpx.Request: the client's
+        auth, redirect and cookie layers do nothing for this POST, and building the request costs
+        more than the exchange itself."""
+        url = completions_url(provider.base_url)
         transport = self._http11.get(provider)
         if transport is None:
+            request = client.build_request("POST", url, content=content, headers=headers)
             return await client.send(request, stream=True)
-        return await transport.handle_async_request(request)     # not kept: it holds the body
+        raw = [(b"host", url.netloc), *((name.encode(), value.encode()) for name, value in headers.items()),
+               (b"content-length", b"%d" % len(content))]
+        timeout = {"connect": provider.connect_timeout, "read": provider.read_timeout, "write": WRITE_TIMEOUT,
+                   "pool": POOL_TIMEOUT}
+        return await transport.send("POST", url, raw, content, timeout)
 
     async def release(self, provider: Provider) -> None:
         """One request to `provider` is over; a retired client closes after its last request."""

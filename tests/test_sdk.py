@@ -42,6 +42,9 @@ def test_text_stream_with_sdk(client, fake):
     assert sent["stream_options"] == {"include_usage": True}
     assert fake.requests[0]["headers"]["authorization"] == "Bearer sk-mock-canary-3f9a"
     assert "x-api-key" not in fake.requests[0]["headers"]
+    head = fake.requests[0]["headers"]
+    assert head["host"] == fake.url.split("/")[2] and head["content-type"] == "application/json"
+    assert head["accept-encoding"] == "identity" and head["user-agent"].startswith("ccproxyd/")
 
 
 def test_non_streaming_with_sdk(client, fake):
