@@ -69,6 +69,7 @@ class Model:
     sampling: bool = True
     stop_sequences: bool = True
     vision: bool = True
+    structured_output: str = "json_schema"
     prices: tuple[PriceTier, ...] = ()
 
 
@@ -286,6 +287,7 @@ def _model(name: str, raw: dict) -> Model:
         sampling=raw.get("sampling", not reasoning),
         stop_sequences=raw.get("stop_sequences", True),
         vision=raw.get("vision", True),
+        structured_output=raw.get("structured_output", "json_schema"),
         prices=prices,
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import httpx
 import pytest
@@ -54,6 +56,16 @@ def test_non_streaming_with_sdk(client, fake):
     assert message.model == "claude-opus-4-1"
     assert message.stop_reason == "end_turn"
     assert message.usage.output_tokens == 5
+
+
+def test_structured_output_reaches_the_upstream_as_response_format(client, fake):
+    fake.push(text_script('{"title": "Fix the', ' login bug"}'))
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
+    message = client.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=MESSAGES,
+                                     extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}})
+    assert json.loads(message.content[0].text) == {"title": "Fix the login bug"}
+    sent = fake.requests[0]["body"]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["schema"]["properties"] == schema["properties"]
 
 
 def test_upstream_answering_json_to_a_stream_request(client, fake):

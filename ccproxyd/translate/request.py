@@ -277,6 +277,35 @@ def convert_tool_choice(choice: dict, names: dict[str, str]):
 
 # ---------------------------------------------------------------- the request
 
+STRUCTURED_OUTPUT_NOTE = "Answer with one JSON object, and nothing else, that matches this JSON schema:\n"
+
+
+def _output_schema(body: dict) -> dict | None:
+    """The JSON schema of `output_config.format` (or the beta `output_format`), if any."""
+    config = body.get("output_config") if isinstance(body.get("output_config"), dict) else {}
+    fmt = config.get("format") or body.get("output_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    return _schema(fmt.get("schema"))
+
+
+def _structured_output(body: dict, model: Model, messages: list[dict]) -> dict:
+    """Structured output -> `response_format`, in the form the model's server takes.
+    `strict` stays off: strict mode rejects schemas that leave properties optional."""
+    schema = _output_schema(body)
+    if schema is None or model.structured_output == "none":
+        return {}
+    if model.structured_output == "json_object":     # the schema goes into the prompt instead
+        note = STRUCTURED_OUTPUT_NOTE + orjson.dumps(schema).decode()
+        if messages and messages[0]["role"] == "system":
+            messages[0] = dict(messages[0], content=messages[0]["content"] + "\n\n" + note)
+        else:
+            messages.insert(0, {"role": "system", "content": note})
+        return {"response_format": {"type": "json_object"}}
+    return {"response_format": {"type": "json_schema",
+                                "json_schema": {"name": "structured_output", "schema": schema, "strict": False}}}
+
+
 def _reasoning_fields(body: dict, model: Model) -> dict:
     if not model.reasoning or model.reasoning_control == "none":
         return {}
@@ -334,6 +363,7 @@ def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
             if isinstance(body.get(key), (int, float)):
                 out[key] = body[key]
     out.update(_reasoning_fields(body, model))
+    out.update(_structured_output(body, model, out["messages"]))
     user_id = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
     if user_id:
         out["user"] = "ccpx-" + hashlib.sha256(str(user_id).encode()).hexdigest()[:32]
