@@ -21,6 +21,7 @@ log = logging.getLogger("ccproxyd")
 
 
 def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
+    observe.setup_logging(settings.log_level)
     app = Sanic(name)
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     app.config.RESPONSE_TIMEOUT = 3600
@@ -89,7 +90,8 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
 
 async def sighup(app: Sanic) -> None:
     notify.reloading()
-    await app.ctx.reloader.reload_settled("SIGHUP")
+    if not await app.ctx.reloader.reload_settled("SIGHUP"):
+        log.info("SIGHUP: worker %d still serving routing table version %s", os.getpid(), app.ctx.table.version)
     notify.notify(f"READY=1\nSTATUS=serving routes version {app.ctx.table.version}")
 
 

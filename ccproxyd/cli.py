@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import logging
+import multiprocessing
+import os
+import signal
+import socket
 import sys
 import tempfile
 from functools import partial
@@ -11,6 +14,7 @@ import click
 
 from . import config
 from .errors import ConfigError, NotFound
+from .observe import setup_logging
 from .settings import Settings, default_cache_dir
 
 
@@ -51,8 +55,7 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
 
     from .app import create_app
 
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level.upper())
     try:
         table = config.load_file(routes)
     except ConfigError as exc:
@@ -68,6 +71,7 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
                         cache_size=cache_size_mb * 1024 * 1024, log_level=log_level.upper(), log_bodies=log_bodies,
                         ping_interval=ping_interval, drain_timeout=drain_timeout,
                         metrics_dir=tempfile.mkdtemp(prefix="ccproxyd-metrics-") if workers > 1 else "")
+    _check_listen(host, port)
     loader = AppLoader(factory=partial(create_app, settings))
     app = loader.load()
     app.prepare(host=host, port=port, workers=workers, single_process=workers == 1,
@@ -75,7 +79,28 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
     if workers == 1:
         Sanic.serve_single(primary=app)
     else:
+        signal.signal(signal.SIGHUP, _forward_to_workers)
         Sanic.serve(primary=app, app_loader=loader)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail with one clear line, not a traceback from inside Sanic, when the address is taken."""
+    try:
+        with socket.create_server((host, port), reuse_port=False):
+            pass
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        click.echo(f"ccproxyd: cannot listen on {host}:{port}: {reason}. Choose another port with --port "
+                   f"or CCPROXYD_PORT, or stop the process that holds it.", err=True)
+        sys.exit(1)
+
+
+def _forward_to_workers(signum: int, frame) -> None:
+    """With several workers, SIGHUP (systemd's ExecReload) reaches the manager process, which
+    would otherwise die of it: pass it on to each worker, and each reloads its table."""
+    for child in multiprocessing.active_children():
+        if "Server" in child.name and child.pid:
+            os.kill(child.pid, signum)
 
 
 @main.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -13,6 +14,12 @@ from . import pricing
 from .config import RouteTable
 
 access = logging.getLogger("ccproxyd.access")
+
+
+def setup_logging(level: str) -> None:
+    """Log lines to stderr (the journal under systemd).  Called by `serve` and again in each worker
+    process, which starts as a fresh interpreter; a second call in the same process does nothing."""
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def request_id() -> str:

@@ -170,5 +170,47 @@ def test_metrics_are_summed_over_workers(tmp_path, fake):
             if len(totals) == 2:
                 break
         assert len(totals) == 2 and set(totals.values()) == {10}
+        assert (tmp_path / "d.log").read_text().count("ccproxyd.access: {") == 10   # workers log too
     finally:
         daemon.stop()
+
+
+def test_sighup_with_workers_reaches_every_worker(tmp_path, fake):
+    """systemd's ExecReload sends SIGHUP to the manager: it must survive and pass it on."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()))
+    daemon = Daemon(routes, extra_args=("--no-cache", "--workers", "2"), log_path=tmp_path / "d.log")
+    try:
+        workers = set()
+        for _ in range(100):                         # both workers are up (handlers installed)
+            with httpx.Client() as client:
+                workers.add(client.get(daemon.url + "/health").json()["worker"])
+            if len(workers) == 2:
+                break
+        assert len(workers) == 2
+        daemon.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(
+                f"SIGHUP: worker {pid} still serving" in (tmp_path / "d.log").read_text() for pid in workers):
+            time.sleep(0.1)
+        log = (tmp_path / "d.log").read_text()
+        assert all(f"SIGHUP: worker {pid} still serving" in log for pid in workers), log[-2000:]
+        assert daemon.proc.poll() is None
+        assert httpx.get(daemon.url + "/health").status_code == 200
+    finally:
+        daemon.stop()
+
+
+def test_port_in_use_is_one_clear_line(tmp_path, fake):
+    import subprocess
+    import sys
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port",
+                                 str(port), "--no-cache"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
