@@ -155,11 +155,11 @@ def route(model: str, routes: str, thinking: bool, tools: bool, input_tokens: in
               help="The running daemon.")
 def costs(url: str) -> None:
     """Summarise what a running daemon has spent and saved since it started."""
-    import httpx
+    import httpx2
 
     try:
-        text = httpx.get(url.rstrip("/") + "/metrics", timeout=5).text
-    except httpx.HTTPError as exc:
+        text = httpx2.get(url.rstrip("/") + "/metrics", timeout=5).text
+    except httpx2.HTTPError as exc:
         click.echo(f"ccproxyd: cannot read {url}/metrics: {exc}", err=True)
         sys.exit(1)
     values: dict[str, float] = {}

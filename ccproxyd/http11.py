@@ -1,9 +1,9 @@
-"""A lean HTTP/1.1 transport for httpx: keep-alive pool, one body piece per socket read.
+"""A lean HTTP/1.1 transport for httpx2: keep-alive pool, one body piece per socket read.
 
-httpx's default transport (httpcore + h11 + anyio) costs tens of µs per HTTP chunk, and an SSE
+httpx2's default transport (httpcore2 + h11 + anyio) costs tens of µs per HTTP chunk, and an SSE
 stream sends one chunk per event.  This transport parses the status line and headers once and
 hands the body of each socket read over whole, so a burst of events costs one iteration.
-Upstreams.client uses it for providers without HTTP/2; errors are httpx's own exception types.
+Upstreams.client uses it for providers without HTTP/2; errors are httpx2's own exception types.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import ssl
 import time
 from collections import deque
 
-import httpx
+import httpx2
 
 READ_SIZE = 65536
 MAX_HEAD = 65536
@@ -51,7 +51,7 @@ class ChunkedDecoder:
             if self._crlf:
                 self._crlf = False
                 if line:
-                    raise httpx.RemoteProtocolError("malformed chunked body: no CRLF after a chunk")
+                    raise httpx2.RemoteProtocolError("malformed chunked body: no CRLF after a chunk")
             elif self._trailers:
                 self.done = not line
             else:
@@ -65,7 +65,7 @@ def _chunk_size(line: bytes) -> int:
     try:
         return int(line.split(b";", 1)[0].strip(), 16)
     except ValueError:
-        raise httpx.RemoteProtocolError(f"malformed chunk size line {line[:40]!r}") from None
+        raise httpx2.RemoteProtocolError(f"malformed chunk size line {line[:40]!r}") from None
 
 
 class _Connection:
@@ -82,7 +82,7 @@ class _Connection:
         self.writer.close()
 
 
-async def _timed(awaitable, timeout: float | None, error: type[httpx.TimeoutException], what: str):
+async def _timed(awaitable, timeout: float | None, error: type[httpx2.TimeoutException], what: str):
     try:
         async with asyncio.timeout(timeout):
             return await awaitable
@@ -90,7 +90,7 @@ async def _timed(awaitable, timeout: float | None, error: type[httpx.TimeoutExce
         raise error(f"timed out {what}") from None
 
 
-class _Body(httpx.AsyncByteStream):
+class _Body(httpx2.AsyncByteStream):
     """The response body; gives the connection back to the pool once read to its end."""
 
     def __init__(self, transport: "Http11Transport", key: tuple, connection: _Connection, framing,
@@ -108,14 +108,14 @@ class _Body(httpx.AsyncByteStream):
         reader = self._connection.reader
         while not self._done:
             try:
-                data = await _timed(reader.read(READ_SIZE), self._timeout, httpx.ReadTimeout, "reading the body")
+                data = await _timed(reader.read(READ_SIZE), self._timeout, httpx2.ReadTimeout, "reading the body")
             except OSError as exc:
-                raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+                raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
             if not data:
                 if self._framing is None:
                     self._done = True
                     break
-                raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+                raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
             body = self._decode(data)
             if body:
                 yield body
@@ -141,8 +141,8 @@ class _Body(httpx.AsyncByteStream):
         self._transport._release(self._key, self._connection, reuse)
 
 
-class Http11Transport(httpx.AsyncBaseTransport):
-    def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
+class Http11Transport(httpx2.AsyncBaseTransport):
+    def __init__(self, limits: httpx2.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
         self._ssl = ssl_context
         keepalive = limits.max_keepalive_connections
         self._max_keepalive = float("inf") if keepalive is None else keepalive     # httpx: None = no limit
@@ -151,19 +151,19 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._idle: dict[tuple, deque[_Connection]] = {}
         self._closed = False
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """httpx's transport interface (for an httpx.AsyncClient built on this transport)."""
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """httpx2's transport interface (for an httpx2.AsyncClient built on this transport)."""
         body = await request.aread()
         return await self.send(request.method, request.url, request.headers.raw, body,
                                request.extensions.get("timeout", {}))
 
-    async def send(self, method: str, url: httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes,
-                   timeout: dict) -> httpx.Response:
-        """One exchange without an httpx.Request: `headers` must include host and content-length.
-        `timeout` has httpx's keys: connect, read, write, pool (seconds or None)."""
+    async def send(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], body: bytes,
+                   timeout: dict) -> httpx2.Response:
+        """One exchange without an httpx2.Request: `headers` must include host and content-length.
+        `timeout` has httpx2's keys: connect, read, write, pool (seconds or None)."""
         key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         if self._slots is not None:
-            await _timed(self._slots.acquire(), timeout.get("pool"), httpx.PoolTimeout, "waiting for a connection")
+            await _timed(self._slots.acquire(), timeout.get("pool"), httpx2.PoolTimeout, "waiting for a connection")
         try:
             connection = self._idle_connection(key) or await self._connect(key, timeout.get("connect"))
             try:
@@ -187,31 +187,31 @@ class Http11Transport(httpx.AsyncBaseTransport):
     async def _connect(self, key: tuple, timeout: float | None) -> _Connection:
         scheme, host, port = key
         if scheme == "https" and self._ssl is None:
-            self._ssl = httpx.create_ssl_context()
+            self._ssl = httpx2.create_ssl_context()
         ssl_context = self._ssl if scheme == "https" else None
         try:
             reader, writer = await _timed(asyncio.open_connection(host, port, ssl=ssl_context, limit=MAX_HEAD),
-                                          timeout, httpx.ConnectTimeout, f"connecting to {host}:{port}")
+                                          timeout, httpx2.ConnectTimeout, f"connecting to {host}:{port}")
         except OSError as exc:
-            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+            raise httpx2.ConnectError(str(exc) or type(exc).__name__) from exc
         return _Connection(reader, writer)
 
-    async def _exchange(self, method: str, url: httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes,
-                        key: tuple, connection: _Connection, timeout: dict) -> httpx.Response:
+    async def _exchange(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], body: bytes,
+                        key: tuple, connection: _Connection, timeout: dict) -> httpx2.Response:
         head = [f"{method} {url.raw_path.decode('ascii')} HTTP/1.1\r\n".encode("ascii")]
         head += [name + b": " + value + b"\r\n" for name, value in headers]
         try:
             connection.writer.write(b"".join(head) + b"\r\n" + body)
-            await _timed(connection.writer.drain(), timeout.get("write"), httpx.WriteTimeout, "sending the request")
+            await _timed(connection.writer.drain(), timeout.get("write"), httpx2.WriteTimeout, "sending the request")
         except OSError as exc:
-            raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
+            raise httpx2.WriteError(str(exc) or type(exc).__name__) from exc
         version, status, reason, received = await _read_head(connection.reader, timeout.get("read"))
         while 100 <= status < 200:          # interim answers (103 Early Hints, …) precede the real one
             version, status, reason, received = await _read_head(connection.reader, timeout.get("read"))
         framing = _framing(method, status, received)
         keep_alive = version == b"HTTP/1.1" and b"close" not in _header(received, b"connection").lower()
         stream = _Body(self, key, connection, framing, timeout.get("read"), keep_alive)
-        return httpx.Response(status, headers=received, stream=stream,
+        return httpx2.Response(status, headers=received, stream=stream,
                               extensions={"http_version": version, "reason_phrase": reason})
 
     def _release(self, key: tuple, connection: _Connection, reuse: bool) -> None:
@@ -238,13 +238,13 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
 async def _read_head(reader: asyncio.StreamReader, timeout: float | None):
     try:
-        raw = await _timed(reader.readuntil(b"\r\n\r\n"), timeout, httpx.ReadTimeout, "waiting for the response")
+        raw = await _timed(reader.readuntil(b"\r\n\r\n"), timeout, httpx2.ReadTimeout, "waiting for the response")
     except asyncio.IncompleteReadError as exc:
-        raise httpx.RemoteProtocolError("server disconnected without sending a response") from exc
+        raise httpx2.RemoteProtocolError("server disconnected without sending a response") from exc
     except asyncio.LimitOverrunError as exc:
-        raise httpx.RemoteProtocolError("response head is too large") from exc
+        raise httpx2.RemoteProtocolError("response head is too large") from exc
     except OSError as exc:
-        raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+        raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
     return _parse_head(raw)
 
 
@@ -252,12 +252,12 @@ def _parse_head(raw: bytes) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]
     lines = raw[:-4].split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise httpx.RemoteProtocolError(f"malformed status line {lines[0][:80]!r}")
+        raise httpx2.RemoteProtocolError(f"malformed status line {lines[0][:80]!r}")
     headers = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep:
-            raise httpx.RemoteProtocolError(f"malformed header line {line[:80]!r}")
+            raise httpx2.RemoteProtocolError(f"malformed header line {line[:80]!r}")
         headers.append((name.strip(), value.strip()))
     return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
 
@@ -277,5 +277,5 @@ def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]):
         try:
             return int(length.split(b",")[0])
         except ValueError:
-            raise httpx.RemoteProtocolError(f"malformed content-length {length[:40]!r}") from None
+            raise httpx2.RemoteProtocolError(f"malformed content-length {length[:40]!r}") from None
     return None

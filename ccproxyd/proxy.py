@@ -14,7 +14,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-import httpx
+import httpx2
 import orjson
 
 from . import tokens
@@ -38,7 +38,7 @@ Payload = tuple[bytes, dict[str, str]]   # a translated upstream request, serial
 @dataclass
 class Answer:
     target: Target
-    response: httpx.Response
+    response: httpx2.Response
     translator: StreamTranslator
     raw: bytes                  # the client's request, parsed again only to count tokens (rare)
     attempts: int
@@ -57,7 +57,7 @@ class Answer:
 
 
 async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Breaker, provider: Provider,
-                             content: bytes) -> tuple[httpx.Response, int]:
+                             content: bytes) -> tuple[httpx2.Response, int]:
     """Open one target, retrying what may succeed on a second try; never after the first byte."""
     retry = 0
     while True:
@@ -197,7 +197,7 @@ async def _events(answer: Answer):
         else:
             events, saw_done = _decode(decoder.close(), answer)
         yield events + _finish(answer, saw_done)
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise map_transport_error(exc, answer.target.provider.name) from exc
     except orjson.JSONDecodeError as exc:
         raise ApiError(f"provider '{answer.target.provider.name}' sent invalid JSON") from exc

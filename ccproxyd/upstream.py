@@ -1,4 +1,4 @@
-"""One HTTP client per provider; the one place that maps httpx exceptions to ours."""
+"""One HTTP client per provider; the one place that maps httpx2 exceptions to ours."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from typing import Mapping
 
-import httpx
+import httpx2
 
 from . import __version__, credentials
 from .config import Provider
@@ -17,24 +17,24 @@ WRITE_TIMEOUT = 60.0     # seconds to send a request body
 POOL_TIMEOUT = 30.0      # seconds to wait for a free connection when max_connections are busy
 
 
-def map_transport_error(exc: httpx.HTTPError, provider: str) -> ClientFacingError:
-    """httpx exception -> our tree.  Every upstream transport failure goes through here."""
-    if isinstance(exc, httpx.ConnectTimeout):
+def map_transport_error(exc: httpx2.HTTPError, provider: str) -> ClientFacingError:
+    """httpx2 exception -> our tree.  Every upstream transport failure goes through here."""
+    if isinstance(exc, httpx2.ConnectTimeout):
         return Overloaded(f"provider '{provider}': connection timed out", retryable=True)
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, httpx2.ConnectError):
         return Overloaded(f"provider '{provider}': cannot connect ({exc})", retryable=True)
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx2.TimeoutException):
         return UpstreamTimeout(f"provider '{provider}': timed out waiting for the upstream", retryable=True)
     return ApiError(f"provider '{provider}': connection failed ({type(exc).__name__}: {exc})", retryable=True)
 
 
 @lru_cache(maxsize=None)
-def completions_url(base_url: str) -> httpx.URL:
-    """Parsed once per base URL: httpx's URL parsing is a noticeable part of a request's cost."""
-    return httpx.URL(base_url.rstrip("/") + "/chat/completions")
+def completions_url(base_url: str) -> httpx2.URL:
+    """Parsed once per base URL: httpx2's URL parsing is a noticeable part of a request's cost."""
+    return httpx2.URL(base_url.rstrip("/") + "/chat/completions")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx2.Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
         return float(value) if value is not None else None
@@ -47,22 +47,22 @@ class Upstreams:
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env = os.environ if env is None else env
-        self._clients: dict[Provider, httpx.AsyncClient] = {}
+        self._clients: dict[Provider, httpx2.AsyncClient] = {}
         self._in_flight: dict[Provider, int] = {}
-        self._retired: dict[Provider, httpx.AsyncClient] = {}
+        self._retired: dict[Provider, httpx2.AsyncClient] = {}
         self._http11: dict[Provider, Http11Transport] = {}
 
-    def client(self, provider: Provider) -> httpx.AsyncClient:
+    def client(self, provider: Provider) -> httpx2.AsyncClient:
         client = self._clients.get(provider)
         if client is None:
             http2 = provider.http2 if provider.http2 is not None else provider.base_url.startswith("https://")
-            limits = httpx.Limits(max_connections=provider.max_connections,
+            limits = httpx2.Limits(max_connections=provider.max_connections,
                                   max_keepalive_connections=provider.max_keepalive,
                                   keepalive_expiry=provider.keepalive_expiry)
             transport = None if http2 else Http11Transport(limits)
-            client = httpx.AsyncClient(
+            client = httpx2.AsyncClient(
                 http2=http2, trust_env=False, follow_redirects=False, limits=limits, transport=transport,
-                timeout=httpx.Timeout(connect=provider.connect_timeout, read=provider.read_timeout,
+                timeout=httpx2.Timeout(connect=provider.connect_timeout, read=provider.read_timeout,
                                       write=WRITE_TIMEOUT, pool=POOL_TIMEOUT),
             )
             self._clients[provider] = client
@@ -84,7 +84,7 @@ class Upstreams:
             headers["authorization"] = f"Bearer {key}"
         return headers
 
-    async def open(self, provider: Provider, content: bytes) -> httpx.Response:
+    async def open(self, provider: Provider, content: bytes) -> httpx2.Response:
         """POST chat/completions and return the streaming response once its status is 200."""
         headers = self.headers(provider)
         client = self.client(provider)
@@ -93,14 +93,14 @@ class Upstreams:
             response = await self._send(provider, client, headers, content)
         except BaseException as exc:
             await self.release(provider)
-            if isinstance(exc, httpx.HTTPError):
+            if isinstance(exc, httpx2.HTTPError):
                 raise map_transport_error(exc, provider.name) from exc
             raise
         if response.status_code != 200:
             await self.release(provider)
             try:
                 content = await response.aread()
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 content = b""
             finally:
                 await response.aclose()
@@ -108,9 +108,9 @@ class Upstreams:
                                 retry_after=_retry_after(response))
         return response
 
-    async def _send(self, provider: Provider, client: httpx.AsyncClient, headers: dict[str, str],
-                    content: bytes) -> httpx.Response:
-        """HTTP/1.1 providers go straight to the transport, without an httpx.Request: the client's
+    async def _send(self, provider: Provider, client: httpx2.AsyncClient, headers: dict[str, str],
+                    content: bytes) -> httpx2.Response:
+        """HTTP/1.1 providers go straight to the transport, without an httpx2.Request: the client's
         auth, redirect and cookie layers do nothing for this POST, and building the request costs
         more than the exchange itself."""
         url = completions_url(provider.base_url)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,14 +64,14 @@ def start(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
 def wait_ready(url: str) -> None:
     for _ in range(300):
         try:
-            httpx.get(url, timeout=1)
+            httpx2.get(url, timeout=1)
             return
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
 
 
-def interleaved(client: httpx.Client, direct: tuple[str, bytes], through: tuple[str, list[bytes], dict],
+def interleaved(client: httpx2.Client, direct: tuple[str, bytes], through: tuple[str, list[bytes], dict],
                 n: int) -> tuple[list[float], list[float]]:
     """Alternate direct and proxied requests so both sides see the same machine noise.
     `through` cycles through its bodies (distinct bodies make cache misses)."""
@@ -84,7 +84,7 @@ def interleaved(client: httpx.Client, direct: tuple[str, bytes], through: tuple[
     return direct_ms, through_ms
 
 
-def timed(client: httpx.Client, url: str, body: bytes, n: int, headers: dict | None = None) -> list[float]:
+def timed(client: httpx2.Client, url: str, body: bytes, n: int, headers: dict | None = None) -> list[float]:
     out = []
     headers = {"content-type": "application/json", **(headers or {})}
     for _ in range(n):
@@ -97,7 +97,7 @@ def timed(client: httpx.Client, url: str, body: bytes, n: int, headers: dict | N
     return out
 
 
-def first_token_ms(client: httpx.Client, url: str, body: bytes, marker: bytes, headers: dict | None = None) -> float:
+def first_token_ms(client: httpx2.Client, url: str, body: bytes, marker: bytes, headers: dict | None = None) -> float:
     """Milliseconds until the first content fragment (`marker`) arrives."""
     t0 = time.perf_counter()
     seen = None
@@ -120,7 +120,7 @@ def distinct_bodies(n: int) -> list[bytes]:
 
 
 async def concurrent(url: str, body: bytes, total: int, headers: dict) -> float:
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=N_CONCURRENT)) as client:
+    async with httpx2.AsyncClient(timeout=60, limits=httpx2.Limits(max_connections=N_CONCURRENT)) as client:
         queue = list(range(total))
 
         async def worker() -> None:
@@ -200,7 +200,7 @@ routes:
         bypass = {"cache-control": "no-cache"}
         rows = []
         cpu = {}
-        with httpx.Client(timeout=60) as client:
+        with httpx2.Client(timeout=60) as client:
             timed(client, direct_url, openai_body, 50)                    # warm-up
             timed(client, proxy_url, anthropic_body, 50, bypass)
             for label, bodies, headers in (
@@ -234,7 +234,7 @@ routes:
               f"added {statistics.median(ttft_proxy) - statistics.median(ttft_direct):.2f}")
         print(f"throughput at {N_CONCURRENT} clients: {total / elapsed:.0f} requests/s via ccproxyd, "
               f"{ceiling:.0f} requests/s against the fake upstream directly (the upstream's and the "
-              f"load generator's own ceiling; the generator is Python httpx in one process)")
+              f"load generator's own ceiling; the generator is Python httpx2 in one process)")
         print(f"ccproxyd RSS after the run: {rss_mb(proxy.pid):.0f} MB")
         slow = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40", "--gap", "0.05"])
         slow_port = int(slow.stdout.readline())

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from .fake_upstream import FakeUpstream
@@ -131,9 +131,9 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ccproxyd exited: {self.log_path.read_text()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                if httpx2.get(self.url + "/health", timeout=1).status_code == 200:
                     return
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 time.sleep(0.1)
         raise RuntimeError(f"ccproxyd did not start: {self.log_path.read_text()}")
 

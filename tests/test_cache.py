@@ -8,7 +8,7 @@ import time
 
 import anthropic
 import diskcache
-import httpx
+import httpx2
 import pytest
 
 from ccproxyd.cache import Store, cache_key
@@ -66,7 +66,7 @@ def fresh_question():
 
 
 def post(daemon, b, headers=None):
-    return httpx.post(daemon.url + "/v1/messages", json=b, headers=headers, timeout=30)
+    return httpx2.post(daemon.url + "/v1/messages", json=b, headers=headers, timeout=30)
 
 
 def test_same_request_twice_non_streaming_then_streaming(cached, fake):
@@ -121,7 +121,7 @@ def test_followers_get_events_as_they_arrive(cached, fake):
         leader = pool.submit(post, cached, b)
         time.sleep(0.3)
         t0 = time.monotonic()
-        with httpx.stream("POST", cached.url + "/v1/messages", json=b, timeout=10) as r:
+        with httpx2.stream("POST", cached.url + "/v1/messages", json=b, timeout=10) as r:
             pieces = r.iter_raw()
             first = next(pieces)
             waited = time.monotonic() - t0
@@ -157,7 +157,7 @@ def test_bypass_and_route_off(cached, fake):
 def test_client_gone_call_completes_and_is_stored(cached, fake):
     fake.push(Script(events=[chunk({"content": "a"}), 0.8, chunk({"content": "b"}), chunk(finish="stop")]))
     b = body(True)
-    with httpx.stream("POST", cached.url + "/v1/messages", json=b, timeout=10) as r:
+    with httpx2.stream("POST", cached.url + "/v1/messages", json=b, timeout=10) as r:
         next(r.iter_raw())                     # the first bytes, then the client hangs up
     time.sleep(1.5)
     again = post(cached, b)

@@ -131,14 +131,14 @@ def test_check_command(tmp_path):
 def test_daemon_serves_the_bundled_table(tmp_path):
     """What `make run` does: the bundled routes.yaml, no provider keys set: it starts, /health is 200."""
     from .conftest import Daemon
-    import httpx
+    import httpx2
 
     env = {k: "" for k in ("OPENAI_API_KEY", "OPENROUTER_API_KEY", "DEEPSEEK_API_KEY")}
     daemon = Daemon(ROOT / "routes.yaml", env=env, log_path=tmp_path / "daemon.log")
     try:
-        health = httpx.get(daemon.url + "/health")
+        health = httpx2.get(daemon.url + "/health")
         assert health.status_code == 200 and health.json()["routes"]["path"] == str(ROOT / "routes.yaml")
-        r = httpx.post(daemon.url + "/v1/messages", json={"model": "claude-opus-4-1", "max_tokens": 5,
+        r = httpx2.post(daemon.url + "/v1/messages", json={"model": "claude-opus-4-1", "max_tokens": 5,
                                                           "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 500 and "OPENAI_API_KEY" in r.json()["error"]["message"]
     finally:

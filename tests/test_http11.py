@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-import httpx
+import httpx2
 import pytest
 
 from ccproxyd.http11 import ChunkedDecoder, Http11Transport
@@ -27,7 +27,7 @@ def test_chunked_decoder_any_split():
 
 @pytest.mark.parametrize("wire", [b"zz\r\n", b"2\r\nabXX\r\n"])
 def test_chunked_decoder_rejects_garbage(wire):
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx2.RemoteProtocolError):
         ChunkedDecoder().feed(wire)
 
 
@@ -61,7 +61,7 @@ async def _serve_and_post(kind: str, requests: int = 2) -> tuple[list[str], int]
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     texts = []
-    async with httpx.AsyncClient(transport=Http11Transport(httpx.Limits())) as client:
+    async with httpx2.AsyncClient(transport=Http11Transport(httpx2.Limits())) as client:
         for _ in range(requests):
             r = await client.post(f"http://127.0.0.1:{port}/v1/chat/completions", content=b"{}")
             texts.append(f"{r.status_code} {r.text}")
@@ -77,9 +77,9 @@ def test_framings_and_connection_reuse(kind, expected_connections):
     assert connections == expected_connections
 
 
-def test_connect_error_is_httpx_connect_error():
+def test_connect_error_is_httpx2_connect_error():
     async def go():
-        async with httpx.AsyncClient(transport=Http11Transport(httpx.Limits())) as client:
+        async with httpx2.AsyncClient(transport=Http11Transport(httpx2.Limits())) as client:
             await client.post("http://127.0.0.1:1/x", content=b"{}")
-    with pytest.raises(httpx.ConnectError):
+    with pytest.raises(httpx2.ConnectError):
         asyncio.run(go())

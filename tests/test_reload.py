@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 
-import httpx
+import httpx2
 import pytest
 
 from .conftest import Daemon
@@ -40,7 +40,7 @@ class Loop(threading.Thread):
         self.failures: list[str] = []
 
     def run(self) -> None:
-        with httpx.Client(timeout=10) as client:
+        with httpx2.Client(timeout=10) as client:
             while not self.stop.is_set():
                 r = client.post(self.url + "/v1/messages", json=BODY)
                 self.count += 1
@@ -76,7 +76,7 @@ def live(tmp_path, fake):
 
 
 def health(daemon) -> dict:
-    return httpx.get(daemon.url + "/health").json()
+    return httpx2.get(daemon.url + "/health").json()
 
 
 def upstream_model(fake) -> str:
@@ -154,7 +154,7 @@ def test_sighup_applies_a_change_the_watcher_cannot_see(tmp_path, fake):
         assert health(daemon)["reload"]["accepted"] == 0
         daemon.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: health(daemon)["reload"]["accepted"] == 1)
-        httpx.post(daemon.url + "/v1/messages", json=BODY)
+        httpx2.post(daemon.url + "/v1/messages", json=BODY)
         assert upstream_model(fake) == "up-b"
     finally:
         daemon.stop()

@@ -105,7 +105,7 @@ def test_status_codes_retry_or_not(client, fake, status, upstream_attempts):
 
 
 def test_primary_failing_forever_is_bounded_and_fallback_answers(daemon, client, fake):
-    import httpx
+    import httpx2
 
     fake.responder = lambda body: (Script(status=500, body={"error": {"message": "down"}})
                                    if body["model"] == "sick-up" else text_script("fallback ok"))
@@ -114,14 +114,14 @@ def test_primary_failing_forever_is_bounded_and_fallback_answers(daemon, client,
         assert message.content[0].text == "fallback ok" and message.model == "claude-sick"
     sick_attempts = sum(1 for r in fake.requests if r["body"]["model"] == "sick-up")
     assert sick_attempts == 5                          # the breaker's threshold, then it stays open
-    state = httpx.get(daemon.url + "/health").json()["providers"]["sick"]
+    state = httpx2.get(daemon.url + "/health").json()["providers"]["sick"]
     assert state["state"] == "open" and state["trips"] == 1
     # a 400 never retries and never trips anything
     fake.responder = None
     fake.push(Script(status=400, body={"error": {"message": "bad"}}))
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model="claude-flaky", max_tokens=5, messages=MESSAGES)
-    assert httpx.get(daemon.url + "/health").json()["providers"]["flaky"]["consecutive_failures"] == 0
+    assert httpx2.get(daemon.url + "/health").json()["providers"]["flaky"]["consecutive_failures"] == 0
 
 
 def test_slow_first_byte_is_retried_then_504(client, fake):
@@ -133,7 +133,7 @@ def test_slow_first_byte_is_retried_then_504(client, fake):
 
 
 def test_silence_mid_stream_ends_with_error_event(daemon, fake):
-    import httpx
+    import httpx2
     import time
 
     from .fake_upstream import chunk
@@ -141,7 +141,7 @@ def test_silence_mid_stream_ends_with_error_event(daemon, fake):
 
     fake.push(Script(events=[chunk({"content": "started"}), 2.0, chunk({"content": "late"})]))
     t0 = time.monotonic()
-    r = httpx.post(daemon.url + "/v1/messages", json={"model": "claude-slow", "max_tokens": 5, "stream": True,
+    r = httpx2.post(daemon.url + "/v1/messages", json={"model": "claude-slow", "max_tokens": 5, "stream": True,
                                                      "messages": MESSAGES}, timeout=10)
     events = parse_sse(r.content)
     assert check_stream(events) == "error"
@@ -154,26 +154,26 @@ def test_concurrency_cap_sheds_load_fast(daemon, fake):
     import threading
     import time
 
-    import httpx
+    import httpx2
 
     fake.push(Script(events=[1.0] + text_script("slow").events))
     body = {"model": "claude-narrow", "max_tokens": 5, "messages": MESSAGES}
-    first = threading.Thread(target=lambda: httpx.post(daemon.url + "/v1/messages", json=body, timeout=10))
+    first = threading.Thread(target=lambda: httpx2.post(daemon.url + "/v1/messages", json=body, timeout=10))
     first.start()
     time.sleep(0.3)
     t0 = time.monotonic()
-    r = httpx.post(daemon.url + "/v1/messages", json=body, timeout=10)
+    r = httpx2.post(daemon.url + "/v1/messages", json=body, timeout=10)
     assert r.status_code == 529 and r.json()["error"]["type"] == "overloaded_error"
     assert "concurrency limit" in r.json()["error"]["message"]
     assert time.monotonic() - t0 < 0.5
     first.join()
-    assert httpx.post(daemon.url + "/v1/messages", json=body, timeout=10).status_code == 200
+    assert httpx2.post(daemon.url + "/v1/messages", json=body, timeout=10).status_code == 200
 
 
 def test_body_over_the_limit_is_413(daemon, fake):
-    import httpx
+    import httpx2
 
-    r = httpx.post(daemon.url + "/v1/messages", content=b"x" * (33 * 1024 * 1024),
+    r = httpx2.post(daemon.url + "/v1/messages", content=b"x" * (33 * 1024 * 1024),
                    headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
     assert fake.requests == []
@@ -196,15 +196,15 @@ def test_half_open_probe_answered_with_a_4xx_closes_the_breaker(client, fake):
 def test_client_gone_before_the_first_byte_releases_the_slot_and_the_probe(daemon, fake):
     import time
 
-    import httpx
+    import httpx2
 
     body = {"model": "claude-narrow", "max_tokens": 5, "messages": MESSAGES}
     fake.push(Script(events=text_script("late").events, first_byte_delay=1.0))
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(daemon.url + "/v1/messages", json=body, timeout=0.3)
+    with pytest.raises(httpx2.ReadTimeout):
+        httpx2.post(daemon.url + "/v1/messages", json=body, timeout=0.3)
     time.sleep(1.2)
-    assert httpx.post(daemon.url + "/v1/messages", json=body, timeout=10).status_code == 200
-    assert httpx.get(daemon.url + "/health").json()["providers"]["narrow"]["in_flight"] == 0
+    assert httpx2.post(daemon.url + "/v1/messages", json=body, timeout=10).status_code == 200
+    assert httpx2.get(daemon.url + "/health").json()["providers"]["narrow"]["in_flight"] == 0
 
 
 def test_breaker_survives_thousands_of_trips():
@@ -230,13 +230,13 @@ def test_abandoned_probe_lets_the_next_request_probe():
 def test_upstream_that_lingers_after_done_still_completes(daemon, fake):
     import time
 
-    import httpx
+    import httpx2
 
     from .grammar import check_stream, parse_sse
 
     fake.push(Script(events=text_script("done").events, linger=2.0))
     t0 = time.monotonic()
-    r = httpx.post(daemon.url + "/v1/messages", json={"model": "claude-slow", "max_tokens": 5, "stream": True,
+    r = httpx2.post(daemon.url + "/v1/messages", json={"model": "claude-slow", "max_tokens": 5, "stream": True,
                                                      "messages": MESSAGES}, timeout=10)
     assert check_stream(parse_sse(r.content)) == "complete"
     assert time.monotonic() - t0 < 1.5

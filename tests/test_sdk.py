@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import anthropic
-import httpx
+import httpx2
 import pytest
 
 from .fake_upstream import Script, chunk, text_script, tool_script, usage
@@ -22,7 +22,7 @@ def client(daemon):
 
 def raw_stream(daemon, model="claude-sonnet-4-5", **extra) -> list[tuple[str, dict]]:
     body = {"model": model, "max_tokens": 1000, "stream": True, "messages": MESSAGES, **extra}
-    r = httpx.post(daemon.url + "/v1/messages?beta=true", json=body, timeout=30)
+    r = httpx2.post(daemon.url + "/v1/messages?beta=true", json=body, timeout=30)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/event-stream")
     return parse_sse(r.content)
@@ -264,7 +264,7 @@ def test_dead_provider_without_fallback_is_overloaded(client):
      "wrong type"),
 ])
 def test_bad_requests_are_400_invalid_request(daemon, fake, body, needle):
-    r = httpx.post(daemon.url + "/v1/messages", content=body, headers={"content-type": "application/json"})
+    r = httpx2.post(daemon.url + "/v1/messages", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert r.json()["type"] == "error"
     assert r.json()["error"]["type"] == "invalid_request_error"
@@ -294,10 +294,10 @@ def test_models_health_root(daemon, client):
     models = client.models.list()
     ids = [m.id for m in models.data]
     assert "claude-sonnet-4-5-20250929" in ids and all(i.startswith("claude") for i in ids)
-    assert httpx.get(daemon.url + "/health").json()["status"] == "ok"
-    assert httpx.head(daemon.url + "/").status_code == 200
-    assert httpx.get(daemon.url + "/").status_code == 200
-    r = httpx.get(daemon.url + "/v2/nothing")
+    assert httpx2.get(daemon.url + "/health").json()["status"] == "ok"
+    assert httpx2.head(daemon.url + "/").status_code == 200
+    assert httpx2.get(daemon.url + "/").status_code == 200
+    r = httpx2.get(daemon.url + "/v2/nothing")
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
 
 
@@ -317,7 +317,7 @@ def test_request_log_line(daemon, client, fake):
     assert line["upstream_model"] == "gpt-mock" and line["status"] == 200 and line["attempts"] == 1
     assert (line["input_tokens"], line["cached_tokens"], line["output_tokens"]) == (800, 200, 100)
     assert "sk-mock-canary-3f9a" not in daemon.log_path.read_text()
-    metrics = httpx.get(daemon.url + "/metrics").text + httpx.get(daemon.url + "/health").text
+    metrics = httpx2.get(daemon.url + "/metrics").text + httpx2.get(daemon.url + "/health").text
     assert "sk-mock-canary-3f9a" not in metrics
 
 
@@ -340,14 +340,14 @@ def test_metrics_count_requests(daemon, client, fake):
     def total(samples, status):
         return sum(v for k, v in samples.items()
                    if k.startswith("ccproxyd_requests_total") and f'status="{status}"' in k and 'model="gpt-mock"' in k)
-    before = parse_prometheus(httpx.get(daemon.url + "/metrics").text)
+    before = parse_prometheus(httpx2.get(daemon.url + "/metrics").text)
     for _ in range(3):
         fake.push(text_script("m", use=usage(10, 4)))
         client.messages.create(model="claude-opus-4-1", max_tokens=10, messages=MESSAGES)
     fake.push(Script(status=400, body={"error": {"message": "bad"}}))
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model="claude-opus-4-1", max_tokens=10, messages=MESSAGES)
-    after = parse_prometheus(httpx.get(daemon.url + "/metrics").text)
+    after = parse_prometheus(httpx2.get(daemon.url + "/metrics").text)
     assert total(after, 200) - total(before, 200) == 3
     out_key = 'ccproxyd_tokens_total{kind="output"}'
     assert after[out_key] - before.get(out_key, 0) == 12

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-import httpx
+import httpx2
 
 from .conftest import TEST_ROUTES, Daemon, free_port
 from .fake_upstream import Script, chunk
@@ -45,7 +45,7 @@ def test_notify_socket_sequence_and_graceful_stop(tmp_path, fake):
         results: list[bytes] = []
 
         def stream() -> None:
-            r = httpx.post(daemon.url + "/v1/messages", timeout=20, json={
+            r = httpx2.post(daemon.url + "/v1/messages", timeout=20, json={
                 "model": "claude-sonnet-4-5", "max_tokens": 5, "stream": True,
                 "messages": [{"role": "user", "content": "hi"}]})
             results.append(r.content)
@@ -101,12 +101,12 @@ def test_client_keys(tmp_path, fake):
     try:
         body = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
         for headers in ({}, {"x-api-key": "wrong"}, {"authorization": "Bearer wrong"}):
-            r = httpx.post(daemon.url + "/v1/messages", json=body, headers=headers)
+            r = httpx2.post(daemon.url + "/v1/messages", json=body, headers=headers)
             assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
-        assert httpx.post(daemon.url + "/v1/messages", json=body, headers={"x-api-key": "team-secret-1"}).status_code == 200
+        assert httpx2.post(daemon.url + "/v1/messages", json=body, headers={"x-api-key": "team-secret-1"}).status_code == 200
         client = anthropic.Anthropic(base_url=daemon.url, auth_token="team-secret-1", api_key=None, max_retries=0)
         assert client.messages.create(**body).content[0].text == "Hello from fake"
-        assert httpx.get(daemon.url + "/health").status_code == 200
+        assert httpx2.get(daemon.url + "/health").status_code == 200
         for r in fake.requests:                     # client credentials never go upstream
             assert "team-secret-1" not in str(r["headers"])
     finally:
@@ -131,7 +131,7 @@ def test_streams_past_the_drain_timeout_end_with_an_error_event(tmp_path, fake):
     daemon = Daemon(routes, extra_args=("--no-cache", "--drain-timeout", "1"), log_path=tmp_path / "d.log")
     fake.push(Script(events=[chunk({"content": "a"}), 8.0, chunk({"content": "b"}), chunk(finish="stop")]))
     result: list[bytes] = []
-    client = threading.Thread(target=lambda: result.append(httpx.post(daemon.url + "/v1/messages", timeout=20, json={
+    client = threading.Thread(target=lambda: result.append(httpx2.post(daemon.url + "/v1/messages", timeout=20, json={
         "model": "claude-sonnet-4-5", "max_tokens": 5, "stream": True,
         "messages": [{"role": "user", "content": "hi"}]}).content))
     client.start()
@@ -155,7 +155,7 @@ def test_metrics_are_summed_over_workers(tmp_path, fake):
     routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()))
     daemon = Daemon(routes, extra_args=("--no-cache", "--workers", "2"), log_path=tmp_path / "d.log")
     try:
-        with httpx.Client() as client:              # new connections, spread over both workers
+        with httpx2.Client() as client:              # new connections, spread over both workers
             for _ in range(10):
                 r = client.post(daemon.url + "/v1/messages", headers={"connection": "close"}, json={
                     "model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
@@ -163,7 +163,7 @@ def test_metrics_are_summed_over_workers(tmp_path, fake):
         time.sleep(1.5)                              # every worker has written its snapshot
         totals: dict[int, float] = {}
         for _ in range(40):                          # each worker, asked on one connection, sees all 10
-            with httpx.Client() as client:
+            with httpx2.Client() as client:
                 worker = client.get(daemon.url + "/health").json()["worker"]
                 samples = parse_prometheus(client.get(daemon.url + "/metrics").text)
             totals[worker] = sum(v for k, v in samples.items() if k.startswith("ccproxyd_requests_total"))
@@ -183,7 +183,7 @@ def test_sighup_with_workers_reaches_every_worker(tmp_path, fake):
     try:
         workers = set()
         for _ in range(100):                         # both workers are up (handlers installed)
-            with httpx.Client() as client:
+            with httpx2.Client() as client:
                 workers.add(client.get(daemon.url + "/health").json()["worker"])
             if len(workers) == 2:
                 break
@@ -196,7 +196,7 @@ def test_sighup_with_workers_reaches_every_worker(tmp_path, fake):
         log = (tmp_path / "d.log").read_text()
         assert all(f"SIGHUP: worker {pid} still serving" in log for pid in workers), log[-2000:]
         assert daemon.proc.poll() is None
-        assert httpx.get(daemon.url + "/health").status_code == 200
+        assert httpx2.get(daemon.url + "/health").status_code == 200
     finally:
         daemon.stop()
 
