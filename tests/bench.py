@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 N_SEQUENTIAL = int(os.environ.get("BENCH_N", "400"))
 N_CONCURRENT = 16
 N_SLOW = int(os.environ.get("BENCH_SLOW", "1000"))
+TTFT_S, GAP_S = 0.02, 0.005
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -84,30 +85,29 @@ def interleaved(client: httpx2.Client, direct: tuple[str, bytes], through: tuple
     return direct_ms, through_ms
 
 
+FIRST_TOKEN = (b'"content":"word0', b'"text":"word0')    # the first text fragment, OpenAI and Anthropic form
+FIRST_MS: dict[str, list[float]] = {}                     # url -> milliseconds to FIRST_TOKEN, per request
+
+
 def timed(client: httpx2.Client, url: str, body: bytes, n: int, headers: dict | None = None) -> list[float]:
+    """Milliseconds per whole streamed answer; also notes the time to its first text fragment."""
     out = []
     headers = {"content-type": "application/json", **(headers or {})}
     for _ in range(n):
+        first = None
+        seen = b""
         t0 = time.perf_counter()
         with client.stream("POST", url, content=body, headers=headers) as r:
-            for _ in r.iter_raw():
-                pass
+            for piece in r.iter_raw():
+                if first is None:
+                    seen += piece
+                    if any(marker in seen for marker in FIRST_TOKEN):
+                        first = (time.perf_counter() - t0) * 1000
             assert r.status_code == 200, r.status_code
         out.append((time.perf_counter() - t0) * 1000)
+        if first is not None:
+            FIRST_MS.setdefault(url, []).append(first)
     return out
-
-
-def first_token_ms(client: httpx2.Client, url: str, body: bytes, marker: bytes, headers: dict | None = None) -> float:
-    """Milliseconds until the first content fragment (`marker`) arrives."""
-    t0 = time.perf_counter()
-    seen = None
-    with client.stream("POST", url, content=body, headers={"content-type": "application/json", **(headers or {})}) as r:
-        buffer = b""
-        for piece in r.iter_raw():
-            buffer += piece
-            if seen is None and marker in buffer:
-                seen = (time.perf_counter() - t0) * 1000
-    return seen if seen is not None else float("nan")
 
 
 def distinct_bodies(n: int) -> list[bytes]:
@@ -173,13 +173,20 @@ def pct(values: list[float], p: float) -> float:
 def main() -> None:
     upstream = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40"])
     up_port = int(upstream.stdout.readline())
+    # for time to first token: the answer starts after TTFT_S, then a chunk every GAP_S
+    paced = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "5", "--ttft", str(TTFT_S),
+                   "--gap", str(GAP_S)])
+    paced_port = int(paced.stdout.readline())
     routes = Path(tempfile.mkdtemp()) / "routes.yaml"
     routes.write_text(f"""
 providers:
   bench: {{base_url: "http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_KEY}}
+  paced: {{base_url: "http://127.0.0.1:{paced_port}/v1", api_key_env: BENCH_KEY}}
 models:
   gpt-bench: {{provider: bench, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
+  gpt-paced: {{provider: paced, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
 routes:
+  - {{match: "claude-paced", model: gpt-paced}}
   - {{match: "*", model: gpt-bench}}
 """)
     port = 18000 + os.getpid() % 1000
@@ -212,10 +219,12 @@ routes:
                                               N_SEQUENTIAL)
                 cpu[label] = (cpu_seconds(proxy.pid) - cpu0) / N_SEQUENTIAL * 1000
                 rows.append((label, direct, through))
-            ttft_direct, ttft_proxy = [], []
+            paced_direct = f"http://127.0.0.1:{paced_port}/v1/chat/completions"
+            paced_body = orjson.dumps(dict(claude_code_like_request(), model="claude-paced"))
             for _ in range(min(N_SEQUENTIAL, 200)):
-                ttft_direct.append(first_token_ms(client, direct_url, openai_body, b'"content":"word0'))
-                ttft_proxy.append(first_token_ms(client, proxy_url, anthropic_body, b'"text":"word0', bypass))
+                timed(client, paced_direct, openai_body, 1)
+                timed(client, proxy_url, paced_body, 1, bypass)
+            ttft_direct, ttft_proxy = FIRST_MS[paced_direct], FIRST_MS[proxy_url][-min(N_SEQUENTIAL, 200):]
         total = N_SEQUENTIAL * 2
         ceiling = N_SEQUENTIAL * 2 / asyncio.run(concurrent(direct_url, openai_body, N_SEQUENTIAL * 2, {}))
         cpu0 = cpu_seconds(proxy.pid)
@@ -229,7 +238,8 @@ routes:
             print(f"{'via ccproxyd, ' + label:36}{p50:9.2f}{p99:9.2f}{p50 - d50:9.2f}{p99 - d99:11.2f}"
                   f"{cpu[label]:9.2f}")
         print(f"ccproxyd CPU per streamed request, {N_CONCURRENT} clients (cache bypassed): {cpu_many:.2f} ms")
-        print(f"time to first token (median ms): upstream directly {statistics.median(ttft_direct):.2f}, "
+        print(f"time to first token (upstream: first chunk after {TTFT_S * 1000:.0f} ms, then one every "
+              f"{GAP_S * 1000:.0f} ms; median ms): upstream directly {statistics.median(ttft_direct):.2f}, "
               f"via ccproxyd {statistics.median(ttft_proxy):.2f}, "
               f"added {statistics.median(ttft_proxy) - statistics.median(ttft_direct):.2f}")
         print(f"throughput at {N_CONCURRENT} clients: {total / elapsed:.0f} requests/s via ccproxyd, "
@@ -247,10 +257,9 @@ routes:
         print(f"{N_SLOW} concurrent slow streams (a chunk every 50 ms, 40 chunks): {complete}/{N_SLOW} complete, "
               f"{frames}/{N_SLOW * 40} text frames arrived, peak RSS {peak:.0f} MB, {seconds:.1f} s")
     finally:
-        proxy.terminate()
-        upstream.terminate()
-        proxy.wait(10)
-        upstream.wait(10)
+        for process in (proxy, upstream, paced):
+            process.terminate()
+            process.wait(10)
 
 
 if __name__ == "__main__":

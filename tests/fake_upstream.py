@@ -175,7 +175,7 @@ class FakeUpstream:
 
 
 def _main() -> None:
-    """Run standalone (for `make bench`): python -m tests.fake_upstream --port P --chunks N."""
+    """Run standalone (for `make bench`): python -m tests.fake_upstream --port P --chunks N [--gap S] [--ttft S]."""
     import argparse
     import time
 
@@ -183,12 +183,14 @@ def _main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--chunks", type=int, default=40)
     parser.add_argument("--gap", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument("--ttft", type=float, default=0.0, help="seconds before the answer starts")
     args = parser.parse_args()
     fake = FakeUpstream()
     pieces = [f"word{i} " for i in range(args.chunks)]
     script = text_script(*pieces)
     if args.gap:
         script.events = [e for c in script.events for e in (c, args.gap)]
+    script.first_byte_delay = args.ttft
     fake.default = script
     fake.requests = _Discard()
 
