@@ -234,3 +234,26 @@ def test_size_limit_holds(tmp_path):
     assert store.get("k29") is not None and store.get("k0") is None
     assert store.evictions == 30 - len(store.cache)
     store.close()
+
+
+def test_writer_thread_commits_every_queued_answer(tmp_path):
+    store = Store(str(tmp_path / "c"), size_limit=1_000_000)
+    finished = []
+    entry = {"content": [{"type": "text", "text": "x" * 100_000}]}
+    for i in range(30):                                # 3x the limit, queued faster than one window
+        store.put_later(f"k{i}", entry, 600, lambda i=i: finished.append(i))
+    store.close()                                      # waits for the queue
+    assert sorted(finished) == list(range(30))
+    assert store.evictions == 30 - len(store.cache) > 0
+    store = Store(str(tmp_path / "c"), size_limit=1_000_000)
+    assert store.get("k29") is not None and store.cache.volume() <= 1_000_000
+    store.close()
+
+
+def test_a_write_that_fails_still_reports_done(tmp_path, caplog):
+    store = Store(str(tmp_path / "c"))
+    finished = []
+    store.put_later("k", {"not": object()}, 600, lambda: finished.append(True))   # cannot serialise
+    store.close()
+    assert finished == [True]
+    assert "cannot store 1 answer(s)" in caplog.text
