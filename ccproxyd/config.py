@@ -70,6 +70,7 @@ class Model:
     stop_sequences: bool = True
     vision: bool = True
     structured_output: str = "json_schema"
+    api: str = "chat_completions"        # or "responses" (OpenAI's Responses API)
     prices: tuple[PriceTier, ...] = ()
 
 
@@ -288,6 +289,7 @@ def _model(name: str, raw: dict) -> Model:
         stop_sequences=raw.get("stop_sequences", True),
         vision=raw.get("vision", True),
         structured_output=raw.get("structured_output", "json_schema"),
+        api=raw.get("api", "chat_completions"),
         prices=prices,
     )
 

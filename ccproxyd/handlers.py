@@ -22,7 +22,7 @@ from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRe
 from .routing import features_of, resolve
 from .sse import encode
 from .translate.response import accumulate
-from .translate.request import to_openai, validate
+from .translate.request import validate
 from .translate.stream import message_id
 
 log = logging.getLogger("ccproxyd.http")
@@ -115,7 +115,7 @@ def _join(request: Request, record: observe.Record, body: dict, decision) -> dic
     client goes away."""
     ctx = request.app.ctx
     primary = decision.primary
-    upstream_body, names = to_openai(body, primary.model)
+    upstream_body, names = proxy.upstream_request(body, primary.model)
     key = cache_key({k: v for k, v in upstream_body.items() if k != "user"}, primary.provider.name,
                     primary.provider.base_url, getattr(request.ctx, "client", None), decision.requested)
     flight = ctx.flights.get(key)

@@ -19,13 +19,14 @@ import orjson
 
 from . import tokens
 from .cache import Flight, Store
-from .config import Provider
+from .config import Model, Provider
 from .errors import ApiError, ClientFacingError, MissingCredential, Overloaded
 from .resilience import OPEN, Breaker, Guards
 from .routing import Decision, Target
 from .sse import SSEDecoder, encode
 from .translate import request as treq
-from .translate.response import accumulate, completion_as_chunk
+from .translate.response import accumulate
+from .translate.responses import ResponsesTranslator, to_responses
 from .translate.stream import StreamTranslator
 from .upstream import Upstreams, map_transport_error
 
@@ -57,12 +58,12 @@ class Answer:
 
 
 async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Breaker, provider: Provider,
-                             content: bytes) -> tuple[httpx2.Response, int]:
+                             content: bytes, path: str) -> tuple[httpx2.Response, int]:
     """Open one target, retrying what may succeed on a second try; never after the first byte."""
     retry = 0
     while True:
         try:
-            response = await upstreams.open(provider, content)
+            response = await upstreams.open(provider, content, path)
         except MissingCredential:
             breaker.abandon()
             raise
@@ -105,9 +106,18 @@ def _held_back(message: str, retry_after: float) -> Overloaded:
     return exc
 
 
+ENDPOINTS = {"chat_completions": "chat/completions", "responses": "responses"}
+TRANSLATORS = {"chat_completions": StreamTranslator, "responses": ResponsesTranslator}
+
+
+def upstream_request(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
+    """The upstream request body for `model`, in its API, and the tool-name map."""
+    return to_responses(body, model) if model.api == "responses" else treq.to_openai(body, model)
+
+
 def payload(body: dict, target: Target) -> Payload:
     """The upstream request for `target`, serialised, and its tool-name map."""
-    upstream_body, names = treq.to_openai(body, target.model)
+    upstream_body, names = upstream_request(body, target.model)
     return orjson.dumps(upstream_body), names
 
 
@@ -132,7 +142,8 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
             continue
         content, names = first if target is decision.primary else payload(orjson.loads(raw), target)
         try:
-            response, attempts = await _open_with_retries(upstreams, guards, breaker, provider, content)
+            response, attempts = await _open_with_retries(upstreams, guards, breaker, provider, content,
+                                                          ENDPOINTS[target.model.api])
         except BaseException as exc:
             guards.release(provider.name)
             if not isinstance(exc, ClientFacingError):
@@ -142,7 +153,7 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
                 raise
             log.warning("target %s/%s failed: %s", provider.name, target.model.name, exc.message)
             continue
-        translator = StreamTranslator(decision.requested, provider=provider.name,
+        translator = TRANSLATORS[target.model.api](decision.requested, provider=provider.name,
                                       upstream_model=target.model.upstream, tool_names=names,
                                       input_estimate=len(raw) // 4)
         return Answer(target, response, translator, raw, attempts, guards, upstreams, decision)
@@ -182,8 +193,7 @@ async def _events(answer: Answer):
     response = answer.response
     try:
         if "text/event-stream" not in response.headers.get("content-type", "text/event-stream"):
-            completion = orjson.loads(await response.aread())
-            yield translator.feed(completion_as_chunk(completion))
+            yield translator.whole(orjson.loads(await response.aread()))
             yield _finish(answer, True)
             return
         decoder = SSEDecoder()

@@ -29,9 +29,9 @@ def map_transport_error(exc: httpx2.HTTPError, provider: str) -> ClientFacingErr
 
 
 @lru_cache(maxsize=None)
-def completions_url(base_url: str) -> httpx2.URL:
-    """Parsed once per base URL: httpx2's URL parsing is a noticeable part of a request's cost."""
-    return httpx2.URL(base_url.rstrip("/") + "/chat/completions")
+def endpoint_url(base_url: str, path: str) -> httpx2.URL:
+    """Parsed once per base URL and path: httpx2's URL parsing is a noticeable part of a request's cost."""
+    return httpx2.URL(base_url.rstrip("/") + "/" + path)
 
 
 def _retry_after(response: httpx2.Response) -> float | None:
@@ -84,13 +84,14 @@ class Upstreams:
             headers["authorization"] = f"Bearer {key}"
         return headers
 
-    async def open(self, provider: Provider, content: bytes) -> httpx2.Response:
-        """POST chat/completions and return the streaming response once its status is 200."""
+    async def open(self, provider: Provider, content: bytes, path: str = "chat/completions") -> httpx2.Response:
+        """POST to `path` (chat/completions or responses) under the provider's base URL; return the
+        streaming response once its status is 200."""
         headers = self.headers(provider)
         client = self.client(provider)
         self._in_flight[provider] = self._in_flight.get(provider, 0) + 1
         try:
-            response = await self._send(provider, client, headers, content)
+            response = await self._send(provider, client, headers, content, endpoint_url(provider.base_url, path))
         except BaseException as exc:
             await self.release(provider)
             if isinstance(exc, httpx2.HTTPError):
@@ -109,11 +110,10 @@ class Upstreams:
         return response
 
     async def _send(self, provider: Provider, client: httpx2.AsyncClient, headers: dict[str, str],
-                    content: bytes) -> httpx2.Response:
+                    content: bytes, url: httpx2.URL) -> httpx2.Response:
         """HTTP/1.1 providers go straight to the transport, without an httpx2.Request: the client's
         auth, redirect and cookie layers do nothing for this POST, and building the request costs
         more than the exchange itself."""
-        url = completions_url(provider.base_url)
         transport = self._http11.get(provider)
         if transport is None:
             request = client.build_request("POST", url, content=content, headers=headers)

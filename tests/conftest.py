@@ -68,6 +68,13 @@ models:
     max_output_tokens: 32000
     reasoning: true
     reasoning_replay: reasoning_content
+  gpt5-mock:
+    provider: mock
+    upstream: gpt-5-up
+    api: responses
+    context_window: 400000
+    max_output_tokens: 128000
+    reasoning: true
   dead-model:
     provider: dead
     context_window: 128000
@@ -94,6 +101,8 @@ routes:
     fallbacks: [gpt-mock]
   - match: "claude-reasoner*"
     model: reasoner-mock
+  - match: "claude-responses*"
+    model: gpt5-mock
   - match: "claude-fallback*"
     model: dead-model
     fallbacks: [gpt-mock]

@@ -1,6 +1,6 @@
 """A scriptable OpenAI-compatible upstream: a real HTTP/1.1 server on loopback (raw asyncio).
 
-Each POST to /v1/chat/completions takes the next queued Script (or the default answer) and
+Each POST to /v1/chat/completions (or /v1/responses) takes the next queued Script (or the default answer) and
 records the request.  Scripts can stream chunks, sleep, send raw bytes, answer with an error
 status, or cut the connection mid-stream.
 """
@@ -63,6 +63,50 @@ def tool_script(name: str, arguments: str, call_id: str = "call_1", text: str | 
     return Script(events=events)
 
 
+def responses_script(*, summary: str = "", text: str = "", call: tuple[str, str] | None = None,
+                     status: str = "completed", encrypted: str = "enc-abc", usage_in: int = 30,
+                     usage_out: int = 12, cached: int = 10) -> Script:
+    """An OpenAI Responses API stream: a reasoning item (with its summary and encrypted content),
+    then a message and/or a function call (name, arguments), then response.<status>."""
+    events: list = [{"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}]
+    index = 0
+    reasoning = {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": encrypted}
+    events.append({"type": "response.output_item.added", "output_index": index, "item": dict(reasoning)})
+    if summary:
+        events.append({"type": "response.reasoning_summary_part.added", "output_index": index, "summary_index": 0})
+        half = len(summary) // 2
+        events += [{"type": "response.reasoning_summary_text.delta", "output_index": index, "delta": piece}
+                   for piece in (summary[:half], summary[half:])]
+        reasoning["summary"] = [{"type": "summary_text", "text": summary}]
+    events.append({"type": "response.output_item.done", "output_index": index, "item": reasoning})
+    if text:
+        index += 1
+        events.append({"type": "response.output_item.added", "output_index": index,
+                       "item": {"type": "message", "id": "msg_1", "role": "assistant", "content": []}})
+        half = len(text) // 2
+        events += [{"type": "response.output_text.delta", "output_index": index, "delta": piece}
+                   for piece in (text[:half], text[half:])]
+        events.append({"type": "response.output_item.done", "output_index": index,
+                       "item": {"type": "message", "content": [{"type": "output_text", "text": text}]}})
+    if call:
+        index += 1
+        name, arguments = call
+        item = {"type": "function_call", "id": "fc_1", "call_id": "call_r1", "name": name, "arguments": ""}
+        events.append({"type": "response.output_item.added", "output_index": index, "item": item})
+        half = len(arguments) // 2
+        events += [{"type": "response.function_call_arguments.delta", "output_index": index, "delta": piece}
+                   for piece in (arguments[:half], arguments[half:])]
+        events.append({"type": "response.output_item.done", "output_index": index,
+                       "item": dict(item, arguments=arguments)})
+    final = {"id": "resp_1", "object": "response", "status": status,
+             "usage": {"input_tokens": usage_in, "input_tokens_details": {"cached_tokens": cached},
+                       "output_tokens": usage_out, "output_tokens_details": {"reasoning_tokens": 4}}}
+    if status == "incomplete":
+        final["incomplete_details"] = {"reason": "max_output_tokens"}
+    events.append({"type": f"response.{status}", "response": final})
+    return Script(events=events, done=False)
+
+
 class FakeUpstream:
     def __init__(self) -> None:
         self.scripts: deque[Script] = deque()
@@ -122,7 +166,7 @@ class FakeUpstream:
                 headers = {k.strip().lower(): v.strip() for k, v in
                            (line.split(":", 1) for line in lines[1:] if ":" in line)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                if method == "POST" and path.endswith("/chat/completions"):
+                if method == "POST" and path.endswith(("/chat/completions", "/responses")):
                     self.requests.append({"path": path, "headers": headers, "body": orjson.loads(body)})
                     request_body = self.requests[-1]["body"]
                     if self.responder is not None:

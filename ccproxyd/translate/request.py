@@ -154,7 +154,11 @@ def _assistant_message(blocks: list, model: Model, names: dict[str, str]) -> dic
     msg: dict = {"role": "assistant", "content": text if text else (None if calls else "")}
     if calls:
         msg["tool_calls"] = calls
-    if model.reasoning_replay != "none":
+    if model.api == "responses":              # consumed by translate.responses
+        items = (signature.reasoning_item(b.get("signature"), model.provider, model.upstream)
+                 for b in blocks if b.get("type") == "thinking")
+        msg["reasoning_items"] = [item for item in items if item]
+    elif model.reasoning_replay != "none":
         reasoning = "".join(b.get("thinking", "") for b in blocks
                             if b.get("type") == "thinking" and signature.is_ours(b.get("signature")))
         if reasoning or (calls and model.reasoning_replay == "reasoning_content"):

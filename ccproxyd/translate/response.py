@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-from ..errors import ApiError
-from .stream import StreamTranslator
+from .stream import StreamTranslator, completion_as_chunk
 
 
 def accumulate(events: list[tuple[str, dict]]) -> dict:
@@ -39,21 +38,6 @@ def accumulate(events: list[tuple[str, dict]]) -> dict:
             message.update(data["delta"])
             message["usage"].update(data["usage"])
     return message
-
-
-def completion_as_chunk(completion: dict) -> dict:
-    """A whole chat.completion as the one stream chunk that would carry the same content."""
-    if completion.get("error") or completion.get("object") == "error":
-        return completion                     # the translator raises the mapped error
-    choices = completion.get("choices")
-    if not choices or not isinstance(choices[0], dict):
-        raise ApiError("upstream answer has no choices")
-    choice = choices[0]
-    message = choice.get("message") or {}
-    if not message.get("content") and message.get("refusal"):
-        message = dict(message, content=message["refusal"])
-    return {"choices": [{"index": 0, "delta": message, "finish_reason": choice.get("finish_reason") or "stop"}],
-            "usage": completion.get("usage")}
 
 
 def from_completion(completion: dict, translator: StreamTranslator) -> dict:

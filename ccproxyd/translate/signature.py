@@ -10,9 +10,13 @@ import orjson
 PREFIX = "ccpx1."
 
 
-def make(provider: str, upstream_model: str) -> str:
-    payload = orjson.dumps({"p": provider, "m": upstream_model})
-    return PREFIX + base64.urlsafe_b64encode(payload).decode().rstrip("=")
+def make(provider: str, upstream_model: str, reasoning: dict | None = None) -> str:
+    """`reasoning`: an OpenAI Responses reasoning item (id, encrypted_content, summary), carried
+    so that the next turn can hand it back to the model that wrote it."""
+    fields: dict = {"p": provider, "m": upstream_model}
+    if reasoning:
+        fields["r"] = {k: reasoning[k] for k in ("id", "encrypted_content", "summary") if reasoning.get(k) is not None}
+    return PREFIX + base64.urlsafe_b64encode(orjson.dumps(fields)).decode().rstrip("=")
 
 
 def is_ours(sig) -> bool:
@@ -27,3 +31,15 @@ def decode(sig: str) -> dict | None:
         return orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (ValueError, orjson.JSONDecodeError):
         return None
+
+
+def reasoning_item(sig, provider: str, upstream_model: str) -> dict | None:
+    """The Responses reasoning item a signature carries, if the same provider and model wrote it
+    (encrypted reasoning is only readable by the model that produced it)."""
+    fields = decode(sig) if is_ours(sig) else None
+    if not fields or fields.get("p") != provider or fields.get("m") != upstream_model:
+        return None
+    item = fields.get("r")
+    if not isinstance(item, dict) or not item.get("encrypted_content"):
+        return None
+    return {"type": "reasoning", **item, "summary": item.get("summary") or []}

@@ -78,6 +78,21 @@ def reasoning_text(delta: dict) -> str:
     return ""
 
 
+def completion_as_chunk(completion: dict) -> dict:
+    """A whole chat.completion as the one stream chunk that would carry the same content."""
+    if completion.get("error") or completion.get("object") == "error":
+        return completion                     # the translator raises the mapped error
+    choices = completion.get("choices")
+    if not choices or not isinstance(choices[0], dict):
+        raise ApiError("upstream answer has no choices")
+    choice = choices[0]
+    message = choice.get("message") or {}
+    if not message.get("content") and message.get("refusal"):
+        message = dict(message, content=message["refusal"])
+    return {"choices": [{"index": 0, "delta": message, "finish_reason": choice.get("finish_reason") or "stop"}],
+            "usage": completion.get("usage")}
+
+
 class _Tool:
     __slots__ = ("id", "name", "args")
 
@@ -147,6 +162,10 @@ class StreamTranslator:
             if reason and self.finish_reason is None:
                 self.finish_reason = reason
         return out
+
+    def whole(self, completion: dict) -> list[tuple[str, dict]]:
+        """Events for an upstream that answered with one JSON object instead of a stream."""
+        return self.feed(completion_as_chunk(completion))
 
     def finish(self, saw_done: bool) -> list[tuple[str, dict]]:
         """Close the message at the end of the upstream stream.
