@@ -81,6 +81,13 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
             await asyncio.wait_for(app.ctx.watch_task, 2)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             pass
+        # upstream calls that still run for the cache (their clients are gone): end them first,
+        # so that none finishes after the store has closed
+        leads = list(app.ctx.background)
+        for task in leads:
+            task.cancel()
+        if leads:
+            await asyncio.wait(leads, timeout=5)
         await app.ctx.upstreams.close()
         if app.ctx.store is not None:
             app.ctx.store.close()

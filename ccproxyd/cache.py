@@ -96,6 +96,7 @@ class Store:
                                      eviction_policy="least-recently-stored", cull_limit=1, statistics=False)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._closed = False
 
     def get(self, key: str) -> dict | None:
         try:
@@ -125,6 +126,11 @@ class Store:
     def put_later(self, key: str, message: dict, ttl: float, done: Callable[[], None]) -> None:
         """Queue a write for the writer thread; `done()` runs on that thread once it is over,
         stored or not (a full or broken disk is logged, never raised)."""
+        if self._closed:
+            log.warning("response cache: %s is closed; an answer finished during shutdown is not stored",
+                        self.directory)
+            done()
+            return
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_queued, name="ccproxyd-cache-writer", daemon=True)
             self._writer.start()
@@ -163,6 +169,7 @@ class Store:
 
     def close(self) -> None:
         """Finish the queued writes, then close the database."""
+        self._closed = True
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join(timeout=30)

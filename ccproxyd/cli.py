@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import signal
@@ -79,27 +80,34 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
     if workers == 1:
         Sanic.serve_single(primary=app)
     else:
-        signal.signal(signal.SIGHUP, _forward_to_workers)
+        signal.signal(signal.SIGHUP, partial(_forward_to_workers, settings.metrics_dir))
         Sanic.serve(primary=app, app_loader=loader)
 
 
 def _check_listen(host: str, port: int) -> None:
-    """Fail with one clear line, not a traceback from inside Sanic, when the address is taken."""
+    """Fail with one clear line, not a traceback from inside Sanic, when the address is taken
+    or not ours to bind; anything else is left to Sanic."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        with socket.create_server((host, port), reuse_port=False):
+        with socket.create_server((host, port), family=family):
             pass
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            return
+        reason = os.strerror(exc.errno)
         click.echo(f"ccproxyd: cannot listen on {host}:{port}: {reason}. Choose another port with --port "
                    f"or CCPROXYD_PORT, or stop the process that holds it.", err=True)
         sys.exit(1)
 
 
-def _forward_to_workers(signum: int, frame) -> None:
+def _forward_to_workers(metrics_dir: str, signum: int, frame) -> None:
     """With several workers, SIGHUP (systemd's ExecReload) reaches the manager process, which
-    would otherwise die of it: pass it on to each worker, and each reloads its table."""
+    would otherwise die of it: pass it on to each worker that is serving, and each reloads its
+    table.  A worker counts as serving once it has written its metrics snapshot, which happens
+    after its own SIGHUP handler is in place; one still starting would be killed by the signal."""
+    serving = {name[:-5] for name in os.listdir(metrics_dir) if name.endswith(".json")}
     for child in multiprocessing.active_children():
-        if "Server" in child.name and child.pid:
+        if child.pid and str(child.pid) in serving:
             os.kill(child.pid, signum)
 
 

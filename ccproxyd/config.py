@@ -228,8 +228,26 @@ def _tier_problems(tiers: list, where: tuple, loc: _Located) -> None:
                         f"{name}[{i}].up_to: tiers must be in ascending order ({bound} <= {bounds[i - 1]})")
 
 
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]*$")
+HEADERS_OWNED = ("host", "content-length", "transfer-encoding", "connection", "content-type")
+
+
+def _header_problems(name: str, headers: dict, loc: _Located) -> None:
+    for key, value in headers.items():
+        where, label = ("providers", name, "headers", key), f"providers.{name}.headers.{key}"
+        if not HEADER_NAME.match(key):
+            loc.problem(loc.key_at(where), f"{label}: not a valid header name")
+        elif key.lower() in HEADERS_OWNED:
+            loc.problem(loc.key_at(where), f"{label}: ccproxyd sets this header itself")
+        if not HEADER_VALUE.match(value):
+            loc.problem(loc.at(where), f"{label}: header values must be printable ASCII on one line")
+
+
 def _semantic_problems(data: dict, loc: _Located) -> None:
     providers, models, routes = data["providers"], data["models"], data["routes"]
+    for name, provider in providers.items():
+        _header_problems(name, provider.get("headers") or {}, loc)
     for name, model in models.items():
         if model["provider"] not in providers:
             loc.problem(loc.at(("models", name, "provider")),
@@ -264,7 +282,7 @@ def _semantic_problems(data: dict, loc: _Located) -> None:
 
 def _provider(name: str, raw: dict) -> Provider:
     kwargs = {k: v for k, v in raw.items() if k not in ("headers", "retries", "breaker")}
-    return Provider(name=name, headers=tuple(sorted((raw.get("headers") or {}).items())),
+    return Provider(name=name, headers=tuple(sorted((k.lower(), v) for k, v in (raw.get("headers") or {}).items())),
                     retries=RetryPolicy(**raw.get("retries", {})), breaker=BreakerPolicy(**raw.get("breaker", {})),
                     **kwargs)
 

@@ -75,6 +75,7 @@ async def messages(request: Request):
     del body
     answer = await proxy.open_answer(request.app.ctx.upstreams, request.app.ctx.guards, decision, request.body,
                                      first)
+    del first
     try:
         if not record.stream:
             return json_response(await proxy.collect(answer))

@@ -17,9 +17,16 @@ access = logging.getLogger("ccproxyd.access")
 
 
 def setup_logging(level: str) -> None:
-    """Log lines to stderr (the journal under systemd).  Called by `serve` and again in each worker
-    process, which starts as a fresh interpreter; a second call in the same process does nothing."""
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """ccproxyd's log lines to stderr (the journal under systemd).  Called by `serve` and again in
+    each worker process, which starts as a fresh interpreter.  Only the `ccproxyd` loggers get the
+    handler: Sanic prints its own lines, and libraries stay at their WARNING default."""
+    logger = logging.getLogger("ccproxyd")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level)
 
 
 def request_id() -> str:

@@ -20,7 +20,7 @@ import orjson
 from . import tokens
 from .cache import Flight, Store
 from .config import Model, Provider
-from .errors import ApiError, ClientFacingError, MissingCredential, Overloaded
+from .errors import ApiError, ClientFacingError, InvalidRequest, MissingCredential, Overloaded
 from .resilience import OPEN, Breaker, Guards
 from .routing import Decision, Target
 from .sse import SSEDecoder, encode
@@ -130,6 +130,12 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
     errors: list[ClientFacingError] = []
     for target in decision.targets:
         provider = target.provider
+        try:
+            content, names = first if target is decision.primary else payload(orjson.loads(raw), target)
+        except InvalidRequest as exc:           # e.g. content this fallback's model cannot take
+            errors.append(exc)
+            log.warning("target %s/%s skipped: %s", provider.name, target.model.name, exc.message)
+            continue
         if not guards.acquire(provider.name, provider.max_concurrency):
             errors.append(_held_back(f"provider '{provider.name}' is at its concurrency limit "
                                      f"({provider.max_concurrency})", 1.0))
@@ -140,7 +146,6 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
             errors.append(_held_back(f"provider '{provider.name}' is cooling down (circuit {breaker.state})",
                                      breaker.retry_after()))
             continue
-        content, names = first if target is decision.primary else payload(orjson.loads(raw), target)
         try:
             response, attempts = await _open_with_retries(upstreams, guards, breaker, provider, content,
                                                           ENDPOINTS[target.model.api])
@@ -307,6 +312,7 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
         flight.error = exc
         flight.finish(None)
         return
+    del first                                   # the serialised request: not held for the stream
     try:
         async def publish(data: bytes) -> None:
             flight.publish(data)
@@ -321,5 +327,10 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
     if message is not None and store is not None and ttl is not None:
         loop = asyncio.get_running_loop()
         stored = loop.create_future()
-        store.put_later(key, message, ttl, lambda: loop.call_soon_threadsafe(stored.set_result, None))
+        store.put_later(key, message, ttl, lambda: loop.call_soon_threadsafe(_resolve, stored))
         await stored                            # the flight serves as a hit until the disk has it
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():                       # the waiting task may have been cancelled
+        future.set_result(None)

@@ -103,8 +103,10 @@ class Reloader:
 
     async def watch(self, stop: asyncio.Event) -> None:
         directory = os.path.dirname(os.path.abspath(self.path)) or "."
+        name = os.path.basename(self.path)
         async for _changes in watchfiles.awatch(directory, stop_event=stop, debounce=100, step=25,
-                                                 recursive=False, ignore_permission_denied=True):
+                                                 recursive=False, ignore_permission_denied=True,
+                                                 watch_filter=lambda _change, path: os.path.basename(path) == name):
             try:
                 await self.reload_settled("file changed")
             except Exception:                       # a bug must not end live reload for good

@@ -118,7 +118,7 @@ class Upstreams:
         if transport is None:
             request = client.build_request("POST", url, content=content, headers=headers)
             return await client.send(request, stream=True)
-        raw = [(b"host", url.netloc), *((name.encode(), value.encode()) for name, value in headers.items()),
+        raw = [(b"host", url.netloc), *((name.encode(), value.encode("ascii")) for name, value in headers.items()),
                (b"content-length", b"%d" % len(content))]
         timeout = {"connect": provider.connect_timeout, "read": provider.read_timeout, "write": WRITE_TIMEOUT,
                    "pool": POOL_TIMEOUT}

@@ -34,6 +34,7 @@ providers:
     base_url: {url}
   cool:
     base_url: {url}
+    headers: {{User-Agent: team-proxy/1, X-Title: ccproxyd-tests}}
   slow:
     base_url: {url}
     read_timeout: 0.5

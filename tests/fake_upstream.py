@@ -167,7 +167,8 @@ class FakeUpstream:
                            (line.split(":", 1) for line in lines[1:] if ":" in line)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if method == "POST" and path.endswith(("/chat/completions", "/responses")):
-                    self.requests.append({"path": path, "headers": headers, "body": orjson.loads(body)})
+                    self.requests.append({"path": path, "headers": headers, "body": orjson.loads(body),
+                                          "raw_head": head.decode("latin-1")})
                     request_body = self.requests[-1]["body"]
                     if self.responder is not None:
                         script = self.responder(request_body)

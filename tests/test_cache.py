@@ -257,3 +257,26 @@ def test_a_write_that_fails_still_reports_done(tmp_path, caplog):
     store.close()
     assert finished == [True]
     assert "cannot store 1 answer(s)" in caplog.text
+
+
+def test_a_write_after_close_is_refused_not_lost_in_a_thread(tmp_path, caplog):
+    store = Store(str(tmp_path / "c"))
+    store.close()
+    finished = []
+    store.put_later("k", {"content": []}, 600, lambda: finished.append(True))
+    assert finished == [True] and store._writer is None
+    assert "is closed" in caplog.text
+
+
+def test_resolving_a_cancelled_wait_is_harmless():
+    import asyncio
+
+    from ccproxyd.proxy import _resolve
+
+    async def scenario() -> bool:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        _resolve(future)                                # the writer's callback after a cancel
+        return future.cancelled()
+
+    assert asyncio.run(scenario())

@@ -64,6 +64,12 @@ def test_bundled_table_catalogue_and_seed_variables():
 
 BROKEN = [
     ("providers:\n  a: [\n", "x.yaml:3:1: YAML syntax"),
+    (DESIGN_MINIMAL.replace("    api_key_env: MOCK_KEY\n", "    api_key_env: MOCK_KEY\n    headers: {Host: evil}\n"),
+     "x.yaml:5:15: providers.mock.headers.Host: ccproxyd sets this header itself"),
+    (DESIGN_MINIMAL.replace("    api_key_env: MOCK_KEY\n", "    api_key_env: MOCK_KEY\n    headers: {X-Title: \"a\\r\\nb\"}\n"),
+     "x.yaml:5:24: providers.mock.headers.X-Title: header values must be printable ASCII"),
+    (DESIGN_MINIMAL.replace("    api_key_env: MOCK_KEY\n", "    api_key_env: MOCK_KEY\n    headers: {\"bad name\": x}\n"),
+     "x.yaml:5:15: providers.mock.headers.bad name: not a valid header name"),
     ("", "x.yaml:1:1: the routing table is empty"),
     (DESIGN_MINIMAL.replace("    api_key_env: MOCK_KEY\n", "    api_key_env: MOCK_KEY\n    tls: yes\n"),
      "x.yaml:5:5: providers.mock: unknown key 'tls'"),

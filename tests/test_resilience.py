@@ -240,3 +240,40 @@ def test_upstream_that_lingers_after_done_still_completes(daemon, fake):
                                                      "messages": MESSAGES}, timeout=10)
     assert check_stream(parse_sse(r.content)) == "complete"
     assert time.monotonic() - t0 < 1.5
+
+
+def test_a_fallback_that_cannot_take_the_request_is_skipped_cleanly():
+    """The fallback's translation fails (an image source its vision model rejects): its slot and
+    breaker are untouched, and the client sees the primary's real error, not a 400."""
+    import asyncio
+
+    import orjson
+
+    from ccproxyd import config, proxy
+    from ccproxyd.errors import Overloaded
+    from ccproxyd.routing import resolve
+
+    table = config.load("""
+providers:
+  a: {base_url: "http://127.0.0.1:9/v1", retries: {attempts: 1}}
+  b: {base_url: "http://127.0.0.1:9/v1", max_concurrency: 1}
+models:
+  blind: {provider: a, context_window: 1000, max_output_tokens: 100, vision: false}
+  seeing: {provider: b, context_window: 1000, max_output_tokens: 100}
+routes:
+  - {match: "*", model: blind, fallbacks: [seeing]}
+""", env={})
+
+    class DownUpstreams:
+        async def open(self, provider, content, path):
+            raise Overloaded("primary is down", retryable=True)
+
+    body = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "file", "file_id": "f_1"}}]}]}
+    decision = resolve(table, "claude-x")
+    guards = Guards()
+    with pytest.raises(Overloaded, match="primary is down"):
+        asyncio.run(proxy.open_answer(DownUpstreams(), guards, decision, orjson.dumps(body),
+                                      proxy.payload(body, decision.primary)))
+    assert guards.active.get("a", 0) == 0 and guards.active.get("b", 0) == 0
+    assert "b" not in guards.breakers

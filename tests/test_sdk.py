@@ -206,6 +206,9 @@ def test_rate_limit_past_the_cap_goes_to_the_client_then_cools_down(client, fake
     assert info.value.status_code == 529
     assert 25 <= int(info.value.response.headers["retry-after"]) <= 30
     assert len(fake.requests) == 1
+    raw_head = fake.requests[0]["raw_head"].lower()
+    assert raw_head.count("user-agent:") == 1 and "user-agent: team-proxy/1" in raw_head   # overrides ours
+    assert raw_head.count("host:") == 1 and "x-title: ccproxyd-tests" in raw_head
 
 
 def test_cut_mid_stream_ends_with_error_event(daemon, client, fake):
