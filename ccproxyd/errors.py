@@ -105,6 +105,11 @@ class MissingCredential(ApiError):
     """A provider's API key variable is unset: an operator mistake, never worth a client retry."""
 
 
+class ConnectionDropped(ApiError):
+    """The upstream closed the connection without answering: a stale keep-alive connection, an
+    HTTP/2 GOAWAY, or a server that went away mid-request."""
+
+
 class UpstreamTimeout(ClientFacingError):
     status, error_type = 504, "timeout_error"
 

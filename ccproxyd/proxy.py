@@ -20,7 +20,7 @@ import orjson
 from . import tokens
 from .cache import Flight, Store
 from .config import Model, Provider
-from .errors import ApiError, ClientFacingError, InvalidRequest, MissingCredential, Overloaded
+from .errors import ApiError, ClientFacingError, ConnectionDropped, InvalidRequest, MissingCredential, Overloaded
 from .resilience import OPEN, Breaker, Guards
 from .routing import Decision, Target
 from .sse import SSEDecoder, encode
@@ -59,8 +59,11 @@ class Answer:
 
 async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Breaker, provider: Provider,
                              content: bytes, path: str) -> tuple[httpx2.Response, int]:
-    """Open one target, retrying what may succeed on a second try; never after the first byte."""
+    """Open one target, retrying what may succeed on a second try; never after the first byte.
+    A connection that was closed without an answer is tried again at once, once, without counting
+    against the provider: that is how stale keep-alive connections and HTTP/2 GOAWAY show up."""
     retry = 0
+    redialled = False
     while True:
         try:
             response = await upstreams.open(provider, content, path)
@@ -68,6 +71,10 @@ async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Brea
             breaker.abandon()
             raise
         except ClientFacingError as exc:
+            if isinstance(exc, ConnectionDropped) and not redialled:
+                redialled = True
+                log.info("provider %s: %s; trying again at once", provider.name, exc.message)
+                continue
             if exc.upstream_status == 429:
                 breaker.cool_down(exc.retry_after or 1.0)
             elif exc.retryable:

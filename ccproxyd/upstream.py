@@ -10,7 +10,7 @@ import httpx2
 
 from . import __version__, credentials
 from .config import Provider
-from .errors import ApiError, ClientFacingError, MissingCredential, Overloaded, UpstreamTimeout, from_upstream
+from .errors import ApiError, ClientFacingError, ConnectionDropped, MissingCredential, Overloaded, UpstreamTimeout, from_upstream
 from .http11 import Http11Transport
 
 WRITE_TIMEOUT = 60.0     # seconds to send a request body
@@ -25,6 +25,9 @@ def map_transport_error(exc: httpx2.HTTPError, provider: str) -> ClientFacingErr
         return Overloaded(f"provider '{provider}': cannot connect ({exc})", retryable=True)
     if isinstance(exc, httpx2.TimeoutException):
         return UpstreamTimeout(f"provider '{provider}': timed out waiting for the upstream", retryable=True)
+    if isinstance(exc, (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError)):
+        return ConnectionDropped(f"provider '{provider}': the connection was closed ({type(exc).__name__}: {exc})",
+                                 retryable=True)
     return ApiError(f"provider '{provider}': connection failed ({type(exc).__name__}: {exc})", retryable=True)
 
 

@@ -25,6 +25,7 @@ class Script:
     cut: bool = False                            # drop the connection instead of ending the stream
     first_byte_delay: float = 0.0
     linger: float = 0.0                          # seconds to keep the connection open after [DONE]
+    drop: bool = False                           # close the connection without answering
 
 
 def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None,
@@ -186,6 +187,9 @@ class FakeUpstream:
 
     async def _answer(self, writer: asyncio.StreamWriter, script: Script) -> bool:
         """Write one answer; False when the connection must be dropped."""
+        if script.drop:
+            writer.transport.abort()
+            return False
         if script.first_byte_delay:
             await asyncio.sleep(script.first_byte_delay)
         extra = "".join(f"{k}: {v}\r\n" for k, v in script.headers.items())

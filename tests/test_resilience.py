@@ -277,3 +277,19 @@ routes:
                                       proxy.payload(body, decision.primary)))
     assert guards.active.get("a", 0) == 0 and guards.active.get("b", 0) == 0
     assert "b" not in guards.breakers
+
+
+def test_a_connection_closed_without_an_answer_is_tried_again_at_once(daemon, client, fake):
+    """Model `claude-flaky` gets one try per request: only the free redial can save this one, and
+    it does not count against the provider's breaker."""
+    import httpx2
+
+    fake.push(Script(drop=True), text_script("after", " redial"))
+    message = client.messages.create(model="claude-flaky", max_tokens=5, messages=MESSAGES)
+    assert message.content[0].text == "after redial"
+    assert len(fake.requests) == 2
+    assert httpx2.get(daemon.url + "/health").json()["providers"]["flaky"]["consecutive_failures"] == 0
+    fake.push(Script(drop=True), Script(drop=True))     # a second drop is a real failure
+    with pytest.raises(anthropic.InternalServerError):
+        client.messages.create(model="claude-flaky", max_tokens=5, messages=MESSAGES)
+    assert len(fake.requests) == 4
