@@ -28,9 +28,11 @@ def reloading() -> bool:
 
 
 def watchdog_interval() -> float | None:
-    """Half of WatchdogSec, when systemd asks for keep-alives."""
+    """Half of WatchdogSec, when systemd asks for keep-alives.  WATCHDOG_PID names the main
+    process; with several workers that is the manager, and the workers (its children) answer for
+    it (the unit has NotifyAccess=all)."""
     usec = os.environ.get("WATCHDOG_USEC")
     pid = os.environ.get("WATCHDOG_PID")
-    if not usec or (pid and pid != str(os.getpid())):
+    if not usec or (pid and pid not in (str(os.getpid()), str(os.getppid()))):
         return None
     return int(usec) / 2_000_000

@@ -310,7 +310,8 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
                flight: Flight, store: Store | None, key: str, ttl: float | None,
                ping_interval: float) -> None:
     """Run one upstream call for every request that follows `flight`, to its end even if they all
-    go away, and store a complete answer."""
+    go away, and store a complete answer from the primary target.  A fallback's answer is served
+    to this flight's clients but not stored: the primary may be back for the next request."""
     events: list[tuple[str, dict]] = []
     message = None
     try:
@@ -331,7 +332,7 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
         await answer.close()
         flight.answer = answer
         flight.finish(message)                  # clients complete before the disk write below
-    if message is not None and store is not None and ttl is not None:
+    if message is not None and store is not None and ttl is not None and answer.target is decision.primary:
         loop = asyncio.get_running_loop()
         stored = loop.create_future()
         store.put_later(key, message, ttl, lambda: loop.call_soon_threadsafe(_resolve, stored))

@@ -22,9 +22,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 ROUTES = """
 providers:
   mock: {{base_url: "{url}", api_key_env: MOCK_KEY}}
+  dead: {{base_url: "http://127.0.0.1:9/v1", retries: {{attempts: 1}}}}
 models:
   gpt-mock: {{provider: mock, context_window: 128000, max_output_tokens: 16384}}
+  dead-model: {{provider: dead, context_window: 128000, max_output_tokens: 16384}}
 routes:
+  - match: "claude-backup*"
+    model: dead-model
+    fallbacks: [gpt-mock]
   - match: "claude-nocache*"
     model: gpt-mock
     cache: false
@@ -280,3 +285,17 @@ def test_resolving_a_cancelled_wait_is_harmless():
         return future.cancelled()
 
     assert asyncio.run(scenario())
+
+
+def test_a_fallback_answer_is_served_but_not_stored(cached, fake):
+    """The primary is down; the fallback answers.  The next identical request tries the primary
+    again instead of replaying the fallback's answer for the whole TTL."""
+    fake.push(text_script("from the fallback"), text_script("again from the fallback"))
+    b = body(False, model="claude-backup")
+    first = post(cached, b)
+    assert first.status_code == 200 and first.json()["content"][0]["text"] == "from the fallback"
+    time.sleep(0.3)                                      # past the writer's 50 ms window
+    second = post(cached, b)
+    assert second.headers["x-ccproxyd-cache"] == "miss"
+    assert second.json()["content"][0]["text"] == "again from the fallback"
+    assert len(fake.requests) == 2

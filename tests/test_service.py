@@ -214,3 +214,16 @@ def test_port_in_use_is_one_clear_line(tmp_path, fake):
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_watchdog_is_answered_by_the_main_process_or_its_workers(monkeypatch):
+    import os
+
+    from ccproxyd import notify
+
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    for pid, expected in ((os.getpid(), 15.0), (os.getppid(), 15.0), (999999999, None)):
+        monkeypatch.setenv("WATCHDOG_PID", str(pid))
+        assert notify.watchdog_interval() == expected
+    monkeypatch.delenv("WATCHDOG_USEC")
+    assert notify.watchdog_interval() is None
