@@ -58,7 +58,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
     @app.after_server_start
     async def ready(app: Sanic) -> None:
         notify.notify(f"READY=1\nSTATUS=serving routes version {app.ctx.table.version}")
-        app.ctx.snapshots = (asyncio.create_task(write_snapshots(settings.metrics_dir))
+        app.ctx.snapshots = (asyncio.create_task(write_snapshots(app, settings.metrics_dir))
                              if settings.metrics_dir else None)
         interval = notify.watchdog_interval()
         app.ctx.watchdog = asyncio.create_task(watchdog(interval)) if interval else None
@@ -102,12 +102,12 @@ async def sighup(app: Sanic) -> None:
     notify.notify(f"READY=1\nSTATUS=serving routes version {app.ctx.table.version}")
 
 
-async def write_snapshots(directory: str) -> None:
+async def write_snapshots(app: Sanic, directory: str) -> None:
     """Every second, this worker's metrics where the others can sum them (atomic rename)."""
     path = os.path.join(directory, f"{os.getpid()}.json")
     while True:
         with open(path + ".tmp", "wb") as f:
-            f.write(observe.METRICS.snapshot())
+            f.write(observe.METRICS.snapshot(handlers.worker_gauges(app.ctx)))
         os.replace(path + ".tmp", path)
         await asyncio.sleep(1.0)
 

@@ -209,19 +209,29 @@ BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 
 async def metrics(request: Request):
     ctx = request.app.ctx
-    state = ctx.reloader.state
-    gauges = [("ccproxyd_breaker_state", (("provider", name),), BREAKER_VALUE[snap["state"]],
-               "Circuit breaker state: 0 closed, 1 half-open, 2 open")
-              for name, snap in sorted(ctx.guards.snapshot().items())]
-    gauges += [("ccproxyd_reloads", (("result", "accepted"),), state.accepted, "Routing table reloads"),
-               ("ccproxyd_reloads", (("result", "rejected"),), state.rejected, "Routing table reloads")]
-    if ctx.store is not None:
+    gauges = worker_gauges(ctx)
+    if ctx.store is not None:                          # one disk for every worker: not per worker
         stats = ctx.store.stats()
         gauges += [("ccproxyd_cache_bytes", (), stats["bytes"], "Bytes in the response cache"),
-                   ("ccproxyd_cache_entries", (), stats["entries"], "Entries in the response cache"),
-                   ("ccproxyd_cache_evictions", (), stats["evictions"], "Entries evicted by the size limit")]
-    return raw(_all_workers(ctx.settings.metrics_dir).render(gauges).encode(),
-               content_type="text/plain; version=0.0.4")
+                   ("ccproxyd_cache_entries", (), stats["entries"], "Entries in the response cache")]
+    merged = _all_workers(ctx.settings.metrics_dir)
+    return raw(merged.render(gauges + merged.gauges).encode(), content_type="text/plain; version=0.0.4")
+
+
+def worker_gauges(ctx) -> list[tuple[str, tuple, float, str]]:
+    """This process's breakers, reloads and cache evictions; labelled with the worker's pid when
+    there are several workers, since each has its own."""
+    worker = (("worker", str(os.getpid())),) if ctx.settings.metrics_dir else ()
+    state = ctx.reloader.state
+    gauges = [("ccproxyd_breaker_state", (("provider", name), *worker), BREAKER_VALUE[snap["state"]],
+               "Circuit breaker state: 0 closed, 1 half-open, 2 open")
+              for name, snap in sorted(ctx.guards.snapshot().items())]
+    gauges += [("ccproxyd_reloads", (("result", "accepted"), *worker), state.accepted, "Routing table reloads"),
+               ("ccproxyd_reloads", (("result", "rejected"), *worker), state.rejected, "Routing table reloads")]
+    if ctx.store is not None:
+        gauges.append(("ccproxyd_cache_evictions", worker, ctx.store.evictions,
+                       "Entries evicted by the size limit, by this process since it started"))
+    return gauges
 
 
 def _all_workers(directory: str) -> observe.Metrics:

@@ -90,6 +90,7 @@ class Metrics:
         self.counters: dict[tuple[str, tuple], float] = {}
         self.histograms: dict[str, list] = {}          # name -> [bucket counts…, sum, count]
         self.help: dict[str, tuple[str, str]] = {}
+        self.gauges: list[tuple[str, tuple, float, str]] = []     # other workers' (see merged)
 
     def inc(self, name: str, labels: tuple = (), value: float = 1.0, help: str = "") -> None:
         self.help.setdefault(name, ("counter", help))
@@ -123,12 +124,14 @@ class Metrics:
         if r.ttft_ms is not None:
             self.observe("ccproxyd_time_to_first_token_seconds", r.ttft_ms / 1000, help="Time to first token")
 
-    def snapshot(self) -> bytes:
+    def snapshot(self, gauges: list[tuple[str, tuple, float, str]] = ()) -> bytes:
         return orjson.dumps({"counters": [[n, [list(l) for l in labels], v] for (n, labels), v in self.counters.items()],
-                             "histograms": self.histograms, "help": self.help})
+                             "histograms": self.histograms, "help": self.help,
+                             "gauges": [[n, [list(l) for l in labels], v, h] for n, labels, v, h in gauges]})
 
     def merged(self, snapshots: list[bytes]) -> "Metrics":
-        """This process's metrics plus other workers' snapshots, summed."""
+        """This process's metrics plus other workers' snapshots: counters and histograms summed,
+        the other workers' gauges (labelled by worker) collected in `gauges`."""
         total = Metrics()
         total.help = dict(self.help)
         total.counters = dict(self.counters)
@@ -146,6 +149,8 @@ class Metrics:
             for name, h in other["histograms"].items():
                 mine = total.histograms.setdefault(name, [0] * len(h))
                 total.histograms[name] = [a + b for a, b in zip(mine, h)]
+            total.gauges += [(name, tuple(tuple(pair) for pair in labels), value, help)
+                             for name, labels, value, help in other.get("gauges", ())]
         return total
 
     def render(self, gauges: list[tuple[str, tuple, float, str]] = ()) -> str:
@@ -173,7 +178,7 @@ class Metrics:
                 lines.append(f'{name}_bucket{{le="{bound:g}"}} {h[i]}')
             lines.append(f'{name}_bucket{{le="+Inf"}} {h[-1]}')
             lines.extend((f"{name}_sum {h[-2]:g}", f"{name}_count {h[-1]}"))
-        for name, labels, value, help in gauges:
+        for name, labels, value, help in sorted(gauges, key=lambda g: (g[0], g[1])):   # one family, one block
             header(name, "gauge", help)
             lines.append(f"{name}{fmt(labels)} {value:g}")
         return "\n".join(lines) + "\n"

@@ -170,6 +170,20 @@ def test_metrics_are_summed_over_workers(tmp_path, fake):
             if len(totals) == 2:
                 break
         assert len(totals) == 2 and set(totals.values()) == {10}
+        text = httpx2.get(daemon.url + "/metrics").text             # gauges: one sample per worker
+        for pid in totals:
+            assert f'ccproxyd_reloads{{result="accepted",worker="{pid}"}} 0' in text, text
+        family, finished = None, set()                               # each family in one block
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            name = line.split("{")[0].split(" ")[0]
+            for suffix in ("_bucket", "_sum", "_count"):
+                name = name.removesuffix(suffix) if "duration" in name or "first_token" in name else name
+            if name != family:
+                finished.add(family)
+                family = name
+                assert family not in finished, f"{family} appears in two blocks"
         assert (tmp_path / "d.log").read_text().count("ccproxyd.access: {") == 10   # workers log too
     finally:
         daemon.stop()
