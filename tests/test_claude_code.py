@@ -12,6 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from .fake_upstream import responses_script, text_script, tool_script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,11 +42,17 @@ def run_claude(daemon, work: Path, home: Path, *extra: str) -> dict:
     return output
 
 
-def test_claude_code_completes_a_tool_turn(daemon, fake, tmp_path):
-    work = tmp_path / "work"
-    home = tmp_path / "home"
+@pytest.fixture
+def workspace(tmp_path) -> tuple[Path, Path]:
+    """Claude Code's working directory and a fresh HOME."""
+    work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
     home.mkdir()
+    return work, home
+
+
+def test_claude_code_completes_a_tool_turn(daemon, fake, workspace):
+    work, home = workspace
     target = work / "hello.txt"
 
     def responder(body: dict):
@@ -72,13 +80,10 @@ def test_claude_code_completes_a_tool_turn(daemon, fake, tmp_path):
         assert "sk-ant-client-key" not in json.dumps(r["headers"])
 
 
-def test_claude_code_on_a_responses_api_model_replays_the_reasoning(daemon, fake, tmp_path):
+def test_claude_code_on_a_responses_api_model_replays_the_reasoning(daemon, fake, workspace):
     """`claude-responses*` routes to a model with `api: responses`: Claude Code must get a thinking
     block whose signature carries the encrypted reasoning, and hand it back with the tool result."""
-    work = tmp_path / "work"
-    home = tmp_path / "home"
-    work.mkdir()
-    home.mkdir()
+    work, home = workspace
     target = work / "hello.txt"
 
     def responder(body: dict):
