@@ -71,6 +71,7 @@ class Model:
     vision: bool = True
     structured_output: str = "json_schema"
     api: str = "chat_completions"        # or "responses" (OpenAI's Responses API)
+    prompt_cache_key: bool = False       # send the hashed Claude Code session as prompt_cache_key
     prices: tuple[PriceTier, ...] = ()
 
 
@@ -308,6 +309,7 @@ def _model(name: str, raw: dict) -> Model:
         vision=raw.get("vision", True),
         structured_output=raw.get("structured_output", "json_schema"),
         api=raw.get("api", "chat_completions"),
+        prompt_cache_key=raw.get("prompt_cache_key", False),
         prices=prices,
     )
 

@@ -110,6 +110,9 @@ def _cacheable(request: Request, decision) -> bool:
             and "no-cache" not in control and "no-store" not in control)
 
 
+PER_SESSION = ("user", "prompt_cache_key")    # left out of the response cache key: sessions share answers
+
+
 def _join(request: Request, record: observe.Record, body: dict, decision) -> dict | Flight:
     """A stored answer (or one that finished and is on its way to disk), or the flight to follow:
     an identical request's upstream call, or a new one that runs to completion even if this
@@ -117,7 +120,7 @@ def _join(request: Request, record: observe.Record, body: dict, decision) -> dic
     ctx = request.app.ctx
     primary = decision.primary
     upstream_body, names = proxy.upstream_request(body, primary.model)
-    key = cache_key({k: v for k, v in upstream_body.items() if k != "user"}, primary.provider.name,
+    key = cache_key({k: v for k, v in upstream_body.items() if k not in PER_SESSION}, primary.provider.name,
                     primary.provider.base_url, getattr(request.ctx, "client", None), decision.requested)
     flight = ctx.flights.get(key)
     message = flight.message if flight is not None else ctx.store.get(key)

@@ -24,7 +24,7 @@ providers:
   mock: {{base_url: "{url}", api_key_env: MOCK_KEY}}
   dead: {{base_url: "http://127.0.0.1:9/v1", retries: {{attempts: 1}}}}
 models:
-  gpt-mock: {{provider: mock, context_window: 128000, max_output_tokens: 16384}}
+  gpt-mock: {{provider: mock, context_window: 128000, max_output_tokens: 16384, prompt_cache_key: true}}
   dead-model: {{provider: dead, context_window: 128000, max_output_tokens: 16384}}
 routes:
   - match: "claude-backup*"
@@ -299,3 +299,15 @@ def test_a_fallback_answer_is_served_but_not_stored(cached, fake):
     assert second.headers["x-ccproxyd-cache"] == "miss"
     assert second.json()["content"][0]["text"] == "again from the fallback"
     assert len(fake.requests) == 2
+
+
+def test_two_claude_code_sessions_share_an_answer(cached, fake):
+    """Each session's hashed id goes upstream as `user` and `prompt_cache_key`, but neither is
+    part of the response cache key."""
+    fake.push(text_script("shared"))
+    sessions = [{"user_id": f'{{"device_id":"d","account_uuid":"","session_id":"s-{n}"}}'} for n in (1, 2)]
+    first, second = (post(cached, body(False, metadata=m)) for m in sessions)
+    assert first.headers["x-ccproxyd-cache"] == "miss" and second.headers["x-ccproxyd-cache"] == "hit"
+    assert len(fake.requests) == 1
+    sent = fake.requests[0]["body"]
+    assert sent["prompt_cache_key"].startswith("ccpx-") and sent["prompt_cache_key"] != sent["user"]

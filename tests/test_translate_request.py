@@ -78,3 +78,12 @@ def test_debug_body_log_is_redacted():
     assert out["messages"][0]["content"][0]["source"]["data"] == "[redacted]"
     assert out["messages"][0]["content"][1]["text"] == "keep me"
     assert body["metadata"]["user_id"] == "user_abc_account_x"          # the request itself is untouched
+
+
+@pytest.mark.parametrize("user_id,session", [
+    ('{"device_id":"d","account_uuid":"","session_id":"s-1"}', "s-1"),
+    ("user_abc_account_123_session_9f8e-7d6c", "9f8e-7d6c"),
+    ("plain-user", "plain-user"),
+])
+def test_session_of_claude_code_user_ids(user_id, session):
+    assert treq.session_of(user_id) == session

@@ -370,5 +370,28 @@ def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     out.update(_structured_output(body, model, out["messages"]))
     user_id = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
     if user_id:
-        out["user"] = "ccpx-" + hashlib.sha256(str(user_id).encode()).hexdigest()[:32]
+        out["user"] = _hashed(user_id)
+        if model.prompt_cache_key:
+            out["prompt_cache_key"] = _hashed(session_of(str(user_id)))
     return out, names
+
+
+def _hashed(value) -> str:
+    """Identities only ever leave hashed, within OpenAI's 64-character limit."""
+    return "ccpx-" + hashlib.sha256(str(value).encode()).hexdigest()[:32]
+
+
+_LEGACY_SESSION = re.compile(r"_session_([0-9a-fA-F-]+)$")
+
+
+def session_of(user_id: str) -> str:
+    """Claude Code's session id inside metadata.user_id: a JSON object with `session_id` (2.x) or
+    `user_<hash>_account_<uuid>_session_<uuid>` (1.x); otherwise the whole value."""
+    try:
+        parsed = orjson.loads(user_id)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("session_id"):
+        return str(parsed["session_id"])
+    legacy = _LEGACY_SESSION.search(user_id)
+    return legacy.group(1) if legacy else user_id

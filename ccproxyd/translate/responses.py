@@ -30,7 +30,7 @@ def to_responses(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     limit = chat.get("max_completion_tokens", chat.get("max_tokens"))
     if limit is not None:
         out["max_output_tokens"] = limit
-    for key in ("temperature", "top_p", "parallel_tool_calls", "user"):
+    for key in ("temperature", "top_p", "parallel_tool_calls", "user", "prompt_cache_key"):
         if key in chat:
             out[key] = chat[key]
     if chat.get("tools"):
