@@ -23,6 +23,7 @@ log = logging.getLogger("ccproxyd")
 def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
     observe.setup_logging(settings.log_level)
     app = Sanic(name)
+    observe.scrub_handlers()                # Sanic's handlers exist now
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     app.config.RESPONSE_TIMEOUT = 3600
     app.config.REQUEST_TIMEOUT = 120
@@ -36,10 +37,9 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
 
     @app.before_server_start
     async def open_resources(app: Sanic) -> None:
-        app.ctx.table = config.load_file(settings.routes)
-        for warning in app.ctx.table.warnings:
-            log.warning("%s", warning)
-        app.ctx.upstreams = Upstreams()
+        loop = asyncio.get_running_loop()
+        app.ctx.table = await loop.run_in_executor(None, config.load_file, settings.routes)
+        app.ctx.upstreams = Upstreams(lambda: app.ctx.table.provider_keys)
         app.ctx.guards = Guards()
         app.ctx.store = Store(settings.cache_dir, settings.cache_size) if settings.cache_dir else None
         app.ctx.flights = {}
@@ -47,7 +47,6 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         app.ctx.reloader = Reloader(app.ctx, settings.routes)
         app.ctx.stop_watch = asyncio.Event()
         app.ctx.watch_task = asyncio.create_task(app.ctx.reloader.watch(app.ctx.stop_watch))
-        loop = asyncio.get_running_loop()
         try:
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(sighup(app)))
         except (NotImplementedError, RuntimeError, ValueError):

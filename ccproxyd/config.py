@@ -99,6 +99,8 @@ class RouteTable:
     routes: tuple[Route, ...]
     claude_prices: Mapping[str, tuple[PriceTier, ...]] = field(default_factory=lambda: MappingProxyType({}))
     client_keys: tuple[str, ...] = field(default=(), repr=False)   # resolved secrets; empty = open
+    # api_key_env name -> the key, read when the table was loaded (never on a request's path)
+    provider_keys: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     version: str = ""
     path: str = "<string>"
     warnings: tuple[Problem, ...] = field(default=())
@@ -329,12 +331,14 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
     if loc.problems:
         raise ConfigError(sorted(loc.problems, key=lambda p: (p.line, p.col)))
     environment = os.environ if env is None else env
+    names = {p["api_key_env"] for p in data["providers"].values() if p.get("api_key_env")}
+    keys = {name: key for name in sorted(names) if (key := credentials.lookup(name, environment))}
     warnings = tuple(
         Problem(path, *loc.at(("providers", n, "api_key_env")),
                 f"providers.{n}.api_key_env: variable {p['api_key_env']} is not set "
                 "(nor a credential file of that name)", warning=True)
         for n, p in data["providers"].items()
-        if p.get("api_key_env") and not credentials.lookup(p["api_key_env"], environment)
+        if p.get("api_key_env") and p["api_key_env"] not in keys
     )
     return RouteTable(
         providers=MappingProxyType({n: _provider(n, p) for n, p in data["providers"].items()}),
@@ -345,6 +349,7 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
                      for r in data["routes"]),
         claude_prices=MappingProxyType({f.lower(): _tiers(t) for f, t in (data.get("claude_prices") or {}).items()}),
         client_keys=tuple(credentials.lookup(n, environment) or "" for n in data.get("client_keys") or []),
+        provider_keys=MappingProxyType(keys),
         version=version_of(text),
         path=path,
         warnings=warnings,

@@ -12,7 +12,9 @@
         ├── RequestTooLarge            413 request_too_large
         ├── RateLimited                429 rate_limit_error (retry_after)
         ├── ApiError                   500 api_error
-        │   └── MissingCredential      a provider's key variable is unset (names the variable)
+        │   ├── MissingCredential      a provider's key variable is unset (names the variable)
+        │   ├── ConnectionDropped      the upstream closed the connection without answering
+        │   └── Untranslatable         upstream data that cannot be translated (never cached)
         ├── UpstreamTimeout            504 timeout_error
         └── Overloaded                 529 overloaded_error (retry_after)
 
@@ -28,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
+
+from . import redact
 
 
 class CcproxydError(Exception):
@@ -57,16 +61,25 @@ class ConfigError(CcproxydError):
 
 
 class ClientFacingError(CcproxydError):
+    """`message` is scrubbed of every provider secret when the error is made: upstream words
+    (error bodies, in-stream errors, transport messages) all pass through here on their way to a
+    client, a log line or a metric.  `provider` and `attempts` say which upstream failed and how
+    many tries it got (0: none was tried); `held_back` marks a target skipped by its breaker or
+    concurrency cap rather than one that answered."""
     status = 500
     error_type = "api_error"
 
     def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None,
-                 upstream_status: int | None = None):
+                 upstream_status: int | None = None, provider: str | None = None, held_back: bool = False):
+        message = redact.scrub(message)
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
         self.upstream_status = upstream_status
+        self.provider = provider
+        self.held_back = held_back
+        self.attempts = 0
 
 
 class InvalidRequest(ClientFacingError):
@@ -108,6 +121,11 @@ class MissingCredential(ApiError):
 class ConnectionDropped(ApiError):
     """The upstream closed the connection without answering: a stale keep-alive connection, an
     HTTP/2 GOAWAY, or a server that went away mid-request."""
+
+
+class Untranslatable(ApiError):
+    """Upstream data that cannot be translated: not JSON, the wrong shape, or a translator bug.
+    The answer ends in an error (never a clean stop over a hole) and is never cached."""
 
 
 class UpstreamTimeout(ClientFacingError):
@@ -200,19 +218,19 @@ def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str
         message = f"prompt is too long: {message}"
     if status == 401:
         message = f"upstream provider '{provider}' rejected the proxy's API key: {message}"
-    return cls(message, retryable=retryable, retry_after=retry_after, upstream_status=status)
+    return cls(message, retryable=retryable, retry_after=retry_after, upstream_status=status, provider=provider)
 
 
-def from_stream_error(obj: dict) -> ClientFacingError:
+def from_stream_error(obj: dict, provider: str | None = None) -> ClientFacingError:
     """An error that arrived as a data event inside an upstream stream (OpenRouter, vLLM)."""
     err = obj.get("error") if isinstance(obj.get("error"), dict) else obj
     message = upstream_message(obj)
     code = err.get("code") if isinstance(err, dict) else None
-    if isinstance(code, int) and code >= 400:
-        return from_upstream(code, obj, provider="upstream")
+    if isinstance(code, int) and 400 <= code <= 599:
+        return from_upstream(code, obj, provider=provider or "upstream")
     etype = err.get("type") if isinstance(err, dict) else None
     cls = TYPE_TO_ERROR.get(etype, ApiError) if isinstance(etype, str) else ApiError
-    return cls(message)
+    return cls(message, provider=provider)
 
 
 def error_body(exc: ClientFacingError, request_id: str | None = None) -> dict:

@@ -74,7 +74,7 @@ async def messages(request: Request):
     first = proxy.payload(body, decision.primary)
     del body
     answer = await proxy.open_answer(request.app.ctx.upstreams, request.app.ctx.guards, decision, request.body,
-                                     first)
+                                     first, record.request_id)
     del first
     try:
         if not record.stream:
@@ -84,7 +84,7 @@ async def messages(request: Request):
                                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
         summary = await proxy.relay(answer, response.send, request.app.config.PING_INTERVAL)
         if summary["error"] is not None:
-            record.error_type = summary["error"].error_type
+            record.failed(summary["error"])
         if summary["first_event"]:
             record.ttft_ms = round((summary["first_event"] - record.started) * 1000, 2)
         await response.eof()
@@ -133,7 +133,7 @@ def _join(request: Request, record: observe.Record, body: dict, decision) -> dic
         first = (orjson.dumps(upstream_body), names)
         task = asyncio.create_task(proxy.lead(ctx.upstreams, ctx.guards, decision, request.body, first,
                                               flight, ctx.store, key, decision.route.cache_ttl,
-                                              request.app.config.PING_INTERVAL))
+                                              request.app.config.PING_INTERVAL, record.request_id))
         ctx.background.add(task)
         task.add_done_callback(lambda t: (ctx.background.discard(t), ctx.flights.pop(key, None)))
     return flight
@@ -166,9 +166,9 @@ async def _from_cache(request: Request, record: observe.Record, decision, joined
             await response.send(batch)
         await response.eof()
     finally:
-        if flight.error is not None:
-            record.error_type = flight.error.error_type
         record.answered(flight.answer, ctx.table)
+        if flight.error is not None:
+            record.failed(flight.error)
         observe.emit(record)
 
 
@@ -269,7 +269,7 @@ async def on_error(request: Request, exc: Exception):
     status, body, headers = to_anthropic(exc, request_id)
     record = getattr(request.ctx, "record", None)
     if record is not None:
-        record.status, record.error_type = status, getattr(exc, "error_type", "api_error")
+        record.failed(exc if isinstance(exc, ClientFacingError) else ApiError(type(exc).__name__))
     return raw(body, status=status, headers=headers, content_type="application/json")
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import orjson
 
-from . import pricing
+from . import pricing, redact
 from .config import RouteTable
 
 access = logging.getLogger("ccproxyd.access")
@@ -27,6 +27,27 @@ def setup_logging(level: str) -> None:
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(level)
+    scrub_handlers()
+
+
+class Scrubbing(logging.Formatter):
+    """Wraps a handler's formatter: the finished line, traceback included, is scrubbed of every
+    provider secret (an upstream's echo can hide in any exception text)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact.scrub(self.inner.format(record))
+
+
+def scrub_handlers() -> None:
+    """Every handler of ccproxyd's, Sanic's and the root logger formats through `Scrubbing`."""
+    for name in ("ccproxyd", "sanic.root", "sanic.error", "sanic.access", "sanic.server", "sanic.websockets", ""):
+        for handler in logging.getLogger(name).handlers:
+            if not isinstance(handler.formatter, Scrubbing):
+                handler.setFormatter(Scrubbing(handler.formatter))
 
 
 def request_id() -> str:
@@ -65,6 +86,14 @@ class Record:
         self.attempts = answer.attempts
         self.fallback_used = target is not answer.decision.primary
         self.usage(answer.translator.final_usage, table, target.model.prices)
+
+    def failed(self, exc) -> None:
+        """A request that ended in an error (before or during its answer): the status and type
+        the client saw (in a stream, those of its error event), and which upstream failed after
+        how many attempts, when the error says so and no answer said it already."""
+        self.status, self.error_type = exc.status, exc.error_type
+        self.provider = self.provider or exc.provider
+        self.attempts = self.attempts or exc.attempts
 
     def usage(self, usage: dict | None, table: RouteTable, tiers: tuple) -> None:
         if not usage:

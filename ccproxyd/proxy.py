@@ -17,10 +17,10 @@ from typing import Awaitable, Callable
 import httpx2
 import orjson
 
-from . import tokens
+from . import observe, tokens
 from .cache import Flight, Store
 from .config import Model, Provider
-from .errors import ApiError, ClientFacingError, ConnectionDropped, InvalidRequest, MissingCredential, Overloaded
+from .errors import ClientFacingError, ConnectionDropped, InvalidRequest, MissingCredential, Overloaded, Untranslatable
 from .resilience import OPEN, Breaker, Guards
 from .routing import Decision, Target
 from .sse import SSEDecoder, encode
@@ -46,6 +46,7 @@ class Answer:
     guards: Guards
     upstreams: Upstreams
     decision: Decision
+    request_id: str = ""
     closed: bool = False
 
     async def close(self) -> None:
@@ -67,10 +68,12 @@ async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Brea
     while True:
         try:
             response = await upstreams.open(provider, content, path)
-        except MissingCredential:
+        except MissingCredential as exc:
+            exc.provider = provider.name
             breaker.abandon()
             raise
         except ClientFacingError as exc:
+            exc.provider = provider.name
             if isinstance(exc, ConnectionDropped) and not redialled:
                 redialled = True
                 log.info("provider %s: %s; trying again at once", provider.name, exc.message)
@@ -99,7 +102,7 @@ async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Brea
 def _final_error(errors: list[ClientFacingError]) -> ClientFacingError:
     """The error a client sees when no target answered: the first real upstream error, or, when
     every target was held back by its breaker or concurrency cap, 529 with the earliest retry."""
-    real = [e for e in errors if not getattr(e, "held_back", False)]
+    real = [e for e in errors if not e.held_back]
     if real:
         return real[0]
     wait = min((e.retry_after or 1.0) for e in errors)
@@ -107,10 +110,8 @@ def _final_error(errors: list[ClientFacingError]) -> ClientFacingError:
     return Overloaded(f"every upstream for this model is held back ({reasons}); retry later", retry_after=wait)
 
 
-def _held_back(message: str, retry_after: float) -> Overloaded:
-    exc = Overloaded(message, retryable=True, retry_after=max(retry_after, 1.0))
-    exc.held_back = True
-    return exc
+def _held_back(message: str, retry_after: float, provider: str) -> Overloaded:
+    return Overloaded(message, retryable=True, retry_after=max(retry_after, 1.0), provider=provider, held_back=True)
 
 
 ENDPOINTS = {"chat_completions": "chat/completions", "responses": "responses"}
@@ -129,7 +130,7 @@ def payload(body: dict, target: Target) -> Payload:
 
 
 async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, raw: bytes,
-                      first: Payload) -> Answer:
+                      first: Payload, request_id: str = "") -> Answer:
     """The first target that answers 200, in route order (primary, then fallbacks).
     `first` is the primary target's request; a fallback's is translated again from `raw`, the
     client's bytes, so that no parsed request is held while waiting for an upstream."""
@@ -145,13 +146,13 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
             continue
         if not guards.acquire(provider.name, provider.max_concurrency):
             errors.append(_held_back(f"provider '{provider.name}' is at its concurrency limit "
-                                     f"({provider.max_concurrency})", 1.0))
+                                     f"({provider.max_concurrency})", 1.0, provider.name))
             continue
         breaker = guards.breaker(provider.name, provider.breaker)
         if not breaker.allow():
             guards.release(provider.name)
             errors.append(_held_back(f"provider '{provider.name}' is cooling down (circuit {breaker.state})",
-                                     breaker.retry_after()))
+                                     breaker.retry_after(), provider.name))
             continue
         try:
             response, attempts = await _open_with_retries(upstreams, guards, breaker, provider, content,
@@ -168,7 +169,7 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
         translator = TRANSLATORS[target.model.api](decision.requested, provider=provider.name,
                                       upstream_model=target.model.upstream, tool_names=names,
                                       input_estimate=len(raw) // 4)
-        return Answer(target, response, translator, raw, attempts, guards, upstreams, decision)
+        return Answer(target, response, translator, raw, attempts, guards, upstreams, decision, request_id)
     raise _final_error(errors)
 
 
@@ -192,17 +193,22 @@ def _decode(datas: list[bytes], answer: Answer) -> tuple[list[tuple[str, dict]],
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            log.warning("provider %s sent a data line that is not JSON: %.200r", answer.target.provider.name, data)
-            continue
-        if isinstance(chunk, dict):
-            events += answer.translator.feed(chunk)
+            raise Untranslatable(f"provider '{answer.target.provider.name}' sent a data line that is not JSON: "
+                                 f"{data[:200].decode('utf-8', 'replace')!r}") from None
+        if not isinstance(chunk, dict):
+            raise Untranslatable(f"provider '{answer.target.provider.name}' sent a data line that is not a "
+                                 f"JSON object: {data[:200].decode('utf-8', 'replace')!r}")
+        events += answer.translator.feed(chunk)
     return events, done
 
 
 async def _events(answer: Answer):
-    """Async iterator of event lists, one per upstream read; ends with the closing events."""
+    """Async iterator of event lists, one per upstream read; ends with the closing events.
+    Whatever goes wrong ends as a ClientFacingError naming the provider: a translator that
+    raises anything else on upstream data is an Untranslatable answer, logged with its traceback."""
     translator = answer.translator
     response = answer.response
+    provider = answer.target.provider.name
     try:
         if "text/event-stream" not in response.headers.get("content-type", "text/event-stream"):
             yield translator.whole(orjson.loads(await response.aread()))
@@ -220,11 +226,29 @@ async def _events(answer: Answer):
             events, saw_done = _decode(decoder.close(), answer)
         yield events + _finish(answer, saw_done)
     except httpx2.HTTPError as exc:
-        raise map_transport_error(exc, answer.target.provider.name) from exc
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(f"provider '{answer.target.provider.name}' sent invalid JSON") from exc
+        raise map_transport_error(exc, provider) from exc
+    except ClientFacingError as exc:
+        exc.provider = exc.provider or provider
+        if isinstance(exc, Untranslatable):
+            _untranslatable(answer, exc, exc)
+        raise
+    except Exception as exc:
+        error = (Untranslatable(f"provider '{provider}' sent invalid JSON", provider=provider)
+                 if isinstance(exc, orjson.JSONDecodeError) else
+                 Untranslatable(f"provider '{provider}' sent an answer ccproxyd cannot translate "
+                                f"({type(exc).__name__})", provider=provider))
+        _untranslatable(answer, error, exc)
+        raise error from exc
     finally:
         await answer.close()
+
+
+def _untranslatable(answer: Answer, error: Untranslatable, cause: BaseException) -> None:
+    """Logged once, at ERROR, with the request id and the traceback; counted by provider."""
+    provider = answer.target.provider.name
+    log.error("%s: %s", answer.request_id, error.message, exc_info=cause)
+    observe.METRICS.inc("ccproxyd_untranslatable_total", (("provider", provider),),
+                        help="Answers ended in an error because the upstream's data could not be translated")
 
 
 def _finish(answer: Answer, saw_done: bool) -> list[tuple[str, dict]]:
@@ -277,7 +301,9 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
         RELAYS.discard(this)
         ping_task.cancel()
     if error is not None:
-        log.warning("stream from %s broke: %s", answer.target.provider.name, error.message)
+        error.attempts = error.attempts or answer.attempts
+        if not isinstance(error, Untranslatable):             # that one is logged where it arose
+            log.warning("%s: stream from %s broke: %s", answer.request_id, answer.target.provider.name, error.message)
         await send(encode(translator.fail(error)))
     return {"error": error, "first_event": first_event}
 
@@ -308,14 +334,14 @@ async def collect(answer: Answer) -> dict:
 
 async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: bytes, first: Payload,
                flight: Flight, store: Store | None, key: str, ttl: float | None,
-               ping_interval: float) -> None:
+               ping_interval: float, request_id: str = "") -> None:
     """Run one upstream call for every request that follows `flight`, to its end even if they all
     go away, and store a complete answer from the primary target.  A fallback's answer is served
     to this flight's clients but not stored: the primary may be back for the next request."""
     events: list[tuple[str, dict]] = []
     message = None
     try:
-        answer = await open_answer(upstreams, guards, decision, raw, first)
+        answer = await open_answer(upstreams, guards, decision, raw, first, request_id)
     except ClientFacingError as exc:
         flight.error = exc
         flight.finish(None)

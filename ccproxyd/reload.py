@@ -60,15 +60,17 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._last_rejected: str | None = None      # version of the last refused text
 
-    def reload(self, reason: str) -> bool:
-        """Load the file now; swap on success.  Returns True when a new table went live."""
+    def reload(self, reason: str, keys_changed: bool = False) -> bool:
+        """Load the file now (blocking: call it from a thread); swap on success.  Returns True when
+        a new table went live.  `keys_changed`: a credential file changed, so the same text is
+        loaded again for its keys."""
         current: RouteTable = self.ctx.table
         try:
             text = config.read_text(self.path)
         except ConfigError as exc:
             return self._refuse(exc, None, reason)
         version = config.version_of(text)
-        if version in (current.version, self._last_rejected):
+        if version == self._last_rejected or (version == current.version and not keys_changed):
             return False                            # already serving it, or already refused it
         try:
             table = config.load(text, self.path)
@@ -93,21 +95,29 @@ class Reloader:
                       reason, self.ctx.table.version, problem)
         return False
 
-    async def reload_settled(self, reason: str) -> bool:
+    async def reload_settled(self, reason: str, keys_changed: bool = False) -> bool:
         async with self._lock:
             await settle(self.path)
-            swapped = self.reload(reason)
+            swapped = await asyncio.get_running_loop().run_in_executor(None, self.reload, reason, keys_changed)
             if swapped:
                 await self.ctx.upstreams.retire(set(self.ctx.table.providers.values()))
             return swapped
 
     async def watch(self, stop: asyncio.Event) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path)) or "."
-        name = os.path.basename(self.path)
-        async for _changes in watchfiles.awatch(directory, stop_event=stop, debounce=100, step=25,
-                                                 recursive=False, ignore_permission_denied=True,
-                                                 watch_filter=lambda _change, path: os.path.basename(path) == name):
+        """Reload when the routing table changes, and when a file in $CREDENTIALS_DIRECTORY does
+        (a key rotated by hand): keys are read at load, never on a request's path."""
+        routes = os.path.abspath(self.path)
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        credentials = os.path.abspath(credentials) if credentials else None
+        paths = [os.path.dirname(routes) or "."] + ([credentials] if credentials and os.path.isdir(credentials) else [])
+
+        def wanted(_change, path: str) -> bool:
+            return path == routes or (credentials is not None and os.path.dirname(path) == credentials)
+
+        async for changes in watchfiles.awatch(*paths, stop_event=stop, debounce=100, step=25, recursive=False,
+                                                ignore_permission_denied=True, watch_filter=wanted):
+            keys_changed = any(path != routes for _change, path in changes)
             try:
-                await self.reload_settled("file changed")
+                await self.reload_settled("credentials changed" if keys_changed else "file changed", keys_changed)
             except Exception:                       # a bug must not end live reload for good
                 log.exception("reload of %s failed unexpectedly; still watching", self.path)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
-from typing import Mapping
+from typing import Callable, Mapping
 
 import httpx2
 
-from . import __version__, credentials
+from . import __version__
 from .config import Provider
 from .errors import ApiError, ClientFacingError, ConnectionDropped, MissingCredential, Overloaded, UpstreamTimeout, from_upstream
 from .http11 import Http11Transport
@@ -48,8 +47,8 @@ def _retry_after(response: httpx2.Response) -> float | None:
 class Upstreams:
     """HTTP clients by provider name; open them inside the event loop, close them on stop."""
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        self.env = os.environ if env is None else env
+    def __init__(self, keys: Callable[[], Mapping[str, str]] = dict) -> None:
+        self.keys = keys                 # -> the current table's provider_keys (read at load, off the loop)
         self._clients: dict[Provider, httpx2.AsyncClient] = {}
         self._in_flight: dict[Provider, int] = {}
         self._retired: dict[Provider, httpx2.AsyncClient] = {}
@@ -79,7 +78,7 @@ class Upstreams:
                    "accept-encoding": "identity", "user-agent": f"ccproxyd/{__version__}",
                    **dict(provider.headers)}
         if provider.api_key_env:
-            key = credentials.lookup(provider.api_key_env, self.env)
+            key = self.keys().get(provider.api_key_env)
             if not key:
                 raise MissingCredential(
                     f"provider '{provider.name}' has no API key: environment variable "

@@ -26,6 +26,8 @@ class Script:
     first_byte_delay: float = 0.0
     linger: float = 0.0                          # seconds to keep the connection open after [DONE]
     drop: bool = False                           # close the connection without answering
+    # "{authorization}" in a body or a raw event is replaced by the request's Authorization header,
+    # as gateways and self-hosted servers that echo the key do ("Incorrect API key: Bearer sk-…")
 
 
 def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None,
@@ -175,7 +177,7 @@ class FakeUpstream:
                         script = self.responder(request_body)
                     else:
                         script = self.scripts.popleft() if self.scripts else self.default
-                    if not await self._answer(writer, script):
+                    if not await self._answer(writer, script, headers.get("authorization", "").encode()):
                         return
                 else:
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
@@ -185,8 +187,11 @@ class FakeUpstream:
         finally:
             writer.close()
 
-    async def _answer(self, writer: asyncio.StreamWriter, script: Script) -> bool:
+    async def _answer(self, writer: asyncio.StreamWriter, script: Script, authorization: bytes = b"") -> bool:
         """Write one answer; False when the connection must be dropped."""
+        def echo(data: bytes) -> bytes:
+            return data.replace(b"{authorization}", authorization)
+
         if script.drop:
             writer.transport.abort()
             return False
@@ -194,7 +199,7 @@ class FakeUpstream:
             await asyncio.sleep(script.first_byte_delay)
         extra = "".join(f"{k}: {v}\r\n" for k, v in script.headers.items())
         if script.status != 200 or script.body is not None:
-            body = script.body if isinstance(script.body, bytes) else orjson.dumps(script.body)
+            body = echo(script.body if isinstance(script.body, bytes) else orjson.dumps(script.body))
             writer.write(f"HTTP/1.1 {script.status} X\r\ncontent-type: application/json\r\n{extra}"
                          f"content-length: {len(body)}\r\n\r\n".encode() + body)
             await writer.drain()
@@ -206,7 +211,7 @@ class FakeUpstream:
                 await writer.drain()
                 await asyncio.sleep(event)
                 continue
-            data = event if isinstance(event, bytes) else b"data: " + orjson.dumps(event) + b"\n\n"
+            data = echo(event if isinstance(event, bytes) else b"data: " + orjson.dumps(event) + b"\n\n")
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
         if script.cut:
             await writer.drain()
