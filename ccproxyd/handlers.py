@@ -22,7 +22,7 @@ from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRe
 from .routing import features_of, resolve
 from .sse import encode
 from .translate.response import accumulate
-from .translate.request import validate
+from .wire import messages as messages_shape
 from .translate.stream import message_id
 
 log = logging.getLogger("ccproxyd.http")
@@ -43,22 +43,12 @@ def json_response(obj, status: int = 200, headers: dict | None = None) -> HTTPRe
     return raw(orjson.dumps(obj), status=status, headers=headers, content_type="application/json")
 
 
-def _body(request: Request) -> dict:
-    try:
-        body = orjson.loads(request.body or b"")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return body
-
-
 async def messages(request: Request):
     """Parse, route, then stream.  The parsed request (about three times its JSON size) is dropped
     as soon as the upstream call is under way, so an open stream holds only what it streams."""
     record = request.ctx.record = observe.Record(request.ctx.request_id, time.monotonic())
-    body = _body(request)
-    validate(body)
+    body = messages_shape.check_body(request.body)
+    messages_shape.validate(body)
     record.client_model, record.stream = body["model"], bool(body.get("stream"))
     if request.app.ctx.settings.log_bodies:
         observe.log_body(record.request_id, body)
@@ -173,11 +163,8 @@ async def _from_cache(request: Request, record: observe.Record, decision, joined
 
 
 async def count_tokens(request: Request):
-    body = _body(request)
-    if not isinstance(body.get("model"), str):
-        raise InvalidRequest("model: field required (a string)")
-    if not isinstance(body.get("messages"), list):
-        raise InvalidRequest("messages: field required (a list)")
+    body = messages_shape.check_body(request.body)
+    messages_shape.validate_count(body)
     return json_response({"input_tokens": tokens.count_request(body)})
 
 

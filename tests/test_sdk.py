@@ -259,12 +259,19 @@ def test_dead_provider_without_fallback_is_overloaded(client):
     (b'{"model": "claude-x", "messages": []}', "max_tokens"),
     (b'{"model": "claude-x", "max_tokens": 5}', "messages"),
     (b'{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}', "role"),
-    (b'{"model": "claude-x", "max_tokens": 5, "messages": [], "tools": [{"name": "x", "type": 5}]}', "wrong type"),
-    (b'{"model": "claude-x", "max_tokens": 5, "system": 5, "messages": []}', "wrong type"),
+    (b'{"model": "claude-x", "max_tokens": 5, "messages": [], "tools": [{"name": "x", "type": 5}]}',
+     "tools.0.type: must be a string, got an integer"),
+    (b'{"model": "claude-x", "max_tokens": 5, "system": 5, "messages": []}',
+     "system: must be a string or an array of text blocks, got an integer"),
     (b'{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": null}]}]}',
-     "wrong type"),
+     "messages.0.content.0.text: must be a string, got null"),
     (b'{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a", "content": 5}]}]}',
-     "wrong type"),
+     "messages.0.content.0.content: must be a string or an array of content blocks, got an integer"),
+    (b'{"model": "claude-x", "max_tokens": "five", "messages": []}', "max_tokens: must be an integer >= 0, got a string"),
+    (b'{"model": "claude-x", "max_tokens": 5, "messages": [], "metadata": {"user_id": [[[1]]]}}',
+     "metadata: must be an object whose user_id is a string"),
+    (b'{"model": "claude-x", "max_tokens": 5, "messages": [], "x": ' + b"[" * 300 + b"]" * 300 + b"}",
+     "nested more than 100 levels"),
 ])
 def test_bad_requests_are_400_invalid_request(daemon, fake, body, needle):
     r = httpx2.post(daemon.url + "/v1/messages", content=body, headers={"content-type": "application/json"})

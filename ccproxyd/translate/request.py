@@ -324,19 +324,6 @@ def _reasoning_fields(body: dict, model: Model) -> dict:
     return {"reasoning_effort": effort}
 
 
-def validate(body) -> None:
-    """The fields every Messages request needs; raises InvalidRequest naming the field."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise InvalidRequest("model: field required (a string)")
-    max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
-        raise InvalidRequest("max_tokens: field required (an integer >= 0)")
-    if not isinstance(body.get("messages"), list):
-        raise InvalidRequest("messages: field required (a list)")
-
-
 def to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     """Anthropic request body -> (OpenAI request body, {upstream tool name: client tool name}).
     A field of the wrong type anywhere is the client's error (400), never ours."""
