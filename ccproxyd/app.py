@@ -41,7 +41,8 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         app.ctx.table = await loop.run_in_executor(None, config.load_file, settings.routes)
         app.ctx.upstreams = Upstreams(lambda: app.ctx.table.provider_keys)
         app.ctx.guards = Guards()
-        app.ctx.store = Store(settings.cache_dir, settings.cache_size) if settings.cache_dir else None
+        app.ctx.store = (await loop.run_in_executor(None, Store, settings.cache_dir, settings.cache_size)
+                         if settings.cache_dir else None)
         app.ctx.flights = {}
         app.ctx.background = set()
         app.ctx.reloader = Reloader(app.ctx, settings.routes)

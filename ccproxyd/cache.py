@@ -8,10 +8,13 @@ requests share one upstream call: the first is the leader, the others follow its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import queue
+import shutil
+import sqlite3
 import threading
 import time
 from typing import Callable
@@ -81,27 +84,118 @@ class BytesDisk(diskcache.Disk):
 
 
 class Store:
-    """The disk cache.  Reads happen on the caller's thread (a lookup costs about 20 µs); writes go
-    to one writer thread, which commits what queues up within 50 ms in one transaction.
+    """The disk cache, an optimisation that never fails a request.
+
+    Reads happen on the caller's thread (a lookup costs about 20 µs); writes go to one writer
+    thread, which commits what queues up within 50 ms in one transaction.  A database that cannot
+    be opened, read or written (damaged, truncated, deleted, unwritable) makes every lookup a miss:
+    the damage is logged once, and the writer thread sets the files aside (in `damaged/`) and
+    builds a new store, trying again at most every REOPEN_SECONDS while it cannot.
 
     diskcache's own hit/miss statistics are off: they turn every lookup into a write (about 45 µs
     more each).  /metrics counts hits and misses instead (`ccproxyd_cache_total`)."""
 
     def __init__(self, directory: str, size_limit: int = 1 << 30) -> None:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)
         self.directory = directory
+        self.size_limit = size_limit
         self.evictions = 0                     # by this process, since it started
-        self.cache = diskcache.Cache(directory, disk=BytesDisk, size_limit=size_limit,
-                                     eviction_policy="least-recently-stored", cull_limit=1, statistics=False)
+        self.cache: diskcache.Cache | None = None
+        self._inode: tuple[int, int] | None = None   # of the cache.db this process opened
+        self._failed_at: float | None = None   # start of the current outage; None = healthy
+        self._lock = threading.Lock()           # one rebuild at a time
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._closed = False
+        self._last_try = 0.0
+        self._aside_tried = False              # in this outage: a failure to set aside is logged once
+        if not self._open():
+            self._rebuild()                    # a damaged store is set aside at start too
+
+    @property
+    def available(self) -> bool:
+        return self.cache is not None
+
+    # ------------------------------------------------------------ health
+
+    def _open(self) -> bool:
+        """Open (or create) the store; on failure, log once per outage and serve without it."""
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            os.chmod(self.directory, 0o700)
+            cache = diskcache.Cache(self.directory, disk=BytesDisk, size_limit=self.size_limit,
+                                    eviction_policy="least-recently-stored", cull_limit=1, statistics=False)
+            len(cache)                         # reads the database: a damaged one fails here
+            st = os.stat(os.path.join(self.directory, "cache.db"))
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            self._failing(f"cannot open the response cache in {self.directory}: {exc}; serving without it")
+            return False
+        self.cache, self._inode, self._aside_tried = cache, (st.st_dev, st.st_ino), False
+        if self._failed_at is not None:
+            log.warning("response cache: %s is working again (after %.0f s without it)", self.directory,
+                        time.monotonic() - self._failed_at)
+        self._failed_at = None
+        return True
+
+    def _failing(self, message: str) -> None:
+        """Log once per outage; count the time since the last attempt from now."""
+        if self._failed_at is None:
+            log.warning("%s", message)
+            self._failed_at = time.monotonic()
+        self._last_try = time.monotonic()
+
+    def _damaged(self, exc: BaseException) -> None:
+        """A read or write failed: stop using the store now; the writer thread rebuilds it."""
+        if self.cache is None:
+            return
+        self.cache = None
+        self._failing(f"response cache: {self.directory} is damaged ({type(exc).__name__}: {exc}); "
+                      "answering as misses and rebuilding it")
+        self._queue.put(_REBUILD)
+        self._start_writer()
+
+    def _rebuild(self) -> None:
+        """Set the damaged files aside (unless another process already did and made a new store)
+        and open a new store.  Blocking: the writer thread's job, or the constructor's."""
+        with self._lock:
+            if self.cache is not None:
+                return
+            self._set_aside(quiet=self._aside_tried)
+            self._aside_tried = True
+            self._open()
+
+    def _set_aside(self, quiet: bool) -> None:
+        database = os.path.join(self.directory, "cache.db")
+        try:
+            st = os.stat(database)
+        except OSError:
+            return                             # gone: nothing to set aside
+        if self._inode is not None and (st.st_dev, st.st_ino) != self._inode:
+            return                             # another worker set it aside and built a new one
+        aside = os.path.join(self.directory, "damaged")
+        try:
+            shutil.rmtree(aside, ignore_errors=True)   # one damaged copy, not one per outage
+            os.makedirs(aside, mode=0o700)
+            for name in os.listdir(self.directory):
+                if name != "damaged":
+                    os.replace(os.path.join(self.directory, name), os.path.join(aside, name))
+            log.warning("response cache: the damaged files of %s are now in %s", self.directory, aside)
+        except OSError as exc:
+            (log.debug if quiet else log.warning)("response cache: cannot set the files of %s aside: %s",
+                                                  self.directory, exc)
+
+    # ------------------------------------------------------------ use
 
     def get(self, key: str) -> dict | None:
+        cache = self.cache
+        if cache is None:
+            self._retry_later()
+            return None
         try:
-            raw = self.cache.get(key)
+            raw = cache.get(key)
         except (ValueError, TypeError):
+            return None
+        except (OSError, sqlite3.Error) as exc:
+            self._damaged(exc)
             return None
         if not isinstance(raw, bytes):
             return None
@@ -110,18 +204,31 @@ class Store:
         except orjson.JSONDecodeError:
             return None
 
+    def _retry_later(self) -> None:
+        """While the store is down, ask the writer thread to try it again, now and then."""
+        if self._failed_at is not None and time.monotonic() - self._last_try >= REOPEN_SECONDS and not self._closed:
+            self._last_try = time.monotonic()
+            self._queue.put(_REBUILD)
+            self._start_writer()
+
     def put(self, key: str, message: dict, ttl: float) -> None:
         self.put_many([(key, message, ttl)])
 
     def put_many(self, entries: list[tuple[str, dict, float]]) -> None:
         """Store (key, message, ttl) entries in one transaction; count what the size limit evicted."""
-        with self.cache.transact():
-            before = len(self.cache)
-            new = 0
-            for key, message, ttl in entries:
-                new += key not in self.cache
-                self.cache.set(key, orjson.dumps(message), expire=ttl)
-            self.evictions += max(0, before + new - len(self.cache))
+        cache = self.cache
+        if cache is None:
+            return
+        try:
+            with cache.transact():
+                before = len(cache)
+                new = 0
+                for key, message, ttl in entries:
+                    new += key not in cache
+                    cache.set(key, orjson.dumps(message), expire=ttl)
+                self.evictions += max(0, before + new - len(cache))
+        except (OSError, sqlite3.Error) as exc:
+            self._damaged(exc)
 
     def put_later(self, key: str, message: dict, ttl: float, done: Callable[[], None]) -> None:
         """Queue a write for the writer thread; `done()` runs on that thread once it is over,
@@ -131,10 +238,13 @@ class Store:
                         self.directory)
             done()
             return
-        if self._writer is None:
+        self._start_writer()
+        self._queue.put((key, message, ttl, done))
+
+    def _start_writer(self) -> None:
+        if self._writer is None and not self._closed:
             self._writer = threading.Thread(target=self._write_queued, name="ccproxyd-cache-writer", daemon=True)
             self._writer.start()
-        self._queue.put((key, message, ttl, done))
 
     def _write_queued(self) -> None:
         """Writes whatever queued up within WRITE_WINDOW of the first entry, in one transaction:
@@ -149,7 +259,9 @@ class Store:
                 except queue.Empty:
                     break
             stop = batch[-1] is None
-            writes = [item for item in batch if item is not None]
+            if _REBUILD in batch:
+                self._rebuild()
+            writes = [item for item in batch if item is not None and item is not _REBUILD]
             try:
                 self.put_many([(key, message, ttl) for key, message, ttl, _ in writes])
             except Exception as exc:
@@ -161,11 +273,19 @@ class Store:
                     pass
 
     def stats(self) -> dict:
-        return {"directory": self.directory, "entries": len(self.cache), "bytes": self.cache.volume(),
-                "evictions": self.evictions}
+        """Entries and bytes (reads the database: call it off the event loop)."""
+        cache = self.cache
+        entries = volume = 0
+        if cache is not None:
+            try:
+                entries, volume = len(cache), cache.volume()
+            except (OSError, sqlite3.Error) as exc:
+                self._damaged(exc)
+        return {"directory": self.directory, "entries": entries, "bytes": volume,
+                "evictions": self.evictions, "available": self.cache is not None}
 
     def clear(self) -> int:
-        return self.cache.clear()
+        return self.cache.clear() if self.cache is not None else 0
 
     def close(self) -> None:
         """Finish the queued writes, then close the database."""
@@ -174,7 +294,13 @@ class Store:
             self._queue.put(None)
             self._writer.join(timeout=30)
             self._writer = None
-        self.cache.close()
+        if self.cache is not None:
+            with contextlib.suppress(Exception):
+                self.cache.close()
+
+
+_REBUILD = ("rebuild",)                          # a writer-queue item: rebuild the store
+REOPEN_SECONDS = 30.0                            # between attempts while the store cannot be used
 
 
 class Flight:

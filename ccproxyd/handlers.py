@@ -191,21 +191,47 @@ async def health(request: Request):
                           "routes": {"path": table.path, "version": table.version, "loaded_at": state.loaded_at},
                           "reload": {"accepted": state.accepted, "rejected": state.rejected,
                                      "last_error": state.last_error},
-                          "providers": request.app.ctx.guards.snapshot()})
+                          "providers": request.app.ctx.guards.snapshot(),
+                          "cache": _cache_state(request.app.ctx.store)})
+
+
+def _cache_state(store) -> dict:
+    if store is None:
+        return {"state": "off"}
+    return {"state": "up" if store.available else "down", "directory": store.directory}
 
 
 BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 
 
 async def metrics(request: Request):
+    """Prometheus text.  The disk reads (the cache's database, the other workers' snapshots) run
+    off the event loop; the counters are read on it."""
     ctx = request.app.ctx
+    stats, snapshots = await asyncio.get_running_loop().run_in_executor(None, _read_disk, ctx)
     gauges = worker_gauges(ctx)
-    if ctx.store is not None:                          # one disk for every worker: not per worker
-        stats = ctx.store.stats()
+    if stats is not None:                              # one disk for every worker: not per worker
         gauges += [("ccproxyd_cache_bytes", (), stats["bytes"], "Bytes in the response cache"),
-                   ("ccproxyd_cache_entries", (), stats["entries"], "Entries in the response cache")]
-    merged = _all_workers(ctx.settings.metrics_dir)
+                   ("ccproxyd_cache_entries", (), stats["entries"], "Entries in the response cache"),
+                   ("ccproxyd_cache_available", (), int(stats["available"]),
+                    "1 while the response cache can be used, 0 while it is down (answers are misses)")]
+    merged = observe.METRICS.merged(snapshots) if ctx.settings.metrics_dir else observe.METRICS
     return raw(merged.render(gauges + merged.gauges).encode(), content_type="text/plain; version=0.0.4")
+
+
+def _read_disk(ctx) -> tuple[dict | None, list[bytes]]:
+    """The cache's size, and the other workers' last metric snapshots when there are several."""
+    stats = ctx.store.stats() if ctx.store is not None else None
+    directory = ctx.settings.metrics_dir
+    if not directory:
+        return stats, []
+    own = f"{os.getpid()}.json"
+    snapshots = []
+    for name in os.listdir(directory):
+        if name.endswith(".json") and name != own:
+            with contextlib.suppress(OSError), open(os.path.join(directory, name), "rb") as f:
+                snapshots.append(f.read())
+    return stats, snapshots
 
 
 def worker_gauges(ctx) -> list[tuple[str, tuple, float, str]]:
@@ -222,19 +248,6 @@ def worker_gauges(ctx) -> list[tuple[str, tuple, float, str]]:
         gauges.append(("ccproxyd_cache_evictions", worker, ctx.store.evictions,
                        "Entries evicted by the size limit, by this process since it started"))
     return gauges
-
-
-def _all_workers(directory: str) -> observe.Metrics:
-    """This worker's metrics, plus the other workers' last snapshots when there are several."""
-    if not directory:
-        return observe.METRICS
-    own = f"{os.getpid()}.json"
-    snapshots = []
-    for name in os.listdir(directory):
-        if name.endswith(".json") and name != own:
-            with contextlib.suppress(OSError), open(os.path.join(directory, name), "rb") as f:
-                snapshots.append(f.read())
-    return observe.METRICS.merged(snapshots)
 
 
 async def root(request: Request):
