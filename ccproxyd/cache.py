@@ -304,15 +304,38 @@ REOPEN_SECONDS = 30.0                            # between attempts while the st
 
 
 class Flight:
-    """One upstream call shared by identical concurrent requests."""
+    """One upstream call shared by identical concurrent requests.
 
-    def __init__(self) -> None:
+    Each request that follows it `join`s and `leave`s; when the last one has left and the call
+    is still running, `on_orphan` runs after `grace` seconds unless another request joined."""
+
+    def __init__(self, grace: float = 0.0, on_orphan: Callable[[], None] | None = None) -> None:
         self.batches: list[bytes] = []
         self.done = False
         self.message: dict | None = None
         self.error = None                      # the ClientFacingError that ended it, if any
         self.answer = None                     # the proxy's Answer, for the log line
+        self.clients = 0
+        self.grace = grace
+        self.on_orphan = on_orphan
+        self._orphan_timer: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
+
+    def join(self) -> None:
+        self.clients += 1
+        if self._orphan_timer is not None:
+            self._orphan_timer.cancel()
+            self._orphan_timer = None
+
+    def leave(self) -> None:
+        self.clients -= 1
+        if self.clients == 0 and not self.done and self.on_orphan is not None:
+            self._orphan_timer = asyncio.get_running_loop().call_later(self.grace, self._orphaned)
+
+    def _orphaned(self) -> None:
+        self._orphan_timer = None
+        if self.clients == 0 and not self.done:
+            self.on_orphan()
 
     def publish(self, data: bytes) -> None:
         self.batches.append(data)

@@ -40,8 +40,11 @@ LISTEN_BACKLOG = 1024
 @click.option("--cache-size-mb", default=1024, show_default=True, type=click.IntRange(1), envvar="CCPROXYD_CACHE_SIZE_MB",
               help="Response cache size limit.")
 @click.option("--no-cache", is_flag=True, envvar="CCPROXYD_NO_CACHE", help="Disable the response cache.")
-@click.option("--drain-timeout", default=30.0, show_default=True, type=float, envvar="CCPROXYD_DRAIN_TIMEOUT",
-              help="Seconds running streams get to finish after SIGTERM.")
+@click.option("--drain-timeout", default=Settings.drain_timeout, show_default=True, type=float,
+              envvar="CCPROXYD_DRAIN_TIMEOUT", help="Seconds running streams get to finish after SIGTERM.")
+@click.option("--orphan-grace", default=Settings.orphan_grace, show_default=True, type=click.FloatRange(0),
+              envvar="CCPROXYD_ORPHAN_GRACE",
+              help="Seconds an upstream call goes on after every client of it has gone, for a retry to join it.")
 @click.option("--log-level", default="INFO", show_default=True, envvar="CCPROXYD_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-bodies", is_flag=True, envvar="CCPROXYD_LOG_BODIES",
@@ -49,7 +52,8 @@ LISTEN_BACKLOG = 1024
 @click.option("--ping-interval", default=10.0, show_default=True, type=float, envvar="CCPROXYD_PING_INTERVAL",
               help="Seconds of upstream silence before an `event: ping` goes to the client.")
 def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None, cache_size_mb: int,
-          no_cache: bool, drain_timeout: float, log_level: str, log_bodies: bool, ping_interval: float) -> None:
+          no_cache: bool, drain_timeout: float, orphan_grace: float, log_level: str, log_bodies: bool,
+          ping_interval: float) -> None:
     """Run the daemon."""
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
@@ -70,7 +74,7 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
     settings = Settings(routes=routes, host=host, port=port, workers=workers,
                         cache_dir="" if no_cache else (cache_dir or default_cache_dir()),
                         cache_size=cache_size_mb * 1024 * 1024, log_level=log_level.upper(), log_bodies=log_bodies,
-                        ping_interval=ping_interval, drain_timeout=drain_timeout,
+                        ping_interval=ping_interval, drain_timeout=drain_timeout, orphan_grace=orphan_grace,
                         metrics_dir=tempfile.mkdtemp(prefix="ccproxyd-metrics-") if workers > 1 else "")
     _check_listen(host, port)
     loader = AppLoader(factory=partial(create_app, settings))

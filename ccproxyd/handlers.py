@@ -119,14 +119,33 @@ def _join(request: Request, record: observe.Record, body: dict, decision) -> dic
         return message
     if flight is None:
         record.cache = "miss"
-        flight = ctx.flights[key] = Flight()
+        flight = ctx.flights[key] = Flight(ctx.settings.orphan_grace)
         first = (orjson.dumps(upstream_body), names)
         task = asyncio.create_task(proxy.lead(ctx.upstreams, ctx.guards, decision, request.body, first,
                                               flight, ctx.store, key, decision.route.cache_ttl,
                                               request.app.config.PING_INTERVAL, record.request_id))
         ctx.background.add(task)
-        task.add_done_callback(lambda t: (ctx.background.discard(t), ctx.flights.pop(key, None)))
+        task.add_done_callback(lambda t: (ctx.background.discard(t), _forget(ctx.flights, key, flight)))
+        flight.on_orphan = partial(_cancel_orphan, ctx.flights, key, flight, task, body["max_tokens"])
     return flight
+
+
+def _forget(flights: dict, key: str, flight: Flight) -> None:
+    if flights.get(key) is flight:
+        del flights[key]
+
+
+def _cancel_orphan(flights: dict, key: str, flight: Flight, task: asyncio.Task, max_tokens: int) -> None:
+    """Every client of this upstream call left and none came back within the grace: stop paying
+    for it.  Forgotten first, so that a request arriving now starts a call of its own."""
+    _forget(flights, key, flight)
+    task.cancel()
+    produced = flight.answer.translator.output_chars // 4 if flight.answer is not None else 0
+    observe.METRICS.inc("ccproxyd_orphans_cancelled_total", help="Upstream calls cancelled because every client left")
+    observe.METRICS.inc("ccproxyd_orphan_tokens_avoided_total", (), max(0, max_tokens - produced),
+                        help="Output tokens the cancelled calls could still have generated (an upper bound: max_tokens "
+                             "minus what was produced)")
+    log.info("every client of an upstream call left %.1f s ago: cancelled it", flight.grace)
 
 
 async def _from_cache(request: Request, record: observe.Record, decision, joined: dict | Flight):
@@ -140,6 +159,15 @@ async def _from_cache(request: Request, record: observe.Record, decision, joined
         await response.send(encode(message_events(message)))
         return await response.eof()
     flight = joined
+    flight.join()
+    try:
+        return await _follow(request, record, decision, flight, headers)
+    finally:
+        flight.leave()
+
+
+async def _follow(request: Request, record: observe.Record, decision, flight: Flight, headers: dict):
+    ctx = request.app.ctx
     await flight.started()
     if flight.error is not None and not flight.batches:
         raise flight.error

@@ -20,7 +20,7 @@ import orjson
 from . import observe, tokens
 from .cache import Flight, Store
 from .config import Model, Provider
-from .errors import ClientFacingError, ConnectionDropped, InvalidRequest, MissingCredential, Overloaded, Untranslatable
+from .errors import ApiError, ClientFacingError, ConnectionDropped, InvalidRequest, MissingCredential, Overloaded, Untranslatable
 from .resilience import OPEN, Breaker, Guards
 from .routing import Decision, Target
 from .sse import SSEDecoder, encode
@@ -342,11 +342,14 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
     message = None
     try:
         answer = await open_answer(upstreams, guards, decision, raw, first, request_id)
-    except ClientFacingError as exc:
-        flight.error = exc
+    except BaseException as exc:                # an upstream error, or cancelled: every client left
+        flight.error = exc if isinstance(exc, ClientFacingError) else ApiError("the upstream call was cancelled")
         flight.finish(None)
-        return
+        if isinstance(exc, ClientFacingError):
+            return
+        raise
     del first                                   # the serialised request: not held for the stream
+    flight.answer = answer
     try:
         async def publish(data: bytes) -> None:
             flight.publish(data)
@@ -356,7 +359,8 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
             message = accumulate(events)
     finally:
         await answer.close()
-        flight.answer = answer
+        if flight.error is None and message is None:         # cancelled mid-stream
+            flight.error = ApiError("the upstream call was cancelled")
         flight.finish(message)                  # clients complete before the disk write below
     if message is not None and store is not None and ttl is not None and answer.target is decision.primary:
         loop = asyncio.get_running_loop()

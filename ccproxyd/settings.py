@@ -27,3 +27,4 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     metrics_dir: str = ""                # with several workers: where each one leaves its snapshot
     drain_timeout: float = 30.0          # seconds running streams get to finish after SIGTERM
+    orphan_grace: float = 5.0            # seconds an upstream call runs on after its last client left

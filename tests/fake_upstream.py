@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -116,6 +117,7 @@ class FakeUpstream:
         self.requests: list[dict] = []
         self.default = text_script("Hello", " from", " fake")
         self.responder = None                        # callable(request body) -> Script, overrides the queue
+        self.hangups: list[float] = []               # time.monotonic() when a client closed mid-answer
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
@@ -148,6 +150,7 @@ class FakeUpstream:
         self.scripts.extend(scripts)
 
     def reset(self) -> None:
+        self.hangups.clear()
         self.responder = None
         self.scripts.clear()
         self.requests.clear()
@@ -182,8 +185,10 @@ class FakeUpstream:
                 else:
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                     await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except asyncio.IncompleteReadError:
             pass
+        except ConnectionError:
+            self.hangups.append(time.monotonic())
         finally:
             writer.close()
 
