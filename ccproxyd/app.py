@@ -10,7 +10,7 @@ import signal
 
 from sanic import Sanic
 
-from . import config, handlers, notify, observe, proxy, tokens
+from . import config, connections, handlers, notify, observe, proxy, tokens
 from .cache import Store
 from .reload import Reloader
 from .resilience import Guards
@@ -18,6 +18,8 @@ from .settings import Settings
 from .upstream import Upstreams
 
 log = logging.getLogger("ccproxyd")
+REQUEST_TIMEOUT = 60         # seconds a client may go silent while sending its request
+DRAIN_MARGIN = 3.0           # seconds past the drain deadline for the last error events to be sent
 
 
 def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
@@ -26,13 +28,16 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
     observe.scrub_handlers()                # Sanic's handlers exist now
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     app.config.RESPONSE_TIMEOUT = 3600
-    app.config.REQUEST_TIMEOUT = 120
+    app.config.REQUEST_TIMEOUT = REQUEST_TIMEOUT
     app.config.KEEP_ALIVE_TIMEOUT = 75
     app.config.PING_INTERVAL = settings.ping_interval
     app.config.MOTD = False
-    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.drain_timeout
+    # Sanic closes the listener, then waits this long for open connections; proxy.drain ends
+    # what still runs at drain_timeout, and the margin lets those error events reach the clients.
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.drain_timeout + DRAIN_MARGIN
     app.config.ACCESS_LOG = False
     app.ctx.settings = settings
+    app.ctx.cap = connections.configure()        # in each worker: a class setting does not cross processes
     handlers.register(app)
 
     @app.before_server_start
@@ -44,6 +49,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         app.ctx.store = (await loop.run_in_executor(None, Store, settings.cache_dir, settings.cache_size)
                          if settings.cache_dir else None)
         app.ctx.flights = {}
+        app.ctx.stopping = False
         app.ctx.background = set()
         app.ctx.reloader = Reloader(app.ctx, settings.routes)
         app.ctx.stop_watch = asyncio.Event()
@@ -57,6 +63,8 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
 
     @app.after_server_start
     async def ready(app: Sanic) -> None:
+        log.info("worker %d serving http://%s:%d, at most %d client connections", os.getpid(),
+                 settings.host if ":" not in settings.host else f"[{settings.host}]", settings.port, app.ctx.cap)
         notify.notify(f"READY=1\nSTATUS=serving routes version {app.ctx.table.version}")
         app.ctx.snapshots = (asyncio.create_task(write_snapshots(app, settings.metrics_dir))
                              if settings.metrics_dir else None)
@@ -65,10 +73,13 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
 
     @app.before_server_stop
     async def stopping(app: Sanic) -> None:
+        """Returns at once, so that Sanic closes the listener now: new connections are refused
+        (a load balancer or the client's retry goes elsewhere) while running answers drain."""
         notify.notify("STOPPING=1")
+        app.ctx.stopping = True
         if app.ctx.watchdog is not None:
             app.ctx.watchdog.cancel()
-        await proxy.drain(settings.drain_timeout)
+        app.ctx.drain = asyncio.create_task(proxy.drain(settings.drain_timeout))
         if app.ctx.snapshots is not None:
             app.ctx.snapshots.cancel()
             with contextlib.suppress(OSError):
@@ -76,6 +87,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
 
     @app.after_server_stop
     async def close_resources(app: Sanic) -> None:
+        app.ctx.drain.cancel()
         app.ctx.stop_watch.set()
         try:
             await asyncio.wait_for(app.ctx.watch_task, 2)

@@ -59,6 +59,7 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
     from sanic.worker.loader import AppLoader
 
     from .app import create_app
+    from .connections import BoundedHttpProtocol
 
     setup_logging(log_level.upper())
     try:
@@ -80,7 +81,7 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
     loader = AppLoader(factory=partial(create_app, settings))
     app = loader.load()
     app.prepare(host=host, port=port, workers=workers, single_process=workers == 1,
-                motd=False, access_log=False, backlog=LISTEN_BACKLOG)
+                motd=False, access_log=False, backlog=LISTEN_BACKLOG, protocol=BoundedHttpProtocol)
     if workers == 1:
         Sanic.serve_single(primary=app)
     else:

@@ -18,7 +18,7 @@ from sanic.response import HTTPResponse, raw
 
 from . import observe, proxy, tokens
 from .cache import Flight, cache_key, message_events
-from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, RequestTooLarge, to_anthropic
+from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, Overloaded, RequestTooLarge, to_anthropic
 from .routing import features_of, resolve
 from .sse import encode
 from .translate.response import accumulate
@@ -44,6 +44,14 @@ def json_response(obj, status: int = 200, headers: dict | None = None) -> HTTPRe
 
 
 async def messages(request: Request):
+    try:
+        return await _messages(request)
+    finally:
+        if request.app.ctx.stopping:            # a stream that ran into the drain: close after it
+            request.stream.keep_alive = False
+
+
+async def _messages(request: Request):
     """Parse, route, then stream.  The parsed request (about three times its JSON size) is dropped
     as soon as the upstream call is under way, so an open stream holds only what it streams."""
     record = request.ctx.record = observe.Record(request.ctx.request_id, time.monotonic())
@@ -303,6 +311,10 @@ async def on_error(request: Request, exc: Exception):
 
 async def start_request(request: Request) -> None:
     request.ctx.request_id = request.headers.get("x-request-id") or observe.request_id()
+    if request.app.ctx.stopping:                # a new request on a kept-alive connection
+        request.stream.keep_alive = False
+        if request.path.startswith("/v1/messages"):
+            raise Overloaded("ccproxyd is shutting down; retry the request", retry_after=1)
     keys = request.app.ctx.table.client_keys
     if keys and request.path.startswith("/v1/"):
         authorization = request.headers.get("authorization", "")
@@ -315,7 +327,13 @@ async def start_request(request: Request) -> None:
 
 
 async def finish_request(request: Request, response: HTTPResponse) -> None:
-    response.headers["request-id"] = request.ctx.request_id
+    request_id = getattr(request.ctx, "request_id", None)
+    if request_id is None:                      # the client hung up before its request was read
+        log.debug("a client closed its connection before sending a whole request")
+        return
+    response.headers["request-id"] = request_id
+    if request.app.ctx.stopping:
+        request.stream.keep_alive = False       # the connection closes after this answer
     record = getattr(request.ctx, "record", None)
     if record is not None and not getattr(request.ctx, "log_in_handler", False):
         record.status = response.status

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import aclosing
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -32,6 +32,7 @@ from .upstream import Upstreams, map_transport_error
 
 log = logging.getLogger("ccproxyd.proxy")
 RELAYS: set[asyncio.Task] = set()        # tasks relaying a stream in this process, for the drain
+DRAIN = {"over": False}                  # past the drain deadline: a stream that starts now ends at once
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 Payload = tuple[bytes, dict[str, str]]   # a translated upstream request, serialised, and its tool-name map
 
@@ -279,26 +280,19 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
     ping_task = asyncio.create_task(pinger())
     error: ClientFacingError | None = None
     first_event: float | None = None
-    this = asyncio.current_task()
-    RELAYS.add(this)
     try:
-        async with aclosing(_events(answer)) as batches:
-            async for events in batches:
-                if events:
-                    last_write = time.monotonic()
-                    first_event = first_event or last_write
-                    if on_events:
-                        on_events(events)
-                    await send(encode(events))
+        with _cut_at_drain():
+            async with aclosing(_events(answer)) as batches:
+                async for events in batches:
+                    if events:
+                        last_write = time.monotonic()
+                        first_event = first_event or last_write
+                        if on_events:
+                            on_events(events)
+                        await send(encode(events))
     except ClientFacingError as exc:
         error = exc
-    except asyncio.CancelledError:
-        if not getattr(this, "drained", False):
-            raise
-        this.uncancel()
-        error = Overloaded("ccproxyd is shutting down; the answer was cut off, retry it")
     finally:
-        RELAYS.discard(this)
         ping_task.cancel()
     if error is not None:
         error.attempts = error.attempts or answer.attempts
@@ -308,15 +302,34 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
     return {"error": error, "first_event": first_event}
 
 
+@contextmanager
+def _cut_at_drain():
+    """Around an answer being relayed or collected: at the drain deadline (or when it starts
+    after it) the answer is cancelled and ends as 529, which a client retries elsewhere."""
+    this = asyncio.current_task()
+    RELAYS.add(this)
+    try:
+        if DRAIN["over"]:
+            raise asyncio.CancelledError
+        yield
+    except asyncio.CancelledError:
+        if not DRAIN["over"]:
+            raise                               # the client went away: not ours to answer
+        if this.cancelling():
+            this.uncancel()
+        raise Overloaded("ccproxyd is shutting down; the answer was cut off, retry it") from None
+    finally:
+        RELAYS.discard(this)
+
+
 async def drain(timeout: float) -> None:
-    """On stop: let running streams finish for `timeout` seconds, then end the rest with an
-    error event (never a clean message_stop on a cut answer)."""
-    deadline = time.monotonic() + timeout
-    while RELAYS and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    """On stop, beside Sanic's own wait for open connections: at `timeout` seconds, end every
+    answer still running with an error (a stream's error event, never a clean message_stop on a
+    cut answer; 529 for a whole answer), and any that starts after that at once."""
+    await asyncio.sleep(timeout)
+    DRAIN["over"] = True
     remaining = list(RELAYS)
     for task in remaining:
-        task.drained = True
         task.cancel()
     if remaining:
         log.warning("drain timeout: ended %d running streams with an error event", len(remaining))
@@ -326,9 +339,10 @@ async def drain(timeout: float) -> None:
 async def collect(answer: Answer) -> dict:
     """The whole answer as one Anthropic message (non-streaming clients)."""
     events = answer.translator.start()
-    async with aclosing(_events(answer)) as batches:
-        async for batch in batches:
-            events += batch
+    with _cut_at_drain():
+        async with aclosing(_events(answer)) as batches:
+            async for batch in batches:
+                events += batch
     return accumulate(events)
 
 

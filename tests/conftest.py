@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -126,7 +127,7 @@ class Daemon:
     """ccproxyd as a real subprocess."""
 
     def __init__(self, routes_path: Path, env: dict | None = None, extra_args: tuple = ("--no-cache",),
-                 log_path: Path | None = None):
+                 log_path: Path | None = None, file_limit: int | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or routes_path.with_suffix(".log")
@@ -135,7 +136,9 @@ class Daemon:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes_path), "--port", str(self.port),
-             *extra_args], cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+             *extra_args], cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, file_limit)))
+            if file_limit else None)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

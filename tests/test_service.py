@@ -241,3 +241,53 @@ def test_watchdog_is_answered_by_the_main_process_or_its_workers(monkeypatch):
         assert notify.watchdog_interval() == expected
     monkeypatch.delenv("WATCHDOG_USEC")
     assert notify.watchdog_interval() is None
+
+
+def test_sigterm_closes_the_listener_at_once_and_cuts_late_streams(tmp_path, fake):
+    """The listener closes on SIGTERM and idle connections with it; a stream that ends within the
+    drain is complete; every stream still running at the deadline ends with an error event."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()))
+    daemon = Daemon(routes, extra_args=("--no-cache", "--drain-timeout", "2"), log_path=tmp_path / "d.log")
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    fake.push(Script(events=[chunk({"content": "a"}), 8.0, chunk({"content": "b"}), chunk(finish="stop")]))
+    fake.push(Script(events=[chunk({"content": "quick"}), 0.5, chunk(finish="stop")]))
+    results: dict[str, bytes] = {}
+
+    def stream(name: str) -> None:
+        results[name] = httpx2.post(daemon.url + "/v1/messages", timeout=20, json=body).content
+    slow = threading.Thread(target=stream, args=("slow",))
+    slow.start()
+    time.sleep(0.3)
+    quick = threading.Thread(target=stream, args=("quick",))
+    quick.start()
+    kept = httpx2.Client(base_url=daemon.url, timeout=10)
+    assert kept.get("/health").status_code == 200            # a kept-alive connection, opened before
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    refused_after = None
+    while time.monotonic() - t0 < 2:
+        try:
+            socket.create_connection(("127.0.0.1", daemon.port), timeout=0.2).close()
+        except OSError:
+            refused_after = time.monotonic() - t0
+            break
+        time.sleep(0.02)
+    try:                                                     # an idle kept-alive connection is closed at once
+        late = kept.post("/v1/messages", json=body).status_code
+    except httpx2.TransportError:
+        late = "refused"
+    assert daemon.proc.wait(10) == 0
+    stopped_after = time.monotonic() - t0
+    slow.join(5)
+    quick.join(5)
+    kept.close()
+    daemon.log.close()
+    assert refused_after is not None and refused_after < 0.5, refused_after
+    assert late in ("refused", 529)
+    assert check_stream(parse_sse(results["quick"])) == "complete"     # finished within the drain
+    events = parse_sse(results["slow"])
+    assert check_stream(events) == "error" and events[-1][1]["error"]["type"] == "overloaded_error"
+    assert 2 <= stopped_after < 2 + 4
+    assert "Traceback" not in (tmp_path / "d.log").read_text()
