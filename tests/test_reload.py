@@ -158,3 +158,33 @@ def test_sighup_applies_a_change_the_watcher_cannot_see(tmp_path, fake):
         assert upstream_model(fake) == "up-b"
     finally:
         daemon.stop()
+
+
+def test_keys_from_the_credentials_directory_are_read_at_load_and_again_when_they_change(tmp_path, fake):
+    """Under systemd (LoadCredential=) a key is a file: read when the table loads, not on each
+    request, and read again when the file changes; an echo of either key never leaves."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "FILE_KEY").write_text("sk-file-key-one-0001\n")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TABLE.format(url=fake.url, model="m-a").replace("MOCK_KEY", "FILE_KEY"))
+    daemon = Daemon(routes, env={"CREDENTIALS_DIRECTORY": str(credentials)}, log_path=tmp_path / "d.log")
+    try:
+        assert httpx2.post(daemon.url + "/v1/messages", json=BODY, timeout=10).status_code == 200
+        assert fake.requests[-1]["headers"]["authorization"] == "Bearer sk-file-key-one-0001"
+        (credentials / "FILE_KEY").write_text("sk-file-key-two-0002\n")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            httpx2.post(daemon.url + "/v1/messages", json=BODY, timeout=10)
+            if fake.requests[-1]["headers"]["authorization"] == "Bearer sk-file-key-two-0002":
+                break
+            time.sleep(0.1)
+        assert fake.requests[-1]["headers"]["authorization"] == "Bearer sk-file-key-two-0002"
+        from .fake_upstream import Script
+        fake.push(Script(status=401, body=b'{"error": {"message": "bad key {authorization}"}}'))
+        r = httpx2.post(daemon.url + "/v1/messages", json=BODY, timeout=10)
+        assert "sk-file-key" not in r.text and "[redacted]" in r.text
+    finally:
+        daemon.stop()
+    log = (tmp_path / "d.log").read_text()
+    assert "sk-file-key" not in log and "credentials changed" in log
