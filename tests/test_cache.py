@@ -159,7 +159,7 @@ def test_bypass_and_route_off(cached, fake):
     assert len(fake.requests) == 5
 
 
-def test_client_gone_call_completes_and_is_stored(cached, fake):
+def test_client_gone_call_that_ends_within_the_orphan_grace_is_stored(cached, fake):
     fake.push(Script(events=[chunk({"content": "a"}), 0.8, chunk({"content": "b"}), chunk(finish="stop")]))
     b = body(True)
     with httpx2.stream("POST", cached.url + "/v1/messages", json=b, timeout=10) as r:
