@@ -22,47 +22,54 @@ any_value = anything | deep
 
 BLOCK_TYPES = ["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking",
                "search_result", "mid_conv_system", "tool_reference", "server_tool_use"]
-source = st.fixed_dictionaries({}, optional={"type": st.sampled_from(["base64", "url", "text", "content"]) | any_value,
-                                             "media_type": st.just("image/png") | any_value,
-                                             "data": st.text(max_size=8) | any_value, "url": any_value,
-                                             "content": any_value})
-leaf_block = st.fixed_dictionaries(
-    {"type": st.sampled_from(BLOCK_TYPES) | any_value},
-    optional={"text": st.text(max_size=20) | any_value, "source": source | any_value, "id": st.text(max_size=8) | any_value,
-              "name": st.text(max_size=8) | any_value, "input": st.dictionaries(st.text(max_size=4), scalars) | any_value,
-              "tool_use_id": st.text(max_size=8) | any_value, "is_error": any_value,
-              "thinking": st.text(max_size=8) | any_value, "signature": any_value, "title": any_value,
-              "cache_control": any_value})
-block = leaf_block | st.fixed_dictionaries({"type": st.just("tool_result"), "tool_use_id": st.text(max_size=8)},
-                                           optional={"content": st.lists(leaf_block, max_size=3) | any_value})
-message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system"]) | any_value,
-                                 "content": st.text(max_size=20) | st.lists(block, max_size=4) | any_value})
-tool = st.fixed_dictionaries({"name": st.text(min_size=1, max_size=70) | any_value},
-                             optional={"description": any_value, "type": st.sampled_from(["custom", "web_search_20250305"]) | any_value,
-                                       "input_schema": st.dictionaries(st.text(max_size=6), anything) | any_value,
-                                       "defer_loading": any_value})
-OPTIONAL = {
-    "system": st.text(max_size=20) | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=10)}),
-                                              max_size=2) | any_value,
-    "tools": st.lists(tool, max_size=3) | any_value,
-    "tool_choice": st.fixed_dictionaries({"type": st.sampled_from(["auto", "any", "tool", "none"]) | any_value},
-                                         optional={"name": any_value, "disable_parallel_tool_use": any_value}) | any_value,
-    "stream": st.booleans() | any_value,
-    "temperature": st.floats(0, 1) | any_value,
-    "top_p": any_value, "top_k": any_value,
-    "stop_sequences": st.lists(st.text(max_size=5), max_size=5) | any_value,
-    "metadata": st.fixed_dictionaries({}, optional={"user_id": st.text(max_size=30) | any_value}) | any_value,
-    "thinking": st.fixed_dictionaries({"type": st.sampled_from(["enabled", "disabled", "adaptive"]) | any_value},
-                                      optional={"budget_tokens": st.integers(0, 50000) | any_value}) | any_value,
-    "output_config": st.fixed_dictionaries({}, optional={"effort": any_value, "format": any_value}) | any_value,
-    "output_format": any_value,
-    "service_tier": any_value,
-    "container": any_value,
-}
-bodies = st.fixed_dictionaries(
-    {"model": st.just("claude-sonnet-4-5") | any_value, "max_tokens": st.integers(0, 64) | any_value,
-     "messages": st.lists(message, min_size=1, max_size=4) | any_value},
-    optional=OPTIONAL) | any_value
+
+
+def family(wild: bool) -> st.SearchStrategy:
+    """Request bodies: plausible ones (`wild` False: every value of the right type, with odd but
+    legal content), or ones where any field at any level may be any JSON value."""
+    def w(plausible: st.SearchStrategy) -> st.SearchStrategy:
+        return plausible | any_value if wild else plausible
+
+    text = st.text(max_size=20)
+    source = st.fixed_dictionaries({}, optional={"type": w(st.sampled_from(["base64", "url", "text", "content"])),
+                                                 "media_type": w(st.just("image/png")), "data": w(st.text(max_size=8)),
+                                                 "url": w(text)})
+    leaf = st.fixed_dictionaries(
+        {"type": w(st.sampled_from(BLOCK_TYPES))},
+        optional={"text": w(text), "source": w(source), "id": w(st.text(max_size=8)), "name": w(st.text(max_size=8)),
+                  "input": w(st.dictionaries(st.text(max_size=4), scalars)), "tool_use_id": w(st.text(max_size=8)),
+                  "is_error": w(st.booleans()), "thinking": w(text), "signature": w(text), "title": w(text),
+                  "cache_control": w(st.just({"type": "ephemeral"}))})
+    block = leaf | st.fixed_dictionaries({"type": st.just("tool_result"), "tool_use_id": st.text(max_size=8)},
+                                         optional={"content": w(st.lists(leaf, max_size=3) | text)})
+    message = st.fixed_dictionaries({"role": w(st.sampled_from(["user", "assistant"])),
+                                     "content": w(text | st.lists(block, max_size=4))})
+    tool = st.fixed_dictionaries({"name": w(st.text(min_size=1, max_size=70))},
+                                 optional={"description": w(text), "type": w(st.sampled_from(["custom", "web_search_20250305"])),
+                                           "input_schema": w(st.dictionaries(st.text(max_size=6), anything)),
+                                           "defer_loading": w(st.booleans())})
+    optional = {
+        "system": w(text | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": text}), max_size=2)),
+        "tools": w(st.lists(tool, max_size=3)),
+        "tool_choice": w(st.fixed_dictionaries({"type": w(st.sampled_from(["auto", "any", "tool", "none"]))},
+                                               optional={"name": w(text), "disable_parallel_tool_use": w(st.booleans())})),
+        "stream": w(st.booleans()),
+        "temperature": w(st.floats(0, 1)), "top_p": w(st.floats(0, 1)), "top_k": w(st.integers(0, 100)),
+        "stop_sequences": w(st.lists(st.text(max_size=5), max_size=5)),
+        "metadata": w(st.fixed_dictionaries({}, optional={"user_id": w(st.text(max_size=30))})),
+        "thinking": w(st.fixed_dictionaries({"type": w(st.sampled_from(["enabled", "disabled", "adaptive"]))},
+                                            optional={"budget_tokens": w(st.integers(0, 50000))})),
+        "output_config": w(st.fixed_dictionaries({}, optional={"effort": w(st.sampled_from(["low", "high"])),
+                                                               "format": w(st.just({"type": "json_schema", "schema": {}}))})),
+        "service_tier": w(st.just("auto")),
+        "container": any_value if wild else st.none(),
+    }
+    body = st.fixed_dictionaries({"model": w(st.just("claude-sonnet-4-5")), "max_tokens": w(st.integers(0, 64)),
+                                  "messages": w(st.lists(message, min_size=1, max_size=4))}, optional=optional)
+    return body | any_value if wild else body
+
+
+bodies = family(False) | family(True)
 
 FUZZ = settings(max_examples=600, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])

@@ -180,6 +180,10 @@ def test_keys_from_the_credentials_directory_are_read_at_load_and_again_when_the
                 break
             time.sleep(0.1)
         assert fake.requests[-1]["headers"]["authorization"] == "Bearer sk-file-key-two-0002"
+        # read at load, not per request: with the directory gone, requests still carry the key
+        credentials.rename(tmp_path / "moved-away")
+        assert httpx2.post(daemon.url + "/v1/messages", json=BODY, timeout=10).status_code == 200
+        assert fake.requests[-1]["headers"]["authorization"] == "Bearer sk-file-key-two-0002"
         from .fake_upstream import Script
         fake.push(Script(status=401, body=b'{"error": {"message": "bad key {authorization}"}}'))
         r = httpx2.post(daemon.url + "/v1/messages", json=BODY, timeout=10)
