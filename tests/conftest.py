@@ -117,6 +117,25 @@ routes:
 """
 
 
+CACHED_ROUTES = """
+providers:
+  mock: {{base_url: "{url}", api_key_env: MOCK_KEY, {options}}}
+models:
+  gpt-mock: {{provider: mock, context_window: 128000, max_output_tokens: 16384}}
+routes:
+  - match: "*"
+    model: gpt-mock
+    cache: {{ttl: 600}}
+"""
+
+
+def cached_routes(directory: Path, url: str, options: str = "retries: {attempts: 3}") -> Path:
+    """A routing table that sends everything, cached, to the fake upstream at `url`."""
+    path = directory / "routes.yaml"
+    path.write_text(CACHED_ROUTES.format(url=url, options=options))
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,20 +13,10 @@ import pytest
 
 from ccproxyd.cache import Store
 
-from .conftest import Daemon
+from .conftest import Daemon, cached_routes
 from .fake_upstream import text_script
 from .grammar import check_stream, parse_sse
 
-ROUTES = """
-providers:
-  mock: {{base_url: "{url}", api_key_env: MOCK_KEY}}
-models:
-  gpt-mock: {{provider: mock, context_window: 128000, max_output_tokens: 16384}}
-routes:
-  - match: "*"
-    model: gpt-mock
-    cache: {{ttl: 600}}
-"""
 
 
 def damage(directory: str, how: str) -> None:
@@ -55,8 +45,7 @@ def ask(daemon: Daemon, question: str, stream: bool = True) -> httpx2.Response:
 
 @pytest.mark.parametrize("how", ["overwritten", "truncated", "deleted"])
 def test_damage_while_running_costs_nothing_and_the_store_comes_back(upstream, fake, tmp_path, how):
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(ROUTES.format(url=upstream.url))
+    routes = cached_routes(tmp_path, upstream.url)
     cache_dir = str(tmp_path / "cache")
     daemon = Daemon(routes, extra_args=("--cache-dir", cache_dir))
     try:
@@ -92,8 +81,7 @@ def test_damage_while_running_costs_nothing_and_the_store_comes_back(upstream, f
 
 
 def test_a_cache_directory_that_cannot_be_made_leaves_a_working_daemon(upstream, fake, tmp_path):
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(ROUTES.format(url=upstream.url))
+    routes = cached_routes(tmp_path, upstream.url)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     daemon = Daemon(routes, extra_args=("--cache-dir", str(blocker / "cache")))

@@ -13,26 +13,16 @@ import pytest
 
 from ccproxyd import redact
 
-from .conftest import CANARY, Daemon
+from .conftest import CANARY, Daemon, cached_routes
 from .fake_upstream import Script, chunk, text_script, usage
 from .grammar import check_stream, parse_sse
 
-ROUTES = """
-providers:
-  mock: {{base_url: "{url}", api_key_env: MOCK_KEY, retries: {{attempts: 1}}, breaker: {{threshold: 1000}}}}
-models:
-  gpt-mock: {{provider: mock, context_window: 128000, max_output_tokens: 16384}}
-routes:
-  - match: "*"
-    model: gpt-mock
-    cache: {{ttl: 600}}
-"""
 
 
 @pytest.fixture(scope="module")
 def proxy(upstream, tmp_path_factory):
-    path = tmp_path_factory.mktemp("faults") / "routes.yaml"
-    path.write_text(ROUTES.format(url=upstream.url))
+    path = cached_routes(tmp_path_factory.mktemp("faults"), upstream.url,
+                         "retries: {attempts: 1}, breaker: {threshold: 1000}")
     cache_dir = path.parent / "cache"
     d = Daemon(path, extra_args=("--cache-dir", str(cache_dir)))
     yield d

@@ -9,27 +9,16 @@ import time
 import httpx2
 import pytest
 
-from .conftest import Daemon
+from .conftest import Daemon, cached_routes
 from .fake_upstream import Script, chunk, usage
 from .grammar import check_stream, parse_sse
 
 GRACE = 1.0
-ROUTES = """
-providers:
-  mock: {{base_url: "{url}", api_key_env: MOCK_KEY}}
-models:
-  gpt-mock: {{provider: mock, context_window: 128000, max_output_tokens: 16384}}
-routes:
-  - match: "*"
-    model: gpt-mock
-    cache: {{ttl: 600}}
-"""
 
 
 @pytest.fixture(scope="module")
 def proxy(upstream, tmp_path_factory):
-    path = tmp_path_factory.mktemp("orphans") / "routes.yaml"
-    path.write_text(ROUTES.format(url=upstream.url))
+    path = cached_routes(tmp_path_factory.mktemp("orphans"), upstream.url)
     d = Daemon(path, extra_args=("--cache-dir", str(path.parent / "cache"), "--orphan-grace", str(GRACE)))
     yield d
     d.stop()

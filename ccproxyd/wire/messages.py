@@ -63,6 +63,10 @@ def _fail(field: str, wanted: str, value) -> InvalidRequest:
     return InvalidRequest(f"{field}: must be {wanted}, got {_kind(value)}")
 
 
+def _is_str(value) -> bool:
+    return isinstance(value, str)
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -79,17 +83,17 @@ def _optional(body: dict, field: str, ok, wanted: str, where: str = "", null_ok:
 
 # What each content block field must be, by block type (the fields translation reads).
 BLOCK_FIELDS: dict[str, tuple[tuple[str, object, str], ...]] = {
-    "text": (("text", lambda v: isinstance(v, str), "a string"),),
-    "thinking": (("thinking", lambda v: isinstance(v, str), "a string"),
-                 ("signature", lambda v: isinstance(v, str), "a string")),
-    "redacted_thinking": (("data", lambda v: isinstance(v, str), "a string"),),
-    "tool_use": (("id", lambda v: isinstance(v, str), "a string"), ("name", lambda v: isinstance(v, str), "a string"),
+    "text": (("text", _is_str, "a string"),),
+    "thinking": (("thinking", _is_str, "a string"),
+                 ("signature", _is_str, "a string")),
+    "redacted_thinking": (("data", _is_str, "a string"),),
+    "tool_use": (("id", _is_str, "a string"), ("name", _is_str, "a string"),
                  ("input", lambda v: isinstance(v, dict), "an object")),
-    "tool_result": (("tool_use_id", lambda v: isinstance(v, str), "a string"),
+    "tool_result": (("tool_use_id", _is_str, "a string"),
                     ("is_error", lambda v: isinstance(v, bool), "a boolean")),
     "image": (("source", lambda v: isinstance(v, dict), "an object"),),
     "document": (("source", lambda v: isinstance(v, dict), "an object"),
-                 ("title", lambda v: isinstance(v, str), "a string")),
+                 ("title", _is_str, "a string")),
 }
 
 
@@ -111,9 +115,19 @@ def _content(content, where: str) -> None:
         source = block.get("source")
         if isinstance(source, dict):
             for key in ("type", "media_type", "url"):
-                _optional(source, key, lambda v: isinstance(v, str), "a string", f"{at}.source.")
+                _optional(source, key, _is_str, "a string", f"{at}.source.")
         if kind in ("tool_result", "mid_conv_system") and block.get("content") is not None:
             _content(block["content"], f"{at}.content")
+
+
+def _objects(value, field: str, what: str):
+    """(index, item) of an array whose every item must be an object."""
+    if not isinstance(value, list):
+        raise _fail(field, f"an array of {what}s", value)
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _fail(f"{field}.{i}", f"a {what} object", item)
+        yield i, item
 
 
 def _system(system) -> None:
@@ -121,20 +135,15 @@ def _system(system) -> None:
         return
     if not isinstance(system, list):
         raise _fail("system", "a string or an array of text blocks", system)
-    for i, block in enumerate(system):
-        if not isinstance(block, dict):
-            raise _fail(f"system.{i}", "a text block object", block)
-        _optional(block, "type", lambda v: isinstance(v, str), "a string", f"system.{i}.")
-        _optional(block, "text", lambda v: isinstance(v, str), "a string", f"system.{i}.")
+    for i, block in _objects(system, "system", "text block"):
+        _optional(block, "type", _is_str, "a string", f"system.{i}.")
+        _optional(block, "text", _is_str, "a string", f"system.{i}.")
 
 
 def _messages(messages) -> None:
-    if not isinstance(messages, list):
-        raise _fail("messages", "an array of messages", messages) if messages is not None else \
-            InvalidRequest("messages: field required (an array of messages)")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise _fail(f"messages.{i}", "a message object", message)
+    if messages is None:
+        raise InvalidRequest("messages: field required (an array of messages)")
+    for i, message in _objects(messages, "messages", "message"):
         role = message.get("role")
         if role not in ("user", "assistant", "system"):
             raise InvalidRequest(f"messages.{i}.role: must be 'user' or 'assistant', got {role!r}"[:300])
@@ -146,15 +155,11 @@ def _messages(messages) -> None:
 def _tools(tools) -> None:
     if tools is None:
         return
-    if not isinstance(tools, list):
-        raise _fail("tools", "an array of tools", tools)
-    for i, tool in enumerate(tools):
-        if not isinstance(tool, dict):
-            raise _fail(f"tools.{i}", "a tool object", tool)
+    for i, tool in _objects(tools, "tools", "tool"):
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise _fail(f"tools.{i}.name", "a non-empty string", tool.get("name"))
-        _optional(tool, "type", lambda v: isinstance(v, str), "a string", f"tools.{i}.")
-        _optional(tool, "description", lambda v: isinstance(v, str), "a string", f"tools.{i}.")
+        _optional(tool, "type", _is_str, "a string", f"tools.{i}.")
+        _optional(tool, "description", _is_str, "a string", f"tools.{i}.")
         _optional(tool, "input_schema", lambda v: isinstance(v, dict), "an object", f"tools.{i}.")
 
 
@@ -172,7 +177,7 @@ TOP_LEVEL: tuple[tuple[str, object, str], ...] = (
      "an object with a string type and an integer budget_tokens"),
     ("output_config", lambda v: isinstance(v, dict), "an object"),
     ("output_format", lambda v: isinstance(v, dict), "an object"),
-    ("service_tier", lambda v: isinstance(v, str), "a string"),
+    ("service_tier", _is_str, "a string"),
 )
 
 
