@@ -2,9 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-CLAUDE_VERSION ?= 2.1.197
+# Claude Code releases the end-to-end tests run against: the newest on npm when it was last
+# pinned, and the older one ccproxyd was first built against.
+CLAUDE_VERSIONS ?= 2.1.197 2.1.332
 CLAUDE_DIR := .claude-code
-CLAUDE := $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code-linux-x64/claude
+CLAUDE_STAMPS := $(foreach v,$(CLAUDE_VERSIONS),$(CLAUDE_DIR)/$(v)/.installed)
 
 .PHONY: run test bench check clean claude-code
 
@@ -20,15 +22,15 @@ run: $(VENV)/.installed
 check: $(VENV)/.installed
 	$(VENV)/bin/ccproxyd check routes.yaml
 
-claude-code: $(CLAUDE_DIR)/.installed
+claude-code: $(CLAUDE_STAMPS)
 
-$(CLAUDE_DIR)/.installed:
-	mkdir -p $(CLAUDE_DIR)
-	cd $(CLAUDE_DIR) && npm install --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code@$(CLAUDE_VERSION)
+$(CLAUDE_DIR)/%/.installed:
+	mkdir -p $(CLAUDE_DIR)/$*
+	cd $(CLAUDE_DIR)/$* && npm install --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code@$*
 	touch $@
 
-test: $(VENV)/.installed $(CLAUDE_DIR)/.installed
-	CCPROXYD_CLAUDE=$(abspath $(CLAUDE_DIR)) $(PY) -m pytest
+test: $(VENV)/.installed $(CLAUDE_STAMPS)
+	CCPROXYD_CLAUDE=$(abspath $(CLAUDE_DIR)) CCPROXYD_CLAUDE_VERSIONS="$(CLAUDE_VERSIONS)" $(PY) -m pytest
 
 bench: $(VENV)/.installed
 	$(PY) -m tests.bench

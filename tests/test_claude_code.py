@@ -1,8 +1,9 @@
 """Claude Code itself, headless, through ccproxyd in front of the fake upstream.
 
 The model (the fake upstream) asks for the Write tool; Claude Code must run it, send the result
-back, and finish the turn with the model's final text.  Never skipped: `make test` installs the
-pinned Claude Code into .claude-code/ first.
+back, and finish the turn with the model's final text.  Every test runs on each pinned release
+(`CLAUDE_VERSIONS` in the Makefile; the newest on npm among them).  Never skipped: `make test`
+installs them into .claude-code/VERSION/ first.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,22 +21,32 @@ from .fake_upstream import responses_script, text_script, tool_script
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def claude_binary() -> Path:
-    base = Path(os.environ.get("CCPROXYD_CLAUDE", ROOT / ".claude-code"))
+VERSIONS = tuple(os.environ.get("CCPROXYD_CLAUDE_VERSIONS", "2.1.197 2.1.332").split())
+NEWEST = max(VERSIONS, key=lambda v: tuple(int(n) for n in v.split(".")))
+
+
+def claude_binary(version: str) -> Path:
+    base = Path(os.environ.get("CCPROXYD_CLAUDE", ROOT / ".claude-code")) / version
     for candidate in (base / "node_modules/@anthropic-ai/claude-code-linux-x64/claude",
                       base / "node_modules/.bin/claude"):
         if candidate.exists():
             return candidate
-    raise AssertionError(f"Claude Code is not installed under {base}: run `make claude-code`")
+    raise AssertionError(f"Claude Code {version} is not installed under {base}: run `make claude-code`")
 
 
-def run_claude(daemon, work: Path, home: Path, *extra: str) -> dict:
+@pytest.fixture(params=VERSIONS)
+def claude(request) -> Path:
+    return claude_binary(request.param)
+
+
+def run_claude(claude: Path, daemon, work: Path, home: Path, *extra: str,
+               prompt: str = "Create hello.txt saying hi", tools: str = "Write") -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
     env.update(ANTHROPIC_BASE_URL=daemon.url, ANTHROPIC_API_KEY="sk-ant-client-key",
                CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", HOME=str(home), DISABLE_AUTOUPDATER="1")
     result = subprocess.run(
-        [str(claude_binary()), "-p", "Create hello.txt saying hi", "--output-format", "json",
-         "--permission-mode", "acceptEdits", "--allowedTools", "Write", *extra],
+        [str(claude), "-p", prompt, "--output-format", "json",
+         "--permission-mode", "acceptEdits", "--allowedTools", tools, *extra],
         cwd=work, env=env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, f"stdout={result.stdout[-2000:]}\nstderr={result.stderr[-2000:]}"
     output = json.loads(result.stdout)
@@ -51,7 +63,7 @@ def workspace(tmp_path) -> tuple[Path, Path]:
     return work, home
 
 
-def test_claude_code_completes_a_tool_turn(daemon, fake, workspace):
+def test_claude_code_completes_a_tool_turn(claude, daemon, fake, workspace):
     work, home = workspace
     target = work / "hello.txt"
 
@@ -66,7 +78,7 @@ def test_claude_code_completes_a_tool_turn(daemon, fake, workspace):
         return text_script("ok")
 
     fake.responder = responder
-    output = run_claude(daemon, work, home)
+    output = run_claude(claude, daemon, work, home)
     assert "Done: wrote hello.txt" in output["result"]
     assert target.read_text() == "hi from ccproxyd\n"
 
@@ -80,7 +92,7 @@ def test_claude_code_completes_a_tool_turn(daemon, fake, workspace):
         assert "sk-ant-client-key" not in json.dumps(r["headers"])
 
 
-def test_claude_code_on_a_responses_api_model_replays_the_reasoning(daemon, fake, workspace):
+def test_claude_code_on_a_responses_api_model_replays_the_reasoning(claude, daemon, fake, workspace):
     """`claude-responses*` routes to a model with `api: responses`: Claude Code must get a thinking
     block whose signature carries the encrypted reasoning, and hand it back with the tool result."""
     work, home = workspace
@@ -97,7 +109,7 @@ def test_claude_code_on_a_responses_api_model_replays_the_reasoning(daemon, fake
         return responses_script(text="ok")
 
     fake.responder = responder
-    output = run_claude(daemon, work, home, "--model", "claude-responses-1")
+    output = run_claude(claude, daemon, work, home, "--model", "claude-responses-1")
     assert "Done: wrote hello.txt" in output["result"]
     assert target.read_text() == "hi from gpt-5\n"
     loop = [r["body"] for r in fake.requests if r["path"].endswith("/responses")
@@ -107,3 +119,36 @@ def test_claude_code_on_a_responses_api_model_replays_the_reasoning(daemon, fake
     assert reasoning and reasoning[0]["encrypted_content"] == "enc-plan"
     kinds = [i.get("type") for i in loop[0]["input"]]
     assert kinds.index("reasoning") < kinds.index("function_call") < kinds.index("function_call_output")
+
+
+def test_claude_code_finds_an_mcp_tool_through_tool_search(daemon, fake, workspace):
+    """Claude Code 2.1.3xx defers MCP tools behind ToolSearch: the model loads the tool by name,
+    calls it, and the MCP server's answer reaches the model.  Before loading, the MCP tool is not
+    offered and the placeholder never is."""
+    work, home = workspace
+    mcp = json.dumps({"mcpServers": {"demo": {"command": sys.executable,
+                                              "args": [str(Path(__file__).parent / "mcp_server.py")]}}})
+
+    def responder(body: dict):
+        names = {t["function"]["name"] for t in body.get("tools", [])}
+        results = [m["content"] for m in body["messages"] if m["role"] == "tool"]
+        if "ToolSearch" not in names:                     # side requests (titles, summaries)
+            return text_script("ok")
+        if not results:
+            return tool_script("ToolSearch", json.dumps({"query": "select:mcp__demo__lookup", "max_results": 5}),
+                               call_id="call_search")
+        if len(results) == 1 and "mcp__demo__lookup" in names:
+            return tool_script("mcp__demo__lookup", json.dumps({"key": "alpha"}), call_id="call_mcp")
+        return text_script(f"The model saw: {results[-1]}")
+
+    fake.responder = responder
+    output = run_claude(claude_binary(NEWEST), daemon, work, home, "--mcp-config", mcp,
+                        prompt="Find the secret word for alpha with the demo lookup tool",
+                        tools="ToolSearch mcp__demo__lookup")
+    assert "PERIWINKLE-42" in output["result"]
+    main = [r["body"] for r in fake.requests if "ToolSearch" in {t["function"]["name"] for t in r["body"].get("tools", [])}]
+    offered = [{t["function"]["name"] for t in body["tools"]} for body in main]
+    assert "mcp__demo__lookup" not in offered[0] and "mcp__demo__lookup" in offered[1]
+    assert not any("DeferredToolPlaceholder" in names for names in offered)
+    loaded = [m["content"] for m in main[1]["messages"] if m["role"] == "tool"]
+    assert loaded == ["Tool loaded, now callable as a function: mcp__demo__lookup"]

@@ -25,6 +25,7 @@ SERVER_TOOL_PREFIXES = ("web_search_", "web_fetch_", "code_execution_", "bash_",
 SCHEMA_DROP = ("$schema", "$id", "$comment")
 INTERRUPTED_RESULT = "Tool call was interrupted; no result."
 EMPTY_RESULT = "(no output)"
+TOOL_LOADED = "Tool loaded, now callable as a function:"
 
 
 def upstream_tool_name(name: str) -> str:
@@ -113,6 +114,9 @@ def _user_parts(blocks: list, model: Model) -> list[dict]:
             parts.append(_image_part(block, model))
         elif kind == "document":
             parts.append(_document_part(block))
+        elif kind == "tool_reference":            # a tool ToolSearch loaded: offered from now on
+            name = upstream_tool_name(str(block.get("tool_name", "")))
+            parts.append({"type": "text", "text": f"{TOOL_LOADED} {name}"})
         elif kind == "search_result":
             parts.append({"type": "text", "text": f"{block.get('title', '')}\n{block.get('source', '')}\n"
                                                   f"{_text_of(block.get('content'))}".strip()})
@@ -176,13 +180,17 @@ def _blocks(message: dict, i: int) -> list[dict]:
 
 
 def convert_messages(body: dict, model: Model, names: dict[str, str]) -> list[dict]:
+    """The conversation as Chat Completions messages, with one system message first: the
+    `system` field, then every system-role message that comes before the first assistant turn
+    (Claude Code 2.1.3xx sends its whole system prompt that way).  A system-role message later in
+    the conversation becomes a `<system-reminder>` user message, which strict templates accept."""
     out: list[dict] = []
     system = body.get("system")
+    instructions = []
     if system:
-        text = system if isinstance(system, str) else "\n\n".join(
-            b.get("text", "") for b in system if isinstance(b, dict) and b.get("type") == "text" and b.get("text"))
-        if text:
-            out.append({"role": "system", "content": text})
+        instructions.append(system if isinstance(system, str) else "\n\n".join(
+            b.get("text", "") for b in system if isinstance(b, dict) and b.get("type") == "text" and b.get("text")))
+    leading = True
     for i, message in enumerate(body["messages"]):
         if not isinstance(message, dict):
             raise InvalidRequest(f"messages.{i}: expected an object")
@@ -191,7 +199,11 @@ def convert_messages(body: dict, model: Model, names: dict[str, str]) -> list[di
         if role == "system":
             text = "\n".join(_text_of(b.get("content")) if b.get("type") == "mid_conv_system" else b.get("text", "")
                              for b in blocks)
-            if text.strip():
+            if not text.strip():
+                continue
+            if leading:
+                instructions.append(text)
+            else:
                 out.append({"role": "user", "content": f"<system-reminder>\n{text}\n</system-reminder>"})
         elif role == "user":
             media: list[dict] = []
@@ -204,9 +216,13 @@ def convert_messages(body: dict, model: Model, names: dict[str, str]) -> list[di
             if parts:
                 out.append(_user_message(parts))
         elif role == "assistant":
+            leading = False
             out.append(_assistant_message(blocks, model, names))
         else:
             raise InvalidRequest(f"messages.{i}.role: expected 'user' or 'assistant', got {role!r}")
+    text = "\n\n".join(t for t in instructions if t)
+    if text:
+        out.insert(0, {"role": "system", "content": text})
     return _pair_tool_calls(out)
 
 
@@ -251,13 +267,31 @@ def _schema(schema) -> dict:
     return schema
 
 
-def convert_tools(tools: list, names: dict[str, str]) -> list[dict]:
+def loaded_tools(messages: list) -> set[str]:
+    """Names of the deferred tools the conversation has loaded: each `tool_reference` block in a
+    tool result (what Claude Code's ToolSearch returns) names one."""
+    loaded = set()
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, dict) and block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+                loaded.update(str(b.get("tool_name")) for b in block["content"]
+                              if isinstance(b, dict) and b.get("type") == "tool_reference")
+    return loaded
+
+
+def convert_tools(tools: list, names: dict[str, str], loaded: set[str] = frozenset()) -> list[dict]:
+    """Custom tools as functions.  A `defer_loading` tool is offered only once a tool reference in
+    the conversation has loaded it (the flag stays set after that), so the placeholder that keeps
+    Claude Code's tool search on is never callable."""
     out = []
     for tool in tools:
         if not isinstance(tool, dict) or not tool.get("name"):
             raise InvalidRequest("tools: every tool needs a name")
         kind = tool.get("type")
         if kind not in (None, "custom") and kind.startswith(SERVER_TOOL_PREFIXES):
+            continue
+        if tool.get("defer_loading") and tool["name"] not in loaded:
             continue
         name = upstream_tool_name(tool["name"])
         names[name] = tool["name"]
@@ -338,7 +372,7 @@ def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     out: dict = {"model": model.upstream, "messages": convert_messages(body, model, names),
                  "stream": True, "stream_options": {"include_usage": True}}
     out[model.max_tokens_field] = min(body["max_tokens"], model.max_output_tokens)
-    tools = convert_tools(body.get("tools") or [], names)
+    tools = convert_tools(body.get("tools") or [], names, loaded_tools(body["messages"]))
     if tools:
         out["tools"] = tools
     choice = body.get("tool_choice")
