@@ -31,12 +31,14 @@ WRITE_BATCH = 64             # answers per transaction at most
 
 
 def cache_key(upstream_body: dict, provider: str, base_url: str, client: str | None = None,
-              requested: str | None = None) -> str:
+              requested: str | None = None, thinking: str = "none") -> str:
     """Hash of everything that changes the answer; key order in the JSON does not matter.
-    `requested` is the model name the client sent, which every answer echoes back.
+    `requested` is the model name the client sent, which every answer echoes back; `thinking`
+    says whether its reasoning comes back as thinking blocks.
     The provider's key is not part of it (it never reaches this function)."""
     material = orjson.dumps({"body": upstream_body, "provider": provider, "base_url": base_url,
-                             "client": client, "requested": requested}, option=orjson.OPT_SORT_KEYS)
+                             "client": client, "requested": requested, "thinking": thinking},
+                            option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(KEY_VERSION + material).hexdigest()
 
 

@@ -119,7 +119,8 @@ def _join(request: Request, record: observe.Record, body: dict, decision) -> dic
     primary = decision.primary
     upstream_body, names = proxy.upstream_request(body, primary.model)
     key = cache_key({k: v for k, v in upstream_body.items() if k not in PER_SESSION}, primary.provider.name,
-                    primary.provider.base_url, getattr(request.ctx, "client", None), decision.requested)
+                    primary.provider.base_url, getattr(request.ctx, "client", None), decision.requested,
+                    decision.thinking)
     flight = ctx.flights.get(key)
     message = flight.message if flight is not None else ctx.store.get(key)
     record.cache = "hit"                                # a follower of a running call counts as a hit

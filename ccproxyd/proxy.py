@@ -169,7 +169,7 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
             continue
         translator = TRANSLATORS[target.model.api](decision.requested, provider=provider.name,
                                       upstream_model=target.model.upstream, tool_names=names,
-                                      input_estimate=len(raw) // 4)
+                                      input_estimate=len(raw) // 4, thinking=decision.thinking)
         return Answer(target, response, translator, raw, attempts, guards, upstreams, decision, request_id)
     raise _final_error(errors)
 

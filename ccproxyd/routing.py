@@ -8,12 +8,14 @@ from typing import Callable
 
 from .config import Model, Provider, Route, RouteTable, When
 from .errors import NotFound
+from .translate.stream import thinking_display
 
 
 @dataclass
 class Features:
     """What `when:` conditions look at; input tokens are only counted if a condition asks."""
     thinking: bool = False
+    display: str = "none"                # translate.stream.THINKING_DISPLAY
     tools: bool = False
     count_input: Callable[[], int] = lambda: 0
     _input: int | None = None
@@ -26,9 +28,9 @@ class Features:
 
 
 def features_of(body: dict, count_input: Callable[[], int]) -> Features:
-    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
-    return Features(thinking=thinking.get("type") in ("enabled", "adaptive"),
-                    tools=bool(body.get("tools")), count_input=count_input)
+    display = thinking_display(body)
+    return Features(thinking=display != "none", display=display, tools=bool(body.get("tools")),
+                    count_input=count_input)
 
 
 def holds(when: When | None, features: Features) -> bool:
@@ -55,6 +57,7 @@ class Decision:
     route_index: int
     route: Route
     targets: tuple[Target, ...]
+    thinking: str = "none"               # what the client asked to see of the reasoning
 
     @property
     def primary(self) -> Target:
@@ -69,5 +72,6 @@ def resolve(table: RouteTable, requested: str, features: Features | None = None)
         if fnmatchcase(name, route.match.lower()) and holds(route.when, features):
             targets = tuple(Target(table.models[m], table.providers[table.models[m].provider])
                             for m in (route.model, *route.fallbacks))
-            return Decision(requested=requested, route_index=i, route=route, targets=targets)
+            return Decision(requested=requested, route_index=i, route=route, targets=targets,
+                            thinking=features.display)
     raise NotFound(f"model: no route in the routing table matches '{requested}'")

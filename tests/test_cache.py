@@ -96,7 +96,8 @@ def test_streaming_hit_through_the_sdk(cached, fake):
     b = body(True)
     messages = []
     for _ in range(2):
-        with client.messages.stream(model=b["model"], max_tokens=50, messages=b["messages"]) as s:
+        with client.messages.stream(model=b["model"], max_tokens=50, messages=b["messages"],
+                                    thinking={"type": "adaptive"}) as s:
             messages.append(s.get_final_message())
     assert [blk.type for blk in messages[1].content] == ["thinking", "text", "tool_use"]
     assert messages[1].content == messages[0].content and messages[1].stop_reason == "tool_use"
@@ -209,6 +210,7 @@ def test_key_ignores_json_order_and_includes_target_and_client():
     assert cache_key(BASE, "p", "v") != cache_key(BASE, "p", "u")
     assert cache_key(BASE, "p", "u", client="a") != cache_key(BASE, "p", "u", client="b")
     assert cache_key(BASE, "p", "u", requested="claude-a") != cache_key(BASE, "p", "u", requested="claude-b")
+    assert cache_key(BASE, "p", "u", thinking="none") != cache_key(BASE, "p", "u", thinking="summarized")
 
 
 class Boom:

@@ -132,6 +132,24 @@ def test_reasoning_becomes_signed_thinking(daemon, client, fake, field):
     assert "temperature" not in sent and "thinking" not in sent
 
 
+@pytest.mark.parametrize("thinking,blocks", [
+    (None, ["text"]),                                       # not asked: reasoning dropped, still counted
+    ({"type": "disabled"}, ["text"]),
+    ({"type": "adaptive", "display": "omitted"}, ["thinking", "text"]),
+    ({"type": "adaptive"}, ["thinking", "text"]),
+])
+def test_thinking_blocks_only_when_the_request_asks(client, fake, thinking, blocks):
+    fake.push(Script(events=[chunk({"reasoning_content": "x" * 400}), chunk({"content": "42"}), chunk(finish="stop")]))
+    extra = {"thinking": thinking} if thinking else {}
+    with client.messages.stream(model="claude-reasoner-1", max_tokens=2000, messages=MESSAGES, **extra) as s:
+        message = s.get_final_message()
+    assert [b.type for b in message.content] == blocks
+    if blocks[0] == "thinking":
+        assert message.content[0].thinking == ("" if thinking.get("display") == "omitted" else "x" * 400)
+        assert message.content[0].signature.startswith("ccpx1.")
+    assert message.usage.output_tokens >= 100             # the reasoning is paid for either way
+
+
 def test_thinking_round_trip_replays_reasoning_content(client, fake):
     fake.push(text_script("ok"))
     history = [{"role": "user", "content": "q"},

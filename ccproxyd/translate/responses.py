@@ -149,6 +149,9 @@ class ResponsesTranslator(StreamTranslator):
     def _delta(self, out: list, kind: str, text: str) -> None:
         if not text:
             return
+        if kind == "thinking":
+            self._thinking(out, text)
+            return
         self._open(out, kind)
         key = "thinking" if kind == "thinking" else "text"
         out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
@@ -167,7 +170,7 @@ class ResponsesTranslator(StreamTranslator):
         if kind == "function_call" and index in self.tools:
             if isinstance(item.get("arguments"), str):       # the whole arguments: trust them over fragments
                 self.tools[index].args = [item["arguments"]]
-        elif kind == "reasoning":
+        elif kind == "reasoning" and self.thinking != "none":
             # the thinking block (empty when no summary came) carries the item to the next turn
             self._open(out, "thinking")
             self.signature = signature.make(self.provider, self.upstream_model, item)

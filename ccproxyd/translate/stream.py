@@ -27,6 +27,15 @@ FINISH_TO_STOP = {
     "content_filter": "refusal",
 }
 UNKNOWN_FINISH_STOP = "end_turn"      # explicit path for finish reasons not in the table
+THINKING_DISPLAY = ("summarized", "omitted", "none")   # "none": the request did not ask for thinking
+
+
+def thinking_display(body: dict) -> str:
+    """What the request asked to see of the model's reasoning (PROTOCOL.md §2, `thinking`)."""
+    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
+    if thinking.get("type") not in ("enabled", "adaptive"):
+        return "none"
+    return "omitted" if thinking.get("display") == "omitted" else "summarized"
 _TOOL_ID_OK = re.compile(r"^[a-zA-Z0-9_-]+$")
 _TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -104,8 +113,10 @@ class _Tool:
 
 class StreamTranslator:
     def __init__(self, requested_model: str, *, provider: str, upstream_model: str,
-                 tool_names: dict[str, str] | None = None, input_estimate: int = 0) -> None:
+                 tool_names: dict[str, str] | None = None, input_estimate: int = 0,
+                 thinking: str = "summarized") -> None:
         self.requested_model = requested_model
+        self.thinking = thinking                   # THINKING_DISPLAY: what the request asked to see
         self.tool_names = tool_names or {}
         self.input_estimate = input_estimate
         self.signature = signature.make(provider, upstream_model)
@@ -144,10 +155,7 @@ class StreamTranslator:
             delta = choice.get("delta") or {}
             thinking = reasoning_text(delta)
             if thinking:
-                self._open(out, "thinking")
-                out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
-                                                    "delta": {"type": "thinking_delta", "thinking": thinking}}))
-                self.output_chars += len(thinking)
+                self._thinking(out, thinking)
             text = delta.get("content") or delta.get("refusal")
             if text and isinstance(text, str):
                 self._open(out, "text")
@@ -200,6 +208,18 @@ class StreamTranslator:
         return [("error", error_body(exc))]
 
     # ------------------------------------------------------------ blocks
+
+    def _thinking(self, out: list, text: str) -> None:
+        """Reasoning becomes a thinking block only when the request asked for thinking; with
+        `display: omitted` the block carries its signature and no text.  It counts as output
+        either way."""
+        self.output_chars += len(text)
+        if self.thinking == "none":
+            return
+        self._open(out, "thinking")
+        if self.thinking == "summarized":
+            out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
+                                                "delta": {"type": "thinking_delta", "thinking": text}}))
 
     def _open(self, out: list, kind: str) -> None:
         if self.open_kind == kind:
