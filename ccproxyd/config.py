@@ -72,6 +72,7 @@ class Model:
     structured_output: str = "json_schema"
     api: str = "chat_completions"        # or "responses" (OpenAI's Responses API)
     prompt_cache_key: bool = False       # send the hashed Claude Code session as prompt_cache_key
+    web_search: str = "none"             # how the provider searches the web for the web_search server tool
     prices: tuple[PriceTier, ...] = ()
 
 
@@ -312,6 +313,7 @@ def _model(name: str, raw: dict) -> Model:
         structured_output=raw.get("structured_output", "json_schema"),
         api=raw.get("api", "chat_completions"),
         prompt_cache_key=raw.get("prompt_cache_key", False),
+        web_search=raw.get("web_search", "none"),
         prices=prices,
     )
 

@@ -21,6 +21,7 @@ from .cache import Flight, cache_key, message_events
 from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, Overloaded, RequestTooLarge, to_anthropic
 from .routing import features_of, resolve
 from .sse import encode
+from .translate import server_tools
 from .translate.response import accumulate
 from .wire import messages as messages_shape
 from .translate.stream import message_id
@@ -64,7 +65,10 @@ async def _messages(request: Request):
     decision = resolve(table, body["model"], features_of(body, partial(tokens.count_request, body)))
     record.route = decision.route_index
     if body["max_tokens"] == 0:
-        return await _warm_up(request, record, proxy.empty_events(decision, body))
+        return await _local_answer(request, record, proxy.empty_events(decision, body))
+    tool = server_tools.unanswerable(body, decision.primary.model)
+    if tool is not None:
+        return await _local_answer(request, record, proxy.unavailable_events(decision, body, tool))
     if _cacheable(request, decision):
         joined = _join(request, record, body, decision)
         del body
@@ -93,8 +97,9 @@ async def _messages(request: Request):
             observe.emit(record)
 
 
-async def _warm_up(request: Request, record: observe.Record, events: list):
-    """max_tokens: 0, answered locally."""
+async def _local_answer(request: Request, record: observe.Record, events: list):
+    """An answer made here, without an upstream call: max_tokens 0, or a server tool the route's
+    model cannot run."""
     if not record.stream:
         return json_response(accumulate(events))
     response = await request.respond(content_type="text/event-stream")

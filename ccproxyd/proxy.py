@@ -25,6 +25,7 @@ from .resilience import OPEN, Breaker, Guards
 from .routing import Decision, Target
 from .sse import SSEDecoder, encode
 from .translate import request as treq
+from .translate import server_tools
 from .translate.response import accumulate
 from .translate.responses import ResponsesTranslator, to_responses
 from .translate.stream import StreamTranslator
@@ -181,6 +182,15 @@ def empty_events(decision: Decision, body: dict) -> list[tuple[str, dict]]:
     events = translator.start()
     translator.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
     return events + translator.finish(saw_done=True)
+
+
+def unavailable_events(decision: Decision, body: dict, tool: str) -> list[tuple[str, dict]]:
+    """A web search or fetch the route's model cannot run, answered as Anthropic answers an
+    unavailable one (translate.server_tools); never billed."""
+    translator = StreamTranslator(decision.requested, provider="ccproxyd", upstream_model="none",
+                                  input_estimate=tokens.count_request(body))
+    primary = decision.primary
+    return server_tools.unavailable_events(translator, body, tool, primary.model, primary.provider.name)
 
 
 def _decode(datas: list[bytes], answer: Answer) -> tuple[list[tuple[str, dict]], bool]:

@@ -43,7 +43,7 @@ def check_stream(events: list[tuple[str, dict]]) -> str:
             assert data["index"] == open_index, "delta for a block that is not open"
             dtype, kind = data["delta"]["type"], kinds[open_index]
             allowed = {"text": {"text_delta"}, "thinking": {"thinking_delta", "signature_delta"},
-                       "tool_use": {"input_json_delta"}}[kind]
+                       "tool_use": {"input_json_delta"}, "server_tool_use": {"input_json_delta"}}.get(kind, set())
             assert dtype in allowed, f"{dtype} in a {kind} block"
             if dtype == "text_delta":
                 assert data["delta"]["text"], "empty text_delta"
@@ -56,7 +56,7 @@ def check_stream(events: list[tuple[str, dict]]) -> str:
             assert data["index"] == open_index
             if kinds[open_index] == "thinking":
                 assert open_index in signed, "thinking block without signature_delta"
-            if kinds[open_index] == "tool_use":
+            if kinds[open_index] in ("tool_use", "server_tool_use"):
                 assert isinstance(json.loads(tool_json.get(open_index) or "{}"), dict)
             open_index = None
         elif name == "message_delta":

@@ -152,3 +152,29 @@ def test_claude_code_finds_an_mcp_tool_through_tool_search(daemon, fake, workspa
     assert not any("DeferredToolPlaceholder" in names for names in offered)
     loaded = [m["content"] for m in main[1]["messages"] if m["role"] == "tool"]
     assert loaded == ["Tool loaded, now callable as a function: mcp__demo__lookup"]
+
+
+def test_claude_code_web_search_on_a_model_that_cannot_search(daemon, fake, workspace):
+    """Claude Code's WebSearch runs a request of its own with the web_search server tool; on a
+    route whose model cannot search, what comes back to the main conversation says that no search
+    took place, instead of the model's guess presented as results."""
+    work, home = workspace
+
+    def responder(body: dict):
+        names = {t["function"]["name"] for t in body.get("tools", [])}
+        results = [m["content"] for m in body["messages"] if m["role"] == "tool"]
+        if "ToolSearch" not in names:
+            return text_script("ok")                      # a guess, if a search request ever got here
+        if not results:
+            return tool_script("ToolSearch", json.dumps({"query": "select:WebSearch"}), call_id="call_search")
+        if len(results) == 1:
+            return tool_script("WebSearch", json.dumps({"query": "ccproxyd release notes"}), call_id="call_web")
+        return text_script(f"The model saw: {results[-1]}")
+
+    fake.responder = responder
+    output = run_claude(claude_binary(NEWEST), daemon, work, home, prompt="Search the web for ccproxyd release notes",
+                        tools="ToolSearch WebSearch")
+    assert "No web search took place" in output["result"]
+    # the search request itself (its system prompt: "You run a web search for another Claude
+    # model") never reached the upstream
+    assert not [r for r in fake.requests if "run a web search for another" in json.dumps(r["body"])]

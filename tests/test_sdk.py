@@ -398,3 +398,36 @@ def test_costs_command_summarises_the_running_daemon(daemon, client, fake):
     dead = subprocess.run([sys.executable, "-m", "ccproxyd", "costs", "--url", "http://127.0.0.1:1"],
                           capture_output=True, text=True)
     assert dead.returncode == 1 and "cannot read" in dead.stderr
+
+
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_web_search_on_a_model_that_cannot_search_says_so(client, fake, stream):
+    """Claude Code's WebSearch request (captured from 2.1.332): only the web_search server tool.
+    The route's model cannot search, so the answer says so as Anthropic would (the tool call, an
+    `unavailable` result), never the model's guess passed off as results; nothing goes upstream."""
+    request = dict(model="claude-sonnet-4-5", max_tokens=8000, tools=[WEB_SEARCH], tool_choice={"type": "auto"},
+                   system="You run a web search for another Claude model. Search once, then reply with a summary.",
+                   messages=[{"role": "user", "content": [{"type": "text", "text": "Perform a web search for the query: ccproxyd release notes"}]}])
+    if stream:
+        with client.messages.stream(**request) as s:
+            message = s.get_final_message()
+    else:
+        message = client.messages.create(**request)
+    assert [b.type for b in message.content] == ["server_tool_use", "web_search_tool_result", "text"]
+    call, result, text = message.content
+    assert call.name == "web_search" and call.input == {"query": "ccproxyd release notes"}
+    assert result.tool_use_id == call.id and result.content.error_code == "unavailable"
+    assert "No web search took place" in text.text and "gpt-mock" in text.text
+    assert message.usage.server_tool_use.web_search_requests == 0
+    assert fake.requests == []
+
+
+def test_web_search_beside_other_tools_is_dropped_and_the_request_goes_upstream(client, fake):
+    fake.push(text_script("answered"))
+    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES, tools=[
+        WEB_SEARCH, {"name": "Read", "input_schema": {"type": "object", "properties": {}}}])
+    assert message.content[0].text == "answered"
+    assert [t["function"]["name"] for t in fake.requests[0]["body"]["tools"]] == ["Read"]
