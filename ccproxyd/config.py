@@ -98,6 +98,7 @@ class RouteTable:
     providers: Mapping[str, Provider]
     models: Mapping[str, Model]
     routes: tuple[Route, ...]
+    aliases: Mapping[str, Route] = field(default_factory=lambda: MappingProxyType({}))   # lower-case id -> route
     claude_prices: Mapping[str, tuple[PriceTier, ...]] = field(default_factory=lambda: MappingProxyType({}))
     client_keys: tuple[str, ...] = field(default=(), repr=False)   # resolved secrets; empty = open
     # api_key_env name -> the key, read when the table was loaded (never on a request's path)
@@ -258,6 +259,10 @@ def _semantic_problems(data: dict, loc: _Located) -> None:
                         f"models.{name}.provider: unknown provider '{model['provider']}' "
                         f"(known: {', '.join(sorted(providers))})")
         _tier_problems(model.get("prices") or [], ("models", name, "prices"), loc)
+    for alias, target in (data.get("aliases") or {}).items():
+        if target not in models:
+            loc.problem(loc.at(("aliases", alias)), f"aliases.{alias}: unknown model '{target}' "
+                                                    f"(known: {', '.join(sorted(models))})")
     for family, tiers in (data.get("claude_prices") or {}).items():
         _tier_problems(tiers, ("claude_prices", family), loc)
     for i, name in enumerate(data.get("client_keys") or []):
@@ -349,6 +354,7 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
                            when=When(**r["when"]) if "when" in r else None,
                            cache_ttl=_cache_ttl(r.get("cache", {})))
                      for r in data["routes"]),
+        aliases=MappingProxyType({a.lower(): Route(match=a, model=m) for a, m in (data.get("aliases") or {}).items()}),
         claude_prices=MappingProxyType({f.lower(): _tiers(t) for f, t in (data.get("claude_prices") or {}).items()}),
         client_keys=tuple(credentials.lookup(n, environment) or "" for n in data.get("client_keys") or []),
         provider_keys=MappingProxyType(keys),

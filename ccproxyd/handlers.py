@@ -210,20 +210,63 @@ async def count_tokens(request: Request):
     return json_response({"input_tokens": tokens.count_request(body)})
 
 
-async def models(request: Request):
-    table = request.app.ctx.table
-    data = []
+def served_models(table) -> list[dict]:
+    """What /v1/models lists: the Claude ids the table routes, then its aliases, each with a
+    display name that says what answers and the answering model's limits."""
+    out = []
     for model_id, display in ADVERTISED_MODELS:
         try:
-            target = resolve(table, model_id).primary.model
+            target = resolve(table, model_id).primary
         except NotFound:
             continue
-        data.append({"type": "model", "id": model_id, "display_name": display,
-                     "created_at": "2025-01-01T00:00:00Z", "max_input_tokens": target.context_window,
-                     "max_tokens": target.max_output_tokens})
-    return json_response({"data": data, "has_more": False,
-                          "first_id": data[0]["id"] if data else None,
-                          "last_id": data[-1]["id"] if data else None})
+        out.append(_model_object(model_id, f"{display} → {_answers(target)}", target.model))
+    for alias, route in table.aliases.items():
+        target = resolve(table, alias).primary
+        out.append(_model_object(route.match, _answers(target), target.model))
+    return out
+
+
+def _answers(target) -> str:
+    return f"{target.model.upstream} ({target.provider.name}) via ccproxyd"
+
+
+def _model_object(model_id: str, display: str, model) -> dict:
+    return {"type": "model", "id": model_id, "display_name": display, "created_at": "2025-01-01T00:00:00Z",
+            "max_input_tokens": model.context_window, "max_tokens": model.max_output_tokens}
+
+
+async def models(request: Request):
+    """Paginated as the API is: `limit` (1-1000, default 20), `after_id`, `before_id`."""
+    data = served_models(request.app.ctx.table)
+    args = request.args
+    try:
+        limit = int(args.get("limit", 20))
+    except ValueError:
+        raise InvalidRequest("limit: must be an integer from 1 to 1000") from None
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("limit: must be an integer from 1 to 1000")
+    ids = [m["id"] for m in data]
+    start, end = 0, len(data)
+    if args.get("after_id") in ids:
+        start = ids.index(args.get("after_id")) + 1
+    if args.get("before_id") in ids:
+        end = ids.index(args.get("before_id"))
+        start = max(start, end - limit)
+    page = data[start:end][:limit]
+    return json_response({"data": page, "has_more": start + len(page) < end,
+                          "first_id": page[0]["id"] if page else None,
+                          "last_id": page[-1]["id"] if page else None})
+
+
+async def model(request: Request, model_id: str):
+    listed = {m["id"]: m for m in served_models(request.app.ctx.table)}
+    if model_id in listed:
+        return json_response(listed[model_id])
+    try:
+        target = resolve(request.app.ctx.table, model_id).primary     # any id the table routes
+    except NotFound:
+        raise NotFound(f"model: '{model_id}' is not served by this ccproxyd") from None
+    return json_response(_model_object(model_id, _answers(target), target.model))
 
 
 async def health(request: Request):
@@ -350,6 +393,7 @@ def register(app: Sanic) -> None:
     app.add_route(messages, "/v1/messages", methods=["POST"])
     app.add_route(count_tokens, "/v1/messages/count_tokens", methods=["POST"])
     app.add_route(models, "/v1/models", methods=["GET"])
+    app.add_route(model, "/v1/models/<model_id:str>", methods=["GET"])
     app.add_route(health, "/health", methods=["GET"])
     app.add_route(metrics, "/metrics", methods=["GET"])
     app.add_route(root, "/", methods=["GET", "HEAD"])

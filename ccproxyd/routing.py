@@ -45,6 +45,9 @@ def holds(when: When | None, features: Features) -> bool:
     return True
 
 
+ALIAS_ROUTE = -1             # the route index of a request that named an alias
+
+
 @dataclass(frozen=True)
 class Target:
     model: Model
@@ -65,9 +68,15 @@ class Decision:
 
 
 def resolve(table: RouteTable, requested: str, features: Features | None = None) -> Decision:
-    """First route whose glob matches `requested` (case-insensitive) and whose `when` holds wins."""
+    """An alias names its model directly (route index -1); otherwise the first route whose glob
+    matches `requested` (case-insensitive) and whose `when` holds wins."""
     name = requested.lower()
     features = features or Features()
+    alias = table.aliases.get(name)
+    if alias is not None:
+        model = table.models[alias.model]
+        return Decision(requested=requested, route_index=ALIAS_ROUTE, route=alias,
+                        targets=(Target(model, table.providers[model.provider]),), thinking=features.display)
     for i, route in enumerate(table.routes):
         if fnmatchcase(name, route.match.lower()) and holds(route.when, features):
             targets = tuple(Target(table.models[m], table.providers[table.models[m].provider])

@@ -85,6 +85,9 @@ models:
     provider: nokey
     context_window: 128000
     max_output_tokens: 16384
+aliases:
+  claude-via-limited: limited-model
+  claude-via-reasoner: reasoner-mock
 routes:
   - match: "claude-flaky*"
     model: flaky-model

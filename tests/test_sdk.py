@@ -329,6 +329,44 @@ def test_models_health_root(daemon, client):
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
 
 
+def test_model_list_says_what_answers_and_pages(daemon, client, fake):
+    listed = list(client.models.list(limit=3))                  # the SDK follows has_more/after_id
+    ids = [m.id for m in listed]
+    assert ids[-2:] == ["claude-via-limited", "claude-via-reasoner"] and len(ids) == len(set(ids)) == 9
+    by_id = {m.id: m for m in listed}
+    assert by_id["claude-via-limited"].display_name == "limited-up (limited) via ccproxyd"
+    assert by_id["claude-opus-4-1-20250805"].display_name == "Claude Opus 4.1 → gpt-mock (mock) via ccproxyd"
+    first = httpx2.get(daemon.url + "/v1/models?limit=2").json()
+    assert len(first["data"]) == 2 and first["has_more"] is True and first["last_id"] == ids[1]
+    after = httpx2.get(daemon.url + f"/v1/models?limit=2&after_id={ids[1]}").json()
+    assert [m["id"] for m in after["data"]] == ids[2:4]
+    before = httpx2.get(daemon.url + f"/v1/models?limit=2&before_id={ids[4]}").json()
+    assert [m["id"] for m in before["data"]] == ids[2:4]
+    assert httpx2.get(daemon.url + "/v1/models?limit=0").status_code == 400
+    assert client.models.retrieve("claude-via-reasoner").max_input_tokens == 128000
+    assert client.models.retrieve("claude-anything-routed").display_name == "gpt-mock (mock) via ccproxyd"
+    fake.push(text_script("from the limited model"))
+    client.messages.create(model="claude-via-limited", max_tokens=10, messages=MESSAGES)
+    assert fake.requests[-1]["body"]["model"] == "limited-up"          # the alias, not the '*' route
+
+
+def test_a_model_id_no_route_matches_is_404(tmp_path, fake):
+    from .conftest import Daemon
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(f"""
+providers: {{mock: {{base_url: "{fake.url}", api_key_env: MOCK_KEY}}}}
+models: {{gpt-mock: {{provider: mock, context_window: 1000, max_output_tokens: 100}}}}
+routes: [{{match: "claude-*", model: gpt-mock}}]
+""")
+    daemon = Daemon(routes, log_path=tmp_path / "d.log")
+    try:
+        r = httpx2.get(daemon.url + "/v1/models/gpt-4o")
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error" and "gpt-4o" in r.text
+        assert httpx2.get(daemon.url + "/v1/models/claude-x").json()["display_name"] == "gpt-mock (mock) via ccproxyd"
+    finally:
+        daemon.stop()
+
+
 def test_request_log_line(daemon, client, fake):
     import json as _json
     import time as _time
