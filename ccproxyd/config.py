@@ -81,6 +81,7 @@ class When:
     """Conditions on the request; every one that is set must hold."""
     thinking: bool | None = None          # the client asked for thinking (enabled or adaptive)
     tools: bool | None = None             # the request carries tools
+    subagent: bool | None = None          # a Claude Code subagent sent it (x-claude-code-agent-id)
     min_input_tokens: int | None = None   # estimated input is at least this many tokens
 
 

@@ -22,6 +22,7 @@ from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRe
 from .routing import features_of, resolve
 from .sse import encode
 from .translate import server_tools
+from .translate.request import session_of_metadata
 from .translate.response import accumulate
 from .wire import messages as messages_shape
 from .translate.stream import message_id
@@ -59,10 +60,15 @@ async def _messages(request: Request):
     body = messages_shape.check_body(request.body)
     messages_shape.validate(body)
     record.client_model, record.stream = body["model"], bool(body.get("stream"))
+    headers = request.headers
+    record.session_id = (headers.get("x-claude-code-session-id") or session_of_metadata(body) or "")[:100] or None
+    record.agent_id = headers.get("x-claude-code-agent-id", "")[:100] or None
+    record.parent_agent_id = headers.get("x-claude-code-parent-agent-id", "")[:100] or None
     if request.app.ctx.settings.log_bodies:
         observe.log_body(record.request_id, body)
     table = request.app.ctx.table                       # read once: a reload never changes this request
-    decision = resolve(table, body["model"], features_of(body, partial(tokens.count_request, body)))
+    decision = resolve(table, body["model"], features_of(body, partial(tokens.count_request, body),
+                                                         subagent=record.agent_id is not None))
     record.route = decision.route_index
     if body["max_tokens"] == 0:
         return await _local_answer(request, record, proxy.empty_events(decision, body))

@@ -60,6 +60,9 @@ class Record:
     request_id: str
     started: float
     client_model: str | None = None
+    session_id: str | None = None         # Claude Code's session (header, or metadata.user_id)
+    agent_id: str | None = None           # set on a subagent's requests
+    parent_agent_id: str | None = None
     route: int | None = None
     provider: str | None = None
     upstream_model: str | None = None

@@ -17,6 +17,7 @@ class Features:
     thinking: bool = False
     display: str = "none"                # translate.stream.THINKING_DISPLAY
     tools: bool = False
+    subagent: bool = False
     count_input: Callable[[], int] = lambda: 0
     _input: int | None = None
 
@@ -27,10 +28,10 @@ class Features:
         return self._input
 
 
-def features_of(body: dict, count_input: Callable[[], int]) -> Features:
+def features_of(body: dict, count_input: Callable[[], int], subagent: bool = False) -> Features:
     display = thinking_display(body)
     return Features(thinking=display != "none", display=display, tools=bool(body.get("tools")),
-                    count_input=count_input)
+                    subagent=subagent, count_input=count_input)
 
 
 def holds(when: When | None, features: Features) -> bool:
@@ -39,6 +40,8 @@ def holds(when: When | None, features: Features) -> bool:
     if when.thinking is not None and when.thinking != features.thinking:
         return False
     if when.tools is not None and when.tools != features.tools:
+        return False
+    if when.subagent is not None and when.subagent != features.subagent:
         return False
     if when.min_input_tokens is not None and features.input_tokens < when.min_input_tokens:
         return False

@@ -116,6 +116,9 @@ routes:
   - match: "claude-nokey*"
     model: nokey-model
   - match: "*"
+    when: {{subagent: true}}
+    model: limited-model
+  - match: "*"
     model: gpt-mock
 """
 

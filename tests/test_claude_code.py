@@ -178,3 +178,33 @@ def test_claude_code_web_search_on_a_model_that_cannot_search(daemon, fake, work
     # the search request itself (its system prompt: "You run a web search for another Claude
     # model") never reached the upstream
     assert not [r for r in fake.requests if "run a web search for another" in json.dumps(r["body"])]
+
+
+def test_claude_code_subagent_traffic_takes_its_own_route(daemon, fake, workspace):
+    """A subagent's requests carry x-claude-code-agent-id: the test table routes them (`when:
+    {subagent: true}`) to another model, and the access line names the session and the agent."""
+    work, home = workspace
+
+    def responder(body: dict):
+        if body["model"] == "limited-up":                 # the subagent's own conversation
+            return text_script("the subagent counted seven")
+        names = {t["function"]["name"] for t in body.get("tools", [])}
+        results = [m["content"] for m in body["messages"] if m["role"] == "tool"]
+        if "Agent" not in names:
+            return text_script("ok")
+        if not results:
+            return tool_script("Agent", json.dumps({"description": "count", "prompt": "Count to seven",
+                                                    "subagent_type": "claude", "run_in_background": False}),
+                               call_id="call_agent")
+        return text_script(f"The main agent heard: {results[-1]}")
+
+    fake.responder = responder
+    output = run_claude(claude_binary(NEWEST), daemon, work, home, prompt="Ask a subagent to count to seven",
+                        tools="Agent")
+    assert "the subagent counted seven" in output["result"]
+    lines = [json.loads(line.split("ccproxyd.access: ", 1)[1]) for line in daemon.log_path.read_text().splitlines()
+             if "ccproxyd.access: " in line]
+    sub = [line for line in lines if line["upstream_model"] == "limited-up"]
+    main = [line for line in lines if line["upstream_model"] == "gpt-mock" and line["session_id"] == sub[0]["session_id"]]
+    assert sub and all(line["agent_id"] for line in sub) and sub[0]["session_id"]
+    assert main and not any(line["agent_id"] for line in main)

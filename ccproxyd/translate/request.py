@@ -405,6 +405,17 @@ def _hashed(value) -> str:
 _LEGACY_SESSION = re.compile(r"_session_([0-9a-fA-F-]+)$")
 
 
+def session_of_metadata(body: dict) -> str | None:
+    """The Claude Code session a request belongs to, from `metadata.user_id`, when it carries one
+    (never the user id itself: that may name a person)."""
+    metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    user_id = metadata.get("user_id")
+    if not isinstance(user_id, str) or not user_id:
+        return None
+    session = session_of(user_id)
+    return session if session != user_id else None
+
+
 def session_of(user_id: str) -> str:
     """Claude Code's session id inside metadata.user_id: a JSON object with `session_id` (2.x) or
     `user_<hash>_account_<uuid>_session_<uuid>` (1.x); otherwise the whole value."""
