@@ -273,6 +273,7 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
     """Stream the answer to the client; returns a summary for the log line.
     `on_events` sees every event list sent (the cache uses it to build the final message)."""
     translator = answer.translator
+    translator.live_tools = True                 # a streaming client sees tool arguments as they come
     last_write = time.monotonic()
 
     async def pinger() -> None:
@@ -380,7 +381,7 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
         summary = await relay(answer, publish, ping_interval, events.extend)
         flight.error = summary["error"]
         if flight.error is None:
-            message = accumulate(events)
+            message = _whole(events)
     finally:
         await answer.close()
         if flight.error is None and message is None:         # cancelled mid-stream
@@ -391,6 +392,15 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
         stored = loop.create_future()
         store.put_later(key, message, ttl, lambda: loop.call_soon_threadsafe(_resolve, stored))
         await stored                            # the flight serves as a hit until the disk has it
+
+
+def _whole(events: list) -> dict | None:
+    """The message a complete stream describes, or None when a tool call in it was cut short by
+    max_tokens (its partial arguments went out live): that is served, never stored."""
+    try:
+        return accumulate(events)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _resolve(future: asyncio.Future) -> None:

@@ -469,3 +469,23 @@ def test_web_search_beside_other_tools_is_dropped_and_the_request_goes_upstream(
         WEB_SEARCH, {"name": "Read", "input_schema": {"type": "object", "properties": {}}}])
     assert message.content[0].text == "answered"
     assert [t["function"]["name"] for t in fake.requests[0]["body"]["tools"]] == ["Read"]
+
+
+def test_a_streamed_tool_call_reaches_the_client_as_it_is_written(daemon, client, fake):
+    """Claude Code shows a long Write as it is written: the argument fragments go out live."""
+    content = "line of a long file\n" * 200
+    args = json.dumps({"file_path": "/tmp/long.txt", "content": content})
+    pieces = [args[i:i + 500] for i in range(0, len(args), 500)]
+    events = [chunk({"tool_calls": [{"index": 0, "id": "call_w", "type": "function",
+                                     "function": {"name": "Write", "arguments": ""}}]})]
+    events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces]
+    fake.push(Script(events=events + [chunk(finish="tool_calls"), chunk(choices=False, usage=usage())]))
+    streamed = raw_stream(daemon, tools=[{"name": "Write", "input_schema": {"type": "object"}}])
+    assert check_stream(streamed) == "complete"
+    deltas = [d["delta"]["partial_json"] for n, d in streamed if n == "content_block_delta"]
+    assert len(deltas) == len(pieces) and "".join(deltas) == args
+    fake.push(Script(events=events + [chunk(finish="tool_calls"), chunk(choices=False, usage=usage())]))
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=5000, messages=MESSAGES,
+                                tools=[{"name": "Write", "input_schema": {"type": "object"}}]) as s:
+        message = s.get_final_message()
+    assert message.content[0].input == {"file_path": "/tmp/long.txt", "content": content}

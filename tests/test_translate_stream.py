@@ -121,3 +121,107 @@ def test_sse_decoder_splits(pieces):
         out += decoder.feed(p)
     out += decoder.close()
     assert out == [b'{"a":1}', b"[DONE]"]
+
+
+# ---------------------------------------------------------------- live tool arguments
+
+def tc(index, args="", name=None, call_id=None):
+    call = {"index": index, "function": {"arguments": args}}
+    if name:
+        call["function"]["name"], call["id"] = name, call_id or f"call_{index}"
+    return {"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}
+
+
+def finish(reason="tool_calls"):
+    return {"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}
+
+
+def live_run(chunks):
+    """Events per chunk (so a test can see when each went out), then the closing events."""
+    t = StreamTranslator("c", provider="p", upstream_model="m", live_tools=True)
+    t.start()
+    per_chunk = [t.feed(c) for c in chunks]
+    return per_chunk, t.finish(saw_done=True)
+
+
+def compact(events):
+    """(event, index, partial_json or block type) for the tool-related events."""
+    out = []
+    for name, data in events:
+        if name == "content_block_start":
+            out.append(("start", data["index"], data["content_block"]["type"]))
+        elif name == "content_block_delta" and data["delta"]["type"] == "input_json_delta":
+            out.append(("json", data["index"], data["delta"]["partial_json"]))
+        elif name == "content_block_delta":
+            out.append(("text", data["index"], data["delta"].get("text")))
+        elif name == "content_block_stop":
+            out.append(("stop", data["index"], None))
+    return out
+
+
+def test_a_tool_call_streams_its_arguments_as_they_arrive():
+    per_chunk, closing = live_run([tc(0, name="Write"), tc(0, '{"file_path": "a.txt", '),
+                                   tc(0, '"content": "long'), tc(0, ' text"}'), finish()])
+    assert [compact(e) for e in per_chunk] == [
+        [],                                                         # no block before the arguments open
+        [("start", 0, "tool_use"), ("json", 0, '{"file_path": "a.txt", ')],
+        [("json", 0, '"content": "long')],
+        [("json", 0, ' text"}')],
+        [],
+    ]
+    assert compact(closing) == [("stop", 0, None)]
+    events = [("message_start", {"type": "message_start", "message": {"content": [], "usage": {}}})]
+    message = accumulate(events + [e for chunk in per_chunk for e in chunk] + closing)
+    assert message["content"][0]["input"] == {"file_path": "a.txt", "content": "long text"}
+    assert message["stop_reason"] == "tool_use"
+
+
+def test_sequential_calls_each_go_out_live():
+    per_chunk, closing = live_run([tc(0, '{"a": 1', name="A"), tc(0, "}"), tc(1, '{"b": 2}', name="B"), finish()])
+    assert compact([e for chunk in per_chunk for e in chunk] + closing) == [
+        ("start", 0, "tool_use"), ("json", 0, '{"a": 1'), ("json", 0, "}"),
+        ("stop", 0, None), ("start", 1, "tool_use"), ("json", 1, '{"b": 2}'), ("stop", 1, None)]
+
+
+def test_interleaved_calls_hold_the_second_until_the_first_is_complete():
+    per_chunk, closing = live_run([tc(0, '{"a": ', name="A"), tc(1, '{"b": ', name="B"), tc(0, "1}"),
+                                   tc(1, "2}"), finish()])
+    events = [e for chunk in per_chunk for e in chunk] + closing
+    assert compact(events) == [
+        ("start", 0, "tool_use"), ("json", 0, '{"a": '), ("json", 0, "1}"), ("stop", 0, None),
+        ("start", 1, "tool_use"), ("json", 1, '{"b": 2}'), ("stop", 1, None)]
+    check_stream([("message_start", {"type": "message_start", "message": {
+        "content": [], "stop_reason": None, "usage": {}}})] + events)
+
+
+def test_a_live_call_cut_by_max_tokens_ends_as_max_tokens_with_its_partial_arguments():
+    per_chunk, closing = live_run([tc(0, '{"content": "half', name="Write"), finish("length")])
+    assert compact(closing) == [("stop", 0, None)]
+    assert closing[-2][1]["delta"]["stop_reason"] == "max_tokens"
+
+
+def test_a_live_call_whose_arguments_never_become_json_is_an_error():
+    t = StreamTranslator("c", provider="p", upstream_model="m", live_tools=True)
+    t.start()
+    t.feed(tc(0, '{"a": nope', name="A"))
+    t.feed(finish())
+    with pytest.raises(ApiError, match="not a JSON object"):
+        t.finish(saw_done=True)
+
+
+def test_interleaved_calls_that_never_resolve_are_sent_whole_at_the_end():
+    per_chunk, closing = live_run([tc(0, '{"a": ', name="A"), tc(1, '{"b": ', name="B"), tc(1, "2}"),
+                                   tc(0, "1}"), tc(2, '{"c": 3}', name="C"), finish()])
+    events = [e for chunk in per_chunk for e in chunk] + closing
+    assert compact(events) == [
+        ("start", 0, "tool_use"), ("json", 0, '{"a": '), ("json", 0, "1}"), ("stop", 0, None),
+        ("start", 1, "tool_use"), ("json", 1, '{"b":2}'), ("stop", 1, None),
+        ("start", 2, "tool_use"), ("json", 2, '{"c":3}'), ("stop", 2, None)]
+
+
+def test_text_in_the_middle_of_a_live_call_comes_after_it():
+    per_chunk, closing = live_run([tc(0, '{"a": ', name="A"),
+                                   {"choices": [{"index": 0, "delta": {"content": "aside"}}]}, tc(0, "1}"), finish()])
+    assert compact([e for chunk in per_chunk for e in chunk] + closing) == [
+        ("start", 0, "tool_use"), ("json", 0, '{"a": '), ("json", 0, "1}"), ("stop", 0, None),
+        ("start", 1, "text"), ("text", 1, "aside"), ("stop", 1, None)]

@@ -4,9 +4,11 @@ One `StreamTranslator` per request.  `start()` gives message_start; `feed(chunk)
 one upstream chunk produces; `finish(done)` closes the message; `fail(exc)` gives the error event.
 Events are `(name, payload)` pairs; `sse.encode` turns them into bytes.
 
-Text and thinking stream live.  Tool calls are buffered per upstream `index` and emitted whole at
-the end, so calls whose argument fragments interleave still come out as contiguous blocks with
-valid JSON input (PROTOCOL.md E23, E24, E26).
+Text and thinking stream live.  With `live_tools` (streaming clients), a tool call's argument
+fragments go out as they arrive once its name is known and its arguments open an object; a
+second call goes live only once the first one's arguments are a complete object, so calls whose
+fragments interleave are buffered per upstream `index` and emitted whole at the end, as every
+call is without `live_tools` (PROTOCOL.md E23, E24, E26).
 """
 
 from __future__ import annotations
@@ -103,18 +105,23 @@ def completion_as_chunk(completion: dict) -> dict:
 
 
 class _Tool:
-    __slots__ = ("id", "name", "args")
+    __slots__ = ("id", "name", "args", "block")
 
     def __init__(self) -> None:
         self.id: str | None = None
         self.name = ""
         self.args: list[str] = []
+        self.block: int | None = None          # its content block index, once it went out live
+
+    def complete(self) -> bool:
+        """Whether the arguments so far are a whole JSON object (nothing may follow it)."""
+        return isinstance(parse_arguments("".join(self.args)), dict) and "".join(self.args).strip() != ""
 
 
 class StreamTranslator:
     def __init__(self, requested_model: str, *, provider: str, upstream_model: str,
                  tool_names: dict[str, str] | None = None, input_estimate: int = 0,
-                 thinking: str = "summarized") -> None:
+                 thinking: str = "summarized", live_tools: bool = False) -> None:
         self.requested_model = requested_model
         self.thinking = thinking                   # THINKING_DISPLAY: what the request asked to see
         self.tool_names = tool_names or {}
@@ -125,6 +132,9 @@ class StreamTranslator:
         self.open_kind: str | None = None          # "text" | "thinking" | None
         self.tools: dict[int, _Tool] = {}
         self.last_tool: int | None = None          # for fragments that carry no index
+        self.live_tools = live_tools
+        self.live: _Tool | None = None             # the tool call whose block is open
+        self.held: list[str] = []                  # text that came while a live call was incomplete
         self.finish_reason: str | None = None
         self.usage: dict | None = None
         self.output_chars = 0
@@ -157,13 +167,16 @@ class StreamTranslator:
             if thinking:
                 self._thinking(out, thinking)
             text = delta.get("content") or delta.get("refusal")
-            if text and isinstance(text, str):
+            if text and isinstance(text, str) and self.live is not None and not self._end_live(out):
+                self.held.append(text)             # rare: text in the middle of a live tool call
+                self.output_chars += len(text)
+            elif text and isinstance(text, str):
                 self._open(out, "text")
                 out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
                                                     "delta": {"type": "text_delta", "text": text}}))
                 self.output_chars += len(text)
             for call in delta.get("tool_calls") or ():
-                self._tool_fragment(call)
+                self._tool_fragment(out, call)
             reason = choice.get("finish_reason")
             if reason == "error":
                 raise from_stream_error(choice if choice.get("error") else {"error": {"message": "upstream error"}})
@@ -186,8 +199,20 @@ class StreamTranslator:
         out: list[tuple[str, dict]] = []
         self._close(out)
         truncated = self.finish_reason == "length"
+        if self.live is not None:
+            if not truncated and not self.live.complete():
+                raise ApiError(f"the model's arguments for {self.live.name} are not a JSON object, "
+                               "and part of them went out already")
+            out.append(("content_block_stop", {"type": "content_block_stop", "index": self.live.block}))
+            self.live = None
         for key in sorted(self.tools):
-            self._emit_tool(out, self.tools[key], drop_invalid=truncated)
+            if self.tools[key].block is None:
+                self._emit_tool(out, self.tools[key], drop_invalid=truncated)
+        if self.held:
+            self._open(out, "text")
+            out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
+                                                "delta": {"type": "text_delta", "text": "".join(self.held)}}))
+            self._close(out)
         stop = FINISH_TO_STOP.get(self.finish_reason, UNKNOWN_FINISH_STOP) if self.finish_reason else "end_turn"
         if stop == "tool_use" and not self.emitted_tool:
             stop = "end_turn"
@@ -214,8 +239,8 @@ class StreamTranslator:
         `display: omitted` the block carries its signature and no text.  It counts as output
         either way."""
         self.output_chars += len(text)
-        if self.thinking == "none":
-            return
+        if self.thinking == "none" or (self.live is not None and not self._end_live(out)):
+            return                                 # not asked for, or in the middle of a live tool call
         self._open(out, "thinking")
         if self.thinking == "summarized":
             out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
@@ -241,7 +266,7 @@ class StreamTranslator:
         out.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
         self.open_kind = None
 
-    def _tool_fragment(self, call: dict) -> None:
+    def _tool_fragment(self, out: list, call: dict) -> None:
         key = call.get("index")
         if not isinstance(key, int):               # servers that send no index: a new id is a new call
             last = self.tools.get(self.last_tool) if self.last_tool is not None else None
@@ -258,6 +283,43 @@ class StreamTranslator:
             tool.name = fn["name"]
         if fn.get("arguments"):
             tool.args.append(fn["arguments"])
+        if self.live_tools:
+            self._live_fragment(out, tool, fn.get("arguments") or "")
+
+    def _live_fragment(self, out: list, tool: _Tool, fragment: str) -> None:
+        if tool is self.live:
+            if fragment:
+                self._json_delta(out, tool.block, fragment)
+            return
+        if tool.block is not None:                 # more for a call whose object was complete
+            raise ApiError(f"the model sent more arguments for {tool.name} after they were complete")
+        if self.live is not None and not self._end_live(out):
+            return                                 # interleaved with an unfinished call: buffered
+        waiting = [t for t in self.tools.values() if t is not tool and t.block is None]
+        if not tool.name or not "".join(tool.args).lstrip().startswith("{") or waiting:
+            return                                 # not yet (or never) live: emitted whole at the end
+        self._close(out)
+        tool.block = self.next_index
+        self.next_index += 1
+        self.emitted_tool = True
+        self.live = tool
+        out.append(("content_block_start", {"type": "content_block_start", "index": tool.block, "content_block": {
+            "type": "tool_use", "id": anthropic_tool_id(tool.id), "name": self.tool_names.get(tool.name, tool.name),
+            "input": {}}}))
+        self._json_delta(out, tool.block, "".join(tool.args))
+
+    def _end_live(self, out: list) -> bool:
+        """Close the live call's block if its arguments are complete; whether it was closed."""
+        if not self.live.complete():
+            return False
+        out.append(("content_block_stop", {"type": "content_block_stop", "index": self.live.block}))
+        self.live = None
+        return True
+
+    def _json_delta(self, out: list, index: int, fragment: str) -> None:
+        self.output_chars += len(fragment)
+        out.append(("content_block_delta", {"type": "content_block_delta", "index": index,
+                                            "delta": {"type": "input_json_delta", "partial_json": fragment}}))
 
     def _emit_tool(self, out: list, tool: _Tool, *, drop_invalid: bool) -> None:
         raw = "".join(tool.args)
