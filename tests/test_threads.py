@@ -1,0 +1,313 @@
+"""Message threads (beta message-threads-2026-08-12) with the official SDKs' tool runners, which thread by
+default: the upstream must see the same conversation as without threads, a restart that loses the
+thread store must still end in the right answer (the SDK replays), and each refusal has the API's shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import anthropic
+import httpx2
+import orjson
+import pytest
+
+from .conftest import CANARY, TEST_ROUTES, Daemon, free_port
+from .fake_upstream import text_script, tool_script
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEM = "You are a weather assistant. Answer in one line."
+QUESTION = "What is the weather in Paris, and then in Rome?"
+CITIES = ("Paris", "Rome")
+WEATHER = {"Paris": "sunny in Paris", "Rome": "rain in Rome"}
+FINAL = "Paris is sunny; Rome has rain."
+BETA = "message-threads-2026-08-12"
+
+
+def weather_responder(body: dict):
+    """The fake model: asks for each city in turn, then answers from the tool results it was sent.
+    A request that lost the question or the tools gets an answer that says so."""
+    messages = body["messages"]
+    results = [m["content"] for m in messages if m["role"] == "tool"]
+    asked = any(m["role"] == "user" and QUESTION in json.dumps(m["content"]) for m in messages)
+    has_tool = any(t["function"]["name"] == "get_weather" for t in body.get("tools") or [])
+    if not asked or not has_tool:
+        return text_script("I do not know what you mean.")
+    if len(results) < len(CITIES):
+        city = CITIES[len(results)]
+        return tool_script("get_weather", json.dumps({"city": city}), call_id=f"call_{city.lower()}")
+    if results != [WEATHER[c] for c in CITIES]:
+        return text_script("The tool results are wrong.")
+    return text_script(FINAL)
+
+
+class Recorder:
+    """What the SDK sent to ccproxyd: (path, anthropic-beta header, body) per request."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def __call__(self, request) -> None:
+        if request.url.path.endswith("/messages"):
+            self.sent.append({"beta": request.headers.get("anthropic-beta", ""),
+                              "body": json.loads(request.content)})
+
+
+def sdk_client(url: str, recorder: Recorder) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=url, api_key="sk-client", max_retries=0,
+                               http_client=httpx2.Client(event_hooks={"request": [recorder]}))
+
+
+def run_python_runner(client: anthropic.Anthropic, *, stream: bool, thread: bool, between=None) -> str:
+    @anthropic.beta_tool
+    def get_weather(city: str) -> str:
+        """The current weather in a city.
+
+        Args:
+            city: the city's name
+        """
+        if between is not None:
+            between(city)
+        return WEATHER[city]
+
+    extra = {} if thread else {"thread": False}
+    runner = client.beta.messages.tool_runner(model="claude-sonnet-4-5", max_tokens=500, system=SYSTEM,
+                                              messages=[{"role": "user", "content": QUESTION}], tools=[get_weather],
+                                              stream=stream, **extra)
+    if stream:
+        last = None
+        for message_stream in runner:
+            last = message_stream.get_final_message()
+    else:
+        last = runner.until_done()
+    return "".join(block.text for block in last.content if block.type == "text")
+
+
+def upstream_bodies(fake) -> list[dict]:
+    return [request["body"] for request in fake.requests]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_python_tool_runner_threaded_sends_the_same_conversation_upstream(daemon, fake, stream):
+    fake.responder = weather_responder
+    plain = Recorder()
+    assert run_python_runner(sdk_client(daemon.url, plain), stream=stream, thread=False) == FINAL
+    unthreaded = upstream_bodies(fake)
+    fake.requests.clear()
+    threaded = Recorder()
+    assert run_python_runner(sdk_client(daemon.url, threaded), stream=stream, thread=True) == FINAL
+    assert upstream_bodies(fake) == unthreaded
+    assert len(unthreaded) == 3
+    # the SDK really threaded: a create with everything, then continues with only the tool result
+    first, *rest = threaded.sent
+    assert BETA in first["beta"] and first["body"]["thread"] == {"type": "create"}
+    assert first["body"]["system"] == SYSTEM and first["body"]["tools"]
+    for turn in rest:
+        body = turn["body"]
+        assert BETA in turn["beta"] and body["thread"]["type"] == "continue"
+        assert body["thread"]["previous_message_id"].startswith("msg_")
+        assert "system" not in body and "tools" not in body
+        assert [m["content"][0]["type"] for m in body["messages"]] == ["tool_result"]
+    assert len(rest) == 2
+    assert all("thread" not in turn["body"] for turn in plain.sent)
+
+
+def test_restart_that_loses_the_threads_ends_right_through_the_replay(upstream, fake, tmp_path):
+    fake.responder = weather_responder
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=upstream.url, dead_port=free_port()))
+    port = free_port()
+    daemons = [Daemon(routes, port=port)]
+
+    def restart(city: str) -> None:
+        if city == "Paris":                  # between the first reply and the first continue
+            daemons[0].stop()
+            daemons.append(Daemon(routes, port=port))
+    try:
+        recorder = Recorder()
+        client = sdk_client(daemons[0].url, recorder)
+        assert run_python_runner(client, stream=True, thread=True, between=restart) == FINAL
+    finally:
+        daemons[-1].stop()
+    kinds = [turn["body"].get("thread", {}).get("type") for turn in recorder.sent]
+    # create; continue -> thread_not_found; the whole history again under a new thread; continue
+    assert kinds == ["create", "continue", "create", "continue"]
+    assert len(recorder.sent[2]["body"]["messages"]) == 3
+    assert [len(b["messages"]) for b in upstream_bodies(fake)] == [2, 4, 6]
+
+
+# ------------------------------------------------------------ the TypeScript SDK, through node
+
+NODE_SDK = os.environ.get("CCPROXYD_NODE_SDK", str(ROOT / ".node-sdk"))
+TS_RUNNER = Path(__file__).with_name("ts_tool_runner.mjs")
+
+
+def run_ts_runner(url: str, *, stream: bool, thread: bool) -> dict:
+    if not (Path(NODE_SDK) / "node_modules" / "@anthropic-ai" / "sdk").is_dir() or not shutil.which("node"):
+        pytest.skip("the TypeScript SDK is not installed (make test installs it in .node-sdk)")
+    env = {**os.environ, "NODE_PATH": str(Path(NODE_SDK) / "node_modules"), "ANTHROPIC_BASE_URL": url,
+           "ANTHROPIC_API_KEY": "sk-client"}
+    args = ["node", str(TS_RUNNER), "--stream" if stream else "--no-stream", "--thread" if thread else "--no-thread"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, cwd=NODE_SDK)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_typescript_tool_runner_threaded_sends_the_same_conversation_upstream(daemon, fake, stream):
+    fake.responder = weather_responder
+    plain = run_ts_runner(daemon.url, stream=stream, thread=False)
+    assert plain["text"] == FINAL, plain
+    unthreaded = upstream_bodies(fake)
+    fake.requests.clear()
+    threaded = run_ts_runner(daemon.url, stream=stream, thread=True)
+    assert threaded["text"] == FINAL, threaded
+    assert upstream_bodies(fake) == unthreaded and len(unthreaded) == 3
+    assert [t.get("type") for t in threaded["threads"]] == ["create", "continue", "continue"]
+    assert all(BETA in beta for beta in threaded["betas"])
+    assert plain["threads"] == [None, None, None]
+
+
+# ------------------------------------------------------------ refusals, in the API's shape
+
+def post(daemon, body: dict, **headers) -> httpx2.Response:
+    return httpx2.post(daemon.url + "/v1/messages?beta=true", json=body, timeout=30,
+                       headers={"anthropic-beta": BETA, **headers})
+
+
+def create(daemon, fake, text: str = "first answer", **extra) -> dict:
+    fake.push(text_script(text))
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 100, "system": "sys", "thread": {"type": "create"},
+            "messages": [{"role": "user", "content": "hello"}], **extra}
+    r = post(daemon, body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def cont(daemon, previous: str, content: str = "and then?", **extra) -> httpx2.Response:
+    return post(daemon, {"model": "claude-sonnet-4-5", "max_tokens": 100, **extra,
+                         "thread": {"type": "continue", "previous_message_id": previous},
+                         "messages": [{"role": "user", "content": content}]})
+
+
+def assert_thread_error(r: httpx2.Response, status: int, etype: str, code: str) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == etype
+    assert body["error"]["details"]["error_code"] == code
+    assert body["error"]["message"] and body["request_id"] == r.headers["request-id"]
+    return body
+
+
+def test_continue_rebuilds_the_whole_request(daemon, fake):
+    first = create(daemon, fake)
+    fake.push(text_script("second answer"))
+    r = cont(daemon, first["id"], temperature=0.5)
+    assert r.status_code == 200 and r.json()["content"][0]["text"] == "second answer"
+    sent = fake.requests[-1]["body"]
+    assert sent["messages"] == [{"role": "system", "content": "sys"}, {"role": "user", "content": "hello"},
+                                {"role": "assistant", "content": "first answer"},
+                                {"role": "user", "content": "and then?"}]
+    assert sent["temperature"] == 0.5            # the turn's own fields
+
+
+def test_unknown_thread_is_thread_not_found(daemon, fake):
+    r = cont(daemon, "msg_0123456789abcdef01234567")
+    assert_thread_error(r, 404, "not_found_error", "thread_not_found")
+    with pytest.raises(anthropic.NotFoundError) as caught:          # the SDK's own class for it
+        anthropic.Anthropic(base_url=daemon.url, api_key="k", max_retries=0).beta.messages.create(
+            model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "x"}], betas=[BETA],
+            thread={"type": "continue", "previous_message_id": "msg_gone"})
+    assert type(caught.value).__name__ == "ThreadNotFoundError"
+    assert caught.value.error_code == "thread_not_found"
+    assert not fake.requests
+
+
+def test_second_continue_of_one_reply_is_thread_already_continued(daemon, fake):
+    first = create(daemon, fake)
+    fake.push(text_script("second"))
+    assert cont(daemon, first["id"]).status_code == 200
+    assert_thread_error(cont(daemon, first["id"]), 400, "invalid_request_error", "thread_already_continued")
+
+
+def test_continue_while_another_runs_is_thread_continue_in_flight(daemon, fake):
+    first = create(daemon, fake)
+    slow = text_script("slow answer")
+    slow.first_byte_delay = 1.0
+    fake.push(slow)
+    import threading
+    results = {}
+    racing = threading.Thread(target=lambda: results.setdefault("first", cont(daemon, first["id"])))
+    racing.start()
+    deadline = 50
+    while len(fake.requests) < 2 and deadline:                     # the first continue reached the upstream
+        deadline -= 1
+        threading.Event().wait(0.05)
+    assert_thread_error(cont(daemon, first["id"]), 400, "invalid_request_error", "thread_continue_in_flight")
+    racing.join(10)
+    assert results["first"].status_code == 200
+
+
+def test_failed_continue_can_be_retried(daemon, fake):
+    first = create(daemon, fake)
+    from .fake_upstream import Script
+    fake.push(Script(status=400, body={"error": {"message": "bad request upstream"}}))
+    assert cont(daemon, first["id"]).status_code == 400
+    fake.push(text_script("retried"))
+    r = cont(daemon, first["id"])
+    assert r.status_code == 200 and r.json()["content"][0]["text"] == "retried"
+
+
+def test_threads_off_is_thread_unsupported_request(upstream, fake, tmp_path):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=upstream.url, dead_port=free_port()))
+    d = Daemon(routes, extra_args=("--no-cache", "--thread-ttl", "0"))
+    try:
+        r = post(d, {"model": "claude-x", "max_tokens": 10, "thread": {"type": "create"},
+                     "messages": [{"role": "user", "content": "hi"}]})
+        body = assert_thread_error(r, 400, "invalid_request_error", "thread_unsupported_request")
+        assert "unsupported" not in body["error"]["details"]
+        # a tool runner then goes on without threads, and still gets the right answer
+        fake.responder = weather_responder
+        recorder = Recorder()
+        assert run_python_runner(sdk_client(d.url, recorder), stream=False, thread=True) == FINAL
+        kinds = [turn["body"].get("thread", {}).get("type") for turn in recorder.sent]
+        assert kinds == ["create", None, None, None]
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("thread, needle", [
+    ("create", "thread: must be an object, got a string"),
+    ({"type": "fork"}, "thread.type: must be 'create' or 'continue', got 'fork'"),
+    ({}, "thread.type: must be 'create' or 'continue', got None"),
+    ({"type": "continue"}, "thread.previous_message_id: field required"),
+    ({"type": "continue", "previous_message_id": 7}, "thread.previous_message_id: must be a non-empty string"),
+    ({"type": "continue", "previous_message_id": ""}, "thread.previous_message_id: must be a non-empty string"),
+    ({"type": "create", "previous_message_id": "msg_1"}, "thread.previous_message_id: not a field of a thread"),
+])
+def test_wrong_thread_shapes_are_400_naming_the_field(daemon, fake, thread, needle):
+    r = post(daemon, {"model": "claude-x", "max_tokens": 10, "thread": thread,
+                      "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert needle in r.json()["error"]["message"], r.text
+    assert "details" not in r.json()["error"]
+
+
+@pytest.mark.parametrize("field, value", [("system", "again"), ("tools", [{"name": "t", "input_schema": {}}])])
+def test_continue_carrying_a_kept_field_is_400(daemon, fake, field, value):
+    r = cont(daemon, "msg_whatever", **{field: value})
+    assert r.status_code == 400 and f"{field}: must not be sent with thread.type 'continue'" in r.json()["error"]["message"]
+
+
+def test_thread_state_holds_no_secret(daemon, fake):
+    """The state a continue rebuilds from is what the client sent: the provider key never reaches it.
+    Here: the rebuilt request the upstream sees carries the key only in its Authorization header."""
+    first = create(daemon, fake)
+    fake.push(text_script("ok"))
+    assert cont(daemon, first["id"], metadata={"user_id": "u1"}).status_code == 200
+    assert CANARY not in orjson.dumps(fake.requests[-1]["body"]).decode()
