@@ -143,12 +143,15 @@ def test_restart_that_loses_the_threads_ends_right_through_the_replay(upstream, 
 # ------------------------------------------------------------ the TypeScript SDK, through node
 
 NODE_SDK = os.environ.get("CCPROXYD_NODE_SDK", str(ROOT / ".node-sdk"))
-TS_RUNNER = Path(__file__).with_name("ts_tool_runner.mjs")
+TS_RUNNER = Path(__file__).with_name("ts_tool_runner.cjs")
+TS_SDK_VERSION = "1.15.0"                # the Makefile's NODE_SDK_VERSION
 
 
 def run_ts_runner(url: str, *, stream: bool, thread: bool) -> dict:
-    if not (Path(NODE_SDK) / "node_modules" / "@anthropic-ai" / "sdk").is_dir() or not shutil.which("node"):
-        pytest.skip("the TypeScript SDK is not installed (make test installs it in .node-sdk)")
+    """Never skipped: `make test` installs the SDK in .node-sdk (`make node-sdk`)."""
+    package = Path(NODE_SDK) / "node_modules" / "@anthropic-ai" / "sdk" / "package.json"
+    assert package.exists() and shutil.which("node"), f"@anthropic-ai/sdk is not installed under {NODE_SDK}: run `make node-sdk`"
+    assert json.loads(package.read_text())["version"] == TS_SDK_VERSION
     env = {**os.environ, "NODE_PATH": str(Path(NODE_SDK) / "node_modules"), "ANTHROPIC_BASE_URL": url,
            "ANTHROPIC_API_KEY": "sk-client"}
     args = ["node", str(TS_RUNNER), "--stream" if stream else "--no-stream", "--thread" if thread else "--no-thread"]
@@ -311,3 +314,101 @@ def test_thread_state_holds_no_secret(daemon, fake):
     fake.push(text_script("ok"))
     assert cont(daemon, first["id"], metadata={"user_id": "u1"}).status_code == 200
     assert CANARY not in orjson.dumps(fake.requests[-1]["body"]).decode()
+
+
+def test_threads_are_bound_to_the_client_key(upstream, fake, tmp_path):
+    """With client_keys, a thread point is its client's: another key's continue finds nothing."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=upstream.url, dead_port=free_port()) + "client_keys: [KEY_A, KEY_B]\n")
+    d = Daemon(routes, env={"KEY_A": "client-a-secret", "KEY_B": "client-b-secret"})
+    try:
+        fake.push(text_script("for a"))
+        body = {"model": "claude-x", "max_tokens": 10, "thread": {"type": "create"},
+                "messages": [{"role": "user", "content": "hi"}]}
+        first = post(d, body, **{"x-api-key": "client-a-secret"}).json()
+        again = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "more"}],
+                 "thread": {"type": "continue", "previous_message_id": first["id"]}}
+        assert_thread_error(post(d, again, **{"x-api-key": "client-b-secret"}), 404, "not_found_error",
+                            "thread_not_found")
+        fake.push(text_script("for a again"))
+        assert post(d, again, **{"x-api-key": "client-a-secret"}).status_code == 200
+    finally:
+        d.stop()
+
+
+# ------------------------------------------------------------ the store itself (no daemon)
+
+from ccproxyd import threads as threads_module                          # noqa: E402
+from ccproxyd.errors import ThreadUnsupported, to_anthropic                 # noqa: E402
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run(coro):
+    import asyncio
+    return asyncio.run(coro)
+
+
+def test_memory_backend_ttl_claims_and_tombstones():
+    clock = Clock()
+    store = threads_module.MemoryBackend(10_000, clock)
+    run(store.put("msg_a", b"x" * 100, None, ttl=60))
+    assert run(store.claim("msg_a", "someone")) == (threads_module.MISSING, None)     # not this owner's
+    assert run(store.claim("msg_a", None)) == (threads_module.FOUND, b"x" * 100)
+    assert run(store.claim("msg_a", None))[0] == threads_module.IN_FLIGHT
+    run(store.release("msg_a", continued=False))                                      # the turn failed
+    assert run(store.claim("msg_a", None))[0] == threads_module.FOUND
+    run(store.release("msg_a", continued=True))
+    assert run(store.claim("msg_a", None))[0] == threads_module.CONTINUED
+    assert store.bytes == len("msg_a") + threads_module.TOMBSTONE_BYTES               # the record is gone
+    clock.now += 61
+    assert run(store.claim("msg_a", None))[0] == threads_module.MISSING
+    assert store.bytes == 0 and store.stats()["entries"] == 0
+
+
+def test_memory_backend_stays_within_its_bytes_oldest_first():
+    clock = Clock()
+    store = threads_module.MemoryBackend(1000, clock)
+    for i in range(10):
+        run(store.put(f"msg_{i}", b"y" * 300, None, ttl=60))
+        clock.now += 1
+        assert store.bytes <= 1000
+    assert store.evictions == 7
+    assert [run(store.claim(f"msg_{i}", None))[0] for i in range(10)] == ["missing"] * 7 + ["found"] * 3
+    clock.now += 120                                                       # expired entries go on the next put
+    run(store.put("msg_new", b"z", None, ttl=60))
+    assert store.stats()["entries"] == 1
+
+
+def test_a_kept_turn_holds_only_the_conversation():
+    store = threads_module.MemoryBackend(1 << 20)
+    threads = threads_module.Threads(store, ttl=60, max_record_bytes=1 << 20)
+    body = {"model": "claude-x", "max_tokens": 10, "system": "sys", "tools": [{"name": "t"}], "stream": True,
+            "metadata": {"user_id": "u"}, "temperature": 0.2, "thread": {"type": "create"},
+            "messages": [{"role": "user", "content": "hi"}]}
+    turn = run(threads.open(body, "owner-hash"))
+    assert "thread" not in turn.body and orjson.loads(turn.raw) == turn.body
+    run(turn.keep({"id": "msg_1", "content": [{"type": "text", "text": "hello"}]}))
+    state, record = run(store.claim("msg_1", "owner-hash"))
+    assert state == "found"
+    assert orjson.loads(record) == {"system": "sys", "tools": [{"name": "t"}], "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "text", "text": "hello"}]}]}
+
+
+def test_a_conversation_over_the_limit_cannot_be_threaded():
+    store = threads_module.MemoryBackend(1 << 20)
+    threads = threads_module.Threads(store, ttl=60, max_record_bytes=300)
+    run(store.put("msg_1", orjson.dumps({"messages": [{"role": "user", "content": "x" * 200}]}), None, 60))
+    body = {"model": "m", "max_tokens": 1, "thread": {"type": "continue", "previous_message_id": "msg_1"},
+            "messages": [{"role": "user", "content": "y" * 200}]}
+    with pytest.raises(ThreadUnsupported) as caught:
+        run(threads.open(body, None))
+    assert run(store.claim("msg_1", None))[0] == "found"                   # the claim was given back
+    status, raw, _ = to_anthropic(caught.value, "req_1")
+    assert status == 400 and orjson.loads(raw)["error"]["details"] == {"error_code": "thread_unsupported_request"}
