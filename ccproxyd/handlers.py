@@ -243,7 +243,8 @@ async def health(request: Request):
                           "reload": {"accepted": state.accepted, "rejected": state.rejected,
                                      "last_error": state.last_error},
                           "providers": request.app.ctx.guards.snapshot(),
-                          "cache": _cache_state(request.app.ctx.store)})
+                          "cache": _cache_state(request.app.ctx.store),
+                          "threads": request.app.ctx.threads.stats() if request.app.ctx.threads else {"state": "off"}})
 
 
 def _cache_state(store) -> dict:

@@ -175,6 +175,9 @@ class Threads:
         _count("continue" if previous else "create")
         return Turn(self, request, raw, owner, previous)
 
+    def stats(self) -> dict:
+        return {"state": "on", "ttl": self.ttl, "max_record_bytes": self.max_record_bytes, **self.backend.stats()}
+
 
 REJECTIONS = {
     MISSING: lambda pid: ThreadNotFound(

@@ -15,8 +15,8 @@ import httpx2
 import orjson
 import pytest
 
-from .conftest import CANARY, TEST_ROUTES, Daemon, free_port
-from .fake_upstream import text_script, tool_script
+from .conftest import CANARY, TEST_ROUTES, Daemon, cached_routes, free_port
+from .fake_upstream import chunk, text_script, tool_script
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +29,16 @@ BETA = "message-threads-2026-08-12"
 
 
 def weather_responder(body: dict):
-    """The fake model: asks for each city in turn, then answers from the tool results it was sent.
-    A request that lost the question or the tools gets an answer that says so."""
+    """The fake model (reasoning first, on the reasoner route) asks for each city in turn, then answers from
+    the tool results it was sent.  A request that lost the question or the tools gets an answer that says so."""
+    script = weather_answer(body)
+    if body["model"] == "reasoner-up":
+        turn = sum(m["role"] == "tool" for m in body["messages"])
+        script.events.insert(0, chunk({"reasoning_content": f"Turn {turn}: which city is next?"}))
+    return script
+
+
+def weather_answer(body: dict):
     messages = body["messages"]
     results = [m["content"] for m in messages if m["role"] == "tool"]
     asked = any(m["role"] == "user" and QUESTION in json.dumps(m["content"]) for m in messages)
@@ -62,7 +70,7 @@ def sdk_client(url: str, recorder: Recorder) -> anthropic.Anthropic:
                                http_client=httpx2.Client(event_hooks={"request": [recorder]}))
 
 
-def run_python_runner(client: anthropic.Anthropic, *, stream: bool, thread: bool, between=None) -> str:
+def run_python_runner(client: anthropic.Anthropic, *, stream: bool, thread: bool, between=None, **params) -> str:
     @anthropic.beta_tool
     def get_weather(city: str) -> str:
         """The current weather in a city.
@@ -74,8 +82,9 @@ def run_python_runner(client: anthropic.Anthropic, *, stream: bool, thread: bool
             between(city)
         return WEATHER[city]
 
-    extra = {} if thread else {"thread": False}
-    runner = client.beta.messages.tool_runner(model="claude-sonnet-4-5", max_tokens=500, system=SYSTEM,
+    extra = dict(params) if thread else dict(params, thread=False)
+    extra.setdefault("model", "claude-sonnet-4-5")
+    runner = client.beta.messages.tool_runner(max_tokens=2000, system=SYSTEM,
                                               messages=[{"role": "user", "content": QUESTION}], tools=[get_weather],
                                               stream=stream, **extra)
     if stream:
@@ -91,17 +100,24 @@ def upstream_bodies(fake) -> list[dict]:
     return [request["body"] for request in fake.requests]
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
-def test_python_tool_runner_threaded_sends_the_same_conversation_upstream(daemon, fake, stream):
+THINKING = {"model": "claude-reasoner-1", "thinking": {"type": "enabled", "budget_tokens": 1024}}
+
+
+@pytest.mark.parametrize("stream, params", [(False, {}), (True, {}), (True, THINKING)],
+                         ids=["create", "stream", "thinking"])
+def test_python_tool_runner_threaded_sends_the_same_conversation_upstream(daemon, fake, stream, params):
     fake.responder = weather_responder
     plain = Recorder()
-    assert run_python_runner(sdk_client(daemon.url, plain), stream=stream, thread=False) == FINAL
+    assert run_python_runner(sdk_client(daemon.url, plain), stream=stream, thread=False, **params) == FINAL
     unthreaded = upstream_bodies(fake)
     fake.requests.clear()
     threaded = Recorder()
-    assert run_python_runner(sdk_client(daemon.url, threaded), stream=stream, thread=True) == FINAL
+    assert run_python_runner(sdk_client(daemon.url, threaded), stream=stream, thread=True, **params) == FINAL
     assert upstream_bodies(fake) == unthreaded
     assert len(unthreaded) == 3
+    if params:                                  # each turn's reasoning went back to the model with its tool call
+        assert [m.get("reasoning_content") for m in unthreaded[-1]["messages"] if m["role"] == "assistant"] == [
+            "Turn 0: which city is next?", "Turn 1: which city is next?"]
     # the SDK really threaded: a create with everything, then continues with only the tool result
     first, *rest = threaded.sent
     assert BETA in first["beta"] and first["body"]["thread"] == {"type": "create"}
@@ -138,6 +154,38 @@ def test_restart_that_loses_the_threads_ends_right_through_the_replay(upstream, 
     assert kinds == ["create", "continue", "create", "continue"]
     assert len(recorder.sent[2]["body"]["messages"]) == 3
     assert [len(b["messages"]) for b in upstream_bodies(fake)] == [2, 4, 6]
+
+
+def test_python_thread_api_streams_and_continues(daemon, fake):
+    """`client.beta.messages.thread()` itself (unsupported_request_behavior "error"): a stream, then a send."""
+    fake.push(text_script("Bonjour"), text_script("Au revoir"))
+    recorder = Recorder()
+    thread = sdk_client(daemon.url, recorder).beta.messages.thread(model="claude-x", max_tokens=50, system="be French")
+    with thread.stream({"role": "user", "content": "hello"}) as s:
+        assert "".join(s.text_stream) == "Bonjour"
+    first_id = thread.previous_message_id
+    assert thread.send({"role": "user", "content": "bye"}).content[0].text == "Au revoir"
+    assert recorder.sent[1]["body"]["thread"] == {"type": "continue", "previous_message_id": first_id}
+    assert fake.requests[1]["body"]["messages"] == [
+        {"role": "system", "content": "be French"}, {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "Bonjour"}, {"role": "user", "content": "bye"}]
+
+
+def test_threaded_turns_bypass_the_response_cache(upstream, fake, tmp_path):
+    """Two identical creates on a cached route each reach the upstream and get a thread point of their own."""
+    d = Daemon(cached_routes(tmp_path, upstream.url), extra_args=("--cache-dir", str(tmp_path / "cache")))
+    try:
+        body = {"model": "claude-x", "max_tokens": 10, "thread": {"type": "create"},
+                "messages": [{"role": "user", "content": "same question"}]}
+        fake.push(text_script("one"), text_script("two"), text_script("three"), text_script("four"))
+        answers = [post(d, body) for _ in range(2)]
+        assert [a.json()["content"][0]["text"] for a in answers] == ["one", "two"]
+        assert all("x-ccproxyd-cache" not in a.headers for a in answers)
+        for a in answers:
+            assert cont(d, a.json()["id"]).status_code == 200
+        assert len(fake.requests) == 4
+    finally:
+        d.stop()
 
 
 # ------------------------------------------------------------ the TypeScript SDK, through node
@@ -207,7 +255,10 @@ def assert_thread_error(r: httpx2.Response, status: int, etype: str, code: str) 
 
 
 def test_continue_rebuilds_the_whole_request(daemon, fake):
+    before = httpx2.get(daemon.url + "/health").json()["threads"]
     first = create(daemon, fake)
+    after = httpx2.get(daemon.url + "/health").json()["threads"]
+    assert after["state"] == "on" and after["backend"] == "memory" and after["entries"] == before["entries"] + 1
     fake.push(text_script("second answer"))
     r = cont(daemon, first["id"], temperature=0.5)
     assert r.status_code == 200 and r.json()["content"][0]["text"] == "second answer"
@@ -273,6 +324,7 @@ def test_threads_off_is_thread_unsupported_request(upstream, fake, tmp_path):
         r = post(d, {"model": "claude-x", "max_tokens": 10, "thread": {"type": "create"},
                      "messages": [{"role": "user", "content": "hi"}]})
         body = assert_thread_error(r, 400, "invalid_request_error", "thread_unsupported_request")
+        assert httpx2.get(d.url + "/health").json()["threads"] == {"state": "off"}
         assert "unsupported" not in body["error"]["details"]
         # a tool runner then goes on without threads, and still gets the right answer
         fake.responder = weather_responder
