@@ -30,3 +30,4 @@ class Settings:
     orphan_grace: float = 5.0            # seconds an upstream call runs on after its last client left
     thread_ttl: float = 3600.0           # seconds a message-thread point is kept; 0 = threads off
     thread_store_size: int = 256 << 20   # bytes of thread state per worker; the oldest go first past it
+    thread_dir: str = ""                 # "" = threads in each worker's memory; else a diskcache all share

@@ -17,23 +17,29 @@ So a continue is rebuilt here into the request the client would have sent withou
 `system` and `tools`, the stored history and reply, then the new messages; from then on it is an
 ordinary request, and its reply becomes the next thread point.  Each reply can be continued once.
 
-State has one owner, this module; the backend is behind `Backend` (an in-process one here; a Redis one
-for a fleet would keep each entry in a hash with EXPIRE and claim it with one Lua script).  A record is
+State has one owner, this module; the backend is behind `Backend`: in this process's memory, or in a
+diskcache directory that every worker of the host shares and that outlives a restart (`--thread-dir`).
+A Redis backend for a fleet would keep each entry in a hash with EXPIRE and claim it with one Lua script.  A record is
 JSON bytes of `system`, `tools` and `messages`: what the client sent, never a provider key or the
 client's key (the owner is the hash ccproxyd already keeps for the cache key).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import sqlite3
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
+import diskcache
 import orjson
 
 from . import observe
+from .cache import BytesDisk
 from .errors import ThreadAlreadyContinued, ThreadContinueInFlight, ThreadNotFound, ThreadUnsupported
 from .translate.response import accumulate
 
@@ -57,6 +63,8 @@ class Backend(Protocol):
     async def release(self, message_id: str, continued: bool) -> None: ...
 
     def stats(self) -> dict: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -138,6 +146,107 @@ class MemoryBackend:
     def stats(self) -> dict:
         return {"backend": "memory", "entries": len(self._entries), "bytes": self.bytes,
                 "max_bytes": self.max_bytes, "evictions": self.evictions}
+
+    def close(self) -> None:
+        self._entries.clear()
+
+
+class DiskBackend:
+    """Thread points in a diskcache (SQLite) directory: shared by the workers of a host, kept across
+    restarts.  Two keys a point: `s:ID`, its state (owner, expiry, claim, spent), and `r:ID`, its
+    record; a claim is one transaction, so two processes never both get FOUND.  Every call runs on a
+    worker thread.  A store that fails (damaged, full, unwritable) never fails a request: the point
+    counts as missing (the SDK replays) and the failure is logged once until it works again."""
+
+    def __init__(self, directory: str, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.cache = diskcache.Cache(directory, disk=BytesDisk, size_limit=max_bytes, statistics=False,
+                                     eviction_policy="least-recently-stored", cull_limit=4)
+        self._failing = False
+
+    async def _run(self, fn, *args, failed=None):
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            if not self._failing:
+                log.warning("thread store %s cannot be used (%s: %s); continues are answered thread_not_found",
+                            self.directory, type(exc).__name__, exc)
+            self._failing = True
+            return failed
+        if self._failing:
+            log.warning("thread store %s works again", self.directory)
+            self._failing = False
+        return result
+
+    def _state(self, message_id: str) -> dict | None:
+        raw = self.cache.get("s:" + message_id)
+        return orjson.loads(raw) if isinstance(raw, bytes) else None
+
+    def _set_state(self, message_id: str, state: dict) -> None:
+        self.cache.set("s:" + message_id, orjson.dumps(state), expire=max(0.001, state["expires"] - time.time()))
+
+    def _put(self, message_id: str, record: bytes, owner: str | None, ttl: float) -> None:
+        with self.cache.transact():
+            self.cache.set("r:" + message_id, record, expire=ttl)
+            self._set_state(message_id, {"owner": owner, "expires": time.time() + ttl, "claimed_until": 0.0,
+                                         "spent": False})
+
+    def _claim(self, message_id: str, owner: str | None) -> tuple[str, bytes | None]:
+        with self.cache.transact():
+            state = self._state(message_id)
+            if state is None or state["owner"] != owner:
+                return MISSING, None
+            if state["spent"]:
+                return CONTINUED, None
+            now = time.time()
+            if state["claimed_until"] > now:
+                return IN_FLIGHT, None
+            record = self.cache.get("r:" + message_id)
+            if not isinstance(record, bytes):
+                return MISSING, None
+            state["claimed_until"] = now + CLAIM_SECONDS
+            self._set_state(message_id, state)
+            return FOUND, record
+
+    def _release(self, message_id: str, continued: bool) -> None:
+        with self.cache.transact():
+            state = self._state(message_id)
+            if state is None:
+                return
+            state["claimed_until"] = 0.0
+            if continued:
+                state["spent"] = True
+                self.cache.delete("r:" + message_id)
+            self._set_state(message_id, state)
+
+    async def put(self, message_id: str, record: bytes, owner: str | None, ttl: float) -> None:
+        await self._run(self._put, message_id, record, owner, ttl)
+
+    async def claim(self, message_id: str, owner: str | None) -> tuple[str, bytes | None]:
+        return await self._run(self._claim, message_id, owner, failed=(MISSING, None))
+
+    async def release(self, message_id: str, continued: bool) -> None:
+        await self._run(self._release, message_id, continued)
+
+    def stats(self) -> dict:
+        """What is known without reading the disk (/health calls it on the event loop)."""
+        return {"backend": "disk", "directory": self.directory, "max_bytes": self.max_bytes,
+                "available": not self._failing}
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+def backend_for(settings) -> Backend:
+    """The backend the settings name (blocking: it may open a database)."""
+    if settings.thread_dir:
+        try:
+            return DiskBackend(settings.thread_dir, settings.thread_store_size)
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            log.warning("cannot open the thread store in %s (%s); keeping threads in memory", settings.thread_dir, exc)
+    return MemoryBackend(settings.thread_store_size)
 
 
 class Threads:

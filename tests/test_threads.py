@@ -464,3 +464,64 @@ def test_a_conversation_over_the_limit_cannot_be_threaded():
     assert run(store.claim("msg_1", None))[0] == "found"                   # the claim was given back
     status, raw, _ = to_anthropic(caught.value, "req_1")
     assert status == 400 and orjson.loads(raw)["error"]["details"] == {"error_code": "thread_unsupported_request"}
+
+
+def test_disk_backend_claims_tombstones_and_ttl(tmp_path):
+    import time
+    store = threads_module.DiskBackend(str(tmp_path / "threads"), 1 << 20)
+    try:
+        run(store.put("msg_a", b"x" * 100_000, "o", ttl=60))                # past diskcache's file threshold
+        assert run(store.claim("msg_a", None)) == (threads_module.MISSING, None)
+        assert run(store.claim("msg_a", "o")) == (threads_module.FOUND, b"x" * 100_000)
+        assert run(store.claim("msg_a", "o"))[0] == threads_module.IN_FLIGHT
+        run(store.release("msg_a", continued=False))
+        assert run(store.claim("msg_a", "o"))[0] == threads_module.FOUND
+        run(store.release("msg_a", continued=True))
+        assert run(store.claim("msg_a", "o"))[0] == threads_module.CONTINUED
+        assert store.cache.get("r:msg_a") is None                             # the record is gone
+        run(store.put("msg_b", b"y", None, ttl=0.3))
+        time.sleep(0.4)
+        assert run(store.claim("msg_b", None))[0] == threads_module.MISSING
+        assert (tmp_path / "threads").stat().st_mode & 0o777 == 0o700
+    finally:
+        store.close()
+
+
+def test_disk_threads_outlive_a_restart(upstream, fake, tmp_path):
+    fake.responder = weather_responder
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=upstream.url, dead_port=free_port()))
+    port = free_port()
+    args = ("--no-cache", "--thread-dir", str(tmp_path / "threads"))
+    daemons = [Daemon(routes, port=port, extra_args=args)]
+
+    def restart(city: str) -> None:
+        if city == "Paris":
+            daemons[0].stop()
+            daemons.append(Daemon(routes, port=port, extra_args=args))
+    try:
+        recorder = Recorder()
+        assert run_python_runner(sdk_client(daemons[0].url, recorder), stream=True, thread=True,
+                                 between=restart) == FINAL
+        assert httpx2.get(daemons[-1].url + "/health").json()["threads"]["backend"] == "disk"
+    finally:
+        daemons[-1].stop()
+    assert [turn["body"]["thread"]["type"] for turn in recorder.sent] == ["create", "continue", "continue"]
+
+
+def test_disk_threads_are_shared_by_the_workers(upstream, fake, tmp_path):
+    """Two workers, a new connection for every request: every continue finds its thread, whichever
+    worker answered the turn before."""
+    fake.responder = weather_responder
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=upstream.url, dead_port=free_port()))
+    d = Daemon(routes, extra_args=("--no-cache", "--workers", "2", "--thread-dir", str(tmp_path / "threads")))
+    try:
+        for _ in range(3):
+            recorder = Recorder()
+            client = anthropic.Anthropic(base_url=d.url, api_key="k", max_retries=0, http_client=httpx2.Client(
+                event_hooks={"request": [recorder]}, limits=httpx2.Limits(max_keepalive_connections=0)))
+            assert run_python_runner(client, stream=False, thread=True) == FINAL
+            assert [turn["body"]["thread"]["type"] for turn in recorder.sent] == ["create", "continue", "continue"]
+    finally:
+        d.stop()
