@@ -331,7 +331,8 @@ class Turn:
     def sender(self, send: Callable[[bytes], Awaitable[None]]) -> Callable[[bytes], Awaitable[None]]:
         """`send`, except that the bytes that end the message wait until the reply is kept."""
         async def send_kept(data: bytes) -> None:
-            if self._complete and not self.kept:
+            if self._complete:                  # once: a ping sent while the reply is being kept goes by
+                self._complete = False
                 message, self._events = accumulate(self._events), []
                 await self.keep(message)
             await send(data)

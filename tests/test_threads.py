@@ -525,3 +525,36 @@ def test_disk_threads_are_shared_by_the_workers(upstream, fake, tmp_path):
             assert [turn["body"]["thread"]["type"] for turn in recorder.sent] == ["create", "continue", "continue"]
     finally:
         d.stop()
+
+
+def test_the_end_of_a_stream_waits_for_the_reply_to_be_kept():
+    """A slow store: the final bytes go out only once the thread point is kept, and a ping sent
+    meanwhile goes by without keeping it twice."""
+    import asyncio
+
+    class SlowBackend(threads_module.MemoryBackend):
+        async def put(self, *args, **kwargs):
+            await asyncio.sleep(0.05)
+            self.puts = getattr(self, "puts", 0) + 1
+            await super().put(*args, **kwargs)
+
+    async def scenario():
+        store = SlowBackend(1 << 20)
+        threads = threads_module.Threads(store, ttl=60, max_record_bytes=1 << 20)
+        turn = await threads.open({"model": "m", "max_tokens": 5, "thread": {"type": "create"},
+                                   "messages": [{"role": "user", "content": "hi"}]}, None)
+        sent = []
+
+        async def send(data):
+            sent.append((data, store.stats()["entries"]))
+        send_kept = turn.sender(send)
+        start = {"type": "message_start", "message": {"id": "msg_s", "type": "message", "role": "assistant",
+                                                       "content": [], "model": "m", "usage": {"input_tokens": 1}}}
+        turn.watch([("message_start", start)])
+        await send_kept(b"start")
+        turn.watch([("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}}),
+                    ("message_stop", {"type": "message_stop"})])
+        await asyncio.gather(send_kept(b"end"), send_kept(b"ping"))
+        return sent, store
+    sent, store = run(scenario())
+    assert sent[0] == (b"start", 0) and (b"end", 1) in sent and store.puts == 1
