@@ -507,6 +507,9 @@ def test_disk_threads_outlive_a_restart(upstream, fake, tmp_path):
     finally:
         daemons[-1].stop()
     assert [turn["body"]["thread"]["type"] for turn in recorder.sent] == ["create", "continue", "continue"]
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "threads").rglob("*") if p.is_file())
+    assert QUESTION.encode() in stored                          # the conversation is there...
+    assert CANARY.encode() not in stored and b"sk-client" not in stored      # ...and no key, ours or the client's
 
 
 def test_disk_threads_are_shared_by_the_workers(upstream, fake, tmp_path):
