@@ -50,7 +50,7 @@ LISTEN_BACKLOG = 1024
               help="Seconds a message thread (beta message-threads) can be continued after its last reply; 0 turns "
                    "threads off.")
 @click.option("--thread-store-mb", default=Settings.thread_store_size >> 20, show_default=True, type=click.IntRange(1),
-              envvar="CCPROXYD_THREAD_STORE_MB", help="Memory for message threads, per worker; the oldest go first.")
+              envvar="CCPROXYD_THREAD_STORE_MB", help="Space for message threads (in each worker's memory, or in --thread-dir); the oldest go first.")
 @click.option("--thread-dir", default="", envvar="CCPROXYD_THREAD_DIR",
               help="Keep message threads on disk here, shared by every worker and kept across restarts "
                    "[default: in each worker's memory].")
