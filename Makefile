@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 CLAUDE_VERSIONS ?= 2.1.197 2.1.332
 CLAUDE_DIR := .claude-code
 CLAUDE_STAMPS := $(foreach v,$(CLAUDE_VERSIONS),$(CLAUDE_DIR)/$(v)/.installed)
+NODE_SDK_VERSION ?= 1.15.0
+NODE_SDK_DIR := .node-sdk
 
-.PHONY: run test bench check clean claude-code
+.PHONY: run test bench check clean claude-code node-sdk
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +31,20 @@ $(CLAUDE_DIR)/%/.installed:
 	cd $(CLAUDE_DIR)/$* && npm install --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code@$*
 	touch $@
 
-test: $(VENV)/.installed $(CLAUDE_STAMPS)
-	CCPROXYD_CLAUDE=$(abspath $(CLAUDE_DIR)) CCPROXYD_CLAUDE_VERSIONS="$(CLAUDE_VERSIONS)" $(PY) -m pytest
+# the TypeScript SDK (@anthropic-ai/sdk) for the tool-runner tests, kept out of git like Claude Code
+node-sdk: $(NODE_SDK_DIR)/.installed-$(NODE_SDK_VERSION)
+
+$(NODE_SDK_DIR)/.installed-$(NODE_SDK_VERSION):
+	mkdir -p $(NODE_SDK_DIR)
+	cd $(NODE_SDK_DIR) && npm install --no-audit --no-fund --loglevel=error @anthropic-ai/sdk@$(NODE_SDK_VERSION)
+	touch $@
+
+test: $(VENV)/.installed $(CLAUDE_STAMPS) $(NODE_SDK_DIR)/.installed-$(NODE_SDK_VERSION)
+	CCPROXYD_CLAUDE=$(abspath $(CLAUDE_DIR)) CCPROXYD_CLAUDE_VERSIONS="$(CLAUDE_VERSIONS)" \
+		CCPROXYD_NODE_SDK=$(abspath $(NODE_SDK_DIR)) $(PY) -m pytest
 
 bench: $(VENV)/.installed
 	$(PY) -m tests.bench
 
 clean:
-	rm -rf $(VENV) $(CLAUDE_DIR)
+	rm -rf $(VENV) $(CLAUDE_DIR) $(NODE_SDK_DIR)

@@ -10,7 +10,7 @@ import signal
 
 from sanic import Sanic
 
-from . import config, connections, handlers, notify, observe, proxy, tokens
+from . import config, connections, handlers, notify, observe, proxy, threads, tokens
 from .cache import Store
 from .reload import Reloader
 from .resilience import Guards
@@ -49,6 +49,9 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         app.ctx.store = (await loop.run_in_executor(None, Store, settings.cache_dir, settings.cache_size)
                          if settings.cache_dir else None)
         app.ctx.flights = {}
+        app.ctx.threads = (threads.Threads(await loop.run_in_executor(None, threads.backend_for, settings),
+                                           settings.thread_ttl, settings.thread_store_size // 8)
+                           if settings.thread_ttl > 0 else None)
         app.ctx.stopping = False
         app.ctx.background = set()
         app.ctx.reloader = Reloader(app.ctx, settings.routes)
@@ -103,6 +106,8 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         await app.ctx.upstreams.close()
         if app.ctx.store is not None:
             app.ctx.store.close()
+        if app.ctx.threads is not None:
+            app.ctx.threads.backend.close()
 
     return app
 

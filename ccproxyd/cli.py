@@ -45,6 +45,15 @@ LISTEN_BACKLOG = 1024
 @click.option("--orphan-grace", default=Settings.orphan_grace, show_default=True, type=click.FloatRange(0),
               envvar="CCPROXYD_ORPHAN_GRACE",
               help="Seconds an upstream call goes on after every client of it has gone, for a retry to join it.")
+@click.option("--thread-ttl", default=Settings.thread_ttl, show_default=True, type=click.FloatRange(0),
+              envvar="CCPROXYD_THREAD_TTL",
+              help="Seconds a message thread (beta message-threads) can be continued after its last reply; 0 turns "
+                   "threads off.")
+@click.option("--thread-store-mb", default=Settings.thread_store_size >> 20, show_default=True, type=click.IntRange(1),
+              envvar="CCPROXYD_THREAD_STORE_MB", help="Space for message threads (in each worker's memory, or in --thread-dir); the oldest go first.")
+@click.option("--thread-dir", default="", envvar="CCPROXYD_THREAD_DIR",
+              help="Keep message threads on disk here, shared by every worker and kept across restarts "
+                   "[default: in each worker's memory].")
 @click.option("--log-level", default="INFO", show_default=True, envvar="CCPROXYD_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-bodies", is_flag=True, envvar="CCPROXYD_LOG_BODIES",
@@ -53,7 +62,8 @@ LISTEN_BACKLOG = 1024
               help="Seconds of upstream silence before an `event: ping` goes to the client.")
 def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None, cache_size_mb: int,
           no_cache: bool, drain_timeout: float, orphan_grace: float, log_level: str, log_bodies: bool,
-          ping_interval: float) -> None:
+          ping_interval: float, thread_ttl: float = Settings.thread_ttl,
+          thread_store_mb: int = Settings.thread_store_size >> 20, thread_dir: str = "") -> None:
     """Run the daemon."""
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
@@ -76,6 +86,7 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
                         cache_dir="" if no_cache else (cache_dir or default_cache_dir()),
                         cache_size=cache_size_mb * 1024 * 1024, log_level=log_level.upper(), log_bodies=log_bodies,
                         ping_interval=ping_interval, drain_timeout=drain_timeout, orphan_grace=orphan_grace,
+                        thread_ttl=thread_ttl, thread_store_size=thread_store_mb << 20, thread_dir=thread_dir,
                         metrics_dir=tempfile.mkdtemp(prefix="ccproxyd-metrics-") if workers > 1 else "")
     _check_listen(host, port)
     loader = AppLoader(factory=partial(create_app, settings))

@@ -5,10 +5,14 @@
     │                                  carries every Problem with PATH:LINE:COL)
     └── ClientFacingError              ends as an Anthropic error body + HTTP status
         ├── InvalidRequest             400 invalid_request_error (malformed JSON, missing fields)
+        │   ├── ThreadAlreadyContinued  400 + details.error_code thread_already_continued
+        │   ├── ThreadContinueInFlight  400 + details.error_code thread_continue_in_flight
+        │   └── ThreadUnsupported       400 + details.error_code thread_unsupported_request
         ├── AuthenticationFailed       401 authentication_error
         ├── BillingError               402 billing_error
         ├── PermissionDenied           403 permission_error
         ├── NotFound                   404 not_found_error
+        │   └── ThreadNotFound         404 + details.error_code thread_not_found
         ├── RequestTooLarge            413 request_too_large
         ├── RateLimited                429 rate_limit_error (retry_after)
         ├── ApiError                   500 api_error
@@ -65,9 +69,11 @@ class ClientFacingError(CcproxydError):
     (error bodies, in-stream errors, transport messages) all pass through here on their way to a
     client, a log line or a metric.  `provider` and `attempts` say which upstream failed and how
     many tries it got (0: none was tried); `held_back` marks a target skipped by its breaker or
-    concurrency cap rather than one that answered."""
+    concurrency cap rather than one that answered.  `details` is the body's `error.details` (a
+    stable `error_code` the SDKs branch on), for the errors that have one."""
     status = 500
     error_type = "api_error"
+    details: dict | None = None
 
     def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None,
                  upstream_status: int | None = None, provider: str | None = None, held_back: bool = False):
@@ -86,6 +92,27 @@ class InvalidRequest(ClientFacingError):
     status, error_type = 400, "invalid_request_error"
 
 
+class ThreadAlreadyContinued(InvalidRequest):
+    """The thread point `previous_message_id` names was continued already (each is continued once)."""
+    details = {"error_code": "thread_already_continued"}
+
+
+class ThreadContinueInFlight(InvalidRequest):
+    """Another request is still continuing from the same thread point."""
+    details = {"error_code": "thread_continue_in_flight"}
+
+
+class ThreadUnsupported(InvalidRequest):
+    """A request ccproxyd cannot thread (threads off, a conversation over the size limit); `unsupported`
+    names the request fields to blame, when there are any (the SDKs then send the whole history)."""
+
+    def __init__(self, message: str, *, unsupported: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = {"error_code": "thread_unsupported_request"}
+        if unsupported is not None:
+            self.details["unsupported"] = list(unsupported)
+
+
 class AuthenticationFailed(ClientFacingError):
     status, error_type = 401, "authentication_error"
 
@@ -100,6 +127,11 @@ class PermissionDenied(ClientFacingError):
 
 class NotFound(ClientFacingError):
     status, error_type = 404, "not_found_error"
+
+
+class ThreadNotFound(NotFound):
+    """No thread state for `previous_message_id`: expired, evicted, lost in a restart, or not this client's."""
+    details = {"error_code": "thread_not_found"}
 
 
 class RequestTooLarge(ClientFacingError):
@@ -235,6 +267,8 @@ def from_stream_error(obj: dict, provider: str | None = None) -> ClientFacingErr
 
 def error_body(exc: ClientFacingError, request_id: str | None = None) -> dict:
     body: dict = {"type": "error", "error": {"type": exc.error_type, "message": exc.message}}
+    if exc.details is not None:
+        body["error"]["details"] = exc.details
     if request_id:
         body["request_id"] = request_id
     return body

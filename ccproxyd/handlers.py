@@ -16,7 +16,7 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, raw
 
-from . import observe, proxy, tokens
+from . import observe, proxy, threads, tokens
 from .cache import Flight, cache_key, message_events
 from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, Overloaded, RequestTooLarge, to_anthropic
 from .routing import features_of, resolve
@@ -49,6 +49,9 @@ async def messages(request: Request):
     try:
         return await _messages(request)
     finally:
+        turn = getattr(request.ctx, "turn", None)
+        if turn is not None:                    # a continue that produced no reply can be tried again
+            await turn.close()
         if request.app.ctx.stopping:            # a stream that ran into the drain: close after it
             request.stream.keep_alive = False
 
@@ -59,6 +62,10 @@ async def _messages(request: Request):
     record = request.ctx.record = observe.Record(request.ctx.request_id, time.monotonic())
     body = messages_shape.check_body(request.body)
     messages_shape.validate(body)
+    raw = request.body
+    turn = request.ctx.turn = await threads.open_turn(request.app.ctx.threads, body, getattr(request.ctx, "client", None))
+    if turn is not None:                                # the whole conversation, a continue rebuilt
+        body, raw = turn.body, turn.raw
     record.client_model, record.stream = body["model"], bool(body.get("stream"))
     headers = request.headers
     record.session_id = (headers.get("x-claude-code-session-id") or session_of_metadata(body) or "")[:100] or None
@@ -71,26 +78,35 @@ async def _messages(request: Request):
                                                          subagent=record.agent_id is not None))
     record.route = decision.route_index
     if body["max_tokens"] == 0:
-        return await _local_answer(request, record, proxy.empty_events(decision, body))
-    tool = server_tools.unanswerable(body, decision.primary.model)
-    if tool is not None:
-        return await _local_answer(request, record, proxy.unavailable_events(decision, body, tool))
-    if _cacheable(request, decision):
+        events = proxy.empty_events(decision, body)
+    else:
+        tool = server_tools.unanswerable(body, decision.primary.model)
+        events = proxy.unavailable_events(decision, body, tool) if tool is not None else None
+    if events is not None:
+        if turn is not None:
+            await turn.keep(accumulate(events))
+        return await _local_answer(request, record, events)
+    if _cacheable(request, decision) and turn is None:  # a thread point needs the id its client saw
         joined = _join(request, record, body, decision)
         del body
         return await _from_cache(request, record, decision, joined)
     first = proxy.payload(body, decision.primary)
     del body
-    answer = await proxy.open_answer(request.app.ctx.upstreams, request.app.ctx.guards, decision, request.body,
+    answer = await proxy.open_answer(request.app.ctx.upstreams, request.app.ctx.guards, decision, raw,
                                      first, record.request_id)
     del first
     try:
         if not record.stream:
-            return json_response(await proxy.collect(answer))
+            message = await proxy.collect(answer)
+            if turn is not None:
+                await turn.keep(message)
+            return json_response(message)
         request.ctx.log_in_handler = True               # response middleware runs before the stream
         response = await request.respond(content_type="text/event-stream",
                                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-        summary = await proxy.relay(answer, response.send, request.app.config.PING_INTERVAL)
+        send = response.send if turn is None else turn.sender(response.send)
+        summary = await proxy.relay(answer, send, request.app.config.PING_INTERVAL,
+                                    turn.watch if turn is not None else None)
         if summary["error"] is not None:
             record.failed(summary["error"])
         if summary["first_event"]:
@@ -283,7 +299,8 @@ async def health(request: Request):
                           "reload": {"accepted": state.accepted, "rejected": state.rejected,
                                      "last_error": state.last_error},
                           "providers": request.app.ctx.guards.snapshot(),
-                          "cache": _cache_state(request.app.ctx.store)})
+                          "cache": _cache_state(request.app.ctx.store),
+                          "threads": request.app.ctx.threads.stats() if request.app.ctx.threads else {"state": "off"}})
 
 
 def _cache_state(store) -> dict:

@@ -28,3 +28,6 @@ class Settings:
     metrics_dir: str = ""                # with several workers: where each one leaves its snapshot
     drain_timeout: float = 30.0          # seconds running streams get to finish after SIGTERM
     orphan_grace: float = 5.0            # seconds an upstream call runs on after its last client left
+    thread_ttl: float = 3600.0           # seconds a message-thread point is kept; 0 = threads off
+    thread_store_size: int = 256 << 20   # bytes of thread state per worker; the oldest go first past it
+    thread_dir: str = ""                 # "" = threads in each worker's memory; else a diskcache all share

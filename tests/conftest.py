@@ -152,8 +152,8 @@ class Daemon:
     """ccproxyd as a real subprocess."""
 
     def __init__(self, routes_path: Path, env: dict | None = None, extra_args: tuple = ("--no-cache",),
-                 log_path: Path | None = None, file_limit: int | None = None):
-        self.port = free_port()
+                 log_path: Path | None = None, file_limit: int | None = None, port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or routes_path.with_suffix(".log")
         full_env = {**os.environ, "MOCK_KEY": CANARY, **(env or {})}

@@ -63,6 +63,7 @@ def family(wild: bool) -> st.SearchStrategy:
                                                                "format": w(st.just({"type": "json_schema", "schema": {}}))})),
         "service_tier": w(st.just("auto")),
         "container": any_value if wild else st.none(),
+        "thread": w(st.sampled_from([{"type": "create"}, {"type": "continue", "previous_message_id": "msg_gone"}])),
     }
     body = st.fixed_dictionaries({"model": w(st.just("claude-sonnet-4-5")), "max_tokens": w(st.integers(0, 64)),
                                   "messages": w(st.lists(message, min_size=1, max_size=4))}, optional=optional)

@@ -181,6 +181,35 @@ TOP_LEVEL: tuple[tuple[str, object, str], ...] = (
 )
 
 
+THREAD_KEYS = {"create": ("type",), "continue": ("type", "previous_message_id")}
+
+
+def _thread(body: dict) -> None:
+    """`thread` (beta message-threads-2026-08-12): {"type": "create"}, or {"type": "continue",
+    "previous_message_id": "msg_…"} without `system` and `tools`, which the thread keeps."""
+    thread = body.get("thread")
+    if thread is None:
+        return
+    if not isinstance(thread, dict):
+        raise _fail("thread", "an object", thread)
+    kind = thread.get("type")
+    if kind not in THREAD_KEYS:
+        raise InvalidRequest(f"thread.type: must be 'create' or 'continue', got {kind!r}"[:300])
+    for key in thread:
+        if key not in THREAD_KEYS[kind]:
+            raise InvalidRequest(f"thread.{key}: not a field of a thread of type {kind!r}"[:300])
+    if kind == "continue":
+        previous = thread.get("previous_message_id")
+        if previous is None:
+            raise InvalidRequest("thread.previous_message_id: field required (a string) with type 'continue'")
+        if not isinstance(previous, str) or not previous:
+            raise _fail("thread.previous_message_id", "a non-empty string", previous)
+        for field in ("system", "tools"):
+            if body.get(field) is not None:
+                raise InvalidRequest(f"{field}: must not be sent with thread.type 'continue': the thread keeps "
+                                     f"the {field} it was created with")
+
+
 def validate(body: dict) -> None:
     """A /v1/messages body: the fields every request needs, and the types of those ccproxyd reads."""
     if not isinstance(body.get("model"), str) or not body["model"]:
@@ -195,6 +224,7 @@ def validate(body: dict) -> None:
     validate_count(body)
     for field, ok, wanted in TOP_LEVEL:
         _optional(body, field, ok, wanted)
+    _thread(body)
 
 
 def validate_count(body: dict) -> None:
