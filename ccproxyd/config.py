@@ -72,6 +72,7 @@ class Model:
     structured_output: str = "json_schema"
     api: str = "chat_completions"        # or "responses" (OpenAI's Responses API)
     prompt_cache_key: bool = False       # send the hashed Claude Code session as prompt_cache_key
+    stream_usage: bool = True            # the server reports usage at the end of a stream
     prices: tuple[PriceTier, ...] = ()
 
 
@@ -312,6 +313,7 @@ def _model(name: str, raw: dict) -> Model:
         structured_output=raw.get("structured_output", "json_schema"),
         api=raw.get("api", "chat_completions"),
         prompt_cache_key=raw.get("prompt_cache_key", False),
+        stream_usage=raw.get("stream_usage", True),
         prices=prices,
     )
 

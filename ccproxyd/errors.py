@@ -27,6 +27,7 @@ failure: `retryable` says whether another attempt (or a fallback target) may suc
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import orjson
@@ -166,26 +167,55 @@ _CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "contex
                     "prompt is too long", "too many tokens")
 
 
+MAX_UPSTREAM_MESSAGE = 300
+_TRACEBACK = "Traceback (most recent call last):"
+_FRAME = re.compile(r'^\s*(File "[^"]*", line \d+.*|at .+:\d+(:\d+)?\)?|\^+|~+)\s*$')
+_PATH = re.compile(r'(?<![\w.:/-])(?:[A-Za-z]:\\[^\s"\']+|/(?:home|root|usr|opt|var|tmp|srv|app|apps|workspace|'
+                   r'Users|etc|mnt|data|lib|nix|private|models|run)/[^\s"\',;)\]]*)')
+
+
+def tidy(text: str) -> str:
+    """An upstream's words fit for a client: no stack trace (its last line, the exception, stays),
+    no file paths, one line, at most MAX_UPSTREAM_MESSAGE characters."""
+    if _TRACEBACK in text:
+        before, _, trace = text.partition(_TRACEBACK)
+        lines = [line for line in trace.splitlines() if line.strip() and not _FRAME.match(line)]
+        text = before + (" " + lines[-1].strip() if lines else "")
+    text = "\n".join(line for line in text.splitlines() if not _FRAME.match(line))
+    text = " ".join(_PATH.sub("[path]", text).split())
+    if len(text) > MAX_UPSTREAM_MESSAGE:
+        text = text[:MAX_UPSTREAM_MESSAGE - 1].rstrip() + "…"
+    return text
+
+
 def upstream_message(body: bytes | str | dict | None) -> str:
-    """Best-effort human message out of an upstream error body (OpenAI, OpenRouter, vLLM shapes)."""
+    """The human message out of an upstream error body (OpenAI, OpenRouter, vLLM, llama.cpp
+    shapes), tidied: the message, not a stack trace or the server's paths."""
+    return tidy(_raw_message(body)) or "(empty body)"
+
+
+def _raw_message(body: bytes | str | dict | None) -> str:
     obj = body
     if isinstance(body, (bytes, str)):
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
             text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-            return text.strip()[:500] or "(empty body)"
+            return text[:4000]
     if isinstance(obj, dict):
         err = obj.get("error", obj)
         if isinstance(err, dict):
             msg = err.get("message") or err.get("detail")
             if isinstance(msg, str) and msg:
                 return msg
+            if isinstance(msg, list):                     # FastAPI's 422: a list of field errors
+                return "; ".join(f"{'.'.join(map(str, d.get('loc', ())))}: {d.get('msg', '')}"
+                                 for d in msg if isinstance(d, dict))
         if isinstance(err, str):
             return err
         if isinstance(obj.get("message"), str):
             return obj["message"]
-    return str(obj)[:500]
+    return str(obj)[:4000]
 
 
 def _upstream_code(body: bytes | str | dict | None) -> str:
@@ -218,6 +248,8 @@ def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str
         message = f"prompt is too long: {message}"
     if status == 401:
         message = f"upstream provider '{provider}' rejected the proxy's API key: {message}"
+    else:
+        message = f"{message} (provider '{provider}', HTTP {status})"
     return cls(message, retryable=retryable, retry_after=retry_after, upstream_status=status, provider=provider)
 
 

@@ -166,9 +166,12 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
                 raise
             log.warning("target %s/%s failed: %s", provider.name, target.model.name, exc.message)
             continue
+        # A server that reports no usage in streams gets its input counted now, once, so that
+        # message_start and message_delta say the same; otherwise a cheap guess until its numbers come.
+        estimate = len(raw) // 4 if target.model.stream_usage else tokens.count_request(orjson.loads(raw))
         translator = TRANSLATORS[target.model.api](decision.requested, provider=provider.name,
                                       upstream_model=target.model.upstream, tool_names=names,
-                                      input_estimate=len(raw) // 4)
+                                      input_estimate=estimate)
         return Answer(target, response, translator, raw, attempts, guards, upstreams, decision, request_id)
     raise _final_error(errors)
 
@@ -252,9 +255,14 @@ def _untranslatable(answer: Answer, error: Untranslatable, cause: BaseException)
 
 
 def _finish(answer: Answer, saw_done: bool) -> list[tuple[str, dict]]:
-    if answer.translator.usage is None:
-        answer.translator.input_estimate = tokens.count_request(orjson.loads(answer.raw))
-    return answer.translator.finish(saw_done)
+    """No usage from the upstream: ccproxyd counts the output once, and the input too unless it
+    was counted before message_start (`stream_usage: false`)."""
+    translator = answer.translator
+    if translator.usage is None:
+        if answer.target.model.stream_usage:
+            translator.input_estimate = tokens.count_request(orjson.loads(answer.raw))
+        translator.output_tokens = tokens.count_text(translator.output_text())
+    return translator.finish(saw_done)
 
 
 async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_interval: float,

@@ -142,7 +142,7 @@ def test_thinking_round_trip_replays_reasoning_content(client, fake):
                                             {"type": "text", "text": "go on"}]}]
     client.messages.create(model="claude-reasoner-1", max_tokens=100, messages=history)
     sent = fake.requests[0]["body"]["messages"]
-    assert sent[1] == {"role": "assistant", "content": None, "reasoning_content": "plan", "tool_calls": [
+    assert sent[1] == {"role": "assistant", "reasoning_content": "plan", "tool_calls": [
         {"id": "call_9", "type": "function", "function": {"name": "Bash", "arguments": "{\"command\":\"ls\"}"}}]}
     assert sent[2] == {"role": "tool", "tool_call_id": "call_9", "content": "a.py"}
     assert sent[3] == {"role": "user", "content": "go on"}
@@ -200,7 +200,7 @@ def test_rate_limit_past_the_cap_goes_to_the_client_then_cools_down(client, fake
     with pytest.raises(anthropic.RateLimitError) as info:
         client.messages.create(model="claude-cool", max_tokens=10, messages=MESSAGES)
     assert info.value.response.headers["retry-after"] == "30"
-    assert info.value.body["error"] == {"type": "rate_limit_error", "message": "slow down"}
+    assert info.value.body["error"] == {"type": "rate_limit_error", "message": "slow down (provider 'cool', HTTP 429)"}
     with pytest.raises(anthropic.APIStatusError) as info:          # the provider is cooling down
         client.messages.create(model="claude-cool", max_tokens=10, messages=MESSAGES)
     assert info.value.status_code == 529
