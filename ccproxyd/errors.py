@@ -170,13 +170,29 @@ _CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "contex
 MAX_UPSTREAM_MESSAGE = 300
 _TRACEBACK = "Traceback (most recent call last):"
 _FRAME = re.compile(r'^\s*(File "[^"]*", line \d+.*|at .+:\d+(:\d+)?\)?|\^+|~+)\s*$')
-_PATH = re.compile(r'(?<![\w.:/-])(?:[A-Za-z]:\\[^\s"\']+|/(?:home|root|usr|opt|var|tmp|srv|app|apps|workspace|'
+_PATH = re.compile(r'(?<![\w.:/-])(?:[A-Za-z]:\\[^\s"\':,;)\]]+|/(?:home|root|usr|opt|var|tmp|srv|app|apps|workspace|'
                    r'Users|etc|mnt|data|lib|nix|private|models|run)/[^\s"\',;)\]]*)')
+
+
+_FIELD_ERROR = re.compile(r"""\{'type': '(\w+)', 'loc': \(([^)]*)\), 'msg': (['"])(.*?)\3""")
+
+
+def _field_errors(text: str) -> str:
+    """A pydantic dump of field errors (FastAPI servers: llama-cpp-python, vLLM) as `loc: msg`
+    pairs, without the union branches that only say the role did not match."""
+    found = [(kind, ".".join(p.strip(" '\"") for p in loc.split(",") if p.strip()), msg)
+             for kind, loc, _, msg in _FIELD_ERROR.findall(text)]
+    if not found:
+        return text
+    useful = [f for f in found if f[0] != "literal_error"] or found
+    head = text.split("{", 1)[0].strip()
+    return " ".join([head] + list(dict.fromkeys(f"{loc}: {msg};" for _, loc, msg in useful))).rstrip(";")
 
 
 def tidy(text: str) -> str:
     """An upstream's words fit for a client: no stack trace (its last line, the exception, stays),
     no file paths, one line, at most MAX_UPSTREAM_MESSAGE characters."""
+    text = _field_errors(text)
     if _TRACEBACK in text:
         before, _, trace = text.partition(_TRACEBACK)
         lines = [line for line in trace.splitlines() if line.strip() and not _FRAME.match(line)]
@@ -248,7 +264,7 @@ def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str
         message = f"prompt is too long: {message}"
     if status == 401:
         message = f"upstream provider '{provider}' rejected the proxy's API key: {message}"
-    else:
+    elif provider:                        # an HTTP answer; an in-stream error names no status of its own
         message = f"{message} (provider '{provider}', HTTP {status})"
     return cls(message, retryable=retryable, retry_after=retry_after, upstream_status=status, provider=provider)
 
@@ -259,7 +275,7 @@ def from_stream_error(obj: dict, provider: str | None = None) -> ClientFacingErr
     message = upstream_message(obj)
     code = err.get("code") if isinstance(err, dict) else None
     if isinstance(code, int) and 400 <= code <= 599:
-        return from_upstream(code, obj, provider=provider or "upstream")
+        return from_upstream(code, obj, provider=provider or "")
     etype = err.get("type") if isinstance(err, dict) else None
     cls = TYPE_TO_ERROR.get(etype, ApiError) if isinstance(etype, str) else ApiError
     return cls(message, provider=provider)

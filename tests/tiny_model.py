@@ -11,7 +11,7 @@ written into two matrices.
 
 So every answer is ANSWER, then the end of the turn.  Inside a forced tool call the server's JSON
 grammar masks what does not fit; the model then writes ANSWER in the first string argument and
-closes it (the quote is its second choice after " llama", `}` and `"` its preferences elsewhere):
+closes it (the quote is its second choice after " llama"; PREFERENCES settle the rest):
 `{"city": "Hello from the tiny llama"}`.
 """
 
@@ -29,7 +29,9 @@ N_EMBD, N_LAYER, N_HEAD, N_FF = 64, 2, 4, 128
 CONTEXT = 131072
 SPECIALS = ("<|im_start|>", "<|im_end|>")
 START, STEP, QUOTE_AFTER_END = 10.0, 30.0, 15.0        # output weights (see the chain above)
-PREFERENCES = {'"': 3.0, "}": 2.0, "{": 2.0}             # ties broken inside a grammar
+# Inside a grammar, where the chain's choice is masked, these single characters beat every token
+# that would glue structure and string content together (`:");\n`), which all score 0.
+PREFERENCES = {'"': 3.0, ":": 2.5, "}": 2.0, "{": 2.0}
 
 # ChatML with tools (Hermes style).  The server renders it with trim_blocks and lstrip_blocks, so
 # newlines are written as {{ nl }} rather than after block tags.
