@@ -66,7 +66,7 @@ class ClientFacingError(CcproxydError):
     (error bodies, in-stream errors, transport messages) all pass through here on their way to a
     client, a log line or a metric.  `provider` and `attempts` say which upstream failed and how
     many tries it got (0: none was tried); `held_back` marks a target skipped by its breaker or
-    concurrency cap rather than one that answered."""
+    concurrency cap rather than one that answered; `upstream_model` is the model it was asked for."""
     status = 500
     error_type = "api_error"
 
@@ -81,6 +81,7 @@ class ClientFacingError(CcproxydError):
         self.provider = provider
         self.held_back = held_back
         self.attempts = 0
+        self.upstream_model: str | None = None
 
 
 class InvalidRequest(ClientFacingError):

@@ -95,6 +95,7 @@ class Record:
         how many attempts, when the error says so and no answer said it already."""
         self.status, self.error_type = exc.status, exc.error_type
         self.provider = self.provider or exc.provider
+        self.upstream_model = self.upstream_model or exc.upstream_model
         self.attempts = self.attempts or exc.attempts
 
     def usage(self, usage: dict | None, table: RouteTable, tiers: tuple) -> None:

@@ -161,6 +161,7 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
             guards.release(provider.name)
             if not isinstance(exc, ClientFacingError):
                 raise
+            exc.upstream_model = target.model.upstream
             errors.append(exc)
             if not (exc.retryable or isinstance(exc, MissingCredential)):
                 raise

@@ -243,7 +243,7 @@ def test_upstream_error_is_trimmed_and_names_the_provider(local_daemon, llama_se
     assert "validation error" in message and message.endswith("(provider 'llama-cpp', HTTP 500)")
     assert "Traceback" not in message and 'File "' not in message and "\n" not in message
     line = [x for x in access_lines(local_daemon) if x["status"] == 500][-1]
-    assert line["provider"] == "llama-cpp" and line["attempts"] >= 1
+    assert (line["provider"], line["upstream_model"]) == ("llama-cpp", "local") and line["attempts"] >= 1
 
 
 def test_a_stream_the_server_abandons_ends_in_an_error_naming_the_provider(local_daemon):
