@@ -7,7 +7,8 @@ CLAUDE_DIR := .claude-code
 CLAUDE := $(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code-linux-x64/claude
 # A real local model server for the tests: llama-cpp-python's server, built once from its source
 # package (vendored llama.cpp, about 3 minutes on 2 cores) into a wheel cached in .cache/wheels.
-# GGML_NATIVE tunes it for this CPU: the cache is per machine (`make clean` keeps it).
+# GGML_NATIVE tunes it for this CPU: the cache is per machine (`make clean` keeps it). pip's own
+# cache is bypassed: it would hand back a wheel built with other CMAKE_ARGS.
 LLAMA_CPP_VERSION ?= 0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DGGML_BLAS=OFF -DGGML_OPENMP=OFF -DLLAVA_BUILD=OFF
 WHEELS := .cache/wheels
@@ -38,7 +39,7 @@ llama-server: $(VENV)/.llama-server
 $(VENV)/.llama-server: $(VENV)/.installed
 	mkdir -p $(WHEELS)
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --quiet --no-deps --wheel-dir $(WHEELS) \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --quiet --no-cache-dir --no-deps --wheel-dir $(WHEELS) \
 	  llama-cpp-python==$(LLAMA_CPP_VERSION)
 	$(PY) -m pip install --quiet "$$(ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl)[server]"
 	touch $@
