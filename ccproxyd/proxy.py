@@ -144,6 +144,11 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
             errors.append(exc)
             log.warning("target %s/%s skipped: %s", provider.name, target.model.name, exc.message)
             continue
+        # A server that reports no usage in streams gets its input counted once, before anything is
+        # held open, so that message_start and message_delta say the same; otherwise a cheap guess
+        # until the upstream's numbers come.
+        estimate = (len(raw) // 4 if target.model.stream_usage else
+                    await asyncio.to_thread(tokens.count_request, orjson.loads(raw)))
         if not guards.acquire(provider.name, provider.max_concurrency):
             errors.append(_held_back(f"provider '{provider.name}' is at its concurrency limit "
                                      f"({provider.max_concurrency})", 1.0, provider.name))
@@ -167,9 +172,6 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
                 raise
             log.warning("target %s/%s failed: %s", provider.name, target.model.name, exc.message)
             continue
-        # A server that reports no usage in streams gets its input counted now, once, so that
-        # message_start and message_delta say the same; otherwise a cheap guess until its numbers come.
-        estimate = len(raw) // 4 if target.model.stream_usage else tokens.count_request(orjson.loads(raw))
         translator = TRANSLATORS[target.model.api](decision.requested, provider=provider.name,
                                       upstream_model=target.model.upstream, tool_names=names,
                                       input_estimate=estimate)
