@@ -9,8 +9,15 @@ CLAUDE_DIR := .claude-code
 CLAUDE_STAMPS := $(foreach v,$(CLAUDE_VERSIONS),$(CLAUDE_DIR)/$(v)/.installed)
 NODE_SDK_VERSION ?= 1.15.0
 NODE_SDK_DIR := .node-sdk
+# A real local model server for the tests: llama-cpp-python's server, built once from its source
+# package (vendored llama.cpp, about 3 minutes on 2 idle cores) into a wheel cached in
+# .cache/wheels. GGML_NATIVE tunes it for this CPU: the cache is per machine (`make clean` keeps
+# it). pip's own cache is bypassed: it would hand back a wheel built with other CMAKE_ARGS.
+LLAMA_CPP_VERSION ?= 0.3.36
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DGGML_BLAS=OFF -DGGML_OPENMP=OFF -DLLAVA_BUILD=OFF
+WHEELS := .cache/wheels
 
-.PHONY: run test bench check clean claude-code node-sdk
+.PHONY: run test bench check clean claude-code node-sdk llama-server
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +46,17 @@ $(NODE_SDK_DIR)/.installed-$(NODE_SDK_VERSION):
 	cd $(NODE_SDK_DIR) && npm install --no-audit --no-fund --loglevel=error @anthropic-ai/sdk@$(NODE_SDK_VERSION)
 	touch $@
 
-test: $(VENV)/.installed $(CLAUDE_STAMPS) $(NODE_SDK_DIR)/.installed-$(NODE_SDK_VERSION)
+llama-server: $(VENV)/.llama-server
+
+$(VENV)/.llama-server: $(VENV)/.installed
+	mkdir -p $(WHEELS)
+	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PY) -m pip wheel --quiet --no-cache-dir --no-deps --wheel-dir $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(PY) -m pip install --quiet "$$(ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl)[server]"
+	touch $@
+
+test: $(VENV)/.installed $(VENV)/.llama-server $(CLAUDE_STAMPS) $(NODE_SDK_DIR)/.installed-$(NODE_SDK_VERSION)
 	CCPROXYD_CLAUDE=$(abspath $(CLAUDE_DIR)) CCPROXYD_CLAUDE_VERSIONS="$(CLAUDE_VERSIONS)" \
 		CCPROXYD_NODE_SDK=$(abspath $(NODE_SDK_DIR)) $(PY) -m pytest
 

@@ -73,6 +73,7 @@ class Model:
     api: str = "chat_completions"        # or "responses" (OpenAI's Responses API)
     prompt_cache_key: bool = False       # send the hashed Claude Code session as prompt_cache_key
     web_search: str = "none"             # how the provider searches the web for the web_search server tool
+    stream_usage: bool = True            # the server reports usage at the end of a stream
     prices: tuple[PriceTier, ...] = ()
 
 
@@ -320,6 +321,7 @@ def _model(name: str, raw: dict) -> Model:
         api=raw.get("api", "chat_completions"),
         prompt_cache_key=raw.get("prompt_cache_key", False),
         web_search=raw.get("web_search", "none"),
+        stream_usage=raw.get("stream_usage", True),
         prices=prices,
     )
 

@@ -31,6 +31,7 @@ failure: `retryable` says whether another attempt (or a fallback target) may suc
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import orjson
@@ -69,8 +70,9 @@ class ClientFacingError(CcproxydError):
     (error bodies, in-stream errors, transport messages) all pass through here on their way to a
     client, a log line or a metric.  `provider` and `attempts` say which upstream failed and how
     many tries it got (0: none was tried); `held_back` marks a target skipped by its breaker or
-    concurrency cap rather than one that answered.  `details` is the body's `error.details` (a
-    stable `error_code` the SDKs branch on), for the errors that have one."""
+    concurrency cap rather than one that answered; `upstream_model` is the model it was asked for.
+    `details` is the body's `error.details` (a stable `error_code` the SDKs branch on), for the
+    errors that have one."""
     status = 500
     error_type = "api_error"
     details: dict | None = None
@@ -86,6 +88,7 @@ class ClientFacingError(CcproxydError):
         self.provider = provider
         self.held_back = held_back
         self.attempts = 0
+        self.upstream_model: str | None = None
 
 
 class InvalidRequest(ClientFacingError):
@@ -198,26 +201,71 @@ _CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "contex
                     "prompt is too long", "too many tokens")
 
 
+MAX_UPSTREAM_MESSAGE = 300
+_TRACEBACK = "Traceback (most recent call last):"
+_FRAME = re.compile(r'^\s*(File "[^"]*", line \d+.*|at .+:\d+(:\d+)?\)?|\^+|~+)\s*$')
+_PATH = re.compile(r'(?<![\w.:/-])(?:[A-Za-z]:\\[^\s"\':,;)\]]+|/(?:home|root|usr|opt|var|tmp|srv|app|apps|workspace|'
+                   r'Users|etc|mnt|data|lib|nix|private|models|run)/[^\s"\',;)\]]*)')
+
+
+_FIELD_ERROR = re.compile(r"""\{'type': '(\w+)', 'loc': \(([^)]*)\), 'msg': (['"])(.*?)\3""")
+
+
+def _field_errors(text: str) -> str:
+    """A pydantic dump of field errors (FastAPI servers: llama-cpp-python, vLLM) as `loc: msg`
+    pairs, without the union branches that only say the role did not match."""
+    found = [(kind, ".".join(p.strip(" '\"") for p in loc.split(",") if p.strip()), msg)
+             for kind, loc, _, msg in _FIELD_ERROR.findall(text)]
+    if not found:
+        return text
+    useful = [f for f in found if f[0] != "literal_error"] or found
+    head = text.split("{", 1)[0].strip()
+    return " ".join([head] + list(dict.fromkeys(f"{loc}: {msg};" for _, loc, msg in useful))).rstrip(";")
+
+
+def tidy(text: str) -> str:
+    """An upstream's words fit for a client: no stack trace (its last line, the exception, stays),
+    no file paths, one line, at most MAX_UPSTREAM_MESSAGE characters."""
+    text = _field_errors(text)
+    if _TRACEBACK in text:
+        before, _, trace = text.partition(_TRACEBACK)
+        lines = [line for line in trace.splitlines() if line.strip() and not _FRAME.match(line)]
+        text = before + (" " + lines[-1].strip() if lines else "")
+    text = "\n".join(line for line in text.splitlines() if not _FRAME.match(line))
+    text = " ".join(_PATH.sub("[path]", text).split())
+    if len(text) > MAX_UPSTREAM_MESSAGE:
+        text = text[:MAX_UPSTREAM_MESSAGE - 1].rstrip() + "…"
+    return text
+
+
 def upstream_message(body: bytes | str | dict | None) -> str:
-    """Best-effort human message out of an upstream error body (OpenAI, OpenRouter, vLLM shapes)."""
+    """The human message out of an upstream error body (OpenAI, OpenRouter, vLLM, llama.cpp
+    shapes), tidied: the message, not a stack trace or the server's paths."""
+    return tidy(_raw_message(body)) or "(empty body)"
+
+
+def _raw_message(body: bytes | str | dict | None) -> str:
     obj = body
     if isinstance(body, (bytes, str)):
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
             text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-            return text.strip()[:500] or "(empty body)"
+            return text[:4000]
     if isinstance(obj, dict):
         err = obj.get("error", obj)
         if isinstance(err, dict):
             msg = err.get("message") or err.get("detail")
             if isinstance(msg, str) and msg:
                 return msg
+            if isinstance(msg, list):                     # FastAPI's 422: a list of field errors
+                return "; ".join(f"{'.'.join(map(str, d.get('loc', ())))}: {d.get('msg', '')}"
+                                 for d in msg if isinstance(d, dict))
         if isinstance(err, str):
             return err
         if isinstance(obj.get("message"), str):
             return obj["message"]
-    return str(obj)[:500]
+    return str(obj)[:4000]
 
 
 def _upstream_code(body: bytes | str | dict | None) -> str:
@@ -250,6 +298,8 @@ def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str
         message = f"prompt is too long: {message}"
     if status == 401:
         message = f"upstream provider '{provider}' rejected the proxy's API key: {message}"
+    elif provider:                        # an HTTP answer; an in-stream error names no status of its own
+        message = f"{message} (provider '{provider}', HTTP {status})"
     return cls(message, retryable=retryable, retry_after=retry_after, upstream_status=status, provider=provider)
 
 
@@ -259,7 +309,7 @@ def from_stream_error(obj: dict, provider: str | None = None) -> ClientFacingErr
     message = upstream_message(obj)
     code = err.get("code") if isinstance(err, dict) else None
     if isinstance(code, int) and 400 <= code <= 599:
-        return from_upstream(code, obj, provider=provider or "upstream")
+        return from_upstream(code, obj, provider=provider or "")
     etype = err.get("type") if isinstance(err, dict) else None
     cls = TYPE_TO_ERROR.get(etype, ApiError) if isinstance(etype, str) else ApiError
     return cls(message, provider=provider)

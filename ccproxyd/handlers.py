@@ -176,7 +176,7 @@ def _cancel_orphan(flights: dict, key: str, flight: Flight, task: asyncio.Task, 
     for it.  Forgotten first, so that a request arriving now starts a call of its own."""
     _forget(flights, key, flight)
     task.cancel()
-    produced = flight.answer.translator.output_chars // 4 if flight.answer is not None else 0
+    produced = len(flight.answer.translator.output_text()) // 4 if flight.answer is not None else 0
     observe.METRICS.inc("ccproxyd_orphans_cancelled_total", help="Upstream calls cancelled because every client left")
     observe.METRICS.inc("ccproxyd_orphan_tokens_avoided_total", (), max(0, max_tokens - produced),
                         help="Output tokens the cancelled calls could still have generated (an upper bound: max_tokens "

@@ -77,6 +77,7 @@ class Record:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    usage_estimated: bool = False         # counted by ccproxyd (o200k): the upstream reported none
     cost_usd: float | None = None
     savings_usd: float | None = None
 
@@ -88,6 +89,7 @@ class Record:
         self.provider, self.upstream_model = target.provider.name, target.model.upstream
         self.attempts = answer.attempts
         self.fallback_used = target is not answer.decision.primary
+        self.usage_estimated = answer.translator.usage_estimated
         self.usage(answer.translator.final_usage, table, target.model.prices)
 
     def failed(self, exc) -> None:
@@ -96,6 +98,7 @@ class Record:
         how many attempts, when the error says so and no answer said it already."""
         self.status, self.error_type = exc.status, exc.error_type
         self.provider = self.provider or exc.provider
+        self.upstream_model = self.upstream_model or exc.upstream_model
         self.attempts = self.attempts or exc.attempts
 
     def usage(self, usage: dict | None, table: RouteTable, tiers: tuple) -> None:
@@ -144,6 +147,9 @@ class Metrics:
         for kind, value in (("input", r.input_tokens), ("output", r.output_tokens), ("cached", r.cached_tokens)):
             if value:
                 self.inc("ccproxyd_tokens_total", (("kind", kind),), value, help="Tokens by kind")
+        if r.usage_estimated:
+            self.inc("ccproxyd_estimated_usage_total", (("provider", r.provider or ""),),
+                     help="Answers whose usage ccproxyd counted itself (the upstream reported none)")
         if r.cost_usd:
             self.inc("ccproxyd_cost_usd_total", (), r.cost_usd, help="Upstream cost in USD")
         if r.savings_usd:

@@ -146,6 +146,11 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
             errors.append(exc)
             log.warning("target %s/%s skipped: %s", provider.name, target.model.name, exc.message)
             continue
+        # A server that reports no usage in streams gets its input counted once, before anything is
+        # held open, so that message_start and message_delta say the same; otherwise a cheap guess
+        # until the upstream's numbers come.
+        estimate = (len(raw) // 4 if target.model.stream_usage else
+                    await asyncio.to_thread(tokens.count_request, orjson.loads(raw)))
         if not guards.acquire(provider.name, provider.max_concurrency):
             errors.append(_held_back(f"provider '{provider.name}' is at its concurrency limit "
                                      f"({provider.max_concurrency})", 1.0, provider.name))
@@ -163,6 +168,7 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
             guards.release(provider.name)
             if not isinstance(exc, ClientFacingError):
                 raise
+            exc.upstream_model = target.model.upstream
             errors.append(exc)
             if not (exc.retryable or isinstance(exc, MissingCredential)):
                 raise
@@ -170,7 +176,7 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
             continue
         translator = TRANSLATORS[target.model.api](decision.requested, provider=provider.name,
                                       upstream_model=target.model.upstream, tool_names=names,
-                                      input_estimate=len(raw) // 4, thinking=decision.thinking)
+                                      input_estimate=estimate, thinking=decision.thinking)
         return Answer(target, response, translator, raw, attempts, guards, upstreams, decision, request_id)
     raise _final_error(errors)
 
@@ -263,9 +269,14 @@ def _untranslatable(answer: Answer, error: Untranslatable, cause: BaseException)
 
 
 def _finish(answer: Answer, saw_done: bool) -> list[tuple[str, dict]]:
-    if answer.translator.usage is None:
-        answer.translator.input_estimate = tokens.count_request(orjson.loads(answer.raw))
-    return answer.translator.finish(saw_done)
+    """No usage from the upstream: ccproxyd counts the output once, and the input too unless it
+    was counted before message_start (`stream_usage: false`)."""
+    translator = answer.translator
+    if translator.usage is None:
+        if answer.target.model.stream_usage:
+            translator.input_estimate = tokens.count_request(orjson.loads(answer.raw))
+        translator.output_tokens = tokens.count_text(translator.output_text())
+    return translator.finish(saw_done)
 
 
 async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_interval: float,

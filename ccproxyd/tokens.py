@@ -103,3 +103,8 @@ def count_request(body: dict, encoding_name: str = "o200k_base") -> int:
             texts.append(orjson.dumps({k: tool.get(k) for k in ("name", "description", "input_schema")}).decode())
     tokens = sum(len(t) for t in enc.encode_ordinary_batch(texts)) if texts else 0
     return tokens + images * IMAGE_TOKENS + n_messages * MESSAGE_OVERHEAD
+
+
+def count_text(text: str, encoding_name: str = "o200k_base") -> int:
+    """Tokens of a plain text (an answer ccproxyd counts itself because the upstream did not)."""
+    return len(encoding(encoding_name).encode_ordinary(text)) if text else 0

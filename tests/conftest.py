@@ -77,6 +77,12 @@ models:
     context_window: 400000
     max_output_tokens: 128000
     reasoning: true
+  counted-mock:
+    provider: mock
+    upstream: counted-up
+    context_window: 128000
+    max_output_tokens: 16384
+    stream_usage: false
   dead-model:
     provider: dead
     context_window: 128000
@@ -111,6 +117,8 @@ routes:
   - match: "claude-fallback*"
     model: dead-model
     fallbacks: [gpt-mock]
+  - match: "claude-counted*"
+    model: counted-mock
   - match: "claude-dead*"
     model: dead-model
   - match: "claude-nokey*"

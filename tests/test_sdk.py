@@ -8,6 +8,8 @@ import anthropic
 import httpx2
 import pytest
 
+from ccproxyd import tokens
+
 from .fake_upstream import Script, chunk, text_script, tool_script, usage
 from .grammar import check_stream, parse_sse
 
@@ -147,7 +149,7 @@ def test_thinking_blocks_only_when_the_request_asks(client, fake, thinking, bloc
     if blocks[0] == "thinking":
         assert message.content[0].thinking == ("" if thinking.get("display") == "omitted" else "x" * 400)
         assert message.content[0].signature.startswith("ccpx1.")
-    assert message.usage.output_tokens >= 100             # the reasoning is paid for either way
+    assert message.usage.output_tokens >= 40              # the reasoning (400 x, about 50 tokens) is paid for either way
 
 
 def test_thinking_round_trip_replays_reasoning_content(client, fake):
@@ -160,20 +162,47 @@ def test_thinking_round_trip_replays_reasoning_content(client, fake):
                                             {"type": "text", "text": "go on"}]}]
     client.messages.create(model="claude-reasoner-1", max_tokens=100, messages=history)
     sent = fake.requests[0]["body"]["messages"]
-    assert sent[1] == {"role": "assistant", "content": None, "reasoning_content": "plan", "tool_calls": [
+    assert sent[1] == {"role": "assistant", "reasoning_content": "plan", "tool_calls": [
         {"id": "call_9", "type": "function", "function": {"name": "Bash", "arguments": "{\"command\":\"ls\"}"}}]}
     assert sent[2] == {"role": "tool", "tool_call_id": "call_9", "content": "a.py"}
     assert sent[3] == {"role": "user", "content": "go on"}
 
 
-def test_no_usage_from_upstream_still_reports_usage(daemon, fake):
-    fake.push(Script(events=[chunk({"content": "abcdefghijklmnop"}), chunk(finish="stop")]))
+ANSWER = "Counting tokens, honestly: one tokenizer, both ends."
+
+
+def test_no_usage_from_upstream_is_counted_with_o200k(daemon, fake):
+    """An upstream that should have sent usage and did not: both counts come from o200k at the
+    end (message_start had only a guess)."""
+    fake.push(Script(events=[chunk({"content": ANSWER}), chunk(finish="stop")]))
     events = raw_stream(daemon)
+    assert check_stream(events) == "complete"
+    final_usage = [d for n, d in events if n == "message_delta"][0]["usage"]
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 1000, "messages": MESSAGES}
+    assert final_usage["input_tokens"] == tokens.count_request(body)
+    assert final_usage["output_tokens"] == tokens.count_text(ANSWER) != len(ANSWER) // 4
+
+
+def test_stream_usage_false_counts_once_and_the_same_at_both_ends(daemon, fake):
+    """`stream_usage: false`: the input is counted before message_start, and message_delta says
+    the same; the log line marks the usage as estimated."""
+    fake.push(Script(events=[chunk({"content": ANSWER[:9]}), chunk({"content": ANSWER[9:]}), chunk(finish="stop")]))
+    messages = [{"role": "user", "content": "How many tokens is this question, counted by ccproxyd?"}]
+    events = raw_stream(daemon, model="claude-counted-1", messages=messages)
     assert check_stream(events) == "complete"
     start_usage = events[0][1]["message"]["usage"]
     final_usage = [d for n, d in events if n == "message_delta"][0]["usage"]
-    assert start_usage["input_tokens"] > 0
-    assert final_usage["output_tokens"] == 4 and final_usage["input_tokens"] > 0
+    expected = tokens.count_request({"messages": messages})
+    assert start_usage["input_tokens"] == final_usage["input_tokens"] == expected
+    assert final_usage["output_tokens"] == tokens.count_text(ANSWER)
+    lines = [json.loads(line.split("ccproxyd.access: ", 1)[1]) for line in daemon.log_path.read_text().splitlines()
+             if "ccproxyd.access: " in line]
+    mine = [line for line in lines if line["client_model"] == "claude-counted-1"]
+    assert mine and mine[-1]["usage_estimated"] is True and mine[-1]["input_tokens"] == expected
+    assert all(line["usage_estimated"] is False for line in lines if line["client_model"] == "claude-sonnet-4-5"
+               and line["status"] == 200 and line["output_tokens"] == 7)
+    metrics = httpx2.get(daemon.url + "/metrics", timeout=10).text
+    assert 'ccproxyd_estimated_usage_total{provider="mock"}' in metrics
 
 
 def test_pings_while_upstream_is_silent(daemon, fake):
@@ -218,7 +247,7 @@ def test_rate_limit_past_the_cap_goes_to_the_client_then_cools_down(client, fake
     with pytest.raises(anthropic.RateLimitError) as info:
         client.messages.create(model="claude-cool", max_tokens=10, messages=MESSAGES)
     assert info.value.response.headers["retry-after"] == "30"
-    assert info.value.body["error"] == {"type": "rate_limit_error", "message": "slow down"}
+    assert info.value.body["error"] == {"type": "rate_limit_error", "message": "slow down (provider 'cool', HTTP 429)"}
     with pytest.raises(anthropic.APIStatusError) as info:          # the provider is cooling down
         client.messages.create(model="claude-cool", max_tokens=10, messages=MESSAGES)
     assert info.value.status_code == 529

@@ -87,3 +87,111 @@ def test_debug_body_log_is_redacted():
 ])
 def test_session_of_claude_code_user_ids(user_id, session):
     assert treq.session_of(user_id) == session
+
+
+# ---------------------------------------------------------------- what the strictest server takes
+
+_STRING = {"type": "string"}
+_TOOL_CALL = {"type": "object", "required": ["id", "type", "function"], "properties": {
+    "id": _STRING, "type": {"const": "function"},
+    "function": {"type": "object", "required": ["name", "arguments"], "properties": {"name": _STRING, "arguments": _STRING}}}}
+_PART = {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["text", "image_url", "file"]}}}
+# The intersection of OpenAI's, vLLM's and llama-cpp-python's request schemas for the fields ccproxyd
+# sends (llama-cpp-python: llama_types.ChatCompletionRequest*Message, where an assistant's `content`
+# is NotRequired[str], so null is refused).  Extra keys (reasoning_content, stream_options) are
+# ignored by all three.  `file` parts (PDF documents) are OpenAI-only; the others refuse them.
+STRICT_MESSAGE = {"oneOf": [
+    {"type": "object", "required": ["role", "content"], "properties": {"role": {"const": "system"}, "content": _STRING}},
+    {"type": "object", "required": ["role", "content"], "properties": {
+        "role": {"const": "user"},
+        "content": {"oneOf": [_STRING, {"type": "array", "minItems": 1, "items": _PART}]}}},
+    {"type": "object", "required": ["role"], "anyOf": [{"required": ["content"]}, {"required": ["tool_calls"]}],
+     "properties": {"role": {"const": "assistant"}, "content": _STRING,
+                    "tool_calls": {"type": "array", "minItems": 1, "items": _TOOL_CALL}}},
+    {"type": "object", "required": ["role", "content", "tool_call_id"], "properties": {
+        "role": {"const": "tool"}, "content": _STRING, "tool_call_id": _STRING}},
+]}
+STRICT_REQUEST = {"type": "object", "required": ["model", "messages"], "properties": {
+    "model": _STRING, "messages": {"type": "array", "minItems": 1, "items": STRICT_MESSAGE},
+    "tools": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["type", "function"], "properties": {
+        "type": {"const": "function"}, "function": {"type": "object", "required": ["name", "parameters"], "properties": {
+            "name": _STRING, "description": _STRING, "parameters": {"type": "object"}}}}}},
+    "tool_choice": {"oneOf": [{"enum": ["none", "auto", "required"]}, {"type": "object", "required": ["type", "function"]}]},
+    "stop": {"type": "array", "minItems": 1, "maxItems": 4, "items": _STRING},
+    "max_tokens": {"type": "integer", "minimum": 1}, "max_completion_tokens": {"type": "integer", "minimum": 1},
+    "temperature": {"type": "number"}, "top_p": {"type": "number"}, "user": _STRING, "stream": {"type": "boolean"},
+    "parallel_tool_calls": {"type": "boolean"}}}
+
+
+def _nulls(value, where="") -> list[str]:
+    """Paths of every null in a request: no field ccproxyd sends may be null."""
+    if value is None:
+        return [where or "."]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nulls(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _nulls(v, f"{where}.{i}")]
+    return []
+
+
+STRICT_CASES = {
+    "assistant with only a tool call": [
+        {"role": "user", "content": "run ls"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "Bash", "input": {"command": "ls"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "a.py"}]}],
+    "assistant with blank text and a tool call": [
+        {"role": "user", "content": "run ls"},
+        {"role": "assistant", "content": [{"type": "text", "text": "  "},
+                                          {"type": "tool_use", "id": "call_1", "name": "Bash", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": []}]}],
+    "assistant with only thinking": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "x"}]},
+        {"role": "user", "content": "again"}],
+    "empty assistant turn": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": []}, {"role": "user", "content": "again"}],
+    "tool result with an image and an error": [
+        {"role": "user", "content": "look"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "c2", "name": "Read", "input": {"file_path": "/a.png"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c2", "is_error": True, "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}]}]}],
+    "interrupted tool call": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "c3", "name": "Bash", "input": {"command": "x"}}]},
+        {"role": "user", "content": "never mind"}],
+}
+
+
+@pytest.mark.parametrize("flags", [{}, {"reasoning": True, "reasoning_replay": "reasoning_content"},
+                                   {"max_tokens_field": "max_tokens", "vision": False, "structured_output": "json_object"}],
+                         ids=["default", "reasoning-replay", "local-server"])
+@pytest.mark.parametrize("name", list(STRICT_CASES))
+def test_translated_history_fits_the_strictest_schema(name, flags):
+    import jsonschema
+
+    body = {"model": "c", "max_tokens": 100, "messages": STRICT_CASES[name], "temperature": 0.5, "stop_sequences": ["x"],
+            "tools": [{"name": "Bash", "input_schema": {"type": "object"}}, {"name": "Read", "input_schema": {}}],
+            "tool_choice": {"type": "tool", "name": "Bash"}, "metadata": {"user_id": "u"}}
+    sent, _ = treq.to_openai(body, model(**flags))
+    jsonschema.validate(sent, STRICT_REQUEST)
+    assert _nulls(sent) == []
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if '"type": "file"' not in json.dumps(c["openai"])], ids=lambda c: c["name"])
+def test_every_fixture_fits_the_strictest_schema(case):
+    import jsonschema
+
+    sent, _ = treq.to_openai(case["anthropic"], model(**case["model"]))
+    jsonschema.validate(sent, STRICT_REQUEST)
+    assert _nulls(sent) == []
+
+
+def test_the_strict_schema_refuses_what_llama_cpp_python_refuses():
+    """The check can fail: the old translation of an assistant tool call (content null) is refused."""
+    import jsonschema
+
+    old = {"model": "m", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None,
+           "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(old, STRICT_REQUEST)
+    assert _nulls(old) == [".messages.1.content"]

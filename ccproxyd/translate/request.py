@@ -155,7 +155,11 @@ def _assistant_message(blocks: list, model: Model, names: dict[str, str]) -> dic
             args = b.get("input") if isinstance(b.get("input"), dict) else {}
             calls.append({"id": str(b.get("id", "")), "type": "function",
                           "function": {"name": name, "arguments": orjson.dumps(args).decode()}})
-    msg: dict = {"role": "assistant", "content": text if text else (None if calls else "")}
+    # No `content` at all beside tool calls: OpenAI and vLLM take null or absence, but strict
+    # servers (llama-cpp-python: `content: NotRequired[str]`) reject null.
+    msg: dict = {"role": "assistant"}
+    if text or not calls:
+        msg["content"] = text
     if calls:
         msg["tool_calls"] = calls
     if model.api == "responses":              # consumed by translate.responses

@@ -156,7 +156,7 @@ class ResponsesTranslator(StreamTranslator):
         key = "thinking" if kind == "thinking" else "text"
         out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
                                             "delta": {"type": f"{key}_delta", key: text}}))
-        self.output_chars += len(text)
+        self.output_parts.append(text)
 
     def _item_added(self, index: int, item: dict) -> None:
         if item.get("type") == "function_call":

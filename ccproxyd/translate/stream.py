@@ -119,6 +119,10 @@ class _Tool:
 
 
 class StreamTranslator:
+    """`input_estimate` is message_start's input count.  When the upstream reports no usage, the
+    caller sets `input_estimate` (if it was a guess) and `output_tokens` (counted once, over
+    `output_text()`) before `finish`, and the final usage is marked `usage_estimated`."""
+
     def __init__(self, requested_model: str, *, provider: str, upstream_model: str,
                  tool_names: dict[str, str] | None = None, input_estimate: int = 0,
                  thinking: str = "summarized", live_tools: bool = False) -> None:
@@ -126,6 +130,7 @@ class StreamTranslator:
         self.thinking = thinking                   # THINKING_DISPLAY: what the request asked to see
         self.tool_names = tool_names or {}
         self.input_estimate = input_estimate
+        self.output_tokens: int | None = None      # counted by the caller when no usage came
         self.signature = signature.make(provider, upstream_model)
         self.id = message_id()
         self.next_index = 0
@@ -137,10 +142,11 @@ class StreamTranslator:
         self.held: list[str] = []                  # text that came while a live call was incomplete
         self.finish_reason: str | None = None
         self.usage: dict | None = None
-        self.output_chars = 0
+        self.output_parts: list[str] = []          # output text, joined and counted once at the end
         self.emitted_tool = False
         self.closed = False
         self.final_usage: dict | None = None
+        self.usage_estimated = False
 
     # ------------------------------------------------------------ public
 
@@ -169,12 +175,12 @@ class StreamTranslator:
             text = delta.get("content") or delta.get("refusal")
             if text and isinstance(text, str) and self.live is not None and not self._end_live(out):
                 self.held.append(text)             # rare: text in the middle of a live tool call
-                self.output_chars += len(text)
+                self.output_parts.append(text)
             elif text and isinstance(text, str):
                 self._open(out, "text")
                 out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
                                                     "delta": {"type": "text_delta", "text": text}}))
-                self.output_chars += len(text)
+                self.output_parts.append(text)
             for call in delta.get("tool_calls") or ():
                 self._tool_fragment(out, call)
             reason = choice.get("finish_reason")
@@ -218,15 +224,23 @@ class StreamTranslator:
             stop = "end_turn"
         elif stop == "end_turn" and self.emitted_tool:
             stop = "tool_use"
-        usage = map_usage(self.usage) if self.usage else {
-            "input_tokens": self.input_estimate, "output_tokens": max(1, self.output_chars // 4),
-            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        if self.usage:
+            usage = map_usage(self.usage)
+        else:                                   # counted by ccproxyd: the same count message_start had
+            output = self.output_tokens if self.output_tokens is not None else len(self.output_text()) // 4
+            usage = {"input_tokens": self.input_estimate, "output_tokens": max(1, output),
+                     "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+            self.usage_estimated = True
         self.final_usage = usage
         out.append(("message_delta", {"type": "message_delta",
                                       "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": usage}))
         out.append(("message_stop", {"type": "message_stop"}))
         self.closed = True
         return out
+
+    def output_text(self) -> str:
+        """Everything the answer said (text, thinking, tool arguments), for counting its tokens."""
+        return "".join(self.output_parts)
 
     def fail(self, exc: ClientFacingError) -> list[tuple[str, dict]]:
         self.closed = True
@@ -238,7 +252,7 @@ class StreamTranslator:
         """Reasoning becomes a thinking block only when the request asked for thinking; with
         `display: omitted` the block carries its signature and no text.  It counts as output
         either way."""
-        self.output_chars += len(text)
+        self.output_parts.append(text)
         if self.thinking == "none" or (self.live is not None and not self._end_live(out)):
             return                                 # not asked for, or in the middle of a live tool call
         self._open(out, "thinking")
@@ -317,7 +331,7 @@ class StreamTranslator:
         return True
 
     def _json_delta(self, out: list, index: int, fragment: str) -> None:
-        self.output_chars += len(fragment)
+        self.output_parts.append(fragment)
         out.append(("content_block_delta", {"type": "content_block_delta", "index": index,
                                             "delta": {"type": "input_json_delta", "partial_json": fragment}}))
 
@@ -328,7 +342,7 @@ class StreamTranslator:
             return                    # a call cut off by max_tokens, or one that never got a name
         if arguments is None:
             arguments = {"raw_arguments": raw}
-        self.output_chars += len(raw)
+        self.output_parts.append(raw)
         index = self.next_index
         self.next_index += 1
         self.emitted_tool = True
