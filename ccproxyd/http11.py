@@ -4,13 +4,16 @@ httpx2's default transport (httpcore2 + h11 + anyio) costs tens of µs per HTTP 
 stream sends one chunk per event.  This transport parses the status line and headers once and
 hands the body of each socket read over whole, so a burst of events costs one iteration.
 Upstreams.client uses it for providers without HTTP/2; errors are httpx2's own exception types.
+Through an outbound proxy, https goes through a CONNECT tunnel and http in absolute form.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
+import urllib.parse
 from collections import deque
 
 import httpx2
@@ -73,6 +76,8 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.idle_since = 0.0
+        self.absolute = False           # through a plain-http proxy: the request line names the URL
+        self.proxy_headers: list[tuple[bytes, bytes]] = []
 
     def reusable(self, expiry: float) -> bool:
         return (not self.reader.at_eof() and not self.writer.is_closing()
@@ -142,8 +147,10 @@ class _Body(httpx2.AsyncByteStream):
 
 
 class Http11Transport(httpx2.AsyncBaseTransport):
-    def __init__(self, limits: httpx2.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, limits: httpx2.Limits, ssl_context: ssl.SSLContext | None = None,
+                 proxy: str | None = None) -> None:
         self._ssl = ssl_context
+        self._proxy = urllib.parse.urlsplit(proxy) if proxy else None
         keepalive = limits.max_keepalive_connections
         self._max_keepalive = float("inf") if keepalive is None else keepalive     # httpx: None = no limit
         self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else float("inf")
@@ -189,6 +196,9 @@ class Http11Transport(httpx2.AsyncBaseTransport):
         if scheme == "https" and self._ssl is None:
             self._ssl = httpx2.create_ssl_context()
         ssl_context = self._ssl if scheme == "https" else None
+        if self._proxy is not None:
+            return await _timed(self._connect_via_proxy(scheme, host, port, ssl_context), timeout,
+                                httpx2.ConnectTimeout, f"connecting to {host}:{port} through the proxy")
         try:
             reader, writer = await _timed(asyncio.open_connection(host, port, ssl=ssl_context, limit=MAX_HEAD),
                                           timeout, httpx2.ConnectTimeout, f"connecting to {host}:{port}")
@@ -196,10 +206,53 @@ class Http11Transport(httpx2.AsyncBaseTransport):
             raise httpx2.ConnectError(str(exc) or type(exc).__name__) from exc
         return _Connection(reader, writer)
 
+    async def _connect_via_proxy(self, scheme: str, host: str, port: int,
+                                 ssl_context: ssl.SSLContext | None) -> _Connection:
+        """https: CONNECT host:port, then TLS with the provider inside the tunnel.  http: a plain
+        connection to the proxy, which takes requests in absolute form (`absolute` is set)."""
+        proxy = self._proxy
+        try:
+            reader, writer = await asyncio.open_connection(
+                proxy.hostname, proxy.port or (443 if proxy.scheme == "https" else 80), limit=MAX_HEAD,
+                ssl=httpx2.create_ssl_context() if proxy.scheme == "https" else None)
+        except OSError as exc:
+            raise httpx2.ConnectError(f"cannot reach the proxy {proxy.hostname}: {exc}") from exc
+        if scheme == "http":
+            connection = _Connection(reader, writer)
+            connection.absolute = True
+            connection.proxy_headers = self._proxy_headers()
+            return connection
+        authority = f"{host}:{port}".encode("ascii")
+        head = [b"CONNECT " + authority + b" HTTP/1.1\r\nhost: " + authority + b"\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self._proxy_headers()]
+        try:
+            writer.write(b"".join(head) + b"\r\n")
+            await writer.drain()
+            version, status, reason, _ = await _read_head(reader, None)
+            if not 200 <= status < 300:
+                raise httpx2.ProxyError(f"the proxy answered CONNECT {host}:{port} with {status} "
+                                        f"{reason.decode('latin-1')}")
+            await writer.start_tls(ssl_context, server_hostname=host)
+        except OSError as exc:
+            writer.close()
+            raise httpx2.ConnectError(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            writer.close()
+            raise
+        return _Connection(reader, writer)
+
+    def _proxy_headers(self) -> list[tuple[bytes, bytes]]:
+        proxy = self._proxy
+        if proxy.username is None:
+            return []
+        credentials = f"{urllib.parse.unquote(proxy.username)}:{urllib.parse.unquote(proxy.password or '')}"
+        return [(b"proxy-authorization", b"Basic " + base64.b64encode(credentials.encode()))]
+
     async def _exchange(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], body: bytes,
                         key: tuple, connection: _Connection, timeout: dict) -> httpx2.Response:
-        head = [f"{method} {url.raw_path.decode('ascii')} HTTP/1.1\r\n".encode("ascii")]
-        head += [name + b": " + value + b"\r\n" for name, value in headers]
+        target = str(url) if connection.absolute else url.raw_path.decode("ascii")
+        head = [f"{method} {target} HTTP/1.1\r\n".encode("ascii")]
+        head += [name + b": " + value + b"\r\n" for name, value in (*headers, *connection.proxy_headers)]
         try:
             connection.writer.write(b"".join(head) + b"\r\n" + body)
             await _timed(connection.writer.drain(), timeout.get("write"), httpx2.WriteTimeout, "sending the request")

@@ -1,13 +1,15 @@
 """A scriptable OpenAI-compatible upstream: a real HTTP/1.1 server on loopback (raw asyncio).
 
 Each POST to /v1/chat/completions (or /v1/responses) takes the next queued Script (or the default answer) and
-records the request.  Scripts can stream chunks, sleep, send raw bytes, answer with an error
-status, or cut the connection mid-stream.
+records the request (with the number of the connection it came on).  Scripts can stream chunks,
+sleep, send raw bytes, answer with an error status, or cut the connection mid-stream.
+`fake_tls.TlsFakeUpstream` serves the same scripts over TLS, by HTTP/2 or HTTP/1.1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -15,9 +17,22 @@ from dataclasses import dataclass, field
 import orjson
 
 
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+GOAWAY = _Marker("GOAWAY")      # HTTP/2: GOAWAY now, this stream and earlier ones finish (HTTP/1.1: ignored)
+RESET = _Marker("RESET")        # HTTP/2: RST_STREAM this stream now (HTTP/1.1: the connection is cut)
+
+
 @dataclass
 class Script:
-    events: list = field(default_factory=list)   # dict (a chunk), bytes (raw SSE text), float (sleep seconds)
+    events: list = field(default_factory=list)   # dict (a chunk), bytes (raw SSE text), float (sleep
+                                                 # seconds), or a marker: GOAWAY, RESET
     status: int = 200
     body: bytes | dict | None = None             # error body, or a whole JSON completion
     headers: dict = field(default_factory=dict)
@@ -116,6 +131,7 @@ class FakeUpstream:
         self.requests: list[dict] = []
         self.default = text_script("Hello", " from", " fake")
         self.responder = None                        # callable(request body) -> Script, overrides the queue
+        self.connections: list[dict] = []            # one per accepted connection, in order
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
@@ -154,13 +170,28 @@ class FakeUpstream:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self._server = self.loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024))
+        server = self._server = self.loop.run_until_complete(self._listen())
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self.loop.run_forever()
 
+    async def _listen(self, port: int = 0) -> asyncio.AbstractServer:
+        return await asyncio.start_server(self._serve, "127.0.0.1", port, backlog=1024)
+
+    def _connection(self, writer: asyncio.StreamWriter, protocol: str) -> dict:
+        """A record of one accepted connection: its number, protocol, requests in flight, state."""
+        connection = {"id": len(self.connections) + 1, "protocol": protocol, "busy": 0, "closed": False,
+                      "goaway": False, "errors": [], "writer": writer}
+        self.connections.append(connection)
+        return connection
+
+    def _script(self, request_body: dict) -> Script:
+        if self.responder is not None:
+            return self.responder(request_body)
+        return self.scripts.popleft() if self.scripts else self.default
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = self._connection(writer, "http/1.1")
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -171,20 +202,21 @@ class FakeUpstream:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if method == "POST" and path.endswith(("/chat/completions", "/responses")):
                     self.requests.append({"path": path, "headers": headers, "body": orjson.loads(body),
-                                          "raw_head": head.decode("latin-1")})
-                    request_body = self.requests[-1]["body"]
-                    if self.responder is not None:
-                        script = self.responder(request_body)
-                    else:
-                        script = self.scripts.popleft() if self.scripts else self.default
-                    if not await self._answer(writer, script, headers.get("authorization", "").encode()):
-                        return
+                                          "raw_head": head.decode("latin-1"), "connection": connection["id"]})
+                    script = self._script(self.requests[-1]["body"])
+                    connection["busy"] += 1
+                    try:
+                        if not await self._answer(writer, script, headers.get("authorization", "").encode()):
+                            return
+                    finally:
+                        connection["busy"] -= 1
                 else:
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                     await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
         finally:
+            connection["closed"] = True
             writer.close()
 
     async def _answer(self, writer: asyncio.StreamWriter, script: Script, authorization: bytes = b"") -> bool:
@@ -207,6 +239,12 @@ class FakeUpstream:
         writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n{extra}"
                      "transfer-encoding: chunked\r\n\r\n".encode())
         for event in script.events:
+            if event is GOAWAY:
+                continue
+            if event is RESET:
+                await writer.drain()
+                writer.transport.abort()
+                return False
             if isinstance(event, (int, float)):
                 await writer.drain()
                 await asyncio.sleep(event)

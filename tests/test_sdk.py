@@ -1,4 +1,5 @@
-"""The official anthropic SDK against ccproxyd in front of the fake upstream (all real HTTP)."""
+"""The official anthropic SDK against ccproxyd in front of the fake upstream (all real HTTP), for
+each kind of upstream: plain HTTP, TLS with HTTP/1.1 and TLS with HTTP/2 (conftest.UPSTREAM_KINDS)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import anthropic
 import httpx2
 import pytest
 
+from .conftest import UPSTREAM_KINDS
 from .fake_upstream import Script, chunk, text_script, tool_script, usage
 from .grammar import check_stream, parse_sse
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.upstreams(*UPSTREAM_KINDS)]
 
 
 @pytest.fixture
