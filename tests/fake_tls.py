@@ -29,10 +29,11 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
+import hyperframe.frame
 import orjson
 import trustme
 
-from .fake_upstream import GOAWAY, RESET, FakeUpstream, Script
+from .fake_upstream import GOAWAY, RESET, FakeUpstream, Script, wait_event
 
 
 class Certificates:
@@ -76,9 +77,11 @@ class TlsFakeUpstream(FakeUpstream):
         asyncio.run_coroutine_threadsafe(self._close_idle(), self.loop).result(10)
 
     async def _close_idle(self) -> None:
+        """Dropped without GOAWAY or close_notify, as a load balancer or NAT forgets a connection."""
         for connection in self.connections:
             if not connection["closed"] and connection["busy"] == 0:
-                connection["writer"].close()
+                connection["writer"].transport.abort()
+                connection["closed"] = True
 
     async def _listen(self, port: int = 0) -> asyncio.AbstractServer:
         return await asyncio.start_server(self._serve, "127.0.0.1", port, backlog=1024, ssl=self.ssl)
@@ -141,7 +144,7 @@ class TlsFakeUpstream(FakeUpstream):
 
     async def _request_h2(self, state: "_H2State", stream_id: int) -> None:
         headers, raw, body = state.requests.pop(stream_id)
-        state.connection["busy"] += 1
+        self.busy(state.connection, 1)
         try:
             path = headers[":path"]
             named = {k: v for k, v in raw if not k.startswith(":")}
@@ -159,7 +162,7 @@ class TlsFakeUpstream(FakeUpstream):
         except (h2.exceptions.StreamClosedError, ConnectionError):
             pass
         finally:
-            state.connection["busy"] -= 1
+            self.busy(state.connection, -1)
             state.tasks.pop(stream_id, None)
             if state.draining and not state.tasks:
                 state.finished = True
@@ -188,8 +191,8 @@ class TlsFakeUpstream(FakeUpstream):
                 state.conn.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
                 state.writer.write(state.conn.data_to_send())
                 return
-            elif isinstance(event, (int, float)):
-                await asyncio.sleep(event)
+            elif await wait_event(event):
+                pass
             else:
                 data = event if isinstance(event, bytes) else b"data: " + orjson.dumps(event) + b"\n\n"
                 await state.send(stream_id, None, echo(data))
@@ -218,10 +221,13 @@ class _H2State:
         self.finished = False
 
     def goaway(self) -> None:
-        """GOAWAY naming the highest stream seen so far: later streams are refused."""
+        """A graceful GOAWAY naming the highest stream seen so far: streams up to it finish, later
+        ones are refused.  Written as a raw frame: h2's close_connection() would stop the streams
+        in flight too (its state machine allows no DATA after GOAWAY)."""
         self.draining = True
-        self.conn.close_connection(last_stream_id=self.conn.highest_inbound_stream_id)
         self.writer.write(self.conn.data_to_send())
+        frame = hyperframe.frame.GoAwayFrame(0, last_stream_id=self.conn.highest_inbound_stream_id, error_code=0)
+        self.writer.write(frame.serialize())
         self.connection["goaway"] = True
 
     async def send(self, stream_id: int, headers: list | None, data: bytes = b"", end: bool = False) -> None:

@@ -29,10 +29,57 @@ GOAWAY = _Marker("GOAWAY")      # HTTP/2: GOAWAY now, this stream and earlier on
 RESET = _Marker("RESET")        # HTTP/2: RST_STREAM this stream now (HTTP/1.1: the connection is cut)
 
 
+class Gate:
+    """A Script event: the answer waits there until the test calls `open()` (from any thread), or
+    `timeout` seconds pass.  `reached` is set once an answer is waiting at the gate."""
+
+    def __init__(self, timeout: float = 20.0) -> None:
+        self.timeout = timeout
+        self.reached = threading.Event()
+        self._open = threading.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    async def wait(self) -> None:
+        self.reached.set()
+        for _ in range(int(self.timeout / 0.01)):
+            if self._open.is_set():
+                return
+            await asyncio.sleep(0.01)
+
+
+class Barrier(Gate):
+    """A Script event shared by `parties` answers: each waits there until all of them have
+    arrived (or `timeout` passes), so that they are provably in flight at the same time."""
+
+    def __init__(self, parties: int, timeout: float = 10.0) -> None:
+        super().__init__(timeout)
+        self.parties = parties
+        self.arrived = 0
+
+    async def wait(self) -> None:
+        self.arrived += 1
+        if self.arrived >= self.parties:
+            self.open()
+        await super().wait()
+
+
+async def wait_event(event) -> bool:
+    """Carry out a Script event that is not data: a pause, a Gate or a Barrier; False for data."""
+    if isinstance(event, Gate):
+        await event.wait()
+    elif isinstance(event, (int, float)):
+        await asyncio.sleep(event)
+    else:
+        return False
+    return True
+
+
 @dataclass
 class Script:
     events: list = field(default_factory=list)   # dict (a chunk), bytes (raw SSE text), float (sleep
-                                                 # seconds), or a marker: GOAWAY, RESET
+                                                 # seconds), a Gate or Barrier, or a marker: GOAWAY, RESET
     status: int = 200
     body: bytes | dict | None = None             # error body, or a whole JSON completion
     headers: dict = field(default_factory=dict)
@@ -132,6 +179,8 @@ class FakeUpstream:
         self.default = text_script("Hello", " from", " fake")
         self.responder = None                        # callable(request body) -> Script, overrides the queue
         self.connections: list[dict] = []            # one per accepted connection, in order
+        self.in_flight = 0                           # answers being written now, and the most at once
+        self.peak_in_flight = 0
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
@@ -163,7 +212,13 @@ class FakeUpstream:
     def push(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)
 
+    def busy(self, connection: dict, delta: int) -> None:
+        connection["busy"] += delta
+        self.in_flight += delta
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
     def reset(self) -> None:
+        self.peak_in_flight = self.in_flight
         self.responder = None
         self.scripts.clear()
         self.requests.clear()
@@ -204,12 +259,12 @@ class FakeUpstream:
                     self.requests.append({"path": path, "headers": headers, "body": orjson.loads(body),
                                           "raw_head": head.decode("latin-1"), "connection": connection["id"]})
                     script = self._script(self.requests[-1]["body"])
-                    connection["busy"] += 1
+                    self.busy(connection, 1)
                     try:
                         if not await self._answer(writer, script, headers.get("authorization", "").encode()):
                             return
                     finally:
-                        connection["busy"] -= 1
+                        self.busy(connection, -1)
                 else:
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                     await writer.drain()
@@ -245,9 +300,9 @@ class FakeUpstream:
                 await writer.drain()
                 writer.transport.abort()
                 return False
-            if isinstance(event, (int, float)):
+            if isinstance(event, (int, float, Gate)):
                 await writer.drain()
-                await asyncio.sleep(event)
+                await wait_event(event)
                 continue
             data = echo(event if isinstance(event, bytes) else b"data: " + orjson.dumps(event) + b"\n\n")
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
