@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import ssl
 import time
 import urllib.parse
@@ -19,7 +20,8 @@ from collections import deque
 import httpx2
 
 READ_SIZE = 65536
-MAX_HEAD = 65536
+MAX_HEAD = 65536        # bytes of a response head (status line and headers), and of any one line
+MAX_LINE = 4096         # bytes of a chunk-size or trailer line
 
 
 class ChunkedDecoder:
@@ -48,6 +50,9 @@ class ChunkedDecoder:
                 continue
             end = buffer.find(b"\r\n", position)
             if end < 0:
+                if len(buffer) - position > MAX_LINE:
+                    raise httpx2.RemoteProtocolError("malformed chunked body: a line longer than "
+                                                     f"{MAX_LINE} bytes")
                 break
             line = buffer[position:end]
             position = end + 2
@@ -63,12 +68,24 @@ class ChunkedDecoder:
         self._buffer = buffer[position:]
         return b"".join(out)
 
+    @property
+    def surplus(self) -> bool:
+        """Bytes received past the end of the body: the connection must not be reused."""
+        return self.done and bool(self._buffer)
+
+
+# h11's grammar (_abnf.py): chunk-size = 1*HEXDIG (h11 allows at most 20), then chunk extensions;
+# status-code = 3DIGIT; Content-Length = 1*DIGIT.  Python's int() is laxer ("-3", "0x3", "1_0", " 3").
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: (.*))?")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+
 
 def _chunk_size(line: bytes) -> int:
-    try:
-        return int(line.split(b";", 1)[0].strip(), 16)
-    except ValueError:
-        raise httpx2.RemoteProtocolError(f"malformed chunk size line {line[:40]!r}") from None
+    match = _CHUNK_SIZE.fullmatch(line)
+    if match is None:
+        raise httpx2.RemoteProtocolError(f"malformed chunk size line {line[:40]!r}")
+    return int(match.group(1), 16)
 
 
 class _Connection:
@@ -107,10 +124,13 @@ class _Body(httpx2.AsyncByteStream):
         self._timeout = read_timeout
         self._keep_alive = keep_alive
         self._done = framing == 0
+        self._surplus = False            # bytes arrived past the end of the body
         self._released = False
 
     async def __aiter__(self):
         reader = self._connection.reader
+        if self._done:
+            await self.aclose()
         while not self._done:
             try:
                 data = await _timed(reader.read(READ_SIZE), self._timeout, httpx2.ReadTimeout, "reading the body")
@@ -122,6 +142,8 @@ class _Body(httpx2.AsyncByteStream):
                     break
                 raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
             body = self._decode(data)
+            if self._done:
+                await self.aclose()             # the slot is free as soon as the body is complete
             if body:
                 yield body
 
@@ -136,13 +158,16 @@ class _Body(httpx2.AsyncByteStream):
         body = data[:framing]
         self._framing = framing - len(body)
         self._done = self._framing == 0
+        self._surplus = len(data) > len(body)
         return body
 
     async def aclose(self) -> None:
         if self._released:
             return
         self._released = True
-        reuse = self._done and self._keep_alive and self._framing is not None
+        framing = self._framing
+        surplus = self._surplus or (isinstance(framing, ChunkedDecoder) and framing.surplus)
+        reuse = self._done and self._keep_alive and framing is not None and not surplus
         self._transport._release(self._key, self._connection, reuse)
 
 
@@ -263,6 +288,8 @@ class Http11Transport(httpx2.AsyncBaseTransport):
             version, status, reason, received = await _read_head(connection.reader, timeout.get("read"))
         framing = _framing(method, status, received)
         keep_alive = version == b"HTTP/1.1" and b"close" not in _header(received, b"connection").lower()
+        if isinstance(framing, ChunkedDecoder) and _header(received, b"content-length"):
+            keep_alive = False              # both framings named: chunked wins, and the connection ends here
         stream = _Body(self, key, connection, framing, timeout.get("read"), keep_alive)
         return httpx2.Response(status, headers=received, stream=stream,
                               extensions={"http_version": version, "reason_phrase": reason})
@@ -291,28 +318,42 @@ class Http11Transport(httpx2.AsyncBaseTransport):
 
 async def _read_head(reader: asyncio.StreamReader, timeout: float | None):
     try:
-        raw = await _timed(reader.readuntil(b"\r\n\r\n"), timeout, httpx2.ReadTimeout, "waiting for the response")
+        lines = await _timed(_head_lines(reader), timeout, httpx2.ReadTimeout, "waiting for the response")
     except asyncio.IncompleteReadError as exc:
         raise httpx2.RemoteProtocolError("server disconnected without sending a response") from exc
     except asyncio.LimitOverrunError as exc:
         raise httpx2.RemoteProtocolError("response head is too large") from exc
     except OSError as exc:
         raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
-    return _parse_head(raw)
+    return _parse_head(lines)
 
 
-def _parse_head(raw: bytes) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
-    lines = raw[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise httpx2.RemoteProtocolError(f"malformed status line {lines[0][:80]!r}")
+async def _head_lines(reader: asyncio.StreamReader) -> list[bytes]:
+    """The head's lines up to the empty one, CRLF or bare LF (as h11 accepts), MAX_HEAD in all."""
+    lines = []
+    size = 0
+    while True:
+        line = await reader.readuntil(b"\n")
+        size += len(line)
+        if size > MAX_HEAD:
+            raise httpx2.RemoteProtocolError("response head is too large")
+        line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        if not line:
+            return lines
+        lines.append(line)
+
+
+def _parse_head(lines: list[bytes]) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
+    status = _STATUS_LINE.fullmatch(lines[0]) if lines else None
+    if status is None:
+        raise httpx2.RemoteProtocolError(f"malformed status line {lines[0][:80] if lines else b''!r}")
     headers = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep:
+        if not sep or not name or name != name.strip():
             raise httpx2.RemoteProtocolError(f"malformed header line {line[:80]!r}")
-        headers.append((name.strip(), value.strip()))
-    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
+        headers.append((name, value.strip()))
+    return lines[0][:8], int(status.group(1)), status.group(2) or b"", headers
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
@@ -325,10 +366,13 @@ def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]):
         return 0
     if b"chunked" in _header(headers, b"transfer-encoding").lower():
         return ChunkedDecoder()
-    length = _header(headers, b"content-length")
-    if length:
-        try:
-            return int(length.split(b",")[0])
-        except ValueError:
-            raise httpx2.RemoteProtocolError(f"malformed content-length {length[:40]!r}") from None
-    return None
+    lengths = {value.strip() for key, value in headers if key.lower() == b"content-length"
+               for value in value.split(b",")}
+    if not lengths:
+        return None
+    if len(lengths) > 1:
+        raise httpx2.RemoteProtocolError(f"conflicting content-length headers {sorted(lengths)!r}")
+    length = lengths.pop()
+    if not _DIGITS.fullmatch(length):
+        raise httpx2.RemoteProtocolError(f"malformed content-length {length[:40]!r}")
+    return int(length)
