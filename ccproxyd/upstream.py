@@ -117,7 +117,7 @@ class Upstreams:
     def client(self, provider: Provider) -> httpx2.AsyncClient:
         client = self._clients.get(provider)
         if client is None:
-            http2 = provider.http2 if provider.http2 is not None else provider.base_url.startswith("https://")
+            http2 = provider.http2          # off by default, for https too: README, "Why HTTP/1.1 for https"
             limits = httpx2.Limits(max_connections=provider.max_connections,
                                   max_keepalive_connections=provider.max_keepalive,
                                   keepalive_expiry=provider.keepalive_expiry)

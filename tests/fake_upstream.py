@@ -322,7 +322,8 @@ class FakeUpstream:
 
 
 def _main() -> None:
-    """Run standalone (for `make bench`): python -m tests.fake_upstream --port P --chunks N [--gap S] [--ttft S]."""
+    """Run standalone (for `make bench`): python -m tests.fake_upstream --port P --chunks N [--gap S] [--ttft S]
+    [--tls DIR] (TLS, HTTP/2 or HTTP/1.1 by ALPN, with a CA made now and written to DIR/ca.pem)."""
     import argparse
     import time
 
@@ -331,8 +332,13 @@ def _main() -> None:
     parser.add_argument("--chunks", type=int, default=40)
     parser.add_argument("--gap", type=float, default=0.0, help="seconds between chunks")
     parser.add_argument("--ttft", type=float, default=0.0, help="seconds before the answer starts")
+    parser.add_argument("--tls", help="serve TLS; the CA goes to TLS/ca.pem")
     args = parser.parse_args()
-    fake = FakeUpstream()
+    if args.tls:
+        from .fake_tls import Certificates, TlsFakeUpstream
+        fake = TlsFakeUpstream(http2=True, certificates=Certificates(args.tls))
+    else:
+        fake = FakeUpstream()
     pieces = [f"word{i} " for i in range(args.chunks)]
     script = text_script(*pieces)
     if args.gap:
@@ -342,7 +348,7 @@ def _main() -> None:
     fake.requests = _Discard()
 
     async def serve() -> None:
-        server = await asyncio.start_server(fake._serve, "127.0.0.1", args.port, backlog=1024)
+        server = await fake._listen(args.port)
         print(server.sockets[0].getsockname()[1], flush=True)
         await server.serve_forever()
 

@@ -77,11 +77,11 @@ def tls_daemon(tls_fake, narrow_fake, certificates, tmp_path_factory):
     ca = certificates.ca_file
     path = tmp_path_factory.mktemp("tls") / "routes.yaml"
     path.write_text(table({
-        "h2": f"base_url: '{tls_fake.url}', ca_file: '{ca}'",
-        "h1": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: false",
-        "untrusted": f"base_url: '{tls_fake.url}'",
-        "untrusted-h1": f"base_url: '{tls_fake.url}', http2: false",
-        "narrow": f"base_url: '{narrow_fake.url}', ca_file: '{ca}'",
+        "h2": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: true",
+        "h1": f"base_url: '{tls_fake.url}', ca_file: '{ca}'",
+        "untrusted": f"base_url: '{tls_fake.url}', http2: true",
+        "untrusted-h1": f"base_url: '{tls_fake.url}'",
+        "narrow": f"base_url: '{narrow_fake.url}', ca_file: '{ca}', http2: true",
     }))
     daemon = Daemon(path)
     yield daemon
@@ -115,8 +115,8 @@ def test_untrusted_certificate_is_a_clear_error_and_not_retried(tls_daemon, tfak
 
 def test_ssl_cert_file_is_trusted_by_both_clients(tls_fake, certificates, tmp_path):
     path = tmp_path / "routes.yaml"
-    path.write_text(table({"h2": f"base_url: '{tls_fake.url}'",
-                           "h1": f"base_url: '{tls_fake.url}', http2: false"}))
+    path.write_text(table({"h2": f"base_url: '{tls_fake.url}', http2: true",
+                           "h1": f"base_url: '{tls_fake.url}'"}))
     daemon = Daemon(path, env={"SSL_CERT_FILE": str(certificates.ca_file)})
     try:
         for provider in ("h2", "h1"):
@@ -265,7 +265,7 @@ def test_concurrent_streams_respect_the_servers_stream_limit(tls_daemon, narrow_
 def test_reload_retires_a_changed_providers_pool_after_its_last_request(tls_fake, certificates, tmp_path):
     tls_fake.reset()
     path = tmp_path / "routes.yaml"
-    spec = f"base_url: '{tls_fake.url}', ca_file: '{certificates.ca_file}'"
+    spec = f"base_url: '{tls_fake.url}', ca_file: '{certificates.ca_file}', http2: true"
     path.write_text(table({"h2": spec}))
     daemon = Daemon(path)
     try:
@@ -310,9 +310,9 @@ def test_https_proxy_and_no_proxy(tls_fake, certificates, connect_proxy, tmp_pat
     ca = certificates.ca_file
     via = tls_fake.url.replace("127.0.0.1", "localhost")
     path = tmp_path / "routes.yaml"
-    path.write_text(table({"via-h2": f"base_url: '{via}', ca_file: '{ca}'",
-                           "via-h1": f"base_url: '{via}', ca_file: '{ca}', http2: false",
-                           "direct": f"base_url: '{tls_fake.url}', ca_file: '{ca}'",
+    path.write_text(table({"via-h2": f"base_url: '{via}', ca_file: '{ca}', http2: true",
+                           "via-h1": f"base_url: '{via}', ca_file: '{ca}'",
+                           "direct": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: true",
                            "plain": f"base_url: '{plain.url.replace('127.0.0.1', 'localhost')}'"}))
     daemon = Daemon(path, env={"HTTPS_PROXY": connect_proxy.url, "http_proxy": connect_proxy.url,
                                "NO_PROXY": "127.0.0.1,example.internal"})
@@ -334,8 +334,8 @@ def test_a_proxy_that_refuses_the_tunnel_is_named(tls_fake, certificates, connec
     connect_proxy.refuse = 403
     path = tmp_path / "routes.yaml"
     ca = certificates.ca_file
-    path.write_text(table({"h2": f"base_url: '{tls_fake.url}', ca_file: '{ca}', retries: {{attempts: 1}}",
-                           "h1": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: false, retries: {{attempts: 1}}"}))
+    path.write_text(table({"h2": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: true, retries: {{attempts: 1}}",
+                           "h1": f"base_url: '{tls_fake.url}', ca_file: '{ca}', retries: {{attempts: 1}}"}))
     daemon = Daemon(path, env={"HTTPS_PROXY": connect_proxy.url})
     try:
         for provider in ("h2", "h1"):
