@@ -2,7 +2,8 @@
 
 The model (the fake upstream) asks for the Write tool; Claude Code must run it, send the result
 back, and finish the turn with the model's final text.  Never skipped: `make test` installs the
-pinned Claude Code into .claude-code/ first.
+pinned Claude Code into .claude-code/ first.  Like the SDK tests, each runs against a plain HTTP,
+a TLS HTTP/1.1 and a TLS HTTP/2 upstream (conftest.UPSTREAM_KINDS).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import UPSTREAM_KINDS
 from .fake_upstream import responses_script, text_script, tool_script
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.upstreams(*UPSTREAM_KINDS)
 
 
 def claude_binary() -> Path:

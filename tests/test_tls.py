@@ -262,10 +262,11 @@ def test_concurrent_streams_respect_the_servers_stream_limit(tls_daemon, narrow_
 
 # ---------------------------------------------------------------- reload retires the pool
 
-def test_reload_retires_a_changed_providers_pool_after_its_last_request(tls_fake, certificates, tmp_path):
+@pytest.mark.parametrize("http2", ["true", "false"])
+def test_reload_retires_a_changed_providers_pool_after_its_last_request(tls_fake, certificates, tmp_path, http2):
     tls_fake.reset()
     path = tmp_path / "routes.yaml"
-    spec = f"base_url: '{tls_fake.url}', ca_file: '{certificates.ca_file}', http2: true"
+    spec = f"base_url: '{tls_fake.url}', ca_file: '{certificates.ca_file}', http2: {http2}"
     path.write_text(table({"h2": spec}))
     daemon = Daemon(path)
     try:
