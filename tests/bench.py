@@ -197,6 +197,13 @@ def https_rows_of(ca: Path, tls_port: int, proxy_url: str, pid: int):
     return rows, many
 
 
+def print_row(direct_label: str, label: str, direct: list[float], through: list[float], cpu_ms: float) -> None:
+    d50, d99 = statistics.median(direct), pct(direct, 0.99)
+    p50, p99 = statistics.median(through), pct(through, 0.99)
+    print(f"{direct_label:36}{d50:9.2f}{d99:9.2f}")
+    print(f"{'via ccproxyd, ' + label:36}{p50:9.2f}{p99:9.2f}{p50 - d50:9.2f}{p99 - d99:11.2f}{cpu_ms:9.2f}")
+
+
 def pct(values: list[float], p: float) -> float:
     return sorted(values)[min(len(values) - 1, int(len(values) * p))]
 
@@ -274,17 +281,9 @@ routes:
         cpu_many = (cpu_seconds(proxy.pid) - cpu0) / total * 1000
         print(f"{'':36}{'median':>9}{'p99':>9}{'added':>9}{'added p99':>11}{'CPU/req':>9}")
         for label, direct, through in rows:
-            d50, d99 = statistics.median(direct), pct(direct, 0.99)
-            p50, p99 = statistics.median(through), pct(through, 0.99)
-            print(f"{'upstream directly (ms)':36}{d50:9.2f}{d99:9.2f}")
-            print(f"{'via ccproxyd, ' + label:36}{p50:9.2f}{p99:9.2f}{p50 - d50:9.2f}{p99 - d99:11.2f}"
-                  f"{cpu[label]:9.2f}")
+            print_row("upstream directly (ms)", label, direct, through, cpu[label])
         for label, direct, through, cpu_one in https_rows:
-            d50, d99 = statistics.median(direct), pct(direct, 0.99)
-            p50, p99 = statistics.median(through), pct(through, 0.99)
-            print(f"{'https upstream directly (ms)':36}{d50:9.2f}{d99:9.2f}")
-            print(f"{'via ccproxyd, ' + label:36}{p50:9.2f}{p99:9.2f}{p50 - d50:9.2f}{p99 - d99:11.2f}"
-                  f"{cpu_one:9.2f}")
+            print_row("https upstream directly (ms)", label, direct, through, cpu_one)
         print(f"ccproxyd CPU per streamed request, {N_CONCURRENT} clients (cache bypassed): {cpu_many:.2f} ms")
         for label, (rate, cpu_at_16) in https_many.items():
             print(f"  {label}, {N_CONCURRENT} clients: {cpu_at_16:.2f} ms CPU per request, {rate:.0f} requests/s")
@@ -296,30 +295,24 @@ routes:
               f"{ceiling:.0f} requests/s against the fake upstream directly (the upstream's and the "
               f"load generator's own ceiling; the generator is Python httpx2 in one process)")
         print(f"ccproxyd RSS after the run: {rss_mb(proxy.pid):.0f} MB")
-        slow = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40", "--gap", "0.05"])
-        slow_port = int(slow.stdout.readline())
-        routes.write_text(routes.read_text().replace(f":{up_port}/", f":{slow_port}/"))
-        time.sleep(1.0)                                              # the live reload picks it up
-        try:
-            complete, frames, peak, seconds = asyncio.run(slow_streams(proxy_url, anthropic_body, N_SLOW, proxy.pid))
-        finally:
-            slow.terminate()
-        print(f"{N_SLOW} concurrent slow streams (a chunk every 50 ms, 40 chunks): {complete}/{N_SLOW} complete, "
-              f"{frames}/{N_SLOW * 40} text frames arrived, peak RSS {peak:.0f} MB, {seconds:.1f} s")
         slow_dir = Path(tempfile.mkdtemp())
-        slow = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40", "--gap", "0.05",
-                      "--tls", str(slow_dir)])
-        tls_slow_port = int(slow.stdout.readline())
-        routes.write_text(routes.read_text().replace(
-            f'"http://127.0.0.1:{slow_port}/v1", api_key_env: BENCH_KEY',
-            f'"https://127.0.0.1:{tls_slow_port}/v1", api_key_env: BENCH_KEY, ca_file: "{slow_dir / "ca.pem"}"'))
-        time.sleep(1.0)
-        try:
-            complete, frames, peak, seconds = asyncio.run(slow_streams(proxy_url, anthropic_body, N_SLOW, proxy.pid))
-        finally:
-            slow.terminate()
-        print(f"{N_SLOW} concurrent slow streams over https (default protocol): {complete}/{N_SLOW} complete, "
-              f"{frames}/{N_SLOW * 40} text frames arrived, peak RSS {peak:.0f} MB, {seconds:.1f} s")
+        current = f'"http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_KEY'
+        for label, args, provider in (
+                ("", [], lambda port: f'"http://127.0.0.1:{port}/v1", api_key_env: BENCH_KEY'),
+                (" over https (default protocol)", ["--tls", str(slow_dir)],
+                 lambda port: f'"https://127.0.0.1:{port}/v1", api_key_env: BENCH_KEY, ca_file: "{slow_dir}/ca.pem"')):
+            slow = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40", "--gap", "0.05", *args])
+            slow_port = int(slow.stdout.readline())
+            routes.write_text(routes.read_text().replace(current, provider(slow_port)))
+            current = provider(slow_port)
+            time.sleep(1.0)                                          # the live reload picks it up
+            try:
+                complete, frames, peak, seconds = asyncio.run(slow_streams(proxy_url, anthropic_body, N_SLOW,
+                                                                           proxy.pid))
+            finally:
+                slow.terminate()
+            print(f"{N_SLOW} concurrent slow streams{label} (a chunk every 50 ms, 40 chunks): {complete}/{N_SLOW} "
+                  f"complete, {frames}/{N_SLOW * 40} text frames arrived, peak RSS {peak:.0f} MB, {seconds:.1f} s")
     finally:
         for process in (proxy, upstream, paced, tls):
             process.terminate()

@@ -172,25 +172,17 @@ def responses_script(*, summary: str = "", text: str = "", call: tuple[str, str]
     return Script(events=events, done=False)
 
 
-class FakeUpstream:
+class LoopbackServer:
+    """A server on 127.0.0.1 that runs its own event loop in a thread (tests call it from theirs).
+    Subclasses serve connections in `_serve`; `_listen` opens the listener."""
+
     def __init__(self) -> None:
-        self.scripts: deque[Script] = deque()
-        self.requests: list[dict] = []
-        self.default = text_script("Hello", " from", " fake")
-        self.responder = None                        # callable(request body) -> Script, overrides the queue
-        self.connections: list[dict] = []            # one per accepted connection, in order
-        self.in_flight = 0                           # answers being written now, and the most at once
-        self.peak_in_flight = 0
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> "FakeUpstream":
+    def start(self):
         self._thread.start()
         self._ready.wait(10)
         return self
@@ -209,6 +201,35 @@ class FakeUpstream:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self._server = self.loop.run_until_complete(self._listen())
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self.loop.run_forever()
+
+    async def _listen(self, port: int = 0) -> asyncio.AbstractServer:
+        return await asyncio.start_server(self._serve, "127.0.0.1", port, backlog=1024)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class FakeUpstream(LoopbackServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: deque[Script] = deque()
+        self.requests: list[dict] = []
+        self.default = text_script("Hello", " from", " fake")
+        self.responder = None                        # callable(request body) -> Script, overrides the queue
+        self.connections: list[dict] = []            # one per accepted connection, in order
+        self.in_flight = 0                           # answers being written now, and the most at once
+        self.peak_in_flight = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
     def push(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)
 
@@ -222,16 +243,6 @@ class FakeUpstream:
         self.responder = None
         self.scripts.clear()
         self.requests.clear()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        server = self._server = self.loop.run_until_complete(self._listen())
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self.loop.run_forever()
-
-    async def _listen(self, port: int = 0) -> asyncio.AbstractServer:
-        return await asyncio.start_server(self._serve, "127.0.0.1", port, backlog=1024)
 
     def _connection(self, writer: asyncio.StreamWriter, protocol: str) -> dict:
         """A record of one accepted connection: its number, protocol, requests in flight, state."""
