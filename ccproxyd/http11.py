@@ -22,6 +22,8 @@ import httpx2
 READ_SIZE = 65536
 MAX_HEAD = 65536        # bytes of a response head (status line and headers), and of any one line
 MAX_LINE = 4096         # bytes of a chunk-size or trailer line
+DRAIN_BYTES = 65536     # the most of an unread body's rest read to keep its connection
+DRAIN_SECONDS = 0.25    # and the longest wait for it (the end of an answer is usually in flight)
 
 
 class ChunkedDecoder:
@@ -128,9 +130,16 @@ class _Body(httpx2.AsyncByteStream):
         self._released = False
 
     async def __aiter__(self):
+        async for body in self._pieces():
+            if self._done:
+                await self.aclose()             # the slot is free as soon as the body is complete
+            if body:
+                yield body
+        await self.aclose()
+
+    async def _pieces(self):
+        """The decoded body of each socket read (possibly empty), until the body is complete."""
         reader = self._connection.reader
-        if self._done:
-            await self.aclose()
         while not self._done:
             try:
                 data = await _timed(reader.read(READ_SIZE), self._timeout, httpx2.ReadTimeout, "reading the body")
@@ -141,11 +150,7 @@ class _Body(httpx2.AsyncByteStream):
                     self._done = True
                     break
                 raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
-            body = self._decode(data)
-            if self._done:
-                await self.aclose()             # the slot is free as soon as the body is complete
-            if body:
-                yield body
+            yield self._decode(data)
 
     def _decode(self, data: bytes) -> bytes:
         framing = self._framing
@@ -162,13 +167,34 @@ class _Body(httpx2.AsyncByteStream):
         return body
 
     async def aclose(self) -> None:
+        """Give the connection back: to the pool when the body was read to its end, else (a reader
+        that stopped early, e.g. at `data: [DONE]` before the last chunk) after the rest of the
+        body is drained in the background, up to DRAIN_BYTES within DRAIN_SECONDS; else closed."""
         if self._released:
             return
         self._released = True
+        if not self._done and self._keep_alive and self._framing is not None and not self._transport._closed:
+            self._transport._drain_later(self)
+        else:
+            self._transport._release(self._key, self._connection, self._reusable())
+
+    def _reusable(self) -> bool:
         framing = self._framing
         surplus = self._surplus or (isinstance(framing, ChunkedDecoder) and framing.surplus)
-        reuse = self._done and self._keep_alive and framing is not None and not surplus
-        self._transport._release(self._key, self._connection, reuse)
+        return self._done and self._keep_alive and framing is not None and not surplus
+
+    async def drain(self) -> None:
+        read = 0
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for body in self._pieces():
+                    read += len(body)
+                    if read > DRAIN_BYTES:
+                        break
+        except (httpx2.HTTPError, TimeoutError, OSError):
+            pass
+        finally:
+            self._transport._release(self._key, self._connection, self._reusable())
 
 
 class Http11Transport(httpx2.AsyncBaseTransport):
@@ -181,6 +207,7 @@ class Http11Transport(httpx2.AsyncBaseTransport):
         self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else float("inf")
         self._slots = asyncio.Semaphore(limits.max_connections) if limits.max_connections else None
         self._idle: dict[tuple, deque[_Connection]] = {}
+        self._draining: set[asyncio.Task] = set()
         self._closed = False
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -293,6 +320,11 @@ class Http11Transport(httpx2.AsyncBaseTransport):
         stream = _Body(self, key, connection, framing, timeout.get("read"), keep_alive)
         return httpx2.Response(status, headers=received, stream=stream,
                               extensions={"http_version": version, "reason_phrase": reason})
+
+    def _drain_later(self, body: _Body) -> None:
+        task = asyncio.get_running_loop().create_task(body.drain())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     def _release(self, key: tuple, connection: _Connection, reuse: bool) -> None:
         idle = self._idle.setdefault(key, deque())

@@ -251,3 +251,40 @@ def test_cancelled_mid_body_the_connection_is_not_reused():
                 text = await _post(client, url)
         return text, server.connections
     assert asyncio.run(go()) == ("200 hello", 2)
+
+
+def test_a_body_closed_before_its_last_chunk_keeps_its_connection():
+    """The proxy stops reading at `data: [DONE]`; the terminating chunk that follows a moment later
+    is drained in the background, and the connection goes back to the pool."""
+    async def go():
+        head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        done = b"data: [DONE]\n\n"
+        server = RawServer([])
+
+        async def serve(reader, writer):
+            server.connections += 1
+            try:
+                while True:
+                    request = await reader.readuntil(b"\r\n\r\n")
+                    await reader.readexactly(2)
+                    writer.write(head + b"%x\r\n%s\r\n" % (len(done), done))
+                    await writer.drain()
+                    await asyncio.sleep(0.05)                  # the last chunk comes in a later read
+                    writer.write(b"0\r\n\r\n")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+        server.serve = serve
+        async with server as url:
+            transport = Http11Transport(httpx2.Limits(max_connections=1))
+            timeout = {"connect": 5, "read": 5, "write": 5, "pool": 5}
+            headers = [(b"host", b"127.0.0.1"), (b"content-length", b"2")]
+            for _ in range(3):
+                response = await transport.send("POST", httpx2.URL(url), headers, b"{}", timeout)
+                async for piece in response.stream:
+                    if b"[DONE]" in piece:
+                        break
+                await response.aclose()
+            await transport.aclose()
+        return server.connections
+    assert asyncio.run(go()) == 1
