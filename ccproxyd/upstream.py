@@ -87,7 +87,11 @@ def proxy_for(base_url: str) -> str | None:
     proxy = proxies.get(parts.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass_environment(parts.netloc, proxies):
         return None
-    return proxy if "://" in proxy else "http://" + proxy
+    proxy = proxy if "://" in proxy else "http://" + proxy
+    if urllib.parse.urlsplit(proxy).scheme not in ("http", "https"):
+        raise ApiError(f"outbound proxy {urllib.parse.urlsplit(proxy).scheme}://… for {parts.hostname} is not "
+                       "supported: ccproxyd speaks to HTTP proxies (CONNECT) only")
+    return proxy
 
 
 @lru_cache(maxsize=None)

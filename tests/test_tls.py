@@ -360,3 +360,33 @@ def test_a_proxy_that_refuses_the_tunnel_is_named(tls_fake, certificates, connec
             assert "outbound proxy refused" in r.json()["error"]["message"] and "403" in r.json()["error"]["message"]
     finally:
         daemon.stop()
+
+
+@pytest.mark.parametrize("env,url,expected", [
+    ({"HTTPS_PROXY": "http://proxy:3128"}, "https://api.openai.com/v1", "http://proxy:3128"),
+    ({"https_proxy": "proxy:3128"}, "https://api.openai.com/v1", "http://proxy:3128"),
+    ({"HTTPS_PROXY": "http://proxy:3128"}, "http://127.0.0.1:8000/v1", None),
+    ({"HTTP_PROXY": "http://p:1"}, "http://vllm.internal:8000/v1", "http://p:1"),
+    ({"ALL_PROXY": "http://all:1"}, "https://api.x.ai/v1", "http://all:1"),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "openai.com"}, "https://api.openai.com/v1", None),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".openai.com,localhost"}, "https://api.openai.com/v1", None),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, "https://openrouter.ai/api/v1", None),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "ai.com"}, "https://openrouter.ai/api/v1", "http://p:1"),
+    ({}, "https://api.openai.com/v1", None),
+])
+def test_proxy_for_reads_the_standard_variables(monkeypatch, env, url, expected):
+    from ccproxyd.upstream import proxy_for
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert proxy_for(url) == expected
+
+
+def test_a_socks_proxy_is_refused_by_name(monkeypatch):
+    from ccproxyd.errors import ApiError
+    from ccproxyd.upstream import proxy_for
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    with pytest.raises(ApiError, match="socks5"):
+        proxy_for("https://api.openai.com/v1")
