@@ -71,7 +71,10 @@ def ssl_context(provider: Provider, http2: bool) -> ssl.SSLContext:
     """The trust of both clients: the provider's `ca_file`, else SSL_CERT_FILE / SSL_CERT_DIR,
     else the system store.  One context per client: httpcore2 sets its ALPN list on it."""
     if provider.ca_file:
-        context = ssl.create_default_context(cafile=provider.ca_file)
+        try:
+            context = ssl.create_default_context(cafile=provider.ca_file)
+        except (OSError, ssl.SSLError) as exc:     # checked at load; gone or changed since
+            raise ApiError(f"provider '{provider.name}': cannot load ca_file {provider.ca_file} ({exc})") from exc
     else:
         context = httpx2.create_ssl_context(trust_env=True)
     context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])

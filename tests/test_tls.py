@@ -148,6 +148,21 @@ def test_relative_ca_file_and_a_bad_one_in_check(certificates, tmp_path):
     assert "providers.q.ca_file: no such file: /nonexistent/ca.pem" in out.stdout
 
 
+def test_a_ca_file_gone_after_load_is_named_in_the_error(tls_fake, certificates, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(certificates.ca_file.read_bytes())
+    path = tmp_path / "routes.yaml"
+    path.write_text(table({"p": f"base_url: '{tls_fake.url}', ca_file: ca.pem"}))
+    daemon = Daemon(path)
+    try:
+        ca.unlink()                                     # valid at load, gone at the first request
+        r = post(daemon, "p")
+        assert r.status_code == 500
+        assert f"provider 'p': cannot load ca_file {ca}" in r.json()["error"]["message"]
+    finally:
+        daemon.stop()
+
+
 # ---------------------------------------------------------------- HTTP/2 connection life
 
 def test_connections_are_reused_across_requests(tls_daemon, tfake):
