@@ -127,6 +127,7 @@ class _Body(httpx2.AsyncByteStream):
         self._keep_alive = keep_alive
         self._done = framing == 0
         self._surplus = False            # bytes arrived past the end of the body
+        self._broken = False             # a read or the framing failed
         self._released = False
 
     async def __aiter__(self):
@@ -142,15 +143,21 @@ class _Body(httpx2.AsyncByteStream):
         reader = self._connection.reader
         while not self._done:
             try:
-                data = await _timed(reader.read(READ_SIZE), self._timeout, httpx2.ReadTimeout, "reading the body")
-            except OSError as exc:
-                raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
-            if not data:
-                if self._framing is None:
-                    self._done = True
-                    break
-                raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
-            yield self._decode(data)
+                try:
+                    data = await _timed(reader.read(READ_SIZE), self._timeout, httpx2.ReadTimeout,
+                                        "reading the body")
+                except OSError as exc:
+                    raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
+                if not data:
+                    if self._framing is None:
+                        self._done = True
+                        break
+                    raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
+                body = self._decode(data)
+            except Exception:
+                self._broken = True             # never drained, never reused
+                raise
+            yield body
 
     def _decode(self, data: bytes) -> bytes:
         framing = self._framing
@@ -173,7 +180,8 @@ class _Body(httpx2.AsyncByteStream):
         if self._released:
             return
         self._released = True
-        if not self._done and self._keep_alive and self._framing is not None and not self._transport._closed:
+        if (not self._done and not self._broken and self._keep_alive and self._framing is not None
+                and not self._transport._closed):
             self._transport._drain_later(self)
         else:
             self._transport._release(self._key, self._connection, self._reusable())
@@ -181,7 +189,7 @@ class _Body(httpx2.AsyncByteStream):
     def _reusable(self) -> bool:
         framing = self._framing
         surplus = self._surplus or (isinstance(framing, ChunkedDecoder) and framing.surplus)
-        return self._done and self._keep_alive and framing is not None and not surplus
+        return self._done and not self._broken and self._keep_alive and framing is not None and not surplus
 
     async def drain(self) -> None:
         read = 0

@@ -288,3 +288,51 @@ def test_a_body_closed_before_its_last_chunk_keeps_its_connection():
             await transport.aclose()
         return server.connections
     assert asyncio.run(go()) == 1
+
+
+@pytest.mark.parametrize("bad", [b"2\r\nabXX\r\n0\r\n\r\n", b"zz\r\nab\r\n0\r\n\r\n"])
+def test_a_body_that_failed_is_never_drained_into_reuse(bad):
+    async def go():
+        answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + bad
+        server = RawServer([answer])
+        async with server as url:
+            async with httpx2.AsyncClient(transport=Http11Transport(httpx2.Limits())) as client:
+                with pytest.raises(httpx2.RemoteProtocolError):
+                    await _post(client, url)
+                server.answers = [ANSWERS["length"]]
+                return await _post(client, url), server.connections
+    assert asyncio.run(go()) == ("200 hello", 2)
+
+
+def test_a_body_that_timed_out_is_not_reused_even_if_the_rest_arrives():
+    """A read timeout mid-body is an anomaly: the late rest of the body is not drained into reuse."""
+    async def go():
+        server = RawServer([])
+
+        async def serve(reader, writer):
+            server.connections += 1
+            try:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    await reader.readexactly(2)
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello")
+                    await writer.drain()
+                    await asyncio.sleep(0.08)              # past the read timeout, within the drain
+                    writer.write(b"world")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+        server.serve = serve
+        async with server as url:
+            transport = Http11Transport(httpx2.Limits(max_connections=1))
+            timeout = {"connect": 5, "read": 0.05, "write": 5, "pool": 5}
+            headers = [(b"host", b"127.0.0.1"), (b"content-length", b"2")]
+            for _ in range(2):
+                response = await transport.send("POST", httpx2.URL(url), headers, b"{}", timeout)
+                with pytest.raises(httpx2.ReadTimeout):
+                    async for _ in response.stream:
+                        pass
+                await response.aclose()
+            await transport.aclose()
+        return server.connections
+    assert asyncio.run(go()) == 2
