@@ -175,7 +175,7 @@ def https_rows_of(ca: Path, tls_port: int, proxy_url: str, pid: int):
     direct_url = f"https://127.0.0.1:{tls_port}/v1/chat/completions"
     from ccproxyd.config import load
     from ccproxyd.translate.request import to_openai
-    model = load(f"providers: {{p: {{base_url: 'http://x/v1'}}}}\nmodels: {{gpt-bench: {{provider: p, "
+    model = load("providers: {p: {base_url: 'http://x/v1'}}\nmodels: {gpt-bench: {provider: p, "
                  "context_window: 400000, max_output_tokens: 128000, reasoning: true}}\nroutes: "
                  "[{match: '*', model: gpt-bench}]\n").models["gpt-bench"]
     openai_body = orjson.dumps(to_openai(claude_code_like_request(), model)[0])

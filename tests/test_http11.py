@@ -265,7 +265,7 @@ def test_a_body_closed_before_its_last_chunk_keeps_its_connection():
             server.connections += 1
             try:
                 while True:
-                    request = await reader.readuntil(b"\r\n\r\n")
+                    await reader.readuntil(b"\r\n\r\n")
                     await reader.readexactly(2)
                     writer.write(head + b"%x\r\n%s\r\n" % (len(done), done))
                     await writer.drain()
