@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
@@ -35,7 +36,8 @@ class Provider:
     base_url: str
     api_key_env: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
-    http2: bool | None = None           # None: on for https, off for http
+    http2: bool = False                 # HTTP/2 through httpx2; off: the lean HTTP/1.1 transport (README)
+    ca_file: str | None = None          # a PEM bundle to trust instead of the default store (absolute)
     connect_timeout: float = 10.0
     read_timeout: float = 600.0         # longest silence between two upstream chunks
     max_connections: int = 500
@@ -251,10 +253,31 @@ def _header_problems(name: str, headers: dict, loc: _Located) -> None:
             loc.problem(loc.at(where), f"{label}: header values must be printable ASCII on one line")
 
 
+def ca_path(ca_file: str, table_path: str) -> str:
+    """A relative `ca_file` is relative to the routing table's directory."""
+    if os.path.isabs(ca_file) or table_path.startswith("<"):
+        return ca_file
+    return os.path.join(os.path.dirname(os.path.abspath(table_path)), ca_file)
+
+
+def _ca_problems(name: str, ca_file: str, loc: _Located) -> None:
+    """The bundle must load as OpenSSL would load it for a connection (no socket is opened)."""
+    path = ca_path(ca_file, loc.path)
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        loc.problem(loc.at(("providers", name, "ca_file")), f"providers.{name}.ca_file: no such file: {path}")
+    except (ssl.SSLError, OSError) as exc:
+        loc.problem(loc.at(("providers", name, "ca_file")),
+                    f"providers.{name}.ca_file: not a PEM bundle of CA certificates ({path}: {exc})")
+
+
 def _semantic_problems(data: dict, loc: _Located) -> None:
     providers, models, routes = data["providers"], data["models"], data["routes"]
     for name, provider in providers.items():
         _header_problems(name, provider.get("headers") or {}, loc)
+        if provider.get("ca_file"):
+            _ca_problems(name, provider["ca_file"], loc)
     for name, model in models.items():
         if model["provider"] not in providers:
             loc.problem(loc.at(("models", name, "provider")),
@@ -291,8 +314,10 @@ def _semantic_problems(data: dict, loc: _Located) -> None:
 
 # ---------------------------------------------------------------- build
 
-def _provider(name: str, raw: dict) -> Provider:
+def _provider(name: str, raw: dict, path: str) -> Provider:
     kwargs = {k: v for k, v in raw.items() if k not in ("headers", "retries", "breaker")}
+    if raw.get("ca_file"):
+        kwargs["ca_file"] = ca_path(raw["ca_file"], path)
     return Provider(name=name, headers=tuple(sorted((k.lower(), v) for k, v in (raw.get("headers") or {}).items())),
                     retries=RetryPolicy(**raw.get("retries", {})), breaker=BreakerPolicy(**raw.get("breaker", {})),
                     **kwargs)
@@ -351,7 +376,7 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
         if p.get("api_key_env") and p["api_key_env"] not in keys
     )
     return RouteTable(
-        providers=MappingProxyType({n: _provider(n, p) for n, p in data["providers"].items()}),
+        providers=MappingProxyType({n: _provider(n, p, path) for n, p in data["providers"].items()}),
         models=MappingProxyType({n: _model(n, m) for n, m in data["models"].items()}),
         routes=tuple(Route(match=r["match"], model=r["model"], fallbacks=tuple(r.get("fallbacks", ())),
                            when=When(**r["when"]) if "when" in r else None,

@@ -17,6 +17,8 @@
         ├── RateLimited                429 rate_limit_error (retry_after)
         ├── ApiError                   500 api_error
         │   ├── MissingCredential      a provider's key variable is unset (names the variable)
+        │   ├── UntrustedCertificate   the provider's TLS certificate failed verification (names
+        │   │                          the provider and the reason; never retried)
         │   ├── ConnectionDropped      the upstream closed the connection without answering
         │   └── Untranslatable         upstream data that cannot be translated (never cached)
         ├── UpstreamTimeout            504 timeout_error
@@ -151,6 +153,12 @@ class ApiError(ClientFacingError):
 
 class MissingCredential(ApiError):
     """A provider's API key variable is unset: an operator mistake, never worth a client retry."""
+
+
+class UntrustedCertificate(ApiError):
+    """The provider's TLS certificate failed verification (unknown CA, expired, wrong host name):
+    a trust setting to fix (`ca_file`, `SSL_CERT_FILE`), not a busy provider.  Not retried, not a
+    breaker failure, and the client is told not to retry either."""
 
 
 class ConnectionDropped(ApiError):
@@ -331,6 +339,6 @@ def to_anthropic(exc: BaseException, request_id: str | None = None) -> tuple[int
     headers: dict[str, str] = {}
     if exc.retry_after is not None:
         headers["retry-after"] = str(max(1, int(round(exc.retry_after))))
-    if isinstance(exc, MissingCredential):
+    if isinstance(exc, (MissingCredential, UntrustedCertificate)):
         headers["x-should-retry"] = "false"
     return exc.status, orjson.dumps(error_body(exc, request_id)), headers

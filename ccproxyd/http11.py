@@ -4,19 +4,26 @@ httpx2's default transport (httpcore2 + h11 + anyio) costs tens of µs per HTTP 
 stream sends one chunk per event.  This transport parses the status line and headers once and
 hands the body of each socket read over whole, so a burst of events costs one iteration.
 Upstreams.client uses it for providers without HTTP/2; errors are httpx2's own exception types.
+Through an outbound proxy, https goes through a CONNECT tunnel and http in absolute form.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import ssl
 import time
+import urllib.parse
 from collections import deque
 
 import httpx2
 
 READ_SIZE = 65536
-MAX_HEAD = 65536
+MAX_HEAD = 65536        # bytes of a response head (status line and headers), and of any one line
+MAX_LINE = 4096         # bytes of a chunk-size or trailer line
+DRAIN_BYTES = 65536     # the most of an unread body's rest read to keep its connection
+DRAIN_SECONDS = 0.25    # and the longest wait for it (the end of an answer is usually in flight)
 
 
 class ChunkedDecoder:
@@ -45,6 +52,9 @@ class ChunkedDecoder:
                 continue
             end = buffer.find(b"\r\n", position)
             if end < 0:
+                if len(buffer) - position > MAX_LINE:
+                    raise httpx2.RemoteProtocolError("malformed chunked body: a line longer than "
+                                                     f"{MAX_LINE} bytes")
                 break
             line = buffer[position:end]
             position = end + 2
@@ -60,12 +70,24 @@ class ChunkedDecoder:
         self._buffer = buffer[position:]
         return b"".join(out)
 
+    @property
+    def surplus(self) -> bool:
+        """Bytes received past the end of the body: the connection must not be reused."""
+        return self.done and bool(self._buffer)
+
+
+# h11's grammar (_abnf.py): chunk-size = 1*HEXDIG (h11 allows at most 20), then chunk extensions;
+# status-code = 3DIGIT; Content-Length = 1*DIGIT.  Python's int() is laxer ("-3", "0x3", "1_0", " 3").
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: (.*))?")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+
 
 def _chunk_size(line: bytes) -> int:
-    try:
-        return int(line.split(b";", 1)[0].strip(), 16)
-    except ValueError:
-        raise httpx2.RemoteProtocolError(f"malformed chunk size line {line[:40]!r}") from None
+    match = _CHUNK_SIZE.fullmatch(line)
+    if match is None:
+        raise httpx2.RemoteProtocolError(f"malformed chunk size line {line[:40]!r}")
+    return int(match.group(1), 16)
 
 
 class _Connection:
@@ -73,6 +95,8 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.idle_since = 0.0
+        self.absolute = False           # through a plain-http proxy: the request line names the URL
+        self.proxy_headers: list[tuple[bytes, bytes]] = []
 
     def reusable(self, expiry: float) -> bool:
         return (not self.reader.at_eof() and not self.writer.is_closing()
@@ -102,23 +126,38 @@ class _Body(httpx2.AsyncByteStream):
         self._timeout = read_timeout
         self._keep_alive = keep_alive
         self._done = framing == 0
+        self._surplus = False            # bytes arrived past the end of the body
+        self._broken = False             # a read or the framing failed
         self._released = False
 
     async def __aiter__(self):
+        async for body in self._pieces():
+            if self._done:
+                await self.aclose()             # the slot is free as soon as the body is complete
+            if body:
+                yield body
+        await self.aclose()
+
+    async def _pieces(self):
+        """The decoded body of each socket read (possibly empty), until the body is complete."""
         reader = self._connection.reader
         while not self._done:
             try:
-                data = await _timed(reader.read(READ_SIZE), self._timeout, httpx2.ReadTimeout, "reading the body")
-            except OSError as exc:
-                raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
-            if not data:
-                if self._framing is None:
-                    self._done = True
-                    break
-                raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
-            body = self._decode(data)
-            if body:
-                yield body
+                try:
+                    data = await _timed(reader.read(READ_SIZE), self._timeout, httpx2.ReadTimeout,
+                                        "reading the body")
+                except OSError as exc:
+                    raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
+                if not data:
+                    if self._framing is None:
+                        self._done = True
+                        break
+                    raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
+                body = self._decode(data)
+            except Exception:
+                self._broken = True             # never drained, never reused
+                raise
+            yield body
 
     def _decode(self, data: bytes) -> bytes:
         framing = self._framing
@@ -131,24 +170,52 @@ class _Body(httpx2.AsyncByteStream):
         body = data[:framing]
         self._framing = framing - len(body)
         self._done = self._framing == 0
+        self._surplus = len(data) > len(body)
         return body
 
     async def aclose(self) -> None:
+        """Give the connection back: to the pool when the body was read to its end, else (a reader
+        that stopped early, e.g. at `data: [DONE]` before the last chunk) after the rest of the
+        body is drained in the background, up to DRAIN_BYTES within DRAIN_SECONDS; else closed."""
         if self._released:
             return
         self._released = True
-        reuse = self._done and self._keep_alive and self._framing is not None
-        self._transport._release(self._key, self._connection, reuse)
+        if (not self._done and not self._broken and self._keep_alive and self._framing is not None
+                and not self._transport._closed):
+            self._transport._drain_later(self)
+        else:
+            self._transport._release(self._key, self._connection, self._reusable())
+
+    def _reusable(self) -> bool:
+        framing = self._framing
+        surplus = self._surplus or (isinstance(framing, ChunkedDecoder) and framing.surplus)
+        return self._done and not self._broken and self._keep_alive and framing is not None and not surplus
+
+    async def drain(self) -> None:
+        read = 0
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for body in self._pieces():
+                    read += len(body)
+                    if read > DRAIN_BYTES:
+                        break
+        except (httpx2.HTTPError, TimeoutError, OSError):
+            pass
+        finally:
+            self._transport._release(self._key, self._connection, self._reusable())
 
 
 class Http11Transport(httpx2.AsyncBaseTransport):
-    def __init__(self, limits: httpx2.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, limits: httpx2.Limits, ssl_context: ssl.SSLContext | None = None,
+                 proxy: str | None = None) -> None:
         self._ssl = ssl_context
+        self._proxy = urllib.parse.urlsplit(proxy) if proxy else None
         keepalive = limits.max_keepalive_connections
         self._max_keepalive = float("inf") if keepalive is None else keepalive     # httpx: None = no limit
         self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else float("inf")
         self._slots = asyncio.Semaphore(limits.max_connections) if limits.max_connections else None
         self._idle: dict[tuple, deque[_Connection]] = {}
+        self._draining: set[asyncio.Task] = set()
         self._closed = False
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -189,6 +256,9 @@ class Http11Transport(httpx2.AsyncBaseTransport):
         if scheme == "https" and self._ssl is None:
             self._ssl = httpx2.create_ssl_context()
         ssl_context = self._ssl if scheme == "https" else None
+        if self._proxy is not None:
+            return await _timed(self._connect_via_proxy(scheme, host, port, ssl_context), timeout,
+                                httpx2.ConnectTimeout, f"connecting to {host}:{port} through the proxy")
         try:
             reader, writer = await _timed(asyncio.open_connection(host, port, ssl=ssl_context, limit=MAX_HEAD),
                                           timeout, httpx2.ConnectTimeout, f"connecting to {host}:{port}")
@@ -196,10 +266,53 @@ class Http11Transport(httpx2.AsyncBaseTransport):
             raise httpx2.ConnectError(str(exc) or type(exc).__name__) from exc
         return _Connection(reader, writer)
 
+    async def _connect_via_proxy(self, scheme: str, host: str, port: int,
+                                 ssl_context: ssl.SSLContext | None) -> _Connection:
+        """https: CONNECT host:port, then TLS with the provider inside the tunnel.  http: a plain
+        connection to the proxy, which takes requests in absolute form (`absolute` is set)."""
+        proxy = self._proxy
+        try:
+            reader, writer = await asyncio.open_connection(
+                proxy.hostname, proxy.port or (443 if proxy.scheme == "https" else 80), limit=MAX_HEAD,
+                ssl=httpx2.create_ssl_context() if proxy.scheme == "https" else None)
+        except OSError as exc:
+            raise httpx2.ConnectError(f"cannot reach the proxy {proxy.hostname}: {exc}") from exc
+        if scheme == "http":
+            connection = _Connection(reader, writer)
+            connection.absolute = True
+            connection.proxy_headers = self._proxy_headers()
+            return connection
+        authority = f"{host}:{port}".encode("ascii")
+        head = [b"CONNECT " + authority + b" HTTP/1.1\r\nhost: " + authority + b"\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self._proxy_headers()]
+        try:
+            writer.write(b"".join(head) + b"\r\n")
+            await writer.drain()
+            version, status, reason, _ = await _read_head(reader, None)
+            if not 200 <= status < 300:
+                raise httpx2.ProxyError(f"the proxy answered CONNECT {host}:{port} with {status} "
+                                        f"{reason.decode('latin-1')}")
+            await writer.start_tls(ssl_context, server_hostname=host)
+        except OSError as exc:
+            writer.close()
+            raise httpx2.ConnectError(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            writer.close()
+            raise
+        return _Connection(reader, writer)
+
+    def _proxy_headers(self) -> list[tuple[bytes, bytes]]:
+        proxy = self._proxy
+        if proxy.username is None:
+            return []
+        credentials = f"{urllib.parse.unquote(proxy.username)}:{urllib.parse.unquote(proxy.password or '')}"
+        return [(b"proxy-authorization", b"Basic " + base64.b64encode(credentials.encode()))]
+
     async def _exchange(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], body: bytes,
                         key: tuple, connection: _Connection, timeout: dict) -> httpx2.Response:
-        head = [f"{method} {url.raw_path.decode('ascii')} HTTP/1.1\r\n".encode("ascii")]
-        head += [name + b": " + value + b"\r\n" for name, value in headers]
+        target = str(url) if connection.absolute else url.raw_path.decode("ascii")
+        head = [f"{method} {target} HTTP/1.1\r\n".encode("ascii")]
+        head += [name + b": " + value + b"\r\n" for name, value in (*headers, *connection.proxy_headers)]
         try:
             connection.writer.write(b"".join(head) + b"\r\n" + body)
             await _timed(connection.writer.drain(), timeout.get("write"), httpx2.WriteTimeout, "sending the request")
@@ -210,9 +323,16 @@ class Http11Transport(httpx2.AsyncBaseTransport):
             version, status, reason, received = await _read_head(connection.reader, timeout.get("read"))
         framing = _framing(method, status, received)
         keep_alive = version == b"HTTP/1.1" and b"close" not in _header(received, b"connection").lower()
+        if isinstance(framing, ChunkedDecoder) and _header(received, b"content-length"):
+            keep_alive = False              # both framings named: chunked wins, and the connection ends here
         stream = _Body(self, key, connection, framing, timeout.get("read"), keep_alive)
         return httpx2.Response(status, headers=received, stream=stream,
                               extensions={"http_version": version, "reason_phrase": reason})
+
+    def _drain_later(self, body: _Body) -> None:
+        task = asyncio.get_running_loop().create_task(body.drain())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     def _release(self, key: tuple, connection: _Connection, reuse: bool) -> None:
         idle = self._idle.setdefault(key, deque())
@@ -238,28 +358,42 @@ class Http11Transport(httpx2.AsyncBaseTransport):
 
 async def _read_head(reader: asyncio.StreamReader, timeout: float | None):
     try:
-        raw = await _timed(reader.readuntil(b"\r\n\r\n"), timeout, httpx2.ReadTimeout, "waiting for the response")
+        lines = await _timed(_head_lines(reader), timeout, httpx2.ReadTimeout, "waiting for the response")
     except asyncio.IncompleteReadError as exc:
         raise httpx2.RemoteProtocolError("server disconnected without sending a response") from exc
     except asyncio.LimitOverrunError as exc:
         raise httpx2.RemoteProtocolError("response head is too large") from exc
     except OSError as exc:
         raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
-    return _parse_head(raw)
+    return _parse_head(lines)
 
 
-def _parse_head(raw: bytes) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
-    lines = raw[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise httpx2.RemoteProtocolError(f"malformed status line {lines[0][:80]!r}")
+async def _head_lines(reader: asyncio.StreamReader) -> list[bytes]:
+    """The head's lines up to the empty one, CRLF or bare LF (as h11 accepts), MAX_HEAD in all."""
+    lines = []
+    size = 0
+    while True:
+        line = await reader.readuntil(b"\n")
+        size += len(line)
+        if size > MAX_HEAD:
+            raise httpx2.RemoteProtocolError("response head is too large")
+        line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        if not line:
+            return lines
+        lines.append(line)
+
+
+def _parse_head(lines: list[bytes]) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
+    status = _STATUS_LINE.fullmatch(lines[0]) if lines else None
+    if status is None:
+        raise httpx2.RemoteProtocolError(f"malformed status line {lines[0][:80] if lines else b''!r}")
     headers = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep:
+        if not sep or not name or name != name.strip():
             raise httpx2.RemoteProtocolError(f"malformed header line {line[:80]!r}")
-        headers.append((name.strip(), value.strip()))
-    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
+        headers.append((name, value.strip()))
+    return lines[0][:8], int(status.group(1)), status.group(2) or b"", headers
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
@@ -272,10 +406,13 @@ def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]):
         return 0
     if b"chunked" in _header(headers, b"transfer-encoding").lower():
         return ChunkedDecoder()
-    length = _header(headers, b"content-length")
-    if length:
-        try:
-            return int(length.split(b",")[0])
-        except ValueError:
-            raise httpx2.RemoteProtocolError(f"malformed content-length {length[:40]!r}") from None
-    return None
+    lengths = {value.strip() for key, value in headers if key.lower() == b"content-length"
+               for value in value.split(b",")}
+    if not lengths:
+        return None
+    if len(lengths) > 1:
+        raise httpx2.RemoteProtocolError(f"conflicting content-length headers {sorted(lengths)!r}")
+    length = lengths.pop()
+    if not _DIGITS.fullmatch(length):
+        raise httpx2.RemoteProtocolError(f"malformed content-length {length[:40]!r}")
+    return int(length)

@@ -1,7 +1,16 @@
-"""One HTTP client per provider; the one place that maps httpx2 exceptions to ours."""
+"""One HTTP client per provider; the one place that maps httpx2 exceptions to ours.
+
+Both clients (httpx2 over HTTP/2, the lean HTTP/1.1 transport) get the same trust and the same
+route out: `ssl_context` (the provider's `ca_file`, else `SSL_CERT_FILE` / `SSL_CERT_DIR`, else
+the system store) and `proxy_for` (`HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` unless `NO_PROXY`
+names the host), read when the provider's client is built.
+"""
 
 from __future__ import annotations
 
+import ssl
+import urllib.parse
+import urllib.request
 from functools import lru_cache
 from typing import Callable, Mapping
 
@@ -9,7 +18,8 @@ import httpx2
 
 from . import __version__
 from .config import Provider
-from .errors import ApiError, ClientFacingError, ConnectionDropped, MissingCredential, Overloaded, UpstreamTimeout, from_upstream
+from .errors import (ApiError, ClientFacingError, ConnectionDropped, MissingCredential, Overloaded,
+                     UntrustedCertificate, UpstreamTimeout, from_upstream)
 from .http11 import Http11Transport
 
 WRITE_TIMEOUT = 60.0     # seconds to send a request body
@@ -18,6 +28,14 @@ POOL_TIMEOUT = 30.0      # seconds to wait for a free connection when max_connec
 
 def map_transport_error(exc: httpx2.HTTPError, provider: str) -> ClientFacingError:
     """httpx2 exception -> our tree.  Every upstream transport failure goes through here."""
+    certificate = _certificate_error(exc)
+    if certificate is not None:
+        return UntrustedCertificate(
+            f"provider '{provider}': the TLS certificate{_host_of(exc)} failed verification "
+            f"({certificate.verify_message or certificate.reason or certificate}); trust its CA with the "
+            "provider's ca_file (a PEM bundle) or SSL_CERT_FILE", retryable=False, provider=provider)
+    if isinstance(exc, httpx2.ProxyError):
+        return ApiError(f"provider '{provider}': the outbound proxy refused the connection ({exc})", retryable=True)
     if isinstance(exc, httpx2.ConnectTimeout):
         return Overloaded(f"provider '{provider}': connection timed out", retryable=True)
     if isinstance(exc, httpx2.ConnectError):
@@ -28,6 +46,55 @@ def map_transport_error(exc: httpx2.HTTPError, provider: str) -> ClientFacingErr
         return ConnectionDropped(f"provider '{provider}': the connection was closed ({type(exc).__name__}: {exc})",
                                  retryable=True)
     return ApiError(f"provider '{provider}': connection failed ({type(exc).__name__}: {exc})", retryable=True)
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a transport error, if that is what it is."""
+    seen: BaseException | None = exc
+    for _ in range(8):                       # httpx2 -> httpcore2 -> ssl: a short chain
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _host_of(exc: httpx2.HTTPError) -> str:
+    try:
+        return f" of {exc.request.url.host}"
+    except RuntimeError:                     # raised by the lean transport, without a Request
+        return ""
+
+
+def ssl_context(provider: Provider, http2: bool) -> ssl.SSLContext:
+    """The trust of both clients: the provider's `ca_file`, else SSL_CERT_FILE / SSL_CERT_DIR,
+    else the system store.  One context per client: httpcore2 sets its ALPN list on it."""
+    if provider.ca_file:
+        try:
+            context = ssl.create_default_context(cafile=provider.ca_file)
+        except (OSError, ssl.SSLError) as exc:     # checked at load; gone or changed since
+            raise ApiError(f"provider '{provider.name}': cannot load ca_file {provider.ca_file} ({exc})") from exc
+    else:
+        context = httpx2.create_ssl_context(trust_env=True)
+    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
+    return context
+
+
+def proxy_for(base_url: str) -> str | None:
+    """The outbound proxy for `base_url` from the standard variables (HTTPS_PROXY for https,
+    HTTP_PROXY for http, ALL_PROXY for either, lower case first), or None when NO_PROXY names
+    its host (suffix match, `*` for every host) or no variable is set."""
+    parts = urllib.parse.urlsplit(base_url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(parts.netloc, proxies):
+        return None
+    proxy = proxy if "://" in proxy else "http://" + proxy
+    if urllib.parse.urlsplit(proxy).scheme not in ("http", "https"):
+        raise ApiError(f"outbound proxy {urllib.parse.urlsplit(proxy).scheme}://… for {parts.hostname} is not "
+                       "supported: ccproxyd speaks to HTTP proxies (CONNECT) only")
+    return proxy
 
 
 @lru_cache(maxsize=None)
@@ -57,13 +124,16 @@ class Upstreams:
     def client(self, provider: Provider) -> httpx2.AsyncClient:
         client = self._clients.get(provider)
         if client is None:
-            http2 = provider.http2 if provider.http2 is not None else provider.base_url.startswith("https://")
+            http2 = provider.http2          # off by default, for https too: README, "Why HTTP/1.1 for https"
             limits = httpx2.Limits(max_connections=provider.max_connections,
                                   max_keepalive_connections=provider.max_keepalive,
                                   keepalive_expiry=provider.keepalive_expiry)
-            transport = None if http2 else Http11Transport(limits)
+            context = ssl_context(provider, http2) if provider.base_url.startswith("https://") else None
+            proxy = proxy_for(provider.base_url)
+            transport = None if http2 else Http11Transport(limits, context, proxy)
             client = httpx2.AsyncClient(
                 http2=http2, trust_env=False, follow_redirects=False, limits=limits, transport=transport,
+                verify=context if context is not None else True, proxy=proxy if transport is None else None,
                 timeout=httpx2.Timeout(connect=provider.connect_timeout, read=provider.read_timeout,
                                       write=WRITE_TIMEOUT, pool=POOL_TIMEOUT),
             )

@@ -1,7 +1,9 @@
 """`make bench`: the latency and CPU ccproxyd adds to a Claude-Code-sized streamed request.
 
 A raw-asyncio fake upstream (its own process) streams 40 chunks with no delay; ccproxyd (one
-worker, its own process) sits in front of it.  The same client measures the upstream directly and
+worker, its own process) sits in front of it.  A second fake serves the same answer over TLS
+(HTTP/2 or HTTP/1.1 by ALPN) for the https rows: one provider with `http2: true`, one with
+`http2: false`, both trusting the fake's CA through `ca_file`.  The same client measures the upstream directly and
 through ccproxyd, so the difference is what the proxy adds.  CPU is read from /proc for the
 ccproxyd process only.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -166,6 +169,41 @@ async def slow_streams(url: str, body: bytes, n: int, pid: int) -> tuple[int, in
     return sum(ok for ok, _ in results), sum(frames for _, frames in results), peak, elapsed
 
 
+def https_rows_of(ca: Path, tls_port: int, proxy_url: str, pid: int):
+    """The https rows: ccproxyd to a TLS upstream over HTTP/2 and over HTTP/1.1 (cache bypassed),
+    interleaved with the same client's requests to that upstream directly (TLS, HTTP/1.1)."""
+    direct_url = f"https://127.0.0.1:{tls_port}/v1/chat/completions"
+    from ccproxyd.config import load
+    from ccproxyd.translate.request import to_openai
+    model = load("providers: {p: {base_url: 'http://x/v1'}}\nmodels: {gpt-bench: {provider: p, "
+                 "context_window: 400000, max_output_tokens: 128000, reasoning: true}}\nroutes: "
+                 "[{match: '*', model: gpt-bench}]\n").models["gpt-bench"]
+    openai_body = orjson.dumps(to_openai(claude_code_like_request(), model)[0])
+    bypass = {"cache-control": "no-cache"}
+    rows, many = [], {}
+    with httpx2.Client(timeout=60, verify=ssl.create_default_context(cafile=str(ca))) as client:
+        timed(client, direct_url, openai_body, 50)
+        for label, protocol in (("https, HTTP/2", "h2"), ("https, HTTP/1.1", "h1")):
+            body = orjson.dumps(dict(claude_code_like_request(), model=f"claude-https-{protocol}"))
+            timed(client, proxy_url, body, 50, bypass)                        # warm-up, pools open
+            cpu0 = cpu_seconds(pid)
+            direct, through = interleaved(client, (direct_url, openai_body), (proxy_url, [body], bypass),
+                                          N_SEQUENTIAL)
+            rows.append((label + " (no-cache)", direct, through, (cpu_seconds(pid) - cpu0) / N_SEQUENTIAL * 1000))
+            total = N_SEQUENTIAL * 2
+            cpu0 = cpu_seconds(pid)
+            elapsed = asyncio.run(concurrent(proxy_url, body, total, bypass))
+            many[label] = (total / elapsed, (cpu_seconds(pid) - cpu0) / total * 1000)
+    return rows, many
+
+
+def print_row(direct_label: str, label: str, direct: list[float], through: list[float], cpu_ms: float) -> None:
+    d50, d99 = statistics.median(direct), pct(direct, 0.99)
+    p50, p99 = statistics.median(through), pct(through, 0.99)
+    print(f"{direct_label:36}{d50:9.2f}{d99:9.2f}")
+    print(f"{'via ccproxyd, ' + label:36}{p50:9.2f}{p99:9.2f}{p50 - d50:9.2f}{p99 - d99:11.2f}{cpu_ms:9.2f}")
+
+
 def pct(values: list[float], p: float) -> float:
     return sorted(values)[min(len(values) - 1, int(len(values) * p))]
 
@@ -177,16 +215,26 @@ def main() -> None:
     paced = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "5", "--ttft", str(TTFT_S),
                    "--gap", str(GAP_S)])
     paced_port = int(paced.stdout.readline())
-    routes = Path(tempfile.mkdtemp()) / "routes.yaml"
+    work = Path(tempfile.mkdtemp())
+    tls = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40", "--tls", str(work)])
+    tls_port = int(tls.stdout.readline())
+    ca = work / "ca.pem"
+    routes = work / "routes.yaml"
     routes.write_text(f"""
 providers:
   bench: {{base_url: "http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_KEY}}
   paced: {{base_url: "http://127.0.0.1:{paced_port}/v1", api_key_env: BENCH_KEY}}
+  tls-h2: {{base_url: "https://127.0.0.1:{tls_port}/v1", api_key_env: BENCH_KEY, ca_file: "{ca}", http2: true}}
+  tls-h1: {{base_url: "https://127.0.0.1:{tls_port}/v1", api_key_env: BENCH_KEY, ca_file: "{ca}", http2: false}}
 models:
   gpt-bench: {{provider: bench, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
   gpt-paced: {{provider: paced, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
+  gpt-tls-h2: {{provider: tls-h2, upstream: gpt-bench, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
+  gpt-tls-h1: {{provider: tls-h1, upstream: gpt-bench, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
 routes:
   - {{match: "claude-paced", model: gpt-paced}}
+  - {{match: "claude-https-h2", model: gpt-tls-h2}}
+  - {{match: "claude-https-h1", model: gpt-tls-h1}}
   - {{match: "*", model: gpt-bench}}
 """)
     port = 18000 + os.getpid() % 1000
@@ -224,7 +272,8 @@ routes:
             for _ in range(min(N_SEQUENTIAL, 200)):
                 timed(client, paced_direct, openai_body, 1)
                 timed(client, proxy_url, paced_body, 1, bypass)
-            ttft_direct, ttft_proxy = FIRST_MS[paced_direct], FIRST_MS[proxy_url][-min(N_SEQUENTIAL, 200):]
+                ttft_direct, ttft_proxy = FIRST_MS[paced_direct], FIRST_MS[proxy_url][-min(N_SEQUENTIAL, 200):]
+        https_rows, https_many = https_rows_of(ca, tls_port, proxy_url, proxy.pid)
         total = N_SEQUENTIAL * 2
         ceiling = N_SEQUENTIAL * 2 / asyncio.run(concurrent(direct_url, openai_body, N_SEQUENTIAL * 2, {}))
         cpu0 = cpu_seconds(proxy.pid)
@@ -232,12 +281,12 @@ routes:
         cpu_many = (cpu_seconds(proxy.pid) - cpu0) / total * 1000
         print(f"{'':36}{'median':>9}{'p99':>9}{'added':>9}{'added p99':>11}{'CPU/req':>9}")
         for label, direct, through in rows:
-            d50, d99 = statistics.median(direct), pct(direct, 0.99)
-            p50, p99 = statistics.median(through), pct(through, 0.99)
-            print(f"{'upstream directly (ms)':36}{d50:9.2f}{d99:9.2f}")
-            print(f"{'via ccproxyd, ' + label:36}{p50:9.2f}{p99:9.2f}{p50 - d50:9.2f}{p99 - d99:11.2f}"
-                  f"{cpu[label]:9.2f}")
+            print_row("upstream directly (ms)", label, direct, through, cpu[label])
+        for label, direct, through, cpu_one in https_rows:
+            print_row("https upstream directly (ms)", label, direct, through, cpu_one)
         print(f"ccproxyd CPU per streamed request, {N_CONCURRENT} clients (cache bypassed): {cpu_many:.2f} ms")
+        for label, (rate, cpu_at_16) in https_many.items():
+            print(f"  {label}, {N_CONCURRENT} clients: {cpu_at_16:.2f} ms CPU per request, {rate:.0f} requests/s")
         print(f"time to first token (upstream: first chunk after {TTFT_S * 1000:.0f} ms, then one every "
               f"{GAP_S * 1000:.0f} ms; median ms): upstream directly {statistics.median(ttft_direct):.2f}, "
               f"via ccproxyd {statistics.median(ttft_proxy):.2f}, "
@@ -246,18 +295,26 @@ routes:
               f"{ceiling:.0f} requests/s against the fake upstream directly (the upstream's and the "
               f"load generator's own ceiling; the generator is Python httpx2 in one process)")
         print(f"ccproxyd RSS after the run: {rss_mb(proxy.pid):.0f} MB")
-        slow = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40", "--gap", "0.05"])
-        slow_port = int(slow.stdout.readline())
-        routes.write_text(routes.read_text().replace(f":{up_port}/", f":{slow_port}/"))
-        time.sleep(1.0)                                              # the live reload picks it up
-        try:
-            complete, frames, peak, seconds = asyncio.run(slow_streams(proxy_url, anthropic_body, N_SLOW, proxy.pid))
-        finally:
-            slow.terminate()
-        print(f"{N_SLOW} concurrent slow streams (a chunk every 50 ms, 40 chunks): {complete}/{N_SLOW} complete, "
-              f"{frames}/{N_SLOW * 40} text frames arrived, peak RSS {peak:.0f} MB, {seconds:.1f} s")
+        slow_dir = Path(tempfile.mkdtemp())
+        current = f'"http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_KEY'
+        for label, args, provider in (
+                ("", [], lambda port: f'"http://127.0.0.1:{port}/v1", api_key_env: BENCH_KEY'),
+                (" over https (default protocol)", ["--tls", str(slow_dir)],
+                 lambda port: f'"https://127.0.0.1:{port}/v1", api_key_env: BENCH_KEY, ca_file: "{slow_dir}/ca.pem"')):
+            slow = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40", "--gap", "0.05", *args])
+            slow_port = int(slow.stdout.readline())
+            routes.write_text(routes.read_text().replace(current, provider(slow_port)))
+            current = provider(slow_port)
+            time.sleep(1.0)                                          # the live reload picks it up
+            try:
+                complete, frames, peak, seconds = asyncio.run(slow_streams(proxy_url, anthropic_body, N_SLOW,
+                                                                           proxy.pid))
+            finally:
+                slow.terminate()
+            print(f"{N_SLOW} concurrent slow streams{label} (a chunk every 50 ms, 40 chunks): {complete}/{N_SLOW} "
+                  f"complete, {frames}/{N_SLOW * 40} text frames arrived, peak RSS {peak:.0f} MB, {seconds:.1f} s")
     finally:
-        for process in (proxy, upstream, paced):
+        for process in (proxy, upstream, paced, tls):
             process.terminate()
             process.wait(10)
 

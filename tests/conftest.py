@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from .fake_tls import Certificates, TlsFakeUpstream
 from .fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,6 +151,10 @@ def cached_routes(directory: Path, url: str, options: str = "retries: {attempts:
     return path
 
 
+# the machine's own proxy and trust settings never reach a test daemon unless a test sets them
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ssl_cert_file", "ssl_cert_dir")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -164,7 +169,8 @@ class Daemon:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or routes_path.with_suffix(".log")
-        full_env = {**os.environ, "MOCK_KEY": CANARY, **(env or {})}
+        full_env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+        full_env.update({"MOCK_KEY": CANARY, **(env or {})})
         full_env.pop("CCPROXYD_TEST_UNSET_KEY", None)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
@@ -193,17 +199,58 @@ class Daemon:
         assert CANARY not in self.log_path.read_text(), f"the provider key leaked into {self.log_path}"
 
 
+# The upstreams a conformance module runs against (`pytestmark = pytest.mark.upstreams(*KINDS)`):
+# plain HTTP and TLS with HTTP/1.1 (the lean HTTP/1.1 transport, the default for both), and TLS
+# with HTTP/2 (`http2: true`: httpx2 + h2).  Other modules get "http".
+UPSTREAM_KINDS = ("http", "https-h1", "https-h2")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "upstreams(*kinds): run the module's daemon tests against these "
+                                       "fake upstreams (http, https-h1, https-h2)")
+
+
+def pytest_generate_tests(metafunc):
+    if "upstream_kind" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("upstreams")
+        metafunc.parametrize("upstream_kind", marker.args if marker else ("http",), indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def upstream():
-    fake = FakeUpstream().start()
+def upstream_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory) -> Certificates:
+    """A CA made for this test run, and a server certificate for 127.0.0.1 and localhost."""
+    return Certificates(tmp_path_factory.mktemp("tls"))
+
+
+def tls_keys(kind: str, ca_file: Path) -> str:
+    """The provider keys (YAML, indented for TEST_ROUTES) that point a provider at a TLS fake."""
+    if kind == "http":
+        return ""
+    return f"    ca_file: {ca_file}\n" + ("    http2: true\n" if kind == "https-h2" else "")
+
+
+@pytest.fixture(scope="session")
+def upstream(upstream_kind, certificates):
+    if upstream_kind == "http":
+        fake = FakeUpstream().start()
+    else:
+        fake = TlsFakeUpstream(http2=upstream_kind == "https-h2", certificates=certificates).start()
     yield fake
     fake.stop()
 
 
 @pytest.fixture(scope="session")
-def daemon(upstream, tmp_path_factory):
+def daemon(upstream, upstream_kind, certificates, tmp_path_factory):
     path = tmp_path_factory.mktemp("routes") / "routes.yaml"
-    path.write_text(TEST_ROUTES.format(url=upstream.url, dead_port=free_port()))
+    text = TEST_ROUTES.format(url=upstream.url, dead_port=free_port())
+    text = text.replace(f"base_url: {upstream.url}\n",
+                        f"base_url: {upstream.url}\n" + tls_keys(upstream_kind, certificates.ca_file))
+    path.write_text(text)
     d = Daemon(path, extra_args=("--ping-interval", "0.3", "--no-cache"))
     yield d
     d.stop()

@@ -1,13 +1,15 @@
 """A scriptable OpenAI-compatible upstream: a real HTTP/1.1 server on loopback (raw asyncio).
 
 Each POST to /v1/chat/completions (or /v1/responses) takes the next queued Script (or the default answer) and
-records the request.  Scripts can stream chunks, sleep, send raw bytes, answer with an error
-status, or cut the connection mid-stream.
+records the request (with the number of the connection it came on).  Scripts can stream chunks,
+sleep, send raw bytes, answer with an error status, or cut the connection mid-stream.
+`fake_tls.TlsFakeUpstream` serves the same scripts over TLS, by HTTP/2 or HTTP/1.1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections import deque
@@ -16,9 +18,69 @@ from dataclasses import dataclass, field
 import orjson
 
 
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+GOAWAY = _Marker("GOAWAY")      # HTTP/2: GOAWAY now, this stream and earlier ones finish (HTTP/1.1: ignored)
+RESET = _Marker("RESET")        # HTTP/2: RST_STREAM this stream now (HTTP/1.1: the connection is cut)
+
+
+class Gate:
+    """A Script event: the answer waits there until the test calls `open()` (from any thread), or
+    `timeout` seconds pass.  `reached` is set once an answer is waiting at the gate."""
+
+    def __init__(self, timeout: float = 20.0) -> None:
+        self.timeout = timeout
+        self.reached = threading.Event()
+        self._open = threading.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    async def wait(self) -> None:
+        self.reached.set()
+        for _ in range(int(self.timeout / 0.01)):
+            if self._open.is_set():
+                return
+            await asyncio.sleep(0.01)
+
+
+class Barrier(Gate):
+    """A Script event shared by `parties` answers: each waits there until all of them have
+    arrived (or `timeout` passes), so that they are provably in flight at the same time."""
+
+    def __init__(self, parties: int, timeout: float = 10.0) -> None:
+        super().__init__(timeout)
+        self.parties = parties
+        self.arrived = 0
+
+    async def wait(self) -> None:
+        self.arrived += 1
+        if self.arrived >= self.parties:
+            self.open()
+        await super().wait()
+
+
+async def wait_event(event) -> bool:
+    """Carry out a Script event that is not data: a pause, a Gate or a Barrier; False for data."""
+    if isinstance(event, Gate):
+        await event.wait()
+    elif isinstance(event, (int, float)):
+        await asyncio.sleep(event)
+    else:
+        return False
+    return True
+
+
 @dataclass
 class Script:
-    events: list = field(default_factory=list)   # dict (a chunk), bytes (raw SSE text), float (sleep seconds)
+    events: list = field(default_factory=list)   # dict (a chunk), bytes (raw SSE text), float (sleep
+                                                 # seconds), a Gate or Barrier, or a marker: GOAWAY, RESET
     status: int = 200
     body: bytes | dict | None = None             # error body, or a whole JSON completion
     headers: dict = field(default_factory=dict)
@@ -111,23 +173,17 @@ def responses_script(*, summary: str = "", text: str = "", call: tuple[str, str]
     return Script(events=events, done=False)
 
 
-class FakeUpstream:
+class LoopbackServer:
+    """A server on 127.0.0.1 that runs its own event loop in a thread (tests call it from theirs).
+    Subclasses serve connections in `_serve`; `_listen` opens the listener."""
+
     def __init__(self) -> None:
-        self.scripts: deque[Script] = deque()
-        self.requests: list[dict] = []
-        self.default = text_script("Hello", " from", " fake")
-        self.responder = None                        # callable(request body) -> Script, overrides the queue
-        self.hangups: list[float] = []               # time.monotonic() when a client closed mid-answer
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> "FakeUpstream":
+    def start(self):
         self._thread.start()
         self._ready.wait(10)
         return self
@@ -146,24 +202,65 @@ class FakeUpstream:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def push(self, *scripts: Script) -> None:
-        self.scripts.extend(scripts)
-
-    def reset(self) -> None:
-        self.hangups.clear()
-        self.responder = None
-        self.scripts.clear()
-        self.requests.clear()
-
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self._server = self.loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024))
+        server = self._server = self.loop.run_until_complete(self._listen())
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self.loop.run_forever()
 
+    async def _listen(self, port: int = 0) -> asyncio.AbstractServer:
+        return await asyncio.start_server(self._serve, "127.0.0.1", port, backlog=1024)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class FakeUpstream(LoopbackServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: deque[Script] = deque()
+        self.requests: list[dict] = []
+        self.default = text_script("Hello", " from", " fake")
+        self.responder = None                        # callable(request body) -> Script, overrides the queue
+        self.hangups: list[float] = []               # time.monotonic() when a client closed mid-answer
+        self.connections: list[dict] = []            # one per accepted connection, in order
+        self.in_flight = 0                           # answers being written now, and the most at once
+        self.peak_in_flight = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def push(self, *scripts: Script) -> None:
+        self.scripts.extend(scripts)
+
+    def busy(self, connection: dict, delta: int) -> None:
+        connection["busy"] += delta
+        self.in_flight += delta
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def reset(self) -> None:
+        self.hangups.clear()
+        self.peak_in_flight = self.in_flight
+        self.responder = None
+        self.scripts.clear()
+        self.requests.clear()
+
+    def _connection(self, writer: asyncio.StreamWriter, protocol: str) -> dict:
+        """A record of one accepted connection: its number, protocol, requests in flight, state."""
+        connection = {"id": len(self.connections) + 1, "protocol": protocol, "busy": 0, "closed": False,
+                      "goaway": False, "errors": [], "writer": writer}
+        self.connections.append(connection)
+        return connection
+
+    def _script(self, request_body: dict) -> Script:
+        if self.responder is not None:
+            return self.responder(request_body)
+        return self.scripts.popleft() if self.scripts else self.default
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = self._connection(writer, "http/1.1")
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -174,22 +271,23 @@ class FakeUpstream:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if method == "POST" and path.endswith(("/chat/completions", "/responses")):
                     self.requests.append({"path": path, "headers": headers, "body": orjson.loads(body),
-                                          "raw_head": head.decode("latin-1")})
-                    request_body = self.requests[-1]["body"]
-                    if self.responder is not None:
-                        script = self.responder(request_body)
-                    else:
-                        script = self.scripts.popleft() if self.scripts else self.default
-                    if not await self._answer(writer, script, headers.get("authorization", "").encode()):
-                        return
+                                          "raw_head": head.decode("latin-1"), "connection": connection["id"]})
+                    script = self._script(self.requests[-1]["body"])
+                    self.busy(connection, 1)
+                    try:
+                        if not await self._answer(writer, script, headers.get("authorization", "").encode()):
+                            return
+                    finally:
+                        self.busy(connection, -1)
                 else:
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                     await writer.drain()
-        except asyncio.IncompleteReadError:
+        except (asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except ConnectionError:
             self.hangups.append(time.monotonic())
         finally:
+            connection["closed"] = True
             writer.close()
 
     async def _answer(self, writer: asyncio.StreamWriter, script: Script, authorization: bytes = b"") -> bool:
@@ -212,9 +310,15 @@ class FakeUpstream:
         writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n{extra}"
                      "transfer-encoding: chunked\r\n\r\n".encode())
         for event in script.events:
-            if isinstance(event, (int, float)):
+            if event is GOAWAY:
+                continue
+            if event is RESET:
                 await writer.drain()
-                await asyncio.sleep(event)
+                writer.transport.abort()
+                return False
+            if isinstance(event, (int, float, Gate)):
+                await writer.drain()
+                await wait_event(event)
                 continue
             data = echo(event if isinstance(event, bytes) else b"data: " + orjson.dumps(event) + b"\n\n")
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -234,7 +338,8 @@ class FakeUpstream:
 
 
 def _main() -> None:
-    """Run standalone (for `make bench`): python -m tests.fake_upstream --port P --chunks N [--gap S] [--ttft S]."""
+    """Run standalone (for `make bench`): python -m tests.fake_upstream --port P --chunks N [--gap S] [--ttft S]
+    [--tls DIR] (TLS, HTTP/2 or HTTP/1.1 by ALPN, with a CA made now and written to DIR/ca.pem)."""
     import argparse
     import time
 
@@ -243,8 +348,13 @@ def _main() -> None:
     parser.add_argument("--chunks", type=int, default=40)
     parser.add_argument("--gap", type=float, default=0.0, help="seconds between chunks")
     parser.add_argument("--ttft", type=float, default=0.0, help="seconds before the answer starts")
+    parser.add_argument("--tls", help="serve TLS; the CA goes to TLS/ca.pem")
     args = parser.parse_args()
-    fake = FakeUpstream()
+    if args.tls:
+        from .fake_tls import Certificates, TlsFakeUpstream
+        fake = TlsFakeUpstream(http2=True, certificates=Certificates(args.tls))
+    else:
+        fake = FakeUpstream()
     pieces = [f"word{i} " for i in range(args.chunks)]
     script = text_script(*pieces)
     if args.gap:
@@ -254,7 +364,7 @@ def _main() -> None:
     fake.requests = _Discard()
 
     async def serve() -> None:
-        server = await asyncio.start_server(fake._serve, "127.0.0.1", args.port, backlog=1024)
+        server = await fake._listen(args.port)
         print(server.sockets[0].getsockname()[1], flush=True)
         await server.serve_forever()
 

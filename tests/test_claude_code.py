@@ -3,7 +3,8 @@
 The model (the fake upstream) asks for the Write tool; Claude Code must run it, send the result
 back, and finish the turn with the model's final text.  Every test runs on each pinned release
 (`CLAUDE_VERSIONS` in the Makefile; the newest on npm among them).  Never skipped: `make test`
-installs them into .claude-code/VERSION/ first.
+installs them into .claude-code/VERSION/ first.  The tool-turn tests also run against a plain
+HTTP, a TLS HTTP/1.1 and a TLS HTTP/2 upstream (conftest.UPSTREAM_KINDS).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import UPSTREAM_KINDS
 from .fake_upstream import responses_script, text_script, tool_script
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.upstreams(*UPSTREAM_KINDS)
 
 
 VERSIONS = tuple(os.environ.get("CCPROXYD_CLAUDE_VERSIONS", "2.1.197 2.1.332").split())
@@ -121,6 +124,7 @@ def test_claude_code_on_a_responses_api_model_replays_the_reasoning(claude, daem
     assert kinds.index("reasoning") < kinds.index("function_call") < kinds.index("function_call_output")
 
 
+@pytest.mark.upstreams("http")              # about the client, not the transport
 def test_claude_code_finds_an_mcp_tool_through_tool_search(daemon, fake, workspace):
     """Claude Code 2.1.3xx defers MCP tools behind ToolSearch: the model loads the tool by name,
     calls it, and the MCP server's answer reaches the model.  Before loading, the MCP tool is not
@@ -154,6 +158,7 @@ def test_claude_code_finds_an_mcp_tool_through_tool_search(daemon, fake, workspa
     assert loaded == ["Tool loaded, now callable as a function: mcp__demo__lookup"]
 
 
+@pytest.mark.upstreams("http")              # about the client, not the transport
 def test_claude_code_web_search_on_a_model_that_cannot_search(daemon, fake, workspace):
     """Claude Code's WebSearch runs a request of its own with the web_search server tool; on a
     route whose model cannot search, what comes back to the main conversation says that no search
@@ -180,6 +185,7 @@ def test_claude_code_web_search_on_a_model_that_cannot_search(daemon, fake, work
     assert not [r for r in fake.requests if "run a web search for another" in json.dumps(r["body"])]
 
 
+@pytest.mark.upstreams("http")              # about the client, not the transport
 def test_claude_code_subagent_traffic_takes_its_own_route(daemon, fake, workspace):
     """A subagent's requests carry x-claude-code-agent-id: the test table routes them (`when:
     {subagent: true}`) to another model, and the access line names the session and the agent."""

@@ -1,4 +1,5 @@
-"""The official anthropic SDK against ccproxyd in front of the fake upstream (all real HTTP)."""
+"""The official anthropic SDK against ccproxyd in front of the fake upstream (all real HTTP), for
+each kind of upstream: plain HTTP, TLS with HTTP/1.1 and TLS with HTTP/2 (conftest.UPSTREAM_KINDS)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import pytest
 
 from ccproxyd import tokens
 
+from .conftest import UPSTREAM_KINDS
 from .fake_upstream import Script, chunk, text_script, tool_script, usage
 from .grammar import check_stream, parse_sse
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.upstreams(*UPSTREAM_KINDS)]
 
 
 @pytest.fixture
@@ -379,6 +381,7 @@ def test_model_list_says_what_answers_and_pages(daemon, client, fake):
     assert fake.requests[-1]["body"]["model"] == "limited-up"          # the alias, not the '*' route
 
 
+@pytest.mark.upstreams("http")
 def test_a_model_id_no_route_matches_is_404(tmp_path, fake):
     from .conftest import Daemon
     routes = tmp_path / "routes.yaml"
