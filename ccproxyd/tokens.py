@@ -55,35 +55,49 @@ def encoding(name: str = "o200k_base") -> tiktoken.Encoding:
     return enc
 
 
+def _source_texts(source) -> tuple[list[str], int]:
+    """A document's source: its text (plain or content blocks), else one page-image's worth."""
+    source = source if isinstance(source, dict) else {}
+    if source.get("type") == "text":
+        return [str(source.get("data", ""))], 0
+    if source.get("type") == "content":
+        return _texts(source.get("content"))
+    return [], 1
+
+
+# Block type -> the text it is billed for (every billed kind; images and PDFs count as images).
+BLOCK_TEXT = {
+    "text": lambda b: [str(b.get("text", ""))],
+    "thinking": lambda b: [str(b.get("thinking", ""))],
+    "redacted_thinking": lambda b: [str(b.get("data", ""))],
+    "tool_use": lambda b: [str(b.get("name", "")), orjson.dumps(b.get("input", {})).decode()],
+    "server_tool_use": lambda b: [str(b.get("name", "")), orjson.dumps(b.get("input", {})).decode()],
+    "tool_reference": lambda b: [str(b.get("tool_name", ""))],
+    "search_result": lambda b: [str(b.get("title", "")), str(b.get("source", ""))],
+    "web_search_tool_result": lambda b: [orjson.dumps(b.get("content")).decode()],
+}
+NESTED = ("tool_result", "mid_conv_system", "search_result")     # blocks that hold content blocks
+
+
 def _texts(content) -> tuple[list[str], int]:
     """Text pieces and image count of a content value (string or block list), recursively."""
     if isinstance(content, str):
         return [content], 0
     texts: list[str] = []
     images = 0
-    for block in content or []:
+    for block in content if isinstance(content, list) else ():
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
-        if kind == "text":
-            texts.append(str(block.get("text", "")))
-        elif kind == "image":
+        texts += BLOCK_TEXT.get(kind, lambda b: [])(block)
+        if kind == "image":
             images += 1
-        elif kind == "thinking":
-            texts.append(str(block.get("thinking", "")))
-        elif kind == "tool_use":
-            texts.append(str(block.get("name", "")))
-            texts.append(orjson.dumps(block.get("input", {})).decode())
-        elif kind in ("tool_result", "mid_conv_system"):
-            sub, n = _texts(block.get("content"))
-            texts += sub
-            images += n
         elif kind == "document":
-            source = block.get("source") or {}
-            if source.get("type") == "text":
-                texts.append(str(source.get("data", "")))
-            else:
-                images += 1
+            sub, n = _source_texts(block.get("source"))
+            texts, images = texts + sub, images + n
+        if kind in NESTED:
+            sub, n = _texts(block.get("content"))
+            texts, images = texts + sub, images + n
     return texts, images
 
 

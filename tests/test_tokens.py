@@ -1,5 +1,7 @@
 """Token counting with the bundled encodings (no network)."""
 
+import pytest
+
 from ccproxyd import tokens
 
 
@@ -26,3 +28,36 @@ def test_unknown_encoding_is_a_clear_error():
         assert "p50k_base" in str(exc) and "o200k_base" in str(exc)
     else:
         raise AssertionError("an unknown encoding must raise")
+
+
+def _count(content) -> int:
+    return tokens.count_request({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]})
+
+
+TEXT = "The quick brown fox jumps over the lazy dog near the riverbank."
+# Each billed kind carrying TEXT counts as much as TEXT said plainly (plus the name for a tool call).
+CONSISTENT = [
+    ("text", {"type": "text", "text": TEXT}, TEXT),
+    ("thinking", {"type": "thinking", "thinking": TEXT, "signature": "s"}, TEXT),
+    ("redacted thinking", {"type": "redacted_thinking", "data": TEXT}, TEXT),
+    ("tool result, string", {"type": "tool_result", "tool_use_id": "t", "content": TEXT}, TEXT),
+    ("tool result, blocks", {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": TEXT}]}, TEXT),
+    ("text document", {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": TEXT}}, TEXT),
+    ("content document", {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": TEXT}]}}, TEXT),
+    ("tool reference", {"type": "tool_reference", "tool_name": "mcp__demo__lookup"}, "mcp__demo__lookup"),
+]
+
+
+@pytest.mark.parametrize("name,block,plain", CONSISTENT, ids=[c[0] for c in CONSISTENT])
+def test_every_billed_kind_counts_like_its_text(name, block, plain):
+    assert _count([block]) == _count(plain) > 0
+
+
+def test_tool_calls_images_and_pdfs_count():
+    call = {"type": "tool_use", "id": "t", "name": "Bash", "input": {"command": "ls -la"}}
+    assert _count([call]) == _count([{"type": "text", "text": "Bash"}, {"type": "text", "text": '{"command":"ls -la"}'}])
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "AAAA"}}
+    empty = _count([])
+    assert _count([image]) - empty == _count([pdf]) - empty == tokens.IMAGE_TOKENS
+    assert _count([{"type": "tool_result", "tool_use_id": "t", "content": [image]}]) - empty == tokens.IMAGE_TOKENS
