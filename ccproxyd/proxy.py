@@ -32,8 +32,18 @@ from .translate.stream import StreamTranslator
 from .upstream import Upstreams, map_transport_error
 
 log = logging.getLogger("ccproxyd.proxy")
-RELAYS: set[asyncio.Task] = set()        # tasks relaying a stream in this process, for the drain
-DRAIN = {"over": False}                  # past the drain deadline: a stream that starts now ends at once
+
+
+class Stop:
+    """What the stop needs to know in this process: the tasks relaying or collecting an answer,
+    and whether the drain deadline has passed (an answer that starts after it ends at once)."""
+
+    def __init__(self) -> None:
+        self.relays: set[asyncio.Task] = set()
+        self.over = False
+
+
+STOP = Stop()
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 Payload = tuple[bytes, dict[str, str]]   # a translated upstream request, serialised, and its tool-name map
 
@@ -329,19 +339,19 @@ def _cut_at_drain():
     """Around an answer being relayed or collected: at the drain deadline (or when it starts
     after it) the answer is cancelled and ends as 529, which a client retries elsewhere."""
     this = asyncio.current_task()
-    RELAYS.add(this)
+    STOP.relays.add(this)
     try:
-        if DRAIN["over"]:
+        if STOP.over:
             raise asyncio.CancelledError
         yield
     except asyncio.CancelledError:
-        if not DRAIN["over"]:
+        if not STOP.over:
             raise                               # the client went away: not ours to answer
         if this.cancelling():
             this.uncancel()
         raise Overloaded("ccproxyd is shutting down; the answer was cut off, retry it") from None
     finally:
-        RELAYS.discard(this)
+        STOP.relays.discard(this)
 
 
 async def drain(timeout: float) -> None:
@@ -349,8 +359,8 @@ async def drain(timeout: float) -> None:
     answer still running with an error (a stream's error event, never a clean message_stop on a
     cut answer; 529 for a whole answer), and any that starts after that at once."""
     await asyncio.sleep(timeout)
-    DRAIN["over"] = True
-    remaining = list(RELAYS)
+    STOP.over = True
+    remaining = list(STOP.relays)
     for task in remaining:
         task.cancel()
     if remaining:
