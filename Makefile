@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(VENV)/bin/ccproxyd serve --routes routes.yaml
+	$(VENV)/bin/ccproxyd serve --routes $${CCPROXYD_ROUTES:-routes.yaml}
 
 check: $(VENV)/.installed
 	$(VENV)/bin/ccproxyd check routes.yaml

@@ -175,22 +175,35 @@ def route(model: str, routes: str, thinking: bool, tools: bool, input_tokens: in
 
 
 @main.command()
-@click.option("--url", default="http://127.0.0.1:8082", show_default=True, envvar="CCPROXYD_URL",
-              help="The running daemon.")
-def costs(url: str) -> None:
+@click.option("--url", default=None, envvar="CCPROXYD_URL",
+              help="The running daemon [default: http://127.0.0.1:$CCPROXYD_PORT, port 8082].")
+def costs(url: str | None) -> None:
     """Summarise what a running daemon has spent and saved since it started."""
     import httpx2
 
+    url = (url or f"http://127.0.0.1:{os.environ.get('CCPROXYD_PORT') or Settings.port}").rstrip("/")
+    metrics = url if url.endswith("/metrics") else url + "/metrics"
     try:
-        text = httpx2.get(url.rstrip("/") + "/metrics", timeout=5).text
-    except httpx2.HTTPError as exc:
-        click.echo(f"ccproxyd: cannot read {url}/metrics: {exc}", err=True)
+        response = httpx2.get(metrics, timeout=5)
+    except (httpx2.HTTPError, httpx2.InvalidURL, ValueError) as exc:
+        click.echo(f"ccproxyd: cannot read {metrics}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                   err=True)
+        sys.exit(1)
+    if response.status_code != 200:
+        click.echo(f"ccproxyd: cannot read {metrics}: HTTP {response.status_code}", err=True)
         sys.exit(1)
     values: dict[str, float] = {}
-    for line in text.splitlines():
+    for line in response.text.splitlines():
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
-            values[name] = values.get(name, 0.0) + float(value)
+            try:
+                values[name] = values.get(name, 0.0) + float(value)
+            except ValueError:
+                click.echo(f"ccproxyd: {metrics} is not a ccproxyd's metrics page", err=True)
+                sys.exit(1)
+    if not any(name.startswith("ccproxyd_") for name in values):
+        click.echo(f"ccproxyd: {metrics} is not a ccproxyd's metrics page", err=True)
+        sys.exit(1)
     requests = sum(v for k, v in values.items() if k.startswith("ccproxyd_requests_total"))
     tokens = {kind: values.get(f'ccproxyd_tokens_total{{kind="{kind}"}}', 0) for kind in ("input", "cached", "output")}
     click.echo(f"requests: {requests:.0f}")

@@ -218,6 +218,8 @@ async def _follow(request: Request, record: observe.Record, decision, flight: Fl
     try:
         async for batch in flight.follow():
             await response.send(batch)
+            if record.ttft_ms is None and batch is not flight.batches[0] and batch != proxy.PING:
+                record.ttft_ms = round((time.monotonic() - record.started) * 1000, 2)   # after message_start
         await response.eof()
     finally:
         record.answered(flight.answer, ctx.table)

@@ -176,3 +176,10 @@ def test_scrub_leaves_text_alone_without_secrets_and_ignores_short_values():
     redact.register("abc")                                 # too short to be a key: never masks words
     assert redact.scrub("abc def") == "abc def"
     redact.clear()
+
+
+def test_a_streamed_answer_through_the_cache_has_a_time_to_first_token(proxy, fake):
+    fake.push(text_script("first", " token"))
+    r = post(proxy, body(True))
+    line = access_line(proxy, r.headers["request-id"])
+    assert line["cache"] == "miss" and isinstance(line["ttft_ms"], float) and 0 < line["ttft_ms"] <= line["latency_ms"]

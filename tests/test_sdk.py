@@ -468,6 +468,18 @@ def test_costs_command_summarises_the_running_daemon(daemon, client, fake):
     dead = subprocess.run([sys.executable, "-m", "ccproxyd", "costs", "--url", "http://127.0.0.1:1"],
                           capture_output=True, text=True)
     assert dead.returncode == 1 and "cannot read" in dead.stderr
+    import os
+    by_port = subprocess.run([sys.executable, "-m", "ccproxyd", "costs"], capture_output=True, text=True,
+                             env={**os.environ, "CCPROXYD_PORT": str(daemon.port)})
+    assert by_port.returncode == 0 and by_port.stdout.startswith("requests: ")
+    for url, error in ((daemon.url + "/metrics", None), (daemon.url + "/health", "HTTP 404"),
+                       ("not a url", "cannot read"), (daemon.url + "/nowhere", "cannot read")):
+        other = subprocess.run([sys.executable, "-m", "ccproxyd", "costs", "--url", url], capture_output=True, text=True)
+        assert "Traceback" not in other.stderr
+        if error is None:
+            assert other.returncode == 0, other.stderr
+        else:
+            assert other.returncode == 1 and error in other.stderr and len(other.stderr.splitlines()) == 1
 
 
 WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
