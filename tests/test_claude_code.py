@@ -214,3 +214,14 @@ def test_claude_code_subagent_traffic_takes_its_own_route(daemon, fake, workspac
     main = [line for line in lines if line["upstream_model"] == "gpt-mock" and line["session_id"] == sub[0]["session_id"]]
     assert sub and all(line["agent_id"] for line in sub) and sub[0]["session_id"]
     assert main and not any(line["agent_id"] for line in main)
+
+
+@pytest.mark.upstreams("http")
+def test_claude_code_picks_an_alias_and_it_routes_there(daemon, fake, workspace):
+    """An alias from /v1/models (`claude-via-limited` in the test table) picked as Claude Code's
+    model reaches the model it names, not the catch-all route."""
+    work, home = workspace
+    fake.responder = lambda body: text_script(f"answered by {body['model']}")
+    output = run_claude(claude_binary(NEWEST), daemon, work, home, "--model", "claude-via-limited",
+                        prompt="Say hello", tools="Write")
+    assert "answered by limited-up" in output["result"]
