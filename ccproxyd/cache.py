@@ -54,11 +54,13 @@ def message_events(message: dict) -> list[tuple[str, dict]]:
         elif kind == "thinking":
             empty, delta = {"type": "thinking", "thinking": "", "signature": ""}, {
                 "type": "thinking_delta", "thinking": block["thinking"]}
-        else:
+        elif kind in ("tool_use", "server_tool_use"):
             empty = dict(block, input={})
             delta = {"type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}
+        else:                                   # a server tool's result arrives whole in its start
+            empty, delta = block, None
         events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": empty}))
-        if kind != "thinking" or block["thinking"]:
+        if delta is not None and (kind != "thinking" or block["thinking"]):
             events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
         if kind == "thinking":
             events.append(("content_block_delta", {"type": "content_block_delta", "index": index,

@@ -284,6 +284,9 @@ def _semantic_problems(data: dict, loc: _Located) -> None:
                         f"models.{name}.provider: unknown provider '{model['provider']}' "
                         f"(known: {', '.join(sorted(providers))})")
         _tier_problems(model.get("prices") or [], ("models", name, "prices"), loc)
+        if model.get("web_search") == "openai" and model.get("api") != "responses":
+            loc.problem(loc.at(("models", name, "web_search")),
+                        f"models.{name}.web_search: openai searches through the Responses API: set api: responses")
     for alias, target in (data.get("aliases") or {}).items():
         if target not in models:
             loc.problem(loc.at(("aliases", alias)), f"aliases.{alias}: unknown model '{target}' "

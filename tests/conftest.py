@@ -75,6 +75,7 @@ models:
     provider: mock
     upstream: gpt-5-up
     api: responses
+    web_search: openai
     context_window: 400000
     max_output_tokens: 128000
     reasoning: true

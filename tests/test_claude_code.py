@@ -225,3 +225,36 @@ def test_claude_code_picks_an_alias_and_it_routes_there(daemon, fake, workspace)
     output = run_claude(claude_binary(NEWEST), daemon, work, home, "--model", "claude-via-limited",
                         prompt="Say hello", tools="Write")
     assert "answered by limited-up" in output["result"]
+
+
+@pytest.mark.upstreams("http")
+def test_claude_code_web_search_on_a_model_that_searches(daemon, fake, workspace):
+    """On a route whose model searches (`web_search: openai`, Responses API), Claude Code's WebSearch
+    gets the sources OpenAI's search found, as Anthropic's web_search_tool_result."""
+    from .test_responses import web_search_script
+    work, home = workspace
+
+    def responder(body: dict):
+        if "input" not in body:
+            return text_script("ok")
+        tools = {t.get("name") or t.get("type") for t in body.get("tools", [])}
+        results = [i["output"] for i in body["input"] if i.get("type") == "function_call_output"]
+        if "web_search" in tools:                         # Claude Code's own search request
+            return web_search_script("ccproxyd release notes", ["https://example.org/ccproxyd-notes"],
+                                     "One page lists the notes.")
+        if not results:
+            return renamed(responses_script(call=("ToolSearch", json.dumps({"query": "select:WebSearch"}))), "call_ts")
+        if len(results) == 1:
+            return renamed(responses_script(call=("WebSearch", json.dumps({"query": "ccproxyd release notes"}))),
+                           "call_ws")
+        return responses_script(text=f"The model saw: {results[-1]}")
+
+    def renamed(script, call_id: str):
+        """Each call its own id (responses_script gives every call the same one)."""
+        script.events = json.loads(json.dumps(script.events).replace('"call_r1"', json.dumps(call_id)))
+        return script
+
+    fake.responder = responder
+    output = run_claude(claude_binary(NEWEST), daemon, work, home, "--model", "claude-responses-1",
+                        prompt="Search the web for ccproxyd release notes", tools="ToolSearch WebSearch")
+    assert "https://example.org/ccproxyd-notes" in output["result"]

@@ -164,3 +164,73 @@ def test_two_turns_through_the_sdk_replay_the_reasoning(daemon, fake):
     assert replayed[1] == {"type": "reasoning", "id": "rs_1", "encrypted_content": "enc-abc",
                            "summary": [{"type": "summary_text", "text": "Plan: write it."}]}
     assert replayed[2]["type"] == "function_call" and replayed[3]["type"] == "function_call_output"
+
+
+def web_search_script(query: str, urls: list[str], text: str):
+    """A Responses stream in which OpenAI's own web_search ran, then the model answered."""
+    from .fake_upstream import Script
+    call = {"type": "web_search_call", "id": "ws_1", "status": "completed",
+            "action": {"type": "search", "query": query, "sources": [{"type": "url", "url": u} for u in urls]}}
+    events = [{"type": "response.created", "response": {"id": "resp_w", "status": "in_progress"}},
+              {"type": "response.output_item.added", "output_index": 0, "item": dict(call, status="in_progress")},
+              {"type": "response.web_search_call.searching", "output_index": 0, "item_id": "ws_1"},
+              {"type": "response.output_item.done", "output_index": 0, "item": call},
+              {"type": "response.output_item.added", "output_index": 1,
+               "item": {"type": "message", "id": "msg_w", "role": "assistant", "content": []}},
+              {"type": "response.output_text.delta", "output_index": 1, "delta": text},
+              {"type": "response.output_item.done", "output_index": 1,
+               "item": {"type": "message", "content": [{"type": "output_text", "text": text}]}},
+              {"type": "response.completed", "response": {"id": "resp_w", "object": "response", "status": "completed",
+                                                           "usage": {"input_tokens": 50, "output_tokens": 20}}}]
+    return Script(events=events, done=False)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_web_search_runs_on_openai_and_comes_back_as_anthropic_sends_it(daemon, fake, stream):
+    """A model with `web_search: openai` (the test table's gpt5-mock) gets OpenAI's web_search tool;
+    the search comes back as server_tool_use + web_search_tool_result blocks, and is counted."""
+    fake.push(web_search_script("ccproxyd release notes", ["https://example.org/a", "https://example.org/b"],
+                                "Two pages mention it."))
+    client = anthropic.Anthropic(base_url=daemon.url, api_key="k", max_retries=0)
+    request = dict(model="claude-responses-1", max_tokens=4000,
+                   tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 8}],
+                   messages=[{"role": "user", "content": "Perform a web search for the query: ccproxyd release notes"}])
+    if stream:
+        with client.messages.stream(**request) as s:
+            message = s.get_final_message()
+    else:
+        message = client.messages.create(**request)
+    assert [b.type for b in message.content] == ["server_tool_use", "web_search_tool_result", "text"]
+    call, result, text = message.content
+    assert call.input == {"query": "ccproxyd release notes"} and result.tool_use_id == call.id
+    assert [r.url for r in result.content] == ["https://example.org/a", "https://example.org/b"]
+    assert text.text == "Two pages mention it."
+    assert message.usage.server_tool_use.web_search_requests == 1
+    sent = fake.requests[-1]["body"]
+    assert {"type": "web_search"} in sent["tools"] and "web_search_call.action.sources" in sent["include"]
+
+
+def test_web_search_openai_needs_the_responses_api():
+    from ccproxyd import config
+    from ccproxyd.errors import ConfigError
+    text = """
+providers: {p: {base_url: "http://127.0.0.1:1/v1"}}
+models: {m: {provider: p, context_window: 1000, max_output_tokens: 100, web_search: openai}}
+routes: [{match: "*", model: m}]
+"""
+    with pytest.raises(ConfigError, match="web_search: openai searches through the Responses API"):
+        config.load(text)
+
+
+def test_a_stored_web_search_answer_replays_with_the_live_grammar():
+    from ccproxyd.cache import message_events
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "end_turn",
+               "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 2}, "content": [
+                   {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}},
+                   {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+                       {"type": "web_search_result", "url": "https://a", "title": "a", "encrypted_content": "",
+                        "page_age": None}]},
+                   {"type": "text", "text": "answer"}]}
+    events = message_events(message)
+    assert check_stream(events) == "complete"
+    assert accumulate(events)["content"] == message["content"]

@@ -10,10 +10,13 @@ reasons and usage; only the upstream event grammar differs.
 
 from __future__ import annotations
 
+import orjson
+
 from ..config import Model
 from ..errors import ApiError, from_stream_error
 from . import request as treq
 from . import signature
+from .server_tools import server_tool
 from .stream import StreamTranslator, _Tool
 
 _PART = {"text": "input_text", "image_url": "input_image", "file": "input_file"}
@@ -46,6 +49,9 @@ def to_responses(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
             reasoning["effort"] = chat["reasoning_effort"]
         out["reasoning"] = reasoning
         out["include"] = ["reasoning.encrypted_content"]
+    if model.web_search == "openai" and any(server_tool(t) == "web_search" for t in body.get("tools") or []):
+        out["tools"] = [*out.get("tools", ()), {"type": "web_search"}]        # OpenAI's own search
+        out["include"] = [*out.get("include", ()), "web_search_call.action.sources"]
     fmt = chat.get("response_format")
     if fmt:
         spec = fmt.get("json_schema") or {}
@@ -170,12 +176,36 @@ class ResponsesTranslator(StreamTranslator):
         if kind == "function_call" and index in self.tools:
             if isinstance(item.get("arguments"), str):       # the whole arguments: trust them over fragments
                 self.tools[index].args = [item["arguments"]]
+        elif kind == "web_search_call":
+            self._web_search(out, item)
         elif kind == "reasoning" and self.thinking != "none":
             # the thinking block (empty when no summary came) carries the item to the next turn
             self._open(out, "thinking")
             self.signature = signature.make(self.provider, self.upstream_model, item)
             self._close(out)
             self.signature = self.plain_signature
+
+    def _web_search(self, out: list, item: dict) -> None:
+        """OpenAI's own web search, as Anthropic's: the server tool call and its results (each
+        source's URL; the Responses API gives no title or page age)."""
+        action = item.get("action") if isinstance(item.get("action"), dict) else {}
+        tool_id = "srvtoolu_" + "".join(c for c in str(item.get("id") or self.next_index) if c.isalnum() or c in "_-")
+        results = [{"type": "web_search_result", "url": s["url"], "title": s.get("title") or s["url"],
+                    "encrypted_content": "", "page_age": None}
+                   for s in action.get("sources") or () if isinstance(s, dict) and isinstance(s.get("url"), str)]
+        self._close(out)
+        index = self.next_index
+        self.next_index += 2
+        self.web_searches += 1
+        query = action.get("query") if isinstance(action.get("query"), str) else ""
+        out += [("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
+                    "type": "server_tool_use", "id": tool_id, "name": "web_search", "input": {}}}),
+                ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {
+                    "type": "input_json_delta", "partial_json": orjson.dumps({"query": query}).decode()}}),
+                ("content_block_stop", {"type": "content_block_stop", "index": index}),
+                ("content_block_start", {"type": "content_block_start", "index": index + 1, "content_block": {
+                    "type": "web_search_tool_result", "tool_use_id": tool_id, "content": results}}),
+                ("content_block_stop", {"type": "content_block_stop", "index": index + 1})]
 
     def _completed(self, response: dict) -> None:
         if response.get("usage"):

@@ -41,7 +41,7 @@ def unanswerable(body: dict, model: Model) -> str | None:
     if not tools or None in kinds:
         return None
     if "web_search" in kinds and model.web_search == "none":
-        return "web_search"
+        return "web_search"                     # `openai`: the Responses API searches (translate.responses)
     if "web_fetch" in kinds and "web_search" not in kinds:
         return "web_fetch"                      # no provider mapping for fetch yet
     return None
