@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -111,6 +112,7 @@ class Store:
         self._writer: threading.Thread | None = None
         self._closed = False
         self._last_try = 0.0
+        self._full_logged = False
         self._aside_tried = False              # in this outage: a failure to set aside is logged once
         if not self._open():
             self._rebuild()                    # a damaged store is set aside at start too
@@ -147,9 +149,10 @@ class Store:
             self._failed_at = time.monotonic()
         self._last_try = time.monotonic()
 
-    def _damaged(self, exc: BaseException) -> None:
-        """A read or write failed: stop using the store now; the writer thread rebuilds it."""
-        if self.cache is None:
+    def _damaged(self, exc: BaseException, failed: diskcache.Cache) -> None:
+        """A read or write on `failed` failed: stop using it now; the writer thread rebuilds the
+        store (unless `failed` has already been replaced)."""
+        if self.cache is not failed:
             return
         self.cache = None
         self._failing(f"response cache: {self.directory} is damaged ({type(exc).__name__}: {exc}); "
@@ -199,7 +202,7 @@ class Store:
         except (ValueError, TypeError):
             return None
         except (OSError, sqlite3.Error) as exc:
-            self._damaged(exc)
+            self._damaged(exc, cache)
             return None
         if not isinstance(raw, bytes):
             return None
@@ -232,7 +235,14 @@ class Store:
                     cache.set(key, orjson.dumps(message), expire=ttl)
                 self.evictions += max(0, before + new - len(cache))
         except (OSError, sqlite3.Error) as exc:
-            self._damaged(exc)
+            if getattr(exc, "errno", None) == errno.ENOSPC or "full" in str(exc).lower():
+                if not self._full_logged:           # a full disk is not damage: nothing to rebuild
+                    log.warning("response cache: %s is full (%s); answers are not stored until there is room",
+                                self.directory, exc)
+                self._full_logged = True
+                return
+            self._damaged(exc, cache)
+        self._full_logged = False
 
     def put_later(self, key: str, message: dict, ttl: float, done: Callable[[], None]) -> None:
         """Queue a write for the writer thread; `done()` runs on that thread once it is over,
@@ -284,7 +294,7 @@ class Store:
             try:
                 entries, volume = len(cache), cache.volume()
             except (OSError, sqlite3.Error) as exc:
-                self._damaged(exc)
+                self._damaged(exc, cache)
         return {"directory": self.directory, "entries": entries, "bytes": volume,
                 "evictions": self.evictions, "available": self.cache is not None}
 

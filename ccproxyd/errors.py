@@ -248,8 +248,9 @@ def tidy(text: str) -> str:
 
 def upstream_message(body: bytes | str | dict | None) -> str:
     """The human message out of an upstream error body (OpenAI, OpenRouter, vLLM, llama.cpp
-    shapes), tidied: the message, not a stack trace or the server's paths."""
-    return tidy(_raw_message(body)) or "(empty body)"
+    shapes), tidied: the message, not a stack trace or the server's paths.  Secrets are masked
+    before anything is cut or rewritten, so that no part of a key survives a cut."""
+    return tidy(redact.scrub(_raw_message(body))) or "(empty body)"
 
 
 def _raw_message(body: bytes | str | dict | None) -> str:
@@ -259,7 +260,7 @@ def _raw_message(body: bytes | str | dict | None) -> str:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
             text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-            return text[:4000]
+            return redact.scrub(text)[:4000]
     if isinstance(obj, dict):
         err = obj.get("error", obj)
         if isinstance(err, dict):
@@ -273,7 +274,7 @@ def _raw_message(body: bytes | str | dict | None) -> str:
             return err
         if isinstance(obj.get("message"), str):
             return obj["message"]
-    return str(obj)[:4000]
+    return redact.scrub(str(obj))[:4000]
 
 
 def _upstream_code(body: bytes | str | dict | None) -> str:

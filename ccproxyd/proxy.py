@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 import httpx2
 import orjson
 
-from . import observe, tokens
+from . import observe, redact, tokens
 from .cache import Flight, Store
 from .config import Model, Provider
 from .errors import ApiError, ClientFacingError, ConnectionDropped, InvalidRequest, MissingCredential, Overloaded, Untranslatable
@@ -145,7 +145,14 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
                       first: Payload, request_id: str = "") -> Answer:
     """The first target that answers 200, in route order (primary, then fallbacks).
     `first` is the primary target's request; a fallback's is translated again from `raw`, the
-    client's bytes, so that no parsed request is held while waiting for an upstream."""
+    client's bytes, so that no parsed request is held while waiting for an upstream.  A wait
+    still running at the drain deadline ends as 529, like an answer cut there."""
+    with _cut_at_drain():
+        return await _open_answer(upstreams, guards, decision, raw, first, request_id)
+
+
+async def _open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, raw: bytes,
+                       first: Payload, request_id: str) -> Answer:
     guards.budget.on_request()
     errors: list[ClientFacingError] = []
     for target in decision.targets:
@@ -221,10 +228,10 @@ def _decode(datas: list[bytes], answer: Answer) -> tuple[list[tuple[str, dict]],
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise Untranslatable(f"provider '{answer.target.provider.name}' sent a data line that is not JSON: "
-                                 f"{data[:200].decode('utf-8', 'replace')!r}") from None
+                                 f"{redact.scrub_bytes(data)[:200].decode('utf-8', 'replace')!r}") from None
         if not isinstance(chunk, dict):
             raise Untranslatable(f"provider '{answer.target.provider.name}' sent a data line that is not a "
-                                 f"JSON object: {data[:200].decode('utf-8', 'replace')!r}")
+                                 f"JSON object: {redact.scrub_bytes(data)[:200].decode('utf-8', 'replace')!r}")
         events += answer.translator.feed(chunk)
     return events, done
 
@@ -239,7 +246,7 @@ async def _events(answer: Answer):
     try:
         if "text/event-stream" not in response.headers.get("content-type", "text/event-stream"):
             yield translator.whole(orjson.loads(await response.aread()))
-            yield _finish(answer, True)
+            yield await _finish(answer, True)
             return
         decoder = SSEDecoder()
         saw_done = False
@@ -251,7 +258,7 @@ async def _events(answer: Answer):
                 yield events
         else:
             events, saw_done = _decode(decoder.close(), answer)
-        yield events + _finish(answer, saw_done)
+        yield events + await _finish(answer, saw_done)
     except httpx2.HTTPError as exc:
         raise map_transport_error(exc, provider) from exc
     except ClientFacingError as exc:
@@ -278,14 +285,20 @@ def _untranslatable(answer: Answer, error: Untranslatable, cause: BaseException)
                         help="Answers ended in an error because the upstream's data could not be translated")
 
 
-def _finish(answer: Answer, saw_done: bool) -> list[tuple[str, dict]]:
+async def _finish(answer: Answer, saw_done: bool) -> list[tuple[str, dict]]:
     """No usage from the upstream: ccproxyd counts the output once, and the input too unless it
-    was counted before message_start (`stream_usage: false`)."""
+    was counted before message_start (`stream_usage: false`), in a thread: tens of ms for a large
+    request, which the event loop must not wait for."""
     translator = answer.translator
     if translator.usage is None:
-        if answer.target.model.stream_usage:
-            translator.input_estimate = tokens.count_request(orjson.loads(answer.raw))
-        translator.output_tokens = tokens.count_text(translator.output_text())
+        count_input = answer.target.model.stream_usage
+        raw, output = answer.raw, translator.output_text()
+
+        def count() -> tuple[int | None, int]:
+            return (tokens.count_request(orjson.loads(raw)) if count_input else None), tokens.count_text(output)
+        counted_input, translator.output_tokens = await asyncio.to_thread(count)
+        if counted_input is not None:
+            translator.input_estimate = counted_input
     return translator.finish(saw_done)
 
 
@@ -385,7 +398,7 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
     go away, and store a complete answer from the primary target.  A fallback's answer is served
     to this flight's clients but not stored: the primary may be back for the next request."""
     events: list[tuple[str, dict]] = []
-    message = None
+    message, storable = None, False
     try:
         answer = await open_answer(upstreams, guards, decision, raw, first, request_id)
     except BaseException as exc:                # an upstream error, or cancelled: every client left
@@ -402,26 +415,19 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
         summary = await relay(answer, publish, ping_interval, events.extend)
         flight.error = summary["error"]
         if flight.error is None:
-            message = _whole(events)
+            cut: list[int] = []
+            message = accumulate(events, cut)   # a call cut by max_tokens: left out, and not stored
+            storable = not cut
     finally:
         await answer.close()
         if flight.error is None and message is None:         # cancelled mid-stream
             flight.error = ApiError("the upstream call was cancelled")
         flight.finish(message)                  # clients complete before the disk write below
-    if message is not None and store is not None and ttl is not None and answer.target is decision.primary:
+    if storable and store is not None and ttl is not None and answer.target is decision.primary:
         loop = asyncio.get_running_loop()
         stored = loop.create_future()
         store.put_later(key, message, ttl, lambda: loop.call_soon_threadsafe(_resolve, stored))
         await stored                            # the flight serves as a hit until the disk has it
-
-
-def _whole(events: list) -> dict | None:
-    """The message a complete stream describes, or None when a tool call in it was cut short by
-    max_tokens (its partial arguments went out live): that is served, never stored."""
-    try:
-        return accumulate(events)
-    except orjson.JSONDecodeError:
-        return None
 
 
 def _resolve(future: asyncio.Future) -> None:

@@ -333,7 +333,7 @@ class Turn:
         async def send_kept(data: bytes) -> None:
             if self._complete:                  # once: a ping sent while the reply is being kept goes by
                 self._complete = False
-                message, self._events = accumulate(self._events), []
+                message, self._events = accumulate(self._events, []), []
                 await self.keep(message)
             await send(data)
         return send_kept

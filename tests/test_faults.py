@@ -183,3 +183,29 @@ def test_a_streamed_answer_through_the_cache_has_a_time_to_first_token(proxy, fa
     r = post(proxy, body(True))
     line = access_line(proxy, r.headers["request-id"])
     assert line["cache"] == "miss" and isinstance(line["ttft_ms"], float) and 0 < line["ttft_ms"] <= line["latency_ms"]
+
+
+def test_a_key_echoed_where_the_message_is_cut_leaves_no_prefix(proxy, fake):
+    """The message is trimmed to 300 characters: the key is masked before the cut, so no part of it
+    survives (the cut used to fall inside it)."""
+    padding = "x" * 280
+    fake.push(Script(status=400, body=b'{"error": {"message": "' + padding.encode() + b' {authorization} rejected"}}'))
+    r = post(proxy, body(False))
+    assert r.status_code == 400 and CANARY[:8] not in r.text
+
+
+def test_a_tool_call_cut_by_max_tokens_through_the_cache_answers_without_it(proxy, fake):
+    """The leader streams tool arguments live; a call cut by max_tokens is left out of the whole
+    message a non-streaming client gets (as without the cache), and the answer is not stored."""
+    events = [chunk({"content": "Writing it."}),
+              chunk({"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+                                     "function": {"name": "Write", "arguments": '{"content": "half'}}]}),
+              chunk(finish="length"), chunk(choices=False, usage=usage())]
+    request = body(False)
+    request["tools"] = [{"name": "Write", "input_schema": {"type": "object"}}]
+    fake.push(Script(events=events))
+    r = post(proxy, request)
+    assert r.status_code == 200, r.text
+    assert r.json()["stop_reason"] == "max_tokens" and r.json()["content"] == [{"type": "text", "text": "Writing it."}]
+    fake.push(Script(events=events))
+    assert post(proxy, request).headers["x-ccproxyd-cache"] == "miss"

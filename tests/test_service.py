@@ -252,6 +252,7 @@ def test_sigterm_closes_the_listener_at_once_and_cuts_late_streams(tmp_path, fak
     body = {"model": "claude-sonnet-4-5", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     fake.push(Script(events=[chunk({"content": "a"}), 8.0, chunk({"content": "b"}), chunk(finish="stop")]))
     fake.push(Script(events=[chunk({"content": "quick"}), 0.5, chunk(finish="stop")]))
+    fake.push(Script(events=[chunk({"content": "late"}), chunk(finish="stop")], first_byte_delay=8.0))
     results: dict[str, bytes] = {}
 
     def stream(name: str) -> None:
@@ -261,6 +262,10 @@ def test_sigterm_closes_the_listener_at_once_and_cuts_late_streams(tmp_path, fak
     time.sleep(0.3)
     quick = threading.Thread(target=stream, args=("quick",))
     quick.start()
+    time.sleep(0.1)
+    waiting = threading.Thread(target=lambda: results.__setitem__("waiting", httpx2.post(
+        daemon.url + "/v1/messages", timeout=20, json=dict(body, stream=False))))
+    waiting.start()                                          # its upstream has not answered at the deadline
     kept = httpx2.Client(base_url=daemon.url, timeout=10)
     assert kept.get("/health").status_code == 200            # a kept-alive connection, opened before
     time.sleep(0.2)
@@ -282,11 +287,13 @@ def test_sigterm_closes_the_listener_at_once_and_cuts_late_streams(tmp_path, fak
     stopped_after = time.monotonic() - t0
     slow.join(5)
     quick.join(5)
+    waiting.join(5)
     kept.close()
     daemon.log.close()
     assert refused_after is not None and refused_after < 0.5, refused_after
     assert late in ("refused", 529)
     assert check_stream(parse_sse(results["quick"])) == "complete"     # finished within the drain
+    assert results["waiting"].status_code == 529 and results["waiting"].json()["error"]["type"] == "overloaded_error"
     events = parse_sse(results["slow"])
     assert check_stream(events) == "error" and events[-1][1]["error"]["type"] == "overloaded_error"
     assert 2 <= stopped_after < 2 + 4

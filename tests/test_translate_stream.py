@@ -225,3 +225,35 @@ def test_text_in_the_middle_of_a_live_call_comes_after_it():
     assert compact([e for chunk in per_chunk for e in chunk] + closing) == [
         ("start", 0, "tool_use"), ("json", 0, '{"a": '), ("json", 0, "1}"), ("stop", 0, None),
         ("start", 1, "text"), ("text", 1, "aside"), ("stop", 1, None)]
+
+
+def text_chunk(text):
+    return {"choices": [{"index": 0, "delta": {"content": text}}]}
+
+
+def test_text_held_during_a_live_call_keeps_its_order_with_later_text():
+    per_chunk, closing = live_run([tc(0, '{"a": ', name="A"), text_chunk("first"), tc(0, "1}"),
+                                   text_chunk(" second"), finish()])
+    blocks = accumulate([("message_start", {"type": "message_start", "message": {"content": [], "usage": {}}})]
+                        + [e for chunk in per_chunk for e in chunk] + closing)["content"]
+    assert [b["type"] for b in blocks][0] == "tool_use"
+    assert "".join(b.get("text", "") for b in blocks[1:]) == "first second"
+
+
+def test_an_empty_fragment_for_a_finished_live_call_is_ignored():
+    per_chunk, closing = live_run([tc(0, '{"a": 1}', name="A"), tc(1, '{"b": 2}', name="B"), tc(0, ""), finish()])
+    events = [e for chunk in per_chunk for e in chunk] + closing
+    assert [b["input"] for b in accumulate([("message_start", {"type": "message_start", "message": {
+        "content": [], "usage": {}}})] + events)["content"]] == [{"a": 1}, {"b": 2}]
+
+
+def test_a_cut_live_call_is_left_out_of_the_whole_message_when_asked():
+    per_chunk, closing = live_run([text_chunk("Writing."), tc(0, '{"content": "half', name="Write"), finish("length")])
+    events = [("message_start", {"type": "message_start", "message": {"content": [], "usage": {}}})]
+    events += [e for chunk in per_chunk for e in chunk] + closing
+    with pytest.raises(ValueError):
+        accumulate(events)                          # strict by default
+    cut: list = []
+    message = accumulate(events, cut)
+    assert cut == [1] and message["content"] == [{"type": "text", "text": "Writing."}]
+    assert message["stop_reason"] == "max_tokens"

@@ -11,8 +11,10 @@ import orjson
 from .stream import StreamTranslator, completion_as_chunk
 
 
-def accumulate(events: list[tuple[str, dict]]) -> dict:
-    """The final Anthropic message that a list of stream events describes."""
+def accumulate(events: list[tuple[str, dict]], cut: list[int] | None = None) -> dict:
+    """The final Anthropic message that a list of stream events describes.  A tool call whose
+    streamed arguments are not JSON (cut short by max_tokens) raises, or, given a `cut` list, is
+    left out of the message (as a buffered answer leaves it out) and its index noted there."""
     message: dict = {}
     partial: dict[int, list[str]] = {}
     for name, data in events:
@@ -33,10 +35,17 @@ def accumulate(events: list[tuple[str, dict]]) -> dict:
                 partial.setdefault(data["index"], []).append(delta["partial_json"])
         elif name == "content_block_stop" and data["index"] in partial:
             raw = "".join(partial.pop(data["index"]))
-            message["content"][data["index"]]["input"] = orjson.loads(raw) if raw else {}
+            try:
+                message["content"][data["index"]]["input"] = orjson.loads(raw) if raw else {}
+            except orjson.JSONDecodeError:
+                if cut is None:
+                    raise
+                cut.append(data["index"])
         elif name == "message_delta":
             message.update(data["delta"])
             message["usage"].update(data["usage"])
+    if cut:
+        message["content"] = [block for i, block in enumerate(message["content"]) if i not in cut]
     return message
 
 

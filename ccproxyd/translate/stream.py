@@ -139,7 +139,7 @@ class StreamTranslator:
         self.last_tool: int | None = None          # for fragments that carry no index
         self.live_tools = live_tools
         self.live: _Tool | None = None             # the tool call whose block is open
-        self.held: list[str] = []                  # text that came while a live call was incomplete
+        self.held: list[tuple[str, str]] = []      # (kind, text) that came while a live call was incomplete
         self.finish_reason: str | None = None
         self.usage: dict | None = None
         self.output_parts: list[str] = []          # output text, joined and counted once at the end
@@ -174,14 +174,9 @@ class StreamTranslator:
             if thinking:
                 self._thinking(out, thinking)
             text = delta.get("content") or delta.get("refusal")
-            if text and isinstance(text, str) and self.live is not None and not self._end_live(out):
-                self.held.append(text)             # rare: text in the middle of a live tool call
+            if text and isinstance(text, str):
                 self.output_parts.append(text)
-            elif text and isinstance(text, str):
-                self._open(out, "text")
-                out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
-                                                    "delta": {"type": "text_delta", "text": text}}))
-                self.output_parts.append(text)
+                self._text(out, text)
             for call in delta.get("tool_calls") or ():
                 self._tool_fragment(out, call)
             reason = choice.get("finish_reason")
@@ -215,11 +210,7 @@ class StreamTranslator:
         for key in sorted(self.tools):
             if self.tools[key].block is None:
                 self._emit_tool(out, self.tools[key], drop_invalid=truncated)
-        if self.held:
-            self._open(out, "text")
-            out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
-                                                "delta": {"type": "text_delta", "text": "".join(self.held)}}))
-            self._close(out)
+        self._flush_held(out)
         stop = FINISH_TO_STOP.get(self.finish_reason, UNKNOWN_FINISH_STOP) if self.finish_reason else "end_turn"
         if stop == "tool_use" and not self.emitted_tool:
             stop = "end_turn"
@@ -256,8 +247,11 @@ class StreamTranslator:
         `display: omitted` the block carries its signature and no text.  It counts as output
         either way."""
         self.output_parts.append(text)
-        if self.thinking == "none" or (self.live is not None and not self._end_live(out)):
-            return                                 # not asked for, or in the middle of a live tool call
+        if self.thinking == "none":
+            return
+        if self.live is not None and not self._end_live(out):
+            self.held.append(("thinking", text))   # rare: reasoning in the middle of a live tool call
+            return
         self._open(out, "thinking")
         if self.thinking == "summarized":
             out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
@@ -309,7 +303,9 @@ class StreamTranslator:
                 self._json_delta(out, tool.block, fragment)
             return
         if tool.block is not None:                 # more for a call whose object was complete
-            raise ApiError(f"the model sent more arguments for {tool.name} after they were complete")
+            if fragment.strip():
+                raise ApiError(f"the model sent more arguments for {tool.name} after they were complete")
+            return                                 # an empty fragment or a repeated id: nothing to add
         if self.live is not None and not self._end_live(out):
             return                                 # interleaved with an unfinished call: buffered
         waiting = [t for t in self.tools.values() if t is not tool and t.block is None]
@@ -326,12 +322,34 @@ class StreamTranslator:
         self._json_delta(out, tool.block, "".join(tool.args))
 
     def _end_live(self, out: list) -> bool:
-        """Close the live call's block if its arguments are complete; whether it was closed."""
+        """Close the live call's block if its arguments are complete, then send what was held
+        while it was open; whether it was closed."""
         if not self.live.complete():
             return False
         out.append(("content_block_stop", {"type": "content_block_stop", "index": self.live.block}))
         self.live = None
+        self._flush_held(out)
         return True
+
+    def _text(self, out: list, text: str) -> None:
+        if self.live is not None and not self._end_live(out):
+            self.held.append(("text", text))       # rare: text in the middle of a live tool call
+            return
+        self._open(out, "text")
+        out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
+                                            "delta": {"type": "text_delta", "text": text}}))
+
+    def _flush_held(self, out: list) -> None:
+        held, self.held = self.held, []
+        for kind, text in held:
+            if kind == "text":
+                self._text(out, text)
+            else:
+                self._open(out, "thinking")
+                if self.thinking == "summarized":
+                    out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
+                                                        "delta": {"type": "thinking_delta", "thinking": text}}))
+        self._close(out)
 
     def _json_delta(self, out: list, index: int, fragment: str) -> None:
         self.output_parts.append(fragment)
