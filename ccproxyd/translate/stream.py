@@ -105,13 +105,14 @@ def completion_as_chunk(completion: dict) -> dict:
 
 
 class _Tool:
-    __slots__ = ("id", "name", "args", "block")
+    __slots__ = ("id", "name", "args", "block", "opens")
 
     def __init__(self) -> None:
         self.id: str | None = None
         self.name = ""
         self.args: list[str] = []
         self.block: int | None = None          # its content block index, once it went out live
+        self.opens: bool | None = None         # whether its arguments start an object (once known)
 
     def complete(self) -> bool:
         """Whether the arguments so far are a whole JSON object (nothing may follow it)."""
@@ -308,8 +309,9 @@ class StreamTranslator:
             return                                 # an empty fragment or a repeated id: nothing to add
         if self.live is not None and not self._end_live(out):
             return                                 # interleaved with an unfinished call: buffered
-        waiting = [t for t in self.tools.values() if t is not tool and t.block is None]
-        if not tool.name or not "".join(tool.args).lstrip().startswith("{") or waiting:
+        if tool.opens is None and fragment.strip():
+            tool.opens = "".join(tool.args).lstrip().startswith("{")      # decided once, at its first text
+        if not tool.name or not tool.opens or any(t is not tool and t.block is None for t in self.tools.values()):
             return                                 # not yet (or never) live: emitted whole at the end
         self._close(out)
         tool.block = self.next_index
