@@ -156,6 +156,14 @@ def cached_routes(directory: Path, url: str, options: str = "retries: {attempts:
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ssl_cert_file", "ssl_cert_dir")
 
 
+def sdk_message(client, stream: bool, **request):
+    """The final message of a request through the anthropic SDK, streamed or not."""
+    if stream:
+        with client.messages.stream(**request) as s:
+            return s.get_final_message()
+    return client.messages.create(**request)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,6 +11,7 @@ from ccproxyd.translate import signature
 from ccproxyd.translate.response import accumulate
 from ccproxyd.translate.responses import ResponsesTranslator, to_responses
 
+from .conftest import sdk_message
 from .fake_upstream import responses_script
 from .grammar import check_stream, parse_sse
 
@@ -195,11 +196,7 @@ def test_web_search_runs_on_openai_and_comes_back_as_anthropic_sends_it(daemon, 
     request = dict(model="claude-responses-1", max_tokens=4000,
                    tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 8}],
                    messages=[{"role": "user", "content": "Perform a web search for the query: ccproxyd release notes"}])
-    if stream:
-        with client.messages.stream(**request) as s:
-            message = s.get_final_message()
-    else:
-        message = client.messages.create(**request)
+    message = sdk_message(client, stream, **request)
     assert [b.type for b in message.content] == ["server_tool_use", "web_search_tool_result", "text"]
     call, result, text = message.content
     assert call.input == {"query": "ccproxyd release notes"} and result.tool_use_id == call.id

@@ -11,7 +11,7 @@ import pytest
 
 from ccproxyd import tokens
 
-from .conftest import UPSTREAM_KINDS
+from .conftest import UPSTREAM_KINDS, sdk_message
 from .fake_upstream import Script, chunk, text_script, tool_script, usage
 from .grammar import check_stream, parse_sse
 
@@ -493,11 +493,7 @@ def test_web_search_on_a_model_that_cannot_search_says_so(client, fake, stream):
     request = dict(model="claude-sonnet-4-5", max_tokens=8000, tools=[WEB_SEARCH], tool_choice={"type": "auto"},
                    system="You run a web search for another Claude model. Search once, then reply with a summary.",
                    messages=[{"role": "user", "content": [{"type": "text", "text": "Perform a web search for the query: ccproxyd release notes"}]}])
-    if stream:
-        with client.messages.stream(**request) as s:
-            message = s.get_final_message()
-    else:
-        message = client.messages.create(**request)
+    message = sdk_message(client, stream, **request)
     assert [b.type for b in message.content] == ["server_tool_use", "web_search_tool_result", "text"]
     call, result, text = message.content
     assert call.name == "web_search" and call.input == {"query": "ccproxyd release notes"}
