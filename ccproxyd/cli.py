@@ -181,7 +181,7 @@ def costs(url: str | None) -> None:
     """Summarise what a running daemon has spent and saved since it started."""
     import httpx2
 
-    url = (url or f"http://127.0.0.1:{os.environ.get('CCPROXYD_PORT') or Settings.port}").rstrip("/")
+    url = _daemon_url(url)
     metrics = url if url.endswith("/metrics") else url + "/metrics"
     try:
         response = httpx2.get(metrics, timeout=5)
@@ -210,6 +210,45 @@ def costs(url: str | None) -> None:
     click.echo("tokens: " + ", ".join(f"{k} {v:.0f}" for k, v in tokens.items()))
     click.echo(f"cost: ${values.get('ccproxyd_cost_usd_total', 0):.4f}")
     click.echo(f"saved against Claude list prices: ${values.get('ccproxyd_savings_usd_total', 0):.4f}")
+
+
+def _daemon_url(url: str | None) -> str:
+    """The running daemon's address: --url / CCPROXYD_URL, else loopback at CCPROXYD_PORT."""
+    return (url or f"http://127.0.0.1:{os.environ.get('CCPROXYD_PORT') or Settings.port}").rstrip("/")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--url", default=None, envvar="CCPROXYD_URL",
+              help="The running daemon [default: http://127.0.0.1:$CCPROXYD_PORT, port 8082].")
+@click.option("--claude", "claude_bin", default="claude", envvar="CCPROXYD_CLAUDE_BIN", show_default=True,
+              help="The Claude Code executable.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def claude(url: str | None, claude_bin: str, args: tuple[str, ...]) -> None:
+    """Start Claude Code pointed at this daemon; ARGS go to Claude Code unchanged.
+
+    Claude Code gets ANTHROPIC_BASE_URL and an auth token (CCPROXYD_CLIENT_KEY when the daemon
+    wants client keys); no ANTHROPIC_API_KEY, so it does not ask about a custom key, and the
+    user's settings files are not touched."""
+    import shutil
+
+    import httpx2
+
+    base = _daemon_url(url)
+    try:
+        healthy = httpx2.get(base + "/health", timeout=3).status_code == 200
+    except (httpx2.HTTPError, httpx2.InvalidURL, ValueError):
+        healthy = False
+    if not healthy:
+        click.echo(f"ccproxyd: no daemon answers at {base}: start it with `make run` or `ccproxyd serve`", err=True)
+        sys.exit(1)
+    executable = shutil.which(claude_bin)
+    if executable is None:
+        click.echo(f"ccproxyd: cannot find Claude Code ({claude_bin}): install it with "
+                   "`npm install -g @anthropic-ai/claude-code` or pass --claude PATH", err=True)
+        sys.exit(1)
+    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")}
+    env.update(ANTHROPIC_BASE_URL=base, ANTHROPIC_AUTH_TOKEN=os.environ.get("CCPROXYD_CLIENT_KEY") or "ccproxyd")
+    os.execve(executable, [executable, *args], env)
 
 
 @main.group()

@@ -258,3 +258,23 @@ def test_claude_code_web_search_on_a_model_that_searches(daemon, fake, workspace
     output = run_claude(claude_binary(NEWEST), daemon, work, home, "--model", "claude-responses-1",
                         prompt="Search the web for ccproxyd release notes", tools="ToolSearch WebSearch")
     assert "https://example.org/ccproxyd-notes" in output["result"]
+
+
+@pytest.mark.upstreams("http")
+def test_ccproxyd_claude_starts_claude_code_at_the_daemon(daemon, fake, workspace):
+    """`ccproxyd claude ARGS` runs Claude Code against this daemon with an auth token instead of an
+    API key (no custom-key question), and says so in one line when no daemon answers."""
+    work, home = workspace
+    fake.responder = lambda body: text_script("launched through ccproxyd")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
+    env.update(HOME=str(home), CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_AUTOUPDATER="1",
+               ANTHROPIC_API_KEY="sk-ant-should-not-be-used", CCPROXYD_PORT=str(daemon.port))
+    command = [sys.executable, "-m", "ccproxyd", "claude", "--claude", str(claude_binary(NEWEST)),
+               "-p", "Say hello", "--output-format", "json"]
+    result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=240,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["result"] == "launched through ccproxyd"
+    down = subprocess.run(command, cwd=work, env=dict(env, CCPROXYD_PORT="1"), capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert down.returncode == 1 and down.stderr.count("\n") == 1 and "no daemon answers" in down.stderr
