@@ -13,16 +13,21 @@ import pytest
 
 from ccproxyd import redact
 
-from .conftest import CANARY, Daemon, cached_routes
+from .conftest import CANARY, UPSTREAM_KINDS, Daemon, cached_routes
 from .fake_upstream import Script, chunk, text_script, usage
 from .grammar import check_stream, parse_sse
 
 
 
+pytestmark = pytest.mark.upstreams(*UPSTREAM_KINDS)     # garbage and echoes over TLS and HTTP/2 too
+
+
 @pytest.fixture(scope="module")
-def proxy(upstream, tmp_path_factory):
+def proxy(upstream, upstream_kind, certificates, tmp_path_factory):
+    tls = "" if upstream_kind == "http" else f", ca_file: {certificates.ca_file}" + (
+        ", http2: true" if upstream_kind == "https-h2" else "")
     path = cached_routes(tmp_path_factory.mktemp("faults"), upstream.url,
-                         "retries: {attempts: 1}, breaker: {threshold: 1000}")
+                         "retries: {attempts: 1}, breaker: {threshold: 1000}" + tls)
     cache_dir = path.parent / "cache"
     d = Daemon(path, extra_args=("--cache-dir", str(cache_dir)))
     yield d
