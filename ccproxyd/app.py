@@ -61,6 +61,8 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(sighup(app)))
         except (NotImplementedError, RuntimeError, ValueError):
             log.warning("SIGHUP reload is not available in this process")
+        if settings.metrics_dir:                 # the manager forwards SIGHUP to workers with a snapshot
+            write_snapshot(app, settings.metrics_dir)
         # Load the tokenizer off the event loop so the first count_tokens does not stall others.
         app.ctx.tokenizer = asyncio.get_running_loop().run_in_executor(None, tokens.encoding)
 
@@ -119,14 +121,18 @@ async def sighup(app: Sanic) -> None:
     notify.notify(f"READY=1\nSTATUS=serving routes version {app.ctx.table.version}")
 
 
-async def write_snapshots(app: Sanic, directory: str) -> None:
-    """Every second, this worker's metrics where the others can sum them (atomic rename)."""
+def write_snapshot(app: Sanic, directory: str) -> None:
+    """This worker's metrics where the others can sum them (atomic rename)."""
     path = os.path.join(directory, f"{os.getpid()}.json")
+    with open(path + ".tmp", "wb") as f:
+        f.write(observe.METRICS.snapshot(handlers.worker_gauges(app.ctx)))
+    os.replace(path + ".tmp", path)
+
+
+async def write_snapshots(app: Sanic, directory: str) -> None:
     while True:
-        with open(path + ".tmp", "wb") as f:
-            f.write(observe.METRICS.snapshot(handlers.worker_gauges(app.ctx)))
-        os.replace(path + ".tmp", path)
         await asyncio.sleep(1.0)
+        write_snapshot(app, directory)
 
 
 async def watchdog(interval: float) -> None:
