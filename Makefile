@@ -1,5 +1,7 @@
 # ccproxyd: `make run` starts the daemon, `make test` runs every test, `make bench` measures.
 PYTHON ?= python3
+# The set-up steps of `make test` (venv, llama.cpp server build, npm installs) run side by side.
+MAKEFLAGS += --jobs=4
 VENV := .venv
 PY := $(VENV)/bin/python
 # Claude Code releases the end-to-end tests run against: the newest on npm when it was last
@@ -48,11 +50,16 @@ $(NODE_SDK_DIR)/.installed-$(NODE_SDK_VERSION):
 
 llama-server: $(VENV)/.llama-server
 
-$(VENV)/.llama-server: $(VENV)/.installed
+# The wheel is built with the system Python (pip builds it in an isolated environment anyway), so
+# that with `make -j` it compiles while the venv installs.
+$(WHEELS)/.llama-$(LLAMA_CPP_VERSION):
 	mkdir -p $(WHEELS)
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(PY) -m pip wheel --quiet --no-cache-dir --no-deps --wheel-dir $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	  $(PYTHON) -m pip wheel --quiet --no-cache-dir --no-deps --wheel-dir $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	touch $@
+
+$(VENV)/.llama-server: $(VENV)/.installed $(WHEELS)/.llama-$(LLAMA_CPP_VERSION)
 	$(PY) -m pip install --quiet "$$(ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl)[server]"
 	touch $@
 
