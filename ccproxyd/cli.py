@@ -247,7 +247,8 @@ def claude(url: str | None, claude_bin: str, args: tuple[str, ...]) -> None:
                    "`npm install -g @anthropic-ai/claude-code` or pass --claude PATH", err=True)
         sys.exit(1)
     env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")}
-    env.update(ANTHROPIC_BASE_URL=base, ANTHROPIC_AUTH_TOKEN=os.environ.get("CCPROXYD_CLIENT_KEY") or "ccproxyd")
+    env.update(ANTHROPIC_BASE_URL=base, ANTHROPIC_AUTH_TOKEN=os.environ.get("CCPROXYD_CLIENT_KEY") or "ccproxyd",
+               CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY="1")     # /model lists the table's models
     os.execve(executable, [executable, *args], env)
 
 

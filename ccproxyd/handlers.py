@@ -256,7 +256,17 @@ def _answers(target) -> str:
 
 def _model_object(model_id: str, display: str, model) -> dict:
     return {"type": "model", "id": model_id, "display_name": display, "created_at": "2025-01-01T00:00:00Z",
-            "max_input_tokens": model.context_window, "max_tokens": model.max_output_tokens}
+            "max_input_tokens": model.context_window, "max_tokens": model.max_output_tokens,
+            "description": _price_line(model)}
+
+
+def _price_line(model) -> str:
+    """What Claude Code's /model picker shows under the name (it reads a gateway's `description`)."""
+    window = f"{model.context_window // 1000}k context"
+    if not model.prices:
+        return f"no price set, {window}"
+    tier = model.prices[0]
+    return f"${tier.input:g} in / ${tier.output:g} out per Mtok, {window}"
 
 
 async def models(request: Request):

@@ -275,6 +275,11 @@ def test_ccproxyd_claude_starts_claude_code_at_the_daemon(daemon, fake, workspac
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["result"] == "launched through ccproxyd"
+    picker = json.loads((home / ".claude/cache/gateway-models.json").read_text())   # what /model offers
+    assert picker["baseUrl"] == daemon.url
+    offered = {m["id"]: m for m in picker["models"]}
+    assert offered["claude-via-limited"]["display_name"] == "limited-up (limited) via ccproxyd"
+    assert "gpt-mock (mock) via ccproxyd" in offered["claude-sonnet-4-5-20250929"]["display_name"]
     down = subprocess.run(command, cwd=work, env=dict(env, CCPROXYD_PORT="1"), capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)
     assert down.returncode == 1 and down.stderr.count("\n") == 1 and "no daemon answers" in down.stderr

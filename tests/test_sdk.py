@@ -10,6 +10,7 @@ import httpx2
 import pytest
 
 from ccproxyd import tokens
+from ccproxyd.config import PriceTier
 
 from .conftest import UPSTREAM_KINDS, sdk_message
 from .fake_upstream import Script, chunk, text_script, tool_script, usage
@@ -358,6 +359,18 @@ def test_models_health_root(daemon, client):
     assert httpx2.get(daemon.url + "/").status_code == 200
     r = httpx2.get(daemon.url + "/v2/nothing")
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+@pytest.mark.parametrize("prices, window, expected", [
+    ((PriceTier(None, 1.25, 10.0, 0.125),), 400_000, "$1.25 in / $10 out per Mtok, 400k context"),
+    ((PriceTier(200_000, 0.2, 0.5), PriceTier(None, 0.4, 1.0)), 2_000_000, "$0.2 in / $0.5 out per Mtok, 2000k context"),
+    ((), 128_000, "no price set, 128k context"),
+])
+def test_model_description_is_the_price_claude_codes_picker_shows(prices, window, expected):
+    from ccproxyd.config import Model
+    from ccproxyd.handlers import _model_object
+    model = Model("m", "p", "up", context_window=window, max_output_tokens=100, prices=prices)
+    assert _model_object("claude-x", "x", model)["description"] == expected
 
 
 def test_model_list_says_what_answers_and_pages(daemon, client, fake):
