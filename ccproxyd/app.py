@@ -10,7 +10,7 @@ import signal
 
 from sanic import Sanic
 
-from . import config, connections, handlers, notify, observe, proxy, threads, tokens
+from . import config, connections, handlers, notify, observe, proxy, threads, tokens, ui
 from .cache import Store
 from .reload import Reloader
 from .resilience import Guards
@@ -39,6 +39,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
     app.ctx.settings = settings
     app.ctx.cap = connections.configure()        # in each worker: a class setting does not cross processes
     handlers.register(app)
+    ui.register(app)
 
     @app.before_server_start
     async def open_resources(app: Sanic) -> None:

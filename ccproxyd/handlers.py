@@ -321,6 +321,9 @@ def _cache_state(store) -> dict:
     return {"state": "up" if store.available else "down", "directory": store.directory}
 
 
+# what a client key guards when the table has client_keys: the API, and the spend it records
+KEYED_PATHS = ("/v1/", "/ui/data", "/spend")
+
 BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -400,7 +403,7 @@ async def start_request(request: Request) -> None:
         if request.path.startswith("/v1/messages"):
             raise Overloaded("ccproxyd is shutting down; retry the request", retry_after=1)
     keys = request.app.ctx.table.client_keys
-    if keys and request.path.startswith("/v1/"):
+    if keys and request.path.startswith(KEYED_PATHS):
         authorization = request.headers.get("authorization", "")
         presented = request.headers.get("x-api-key") or (
             authorization[7:] if authorization.lower().startswith("bearer ") else "")

@@ -1,0 +1,93 @@
+"""The dashboard at /ui, in a real headless Chromium: it loads, shows the requests just made, and
+the console stays clean; behind client keys it asks for one."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+
+from ccproxyd import dashboard
+from ccproxyd.observe import BUCKETS, Metrics
+
+from .browser import Browser
+from .conftest import TEST_ROUTES, Daemon, free_port
+from .fake_upstream import Script, chunk
+
+BODY = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def bars(browser: Browser, figure: str) -> dict:
+    return browser.evaluate(f"Object.fromEntries([...document.querySelectorAll('#{figure} [data-label]')]"
+                            ".map(g => [g.dataset.label, Number(g.dataset.value)]))")
+
+
+@pytest.fixture
+def browser():
+    b = Browser()
+    yield b
+    b.close()
+
+
+def test_dashboard_shows_the_requests_just_made(tmp_path, fake, browser):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()))
+    daemon = Daemon(routes, log_path=tmp_path / "d.log")
+    try:
+        fake.push(Script(events=[chunk({"content": "one"}), chunk(finish="stop")]))
+        fake.push(Script(events=[chunk({"content": "two"}), chunk(finish="stop")]))
+        for _ in range(2):
+            assert httpx2.post(daemon.url + "/v1/messages", json=BODY).status_code == 200
+        fake.push(Script(status=400, body={"error": {"message": "bad thing", "type": "invalid_request_error"}}))
+        assert httpx2.post(daemon.url + "/v1/messages", json=BODY).status_code == 400
+        version = httpx2.get(daemon.url + "/health").json()["routes"]["version"]
+
+        browser.open(daemon.url + "/ui")
+        assert browser.wait_for("document.body.dataset.state === 'loaded'"), browser.evaluate("document.body.innerText")
+        assert browser.evaluate("document.getElementById('requests').textContent") == "3"
+        assert bars(browser, "requests-by-model") == {"gpt-mock": 3}
+        assert bars(browser, "requests-by-status") == {"200": 2, "400": 1}
+        assert bars(browser, "errors-by-type") == {"invalid_request_error": 1}
+        assert browser.evaluate("document.getElementById('table-version').textContent") == f"table {version}"
+        assert browser.evaluate("document.querySelector('#providers tr[data-provider=mock] td:nth-child(2)')"
+                                ".textContent") == "closed"
+        assert browser.evaluate("document.getElementById('table-last-refused-edit').textContent") == "none"
+        assert browser.console_errors() == []
+    finally:
+        daemon.stop()
+
+
+def test_dashboard_behind_client_keys_asks_for_one(tmp_path, fake, browser):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()) + "client_keys: [TEAM_KEY]\n")
+    daemon = Daemon(routes, env={"TEAM_KEY": "team-secret-1"}, log_path=tmp_path / "d.log")
+    try:
+        assert httpx2.get(daemon.url + "/ui/data").status_code == 401
+        assert httpx2.get(daemon.url + "/ui/data", headers={"x-api-key": "team-secret-1"}).status_code == 200
+        assert httpx2.get(daemon.url + "/ui/nothing.js").status_code == 404
+        browser.open(daemon.url + "/ui")
+        assert browser.wait_for("document.body.dataset.state === 'key'")
+        browser.evaluate("document.getElementById('key').value = 'team-secret-1';"
+                         "document.getElementById('key-form').requestSubmit()")
+        assert browser.wait_for("document.body.dataset.state === 'loaded'")
+        assert browser.evaluate("document.getElementById('requests').textContent") == "0"
+    finally:
+        daemon.stop()
+
+
+def histogram(seconds: list[float]) -> list:
+    m = Metrics()
+    for s in seconds:
+        m.observe("h", s)
+    return m.histograms.get("h", [])
+
+
+@pytest.mark.parametrize("observed, q, expected", [
+    ([], 0.5, None),
+    ([0.003], 0.5, 0.0025),                          # one value in the first bucket (0, 5 ms]: its middle
+    ([0.003, 0.003, 0.2, 0.2], 0.5, 0.005),          # rank 2 of 4 ends the first bucket
+    ([0.003, 0.003, 0.2, 0.2], 0.75, 0.175),         # rank 3: half-way through (0.1, 0.25]
+    ([1000.0], 0.95, BUCKETS[-1]),                   # past the last bound: the last bound
+])
+def test_quantile_interpolates_inside_the_bucket(observed, q, expected):
+    value = dashboard.quantile(histogram(observed), q)
+    assert value == expected if expected is None else value == pytest.approx(expected)
