@@ -108,7 +108,8 @@ class Record:
         self.output_tokens = usage.get("output_tokens", 0)
         self.cached_tokens = usage.get("cache_read_input_tokens", 0)
         self.cost_usd = pricing.cost(tiers, usage)
-        reference = pricing.cost(pricing.claude_reference(table, self.client_model or ""), usage)
+        reference = pricing.cost(pricing.claude_reference(table, self.client_model or ""), usage,
+                                 search_default=pricing.CLAUDE_WEB_SEARCH_PER_1K)
         if reference is not None and self.cost_usd is not None:
             self.savings_usd = round(reference - self.cost_usd, 6)
         if self.cost_usd is not None:
