@@ -200,6 +200,7 @@ def test_openrouter_search_comes_back_as_anthropic_sends_it(daemon, client, fake
     assert "tool_choice" not in sent
     line = access_lines(daemon, before + 1)[-1]               # 10 in at $1/M, 5 out at $2/M, 1 search at $4/1k
     assert line["cost_usd"] == pytest.approx((10 * 1.0 + 5 * 2.0) / 1e6 + 4.0 / 1000)
+    assert line["web_searches"] == 1
 
 
 def test_openrouter_search_from_a_whole_completion_counts_the_cited_search(client, fake):
