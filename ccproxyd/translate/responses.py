@@ -5,7 +5,10 @@ there), then reshaped into Responses input items.  Reasoning items come back enc
 (`include: reasoning.encrypted_content`, `store: false`); each rides in the signature of the
 thinking block it produced and is handed back on the next turn, so GPT-5 keeps its reasoning
 across tool calls.  The stream translator reuses StreamTranslator's blocks, tool buffering, stop
-reasons and usage; only the upstream event grammar differs.
+reasons and usage; only the upstream event grammar differs.  The same API serves OpenAI's and
+xAI's own web search (`web_search: openai` / `xai`): a `web_search_call` item is held until the
+message that cites it is done, then both go out as Anthropic's search blocks and cited text
+(translate.citations).
 """
 
 from __future__ import annotations

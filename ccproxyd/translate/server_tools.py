@@ -1,6 +1,10 @@
-"""Anthropic server tools (web search, web fetch) on routes whose model cannot run them.
+"""Anthropic server tools (web search, web fetch): the provider's own tools for them, and the
+answer on routes whose model cannot run them.
 
-Pure.  Claude Code's WebSearch is a request of its own whose only tool is the `web_search` server
+Pure.  A model's `web_search` setting names its provider's search: `openai` and `xai` (the
+Responses API `web_search` tool, `responses_search`; answers read in translate.responses),
+`openrouter` (its `openrouter:web_search` / `openrouter:web_fetch` server tools,
+`openrouter_tools`; answers read in translate.openrouter), or `none`.  Claude Code's WebSearch is a request of its own whose only tool is the `web_search` server
 tool, with a system prompt asking the model to search and summarise; whatever text comes back is
 handed to the main conversation as the search results.  Sent upstream without the tool, the model
 would answer from memory and Claude Code would present that as search results.  So a request
