@@ -308,3 +308,33 @@ def test_claude_code_web_search_through_openrouter(daemon, fake, workspace):
     assert NOTES in output["result"] and "Release notes" in output["result"]
     assert [r for r in fake.requests if {"type": "openrouter:web_search", "parameters": {"max_total_results": 40}}
             in r["body"].get("tools", [])]
+
+
+@pytest.mark.upstreams("http")              # about the client, not the transport
+def test_claude_code_web_search_through_xai(daemon, fake, workspace):
+    """On a route whose model searches through xAI (`web_search: xai`, Responses API), Claude Code's
+    WebSearch request carries xAI's `web_search` tool, and the sources xAI's search found and cited
+    reach the main conversation."""
+    from .fake_search import CHANGES, responses_search
+    work, home = workspace
+
+    def responder(body: dict):
+        if "input" not in body:
+            return text_script("ok")
+        results = [i["output"] for i in body["input"] if i.get("type") == "function_call_output"]
+        if {"type": "web_search"} in body.get("tools", []):     # Claude Code's own search request
+            return responses_search("ccproxyd 2.0", [CHANGES], xai_usage=True)
+        if not results:
+            return renamed(responses_script(call=("ToolSearch", json.dumps({"query": "select:WebSearch"}))), "call_ts")
+        if len(results) == 1:
+            return renamed(responses_script(call=("WebSearch", json.dumps({"query": "ccproxyd 2.0"}))), "call_ws")
+        return responses_script(text=f"The model saw: {results[-1]}")
+
+    def renamed(script, call_id: str):
+        script.events = json.loads(json.dumps(script.events).replace('"call_r1"', json.dumps(call_id)))
+        return script
+
+    fake.responder = responder
+    output = run_claude(claude_binary(NEWEST), daemon, work, home, "--model", "claude-grok-search-1",
+                        prompt="Search the web for ccproxyd 2.0", tools="ToolSearch WebSearch")
+    assert CHANGES in output["result"] and "Changelog" in output["result"]
