@@ -85,6 +85,40 @@ def test_results_one_per_url_with_the_best_title():
     assert all(r["type"] == "web_search_result" and isinstance(r["encrypted_content"], str) for r in found)
 
 
+@pytest.mark.parametrize("block,expected", [
+    ({"type": "server_tool_use", "id": "s", "name": "web_search", "input": {"query": "q"}}, "\n[web search: q]\n"),
+    ({"type": "web_search_tool_result", "tool_use_id": "s", "content": [
+        {"type": "web_search_result", "url": "https://a", "title": "A", "encrypted_content": ""},
+        {"type": "web_search_result", "url": "https://b", "title": "", "encrypted_content": ""}]},
+     "[web search results:\n- A <https://a>\n- https://b <https://b>]\n"),
+    ({"type": "web_search_tool_result", "tool_use_id": "s",
+      "content": {"type": "web_search_tool_result_error", "error_code": "unavailable"}}, "[web search failed: unavailable]\n"),
+    ({"type": "web_fetch_tool_result", "tool_use_id": "s", "content": {"type": "web_fetch_result", "url": "https://a",
+      "content": {"type": "document", "title": "A", "source": {"type": "text", "media_type": "text/plain", "data": "page"}}}},
+     "[fetched https://a: A]\npage\n"),
+    ({"type": "tool_use", "id": "t", "name": "Read", "input": {}}, ""),
+])
+def test_search_blocks_in_history_become_text(block, expected):
+    assert citations.history_text(block) == expected
+
+
+def test_a_searched_turn_in_history_keeps_its_sources_for_the_model():
+    """An SDK client sends the searched answer back as history: the model upstream sees what was
+    searched and found, and the cited text whole (the space between two cited spans included)."""
+    from ccproxyd.translate.request import to_openai
+    turn = [{"type": "server_tool_use", "id": "s", "name": "web_search", "input": {"query": "q"}},
+            {"type": "web_search_tool_result", "tool_use_id": "s", "content": [
+                {"type": "web_search_result", "url": NOTES, "title": "Notes", "encrypted_content": ""}]},
+            {"type": "text", "text": FIRST, "citations": [{"type": "web_search_result_location", "url": NOTES,
+                                                           "title": "Notes", "cited_text": "x", "encrypted_index": "e"}]},
+            {"type": "text", "text": " "}, {"type": "text", "text": SECOND}]
+    body = {"model": "m", "max_tokens": 10, "messages": [*ASK, {"role": "assistant", "content": turn},
+                                                         {"role": "user", "content": "Which sources?"}]}
+    sent, _ = to_openai(body, model("none"))
+    assert sent["messages"][1] == {"role": "assistant", "content":
+                                   f"\n[web search: q]\n[web search results:\n- Notes <{NOTES}>]\n{TEXT}"}
+
+
 @pytest.mark.parametrize("tools,expected", [
     ([SEARCH], [{"type": "openrouter:web_search", "parameters": {"max_total_results": 40}}]),
     ([{"type": "web_search_20250305", "name": "web_search"}], [{"type": "openrouter:web_search"}]),

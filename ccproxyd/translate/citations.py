@@ -138,3 +138,27 @@ def text_events(index: int, text: str, cited: list[dict]) -> tuple[list[tuple[st
         out.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
         index += 1
     return out, index
+
+
+def history_text(block: dict) -> str:
+    """A search or fetch block of an earlier assistant turn, as text for a model that cannot take
+    Anthropic's blocks (PROTOCOL.md E18): what was searched or fetched and what came back, so
+    that a follow-up question about the sources can be answered.  '' for any other block."""
+    kind = block.get("type")
+    content = block.get("content")
+    if kind == "server_tool_use" and block.get("name") in ("web_search", "web_fetch"):
+        arguments = block.get("input") if isinstance(block.get("input"), dict) else {}
+        return f"\n[{block['name'].replace('_', ' ')}: {arguments.get('query') or arguments.get('url') or ''}]\n"
+    if kind == "web_search_tool_result":
+        if isinstance(content, list):
+            lines = [f"- {r.get('title') or r.get('url')} <{r.get('url')}>" for r in content if isinstance(r, dict)]
+            return "[web search results:\n" + "\n".join(lines) + "]\n"
+        return f"[web search failed: {(content or {}).get('error_code', 'error')}]\n"
+    if kind == "web_fetch_tool_result" and isinstance(content, dict):
+        if content.get("type") != "web_fetch_result":
+            return f"[web fetch failed: {content.get('error_code', 'error')}]\n"
+        document = content.get("content") if isinstance(content.get("content"), dict) else {}
+        source = document.get("source") if isinstance(document.get("source"), dict) else {}
+        data = source.get("data") if source.get("type") == "text" and isinstance(source.get("data"), str) else ""
+        return f"[fetched {content.get('url')}: {document.get('title') or ''}]\n{data}\n"
+    return ""
