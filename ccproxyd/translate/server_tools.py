@@ -112,8 +112,10 @@ def openrouter_tools(body: dict, model: Model) -> list[dict]:
 def responses_search(body: dict, model: Model) -> tuple[dict | None, int | None]:
     """The Responses API `web_search` tool (model `web_search: openai` or `xai`) for the request's
     Anthropic one, and its `max_uses` (the answer's `max_tool_calls`); (None, None) without one."""
+    if model.web_search not in ("openai", "xai"):
+        return None, None
     search = _definitions(body).get("web_search")
-    if search is None or model.web_search not in ("openai", "xai"):
+    if search is None:
         return None, None
     tool: dict = {"type": "web_search"}
     allowed, blocked = _domains(search, "allowed_domains"), _domains(search, "blocked_domains")
