@@ -61,6 +61,8 @@ def message_events(message: dict) -> list[tuple[str, dict]]:
         else:                                   # a server tool's result arrives whole in its start
             empty, delta = block, None
         events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": empty}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {
+            "type": "citations_delta", "citation": c}}) for c in (block.get("citations") or () if kind == "text" else ())]
         if delta is not None and (kind != "thinking" or block["thinking"]):
             events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
         if kind == "thinking":

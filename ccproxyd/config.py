@@ -54,6 +54,7 @@ class PriceTier:
     input: float                        # USD per 1M tokens
     output: float
     cached_input: float | None = None
+    web_search_per_1k: float | None = None   # USD per 1,000 web searches the provider ran
 
 
 @dataclass(frozen=True)
@@ -284,9 +285,14 @@ def _semantic_problems(data: dict, loc: _Located) -> None:
                         f"models.{name}.provider: unknown provider '{model['provider']}' "
                         f"(known: {', '.join(sorted(providers))})")
         _tier_problems(model.get("prices") or [], ("models", name, "prices"), loc)
-        if model.get("web_search") == "openai" and model.get("api") != "responses":
+        search = model.get("web_search")
+        if search in ("openai", "xai") and model.get("api") != "responses":
             loc.problem(loc.at(("models", name, "web_search")),
-                        f"models.{name}.web_search: openai searches through the Responses API: set api: responses")
+                        f"models.{name}.web_search: {search} searches through the Responses API: set api: responses")
+        if search == "openrouter" and model.get("api") == "responses":
+            loc.problem(loc.at(("models", name, "web_search")),
+                        f"models.{name}.web_search: openrouter searches through Chat Completions: "
+                        "leave api at chat_completions")
     for alias, target in (data.get("aliases") or {}).items():
         if target not in models:
             loc.problem(loc.at(("aliases", alias)), f"aliases.{alias}: unknown model '{target}' "
@@ -328,7 +334,8 @@ def _provider(name: str, raw: dict, path: str) -> Provider:
 
 def _tiers(raw: list | None) -> tuple[PriceTier, ...]:
     return tuple(PriceTier(up_to=t.get("up_to"), input=float(t["input"]), output=float(t["output"]),
-                           cached_input=t.get("cached_input")) for t in raw or [])
+                           cached_input=t.get("cached_input"), web_search_per_1k=t.get("web_search_per_1k"))
+                 for t in raw or [])
 
 
 def _model(name: str, raw: dict) -> Model:

@@ -78,6 +78,7 @@ class Record:
     output_tokens: int = 0
     cached_tokens: int = 0
     usage_estimated: bool = False         # counted by ccproxyd (o200k): the upstream reported none
+    web_searches: int = 0                 # the provider's own web searches (usage.server_tool_use)
     cost_usd: float | None = None
     savings_usd: float | None = None
 
@@ -107,8 +108,10 @@ class Record:
         self.input_tokens = usage.get("input_tokens", 0)
         self.output_tokens = usage.get("output_tokens", 0)
         self.cached_tokens = usage.get("cache_read_input_tokens", 0)
+        self.web_searches = pricing.searches(usage)
         self.cost_usd = pricing.cost(tiers, usage)
-        reference = pricing.cost(pricing.claude_reference(table, self.client_model or ""), usage)
+        reference = pricing.cost(pricing.claude_reference(table, self.client_model or ""), usage,
+                                 search_default=pricing.CLAUDE_WEB_SEARCH_PER_1K)
         if reference is not None and self.cost_usd is not None:
             self.savings_usd = round(reference - self.cost_usd, 6)
         if self.cost_usd is not None:
@@ -147,6 +150,9 @@ class Metrics:
         for kind, value in (("input", r.input_tokens), ("output", r.output_tokens), ("cached", r.cached_tokens)):
             if value:
                 self.inc("ccproxyd_tokens_total", (("kind", kind),), value, help="Tokens by kind")
+        if r.web_searches:
+            self.inc("ccproxyd_web_searches_total", (("provider", r.provider or ""),), r.web_searches,
+                     help="Web searches the providers ran for web_search server tools")
         if r.usage_estimated:
             self.inc("ccproxyd_estimated_usage_total", (("provider", r.provider or ""),),
                      help="Answers whose usage ccproxyd counted itself (the upstream reported none)")

@@ -26,6 +26,7 @@ from .routing import Decision, Target
 from .sse import SSEDecoder, encode
 from .translate import request as treq
 from .translate import server_tools
+from .translate.openrouter import CitingTranslator
 from .translate.response import accumulate
 from .translate.responses import ResponsesTranslator, to_responses
 from .translate.stream import StreamTranslator
@@ -132,7 +133,10 @@ TRANSLATORS = {"chat_completions": StreamTranslator, "responses": ResponsesTrans
 
 def upstream_request(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     """The upstream request body for `model`, in its API, and the tool-name map."""
-    return to_responses(body, model) if model.api == "responses" else treq.to_openai(body, model)
+    if model.api == "responses":
+        return to_responses(body, model)
+    chat, names = treq.to_openai(body, model)
+    return server_tools.with_openrouter(chat, names, body, model)       # OpenRouter's own search, if on
 
 
 def payload(body: dict, target: Target) -> Payload:
@@ -191,7 +195,10 @@ async def _open_answer(upstreams: Upstreams, guards: Guards, decision: Decision,
                 raise
             log.warning("target %s/%s failed: %s", provider.name, target.model.name, exc.message)
             continue
-        translator = TRANSLATORS[target.model.api](decision.requested, provider=provider.name,
+        kind = TRANSLATORS[target.model.api]
+        if server_tools.SEARCH_KEY in names or server_tools.FETCH_KEY in names:
+            kind = CitingTranslator                 # OpenRouter searches: translate.openrouter
+        translator = kind(decision.requested, provider=provider.name,
                                       upstream_model=target.model.upstream, tool_names=names,
                                       input_estimate=estimate, thinking=decision.thinking)
         return Answer(target, response, translator, raw, attempts, guards, upstreams, decision, request_id)

@@ -79,6 +79,20 @@ models:
     context_window: 400000
     max_output_tokens: 128000
     reasoning: true
+  or-search-mock:
+    provider: mock
+    upstream: or-search-up
+    web_search: openrouter
+    context_window: 128000
+    max_output_tokens: 16384
+    prices: [{{input: 1.0, output: 2.0, web_search_per_1k: 4.0}}]
+  grok-search-mock:
+    provider: mock
+    upstream: grok-search-up
+    api: responses
+    web_search: xai
+    context_window: 128000
+    max_output_tokens: 16384
   counted-mock:
     provider: mock
     upstream: counted-up
@@ -116,6 +130,10 @@ routes:
     model: reasoner-mock
   - match: "claude-responses*"
     model: gpt5-mock
+  - match: "claude-or-search*"
+    model: or-search-mock
+  - match: "claude-grok-search*"
+    model: grok-search-mock
   - match: "claude-fallback*"
     model: dead-model
     fallbacks: [gpt-mock]

@@ -42,7 +42,7 @@ def check_stream(events: list[tuple[str, dict]]) -> str:
         elif name == "content_block_delta":
             assert data["index"] == open_index, "delta for a block that is not open"
             dtype, kind = data["delta"]["type"], kinds[open_index]
-            allowed = {"text": {"text_delta"}, "thinking": {"thinking_delta", "signature_delta"},
+            allowed = {"text": {"text_delta", "citations_delta"}, "thinking": {"thinking_delta", "signature_delta"},
                        "tool_use": {"input_json_delta"}, "server_tool_use": {"input_json_delta"}}.get(kind, set())
             assert dtype in allowed, f"{dtype} in a {kind} block"
             if dtype == "text_delta":

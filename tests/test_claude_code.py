@@ -283,3 +283,63 @@ def test_ccproxyd_claude_starts_claude_code_at_the_daemon(daemon, fake, workspac
     down = subprocess.run(command, cwd=work, env=dict(env, CCPROXYD_PORT="1"), capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)
     assert down.returncode == 1 and down.stderr.count("\n") == 1 and "no daemon answers" in down.stderr
+
+
+@pytest.mark.upstreams("http")              # about the client, not the transport
+def test_claude_code_web_search_through_openrouter(daemon, fake, workspace):
+    """On a route whose model searches through OpenRouter (`web_search: openrouter`), Claude Code's
+    WebSearch request goes upstream with OpenRouter's `openrouter:web_search` server tool, and the
+    sources its answer cites (url_citation annotations) reach the main conversation as results."""
+    from .fake_search import NOTES, openrouter_stream
+    work, home = workspace
+
+    def responder(body: dict):
+        kinds = {t.get("type") for t in body.get("tools", [])}
+        names = {t["function"]["name"] for t in body.get("tools", []) if t.get("type") == "function"}
+        results = [m["content"] for m in body["messages"] if m["role"] == "tool"]
+        if "openrouter:web_search" in kinds:               # Claude Code's own search request
+            return openrouter_stream()
+        if "ToolSearch" not in names:
+            return text_script("ok")
+        if not results:
+            return tool_script("ToolSearch", json.dumps({"query": "select:WebSearch"}), call_id="call_search")
+        if len(results) == 1:
+            return tool_script("WebSearch", json.dumps({"query": "ccproxyd 2.0"}), call_id="call_web")
+        return text_script(f"The model saw: {results[-1]}")
+
+    fake.responder = responder
+    output = run_claude(claude_binary(NEWEST), daemon, work, home, "--model", "claude-or-search-1",
+                        prompt="Search the web for ccproxyd 2.0", tools="ToolSearch WebSearch")
+    assert NOTES in output["result"] and "Release notes" in output["result"]
+    assert [r for r in fake.requests if {"type": "openrouter:web_search", "parameters": {"max_total_results": 40}}
+            in r["body"].get("tools", [])]
+
+
+@pytest.mark.upstreams("http")              # about the client, not the transport
+def test_claude_code_web_search_through_xai(daemon, fake, workspace):
+    """On a route whose model searches through xAI (`web_search: xai`, Responses API), Claude Code's
+    WebSearch request carries xAI's `web_search` tool, and the sources xAI's search found and cited
+    reach the main conversation."""
+    from .fake_search import CHANGES, responses_search
+    work, home = workspace
+
+    def responder(body: dict):
+        if "input" not in body:
+            return text_script("ok")
+        results = [i["output"] for i in body["input"] if i.get("type") == "function_call_output"]
+        if {"type": "web_search"} in body.get("tools", []):     # Claude Code's own search request
+            return responses_search("ccproxyd 2.0", [CHANGES], xai_usage=True)
+        if not results:
+            return renamed(responses_script(call=("ToolSearch", json.dumps({"query": "select:WebSearch"}))), "call_ts")
+        if len(results) == 1:
+            return renamed(responses_script(call=("WebSearch", json.dumps({"query": "ccproxyd 2.0"}))), "call_ws")
+        return responses_script(text=f"The model saw: {results[-1]}")
+
+    def renamed(script, call_id: str):
+        script.events = json.loads(json.dumps(script.events).replace('"call_r1"', json.dumps(call_id)))
+        return script
+
+    fake.responder = responder
+    output = run_claude(claude_binary(NEWEST), daemon, work, home, "--model", "claude-grok-search-1",
+                        prompt="Search the web for ccproxyd 2.0", tools="ToolSearch WebSearch")
+    assert CHANGES in output["result"] and "Changelog" in output["result"]

@@ -13,7 +13,7 @@ import orjson
 
 from ..config import EFFORTS, Model
 from ..errors import InvalidRequest
-from . import signature
+from . import citations, signature
 
 _NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _NAME_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
@@ -146,7 +146,9 @@ def _tool_result(block: dict, model: Model) -> tuple[dict, list[dict]]:
 
 
 def _assistant_message(blocks: list, model: Model, names: dict[str, str]) -> dict:
-    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text" and str(b.get("text", "")).strip())
+    # cited text comes as several blocks (" " between two cited spans is one): joined as they are
+    text = "".join(str(b.get("text", "")) if b.get("type") == "text" else citations.history_text(b) for b in blocks)
+    text = text if text.strip() else ""
     calls = []
     for b in blocks:
         if b.get("type") == "tool_use":

@@ -29,6 +29,8 @@ def accumulate(events: list[tuple[str, dict]], cut: list[int] | None = None) -> 
                 block["text"] += delta["text"]
             elif kind == "thinking_delta":
                 block["thinking"] += delta["thinking"]
+            elif kind == "citations_delta":
+                block.setdefault("citations", []).append(delta["citation"])
             elif kind == "signature_delta":
                 block["signature"] = delta["signature"]
             elif kind == "input_json_delta":

@@ -5,7 +5,10 @@ there), then reshaped into Responses input items.  Reasoning items come back enc
 (`include: reasoning.encrypted_content`, `store: false`); each rides in the signature of the
 thinking block it produced and is handed back on the next turn, so GPT-5 keeps its reasoning
 across tool calls.  The stream translator reuses StreamTranslator's blocks, tool buffering, stop
-reasons and usage; only the upstream event grammar differs.
+reasons and usage; only the upstream event grammar differs.  The same API serves OpenAI's and
+xAI's own web search (`web_search: openai` / `xai`): a `web_search_call` item is held until the
+message that cites it is done, then both go out as Anthropic's search blocks and cited text
+(translate.citations).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from ..config import Model
 from ..errors import ApiError, from_stream_error
 from . import request as treq
 from . import signature
-from .server_tools import server_tool
+from . import citations, server_tools
 from .stream import StreamTranslator, _Tool
 
 _PART = {"text": "input_text", "image_url": "input_image", "file": "input_file"}
@@ -49,9 +52,13 @@ def to_responses(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
             reasoning["effort"] = chat["reasoning_effort"]
         out["reasoning"] = reasoning
         out["include"] = ["reasoning.encrypted_content"]
-    if model.web_search == "openai" and any(server_tool(t) == "web_search" for t in body.get("tools") or []):
-        out["tools"] = [*out.get("tools", ()), {"type": "web_search"}]        # OpenAI's own search
-        out["include"] = [*out.get("include", ()), "web_search_call.action.sources"]
+    search, max_uses = server_tools.responses_search(body, model)           # OpenAI's or xAI's own search
+    if search is not None:
+        out["tools"] = [*out.get("tools", ()), search]
+        if model.web_search == "openai":
+            out["include"] = [*out.get("include", ()), "web_search_call.action.sources"]
+        if max_uses:
+            out["max_tool_calls"] = max_uses
     fmt = chat.get("response_format")
     if fmt:
         spec = fmt.get("json_schema") or {}
@@ -100,6 +107,10 @@ class ResponsesTranslator(StreamTranslator):
         self.provider, self.upstream_model = provider, upstream_model
         self.plain_signature = self.signature
         self.summary_parts = 0                   # summary parts seen in the current reasoning item
+        self.searched = False                    # a web search ran: the text that follows is held
+        self.pending: list[tuple[str, str, list[dict]]] = []   # searches not yet sent: (id, query, sources)
+        self.message_text: list[str] = []
+        self.cited: list[dict] = []
 
     def feed(self, event: dict) -> list[tuple[str, dict]]:
         kind = event.get("type")
@@ -112,6 +123,8 @@ class ResponsesTranslator(StreamTranslator):
             self.summary_parts += 1
         elif kind in ("response.output_text.delta", "response.refusal.delta"):
             self._delta(out, "text", event.get("delta") or "")
+        elif kind == "response.output_text.annotation.added":
+            self._cite(event.get("annotation"))
         elif kind == "response.output_item.added":
             self._item_added(event.get("output_index", 0), event.get("item") or {})
         elif kind == "response.function_call_arguments.delta":
@@ -158,6 +171,10 @@ class ResponsesTranslator(StreamTranslator):
         if kind == "thinking":
             self._thinking(out, text)
             return
+        if self.searched:                    # held for its citations until the message is done
+            self.message_text.append(text)
+            self.output_parts.append(text)
+            return
         self._open(out, kind)
         key = "thinking" if kind == "thinking" else "text"
         out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
@@ -177,7 +194,17 @@ class ResponsesTranslator(StreamTranslator):
             if isinstance(item.get("arguments"), str):       # the whole arguments: trust them over fragments
                 self.tools[index].args = [item["arguments"]]
         elif kind == "web_search_call":
-            self._web_search(out, item)
+            self._web_search(item)
+        elif kind == "message" and self.searched:
+            for part in item.get("content") or ():
+                for annotation in part.get("annotations") or () if isinstance(part, dict) else ():
+                    self._cite(annotation)
+            if not self.message_text:                # a whole response: the text is in the item
+                self.message_text = [p.get("text") or "" for p in item.get("content") or () if isinstance(p, dict)]
+            self._flush_searches(out, self.cited)
+            events, self.next_index = citations.text_events(self.next_index, "".join(self.message_text), self.cited)
+            out += events
+            self.message_text, self.cited = [], []
         elif kind == "reasoning" and self.thinking != "none":
             # the thinking block (empty when no summary came) carries the item to the next turn
             self._open(out, "thinking")
@@ -185,27 +212,55 @@ class ResponsesTranslator(StreamTranslator):
             self._close(out)
             self.signature = self.plain_signature
 
-    def _web_search(self, out: list, item: dict) -> None:
-        """OpenAI's own web search, as Anthropic's: the server tool call and its results (each
-        source's URL; the Responses API gives no title or page age)."""
+    def _web_search(self, item: dict) -> None:
+        """OpenAI's or xAI's own search: held until the text that cites it (or any other block)
+        comes, so that its results carry the titles the citations give."""
         action = item.get("action") if isinstance(item.get("action"), dict) else {}
-        tool_id = "srvtoolu_" + "".join(c for c in str(item.get("id") or self.next_index) if c.isalnum() or c in "_-")
-        results = [{"type": "web_search_result", "url": s["url"], "title": s.get("title") or s["url"],
-                    "encrypted_content": "", "page_age": None}
-                   for s in action.get("sources") or () if isinstance(s, dict) and isinstance(s.get("url"), str)]
-        self._close(out)
-        index = self.next_index
-        self.next_index += 2
-        self.web_searches += 1
         query = action.get("query") if isinstance(action.get("query"), str) else ""
-        out += [("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
-                    "type": "server_tool_use", "id": tool_id, "name": "web_search", "input": {}}}),
-                ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {
-                    "type": "input_json_delta", "partial_json": orjson.dumps({"query": query}).decode()}}),
-                ("content_block_stop", {"type": "content_block_stop", "index": index}),
-                ("content_block_start", {"type": "content_block_start", "index": index + 1, "content_block": {
-                    "type": "web_search_tool_result", "tool_use_id": tool_id, "content": results}}),
-                ("content_block_stop", {"type": "content_block_stop", "index": index + 1})]
+        if not query and isinstance(item.get("arguments"), str):          # xAI's earlier form
+            try:
+                arguments = orjson.loads(item["arguments"])
+            except orjson.JSONDecodeError:
+                arguments = {}
+            query = arguments.get("query") if isinstance(arguments, dict) and isinstance(arguments.get("query"), str) else ""
+        sources = [{"url": s["url"], "title": s.get("title")} for s in action.get("sources") or ()
+                   if isinstance(s, dict) and isinstance(s.get("url"), str)]
+        self.pending.append((citations.tool_id(item.get("id")), query, sources))
+        self.searched = True
+        self.web_searches += 1
+
+    def _cite(self, annotation) -> None:
+        cited = citations.normalize(annotation)
+        if cited is not None and cited not in self.cited:
+            self.cited.append(cited)
+
+    def _flush_searches(self, out: list, cited: list[dict]) -> None:
+        """The held searches as Anthropic's blocks; a cited URL no search listed goes to the last."""
+        if not self.pending:
+            return
+        self._close(out)
+        listed = {source["url"] for _, _, sources in self.pending for source in sources}
+        pending, self.pending = self.pending, []
+        for number, (call_id, query, sources) in enumerate(pending):
+            urls = {source["url"] for source in sources}
+            mine = [c for c in cited if c["url"] in urls or (number == len(pending) - 1 and c["url"] not in listed)]
+            out += citations.search_events(self.next_index, call_id, query, citations.results(sources, mine))
+            self.next_index += 2
+
+    def _open(self, out: list, kind: str) -> None:
+        if self.pending and self.open_kind != kind:
+            self._flush_searches(out, [])
+        super()._open(out, kind)
+
+    def finish(self, saw_done: bool) -> list[tuple[str, dict]]:
+        out: list[tuple[str, dict]] = []
+        if saw_done or self.finish_reason is not None:
+            self._flush_searches(out, self.cited)
+            if self.message_text:                    # a message cut short: its text, uncited
+                events, self.next_index = citations.text_events(self.next_index, "".join(self.message_text), self.cited)
+                out += events
+                self.message_text = []
+        return out + super().finish(saw_done)
 
     def _completed(self, response: dict) -> None:
         if response.get("usage"):

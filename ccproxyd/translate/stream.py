@@ -145,7 +145,8 @@ class StreamTranslator:
         self.usage: dict | None = None
         self.output_parts: list[str] = []          # output text, joined and counted once at the end
         self.emitted_tool = False
-        self.web_searches = 0                      # the provider's own searches (Responses API)
+        self.web_searches = 0                      # the provider's own searches and fetches
+        self.web_fetches = 0
         self.closed = False
         self.final_usage: dict | None = None
         self.usage_estimated = False
@@ -224,8 +225,9 @@ class StreamTranslator:
             usage = {"input_tokens": self.input_estimate, "output_tokens": max(1, output),
                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
             self.usage_estimated = True
-        if self.web_searches:
-            usage = dict(usage, server_tool_use={"web_search_requests": self.web_searches, "web_fetch_requests": 0})
+        if self.web_searches or self.web_fetches:
+            usage = dict(usage, server_tool_use={"web_search_requests": self.web_searches,
+                                                 "web_fetch_requests": self.web_fetches})
         self.final_usage = usage
         out.append(("message_delta", {"type": "message_delta",
                                       "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": usage}))
