@@ -149,8 +149,9 @@ class Telemetry:
         if self.duration is not None:
             self.duration.record(latency, dict(common, **({"error.type": record.error_type} if record.error_type else {})))
             if record.cache != "hit":                       # tokens paid for; a hit paid none
-                if record.input_tokens:
-                    self.token_usage.record(record.input_tokens, dict(common, **{"gen_ai.token.type": "input"}))
+                if record.input_tokens or record.cached_tokens:
+                    self.token_usage.record(record.input_tokens + record.cached_tokens,
+                                            dict(common, **{"gen_ai.token.type": "input"}))
                 if record.output_tokens:
                     self.token_usage.record(record.output_tokens, dict(common, **{"gen_ai.token.type": "output"}))
             if record.stream and record.ttft_ms is not None:
@@ -160,7 +161,8 @@ class Telemetry:
         end = time.time_ns()
         attributes = dict(common)
         attributes.update({"gen_ai.request.stream": record.stream,
-                           "gen_ai.usage.input_tokens": record.input_tokens,
+                           # the conventions' input count includes the cached part; Anthropic's does not
+                           "gen_ai.usage.input_tokens": record.input_tokens + record.cached_tokens,
                            "gen_ai.usage.output_tokens": record.output_tokens,
                            "gen_ai.usage.cache_read.input_tokens": record.cached_tokens,
                            "ccproxyd.request_id": record.request_id, "ccproxyd.status": record.status,
