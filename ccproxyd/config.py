@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
-from . import credentials
+from . import credentials, yamlerrors
 from .errors import ConfigError, Problem
 from .resilience import BreakerPolicy, RetryPolicy
 
@@ -198,9 +198,8 @@ def _parse(text: str, path: str, env: Mapping[str, str]) -> tuple[Any, _Located]
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ConfigError([Problem(path, line, col, f"YAML syntax: {exc.problem or exc.context}")]) from None
+        line, col, message = yamlerrors.explain(text, exc)          # plain words, where the fix goes
+        raise ConfigError([Problem(path, line, col, message)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(path, 1, 1, f"YAML: {exc}")]) from None
     if node is None:

@@ -63,7 +63,7 @@ def test_bundled_table_catalogue_and_seed_variables():
 
 
 BROKEN = [
-    ("providers:\n  a: [\n", "x.yaml:3:1: YAML syntax"),
+    ("providers:\n  a: [\n", "x.yaml:2:6: the [ opened here is not closed: add ]"),
     (DESIGN_MINIMAL.replace("    api_key_env: MOCK_KEY\n", "    api_key_env: MOCK_KEY\n    headers: {Host: evil}\n"),
      "x.yaml:5:15: providers.mock.headers.Host: ccproxyd sets this header itself"),
     (DESIGN_MINIMAL.replace("    api_key_env: MOCK_KEY\n", "    api_key_env: MOCK_KEY\n    headers: {X-Title: \"a\\r\\nb\"}\n"),
