@@ -87,6 +87,8 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
         sys.exit(1)
     for warning in table.warnings:
         say(logging.WARNING, str(warning))
+    for note in table.notes:
+        say(logging.INFO, note)
     if not table.client_keys and host not in ("127.0.0.1", "localhost", "::1"):
         say(logging.WARNING, f"ccproxyd: warning: listening on {host} without client_keys: anyone who can reach "
                              f"port {port} can spend your provider credits")
@@ -180,6 +182,8 @@ def check(path: str) -> None:
         sys.exit(1)
     for warning in table.warnings:
         click.echo(str(warning))
+    for note in table.notes:
+        click.echo(note)
     click.echo(f"{path}: ok ({len(table.providers)} providers, {len(table.models)} models, "
                f"{len(table.routes)} routes, version {table.version})")
 

@@ -58,8 +58,8 @@ def test_bundled_table_catalogue_and_seed_variables():
     assert resolve(table, "claude-sonnet-4-5").primary.model.name == "o3"
     assert resolve(table, "claude-haiku-4-5").primary.model.name == "deepseek-chat"
     assert table.providers["openai"].base_url == "http://127.0.0.1:1/v1"
-    assert {w.message.split(":")[0] for w in table.warnings} == {
-        "providers.openai.api_key_env", "providers.openrouter.api_key_env", "providers.deepseek.api_key_env"}
+    assert {w.message.split(":")[0] for w in table.warnings} == {       # the providers the routes use
+        "providers.openai.api_key_env", "providers.deepseek.api_key_env"}
 
 
 BROKEN = [
