@@ -20,6 +20,7 @@ from .upstream import Upstreams
 log = logging.getLogger("ccproxyd")
 REQUEST_TIMEOUT = 60         # seconds a client may go silent while sending its request
 DRAIN_MARGIN = 3.0           # seconds past the drain deadline for the last error events to be sent
+TELEMETRY_FLUSH = 5.0        # seconds the last OpenTelemetry export may hold up the exit
 
 
 def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
@@ -116,7 +117,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
             app.ctx.threads.backend.close()
         if observe.telemetry is not None:       # the last spans and metric points leave now
             telemetry, observe.telemetry = observe.telemetry, None
-            await asyncio.get_running_loop().run_in_executor(None, telemetry.shutdown)
+            await telemetry.stop(TELEMETRY_FLUSH)
 
     return app
 

@@ -16,8 +16,11 @@ on the event loop.  No attribute carries a key, a header or a body: only names, 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -84,12 +87,17 @@ class Telemetry:
         check()
         traces, metrics = signals()
         resource = _resource()
+        sdk_log = logging.getLogger("opentelemetry")     # the SDK's export warnings, in ccproxyd's format
+        if not sdk_log.handlers:
+            for handler in logging.getLogger("ccproxyd").handlers:
+                sdk_log.addHandler(handler)
+            sdk_log.propagate = False
         self.tracer_provider = self.meter_provider = None
         self.tracer = None
         self.providers: dict[str, tuple] = {}      # name -> (gen_ai name, host, port, the base_url they came from)
         self.table = None                                                    # a callable: the live RouteTable
         if traces:
-            self.tracer_provider = TracerProvider(resource=resource)
+            self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)   # see shutdown
             self.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
             self.tracer = self.tracer_provider.get_tracer("ccproxyd", __version__)
         self.token_usage = self.duration = self.first_chunk = None
@@ -100,7 +108,7 @@ class Telemetry:
                           aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS)),
                      View(instrument_name="gen_ai.client.operation.time_to_first_chunk",
                           aggregation=ExplicitBucketHistogramAggregation(FIRST_CHUNK_BUCKETS))]
-            self.meter_provider = MeterProvider(resource=resource, views=views,
+            self.meter_provider = MeterProvider(resource=resource, views=views, shutdown_on_exit=False,
                                                 metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())])
             meter = self.meter_provider.get_meter("ccproxyd", __version__)
             self.token_usage = meter.create_histogram("gen_ai.client.token.usage", unit="{token}",
@@ -191,7 +199,25 @@ class Telemetry:
         span.end(end_time=end)
 
     def shutdown(self) -> None:
-        """Export what is pending and stop the export threads (blocking: call it off the loop)."""
+        """Export what is pending and stop the export threads (blocking)."""
         for provider in (self.tracer_provider, self.meter_provider):
             if provider is not None:
                 provider.shutdown()
+
+    async def stop(self, timeout: float) -> None:
+        """`shutdown` in a daemon thread, waited for at most `timeout` seconds: a receiver that is
+        down (the exporter retries for up to its own timeout) must not hold up the daemon's exit."""
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def run() -> None:
+            try:
+                self.shutdown()
+            finally:
+                with contextlib.suppress(RuntimeError):         # the loop closed: nobody waits
+                    loop.call_soon_threadsafe(done.set)
+        threading.Thread(target=run, name="otel-shutdown", daemon=True).start()
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("OpenTelemetry: the last export did not finish within %.0f s; dropped", timeout)
