@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from . import config
+from . import config, logformat
 from .errors import ConfigError, NotFound
 from .observe import setup_logging
 from .settings import Settings, default_cache_dir
@@ -59,7 +59,7 @@ LISTEN_BACKLOG = 1024
 @click.option("--log-level", default="INFO", show_default=True, envvar="CCPROXYD_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-format", default=Settings.log_format, show_default=True, envvar="CCPROXYD_LOG_FORMAT",
-              type=click.Choice(["text", "json"], case_sensitive=False),
+              type=click.Choice(logformat.FORMATS, case_sensitive=False),
               help="json: each log record is one JSON object on one line (the access line's fields at its top level).")
 @click.option("--log-bodies", is_flag=True, envvar="CCPROXYD_LOG_BODIES",
               help="Debug: log each request body (user ids and image/document data redacted).")
@@ -154,8 +154,8 @@ def _check_listen(host: str, port: int, say) -> None:
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             return
         reason = os.strerror(exc.errno)
-        say(logging.ERROR, f"ccproxyd: cannot listen on {host}:{port}: {reason}. Choose "
-                                      f"another port with --port or CCPROXYD_PORT, or stop the process that holds it.")
+        say(logging.ERROR, f"ccproxyd: cannot listen on {host}:{port}: {reason}. Choose another port with --port "
+                           f"or CCPROXYD_PORT, or stop the process that holds it.")
         sys.exit(1)
 
 
