@@ -27,11 +27,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The routing table `make run` serves and `make check` checks: ROUTES=config/ollama.yaml (a preset),
+# else $CCPROXYD_ROUTES, else routes.yaml.
+ROUTES ?=
+ROUTES_FILE = $(or $(ROUTES),$${CCPROXYD_ROUTES:-routes.yaml})
+
 run: $(VENV)/.installed
-	$(VENV)/bin/ccproxyd serve --routes $${CCPROXYD_ROUTES:-routes.yaml}
+	$(VENV)/bin/ccproxyd serve --routes $(ROUTES_FILE)
 
 check: $(VENV)/.installed
-	$(VENV)/bin/ccproxyd check routes.yaml
+	$(VENV)/bin/ccproxyd check $(ROUTES_FILE)
 
 claude-code: $(CLAUDE_STAMPS)
 

@@ -20,10 +20,11 @@ from .upstream import Upstreams
 log = logging.getLogger("ccproxyd")
 REQUEST_TIMEOUT = 60         # seconds a client may go silent while sending its request
 DRAIN_MARGIN = 3.0           # seconds past the drain deadline for the last error events to be sent
+TELEMETRY_FLUSH = 5.0        # seconds the last OpenTelemetry export may hold up the exit
 
 
 def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
-    observe.setup_logging(settings.log_level)
+    observe.setup_logging(settings.log_level, settings.log_format)
     app = Sanic(name)
     observe.scrub_handlers()                # Sanic's handlers exist now
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
@@ -66,6 +67,10 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
             write_snapshot(app, settings.metrics_dir)
         # Load the tokenizer off the event loop so the first count_tokens does not stall others.
         app.ctx.tokenizer = asyncio.get_running_loop().run_in_executor(None, tokens.encoding)
+        if observe.telemetry_wanted():          # OpenTelemetry: imported only when asked for
+            from . import otel
+            observe.telemetry = otel.Telemetry()
+            observe.telemetry.table = lambda: app.ctx.table
 
     @app.after_server_start
     async def ready(app: Sanic) -> None:
@@ -111,6 +116,9 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
             app.ctx.store.close()
         if app.ctx.threads is not None:
             app.ctx.threads.backend.close()
+        if observe.telemetry is not None:       # the last spans and metric points leave now
+            telemetry, observe.telemetry = observe.telemetry, None
+            await telemetry.stop(TELEMETRY_FLUSH)
 
     return app
 

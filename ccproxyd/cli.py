@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import multiprocessing
 import os
 import signal
@@ -10,10 +11,11 @@ import socket
 import sys
 import tempfile
 from functools import partial
+from urllib.parse import urlsplit
 
 import click
 
-from . import config
+from . import config, logformat
 from .errors import ConfigError, NotFound
 from .observe import setup_logging
 from .settings import Settings, default_cache_dir
@@ -56,6 +58,9 @@ LISTEN_BACKLOG = 1024
                    "[default: in each worker's memory].")
 @click.option("--log-level", default="INFO", show_default=True, envvar="CCPROXYD_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-format", default=Settings.log_format, show_default=True, envvar="CCPROXYD_LOG_FORMAT",
+              type=click.Choice(logformat.FORMATS, case_sensitive=False),
+              help="json: each log record is one JSON object on one line (the access line's fields at its top level).")
 @click.option("--log-bodies", is_flag=True, envvar="CCPROXYD_LOG_BODIES",
               help="Debug: log each request body (user ids and image/document data redacted).")
 @click.option("--ping-interval", default=10.0, show_default=True, type=float, envvar="CCPROXYD_PING_INTERVAL",
@@ -63,7 +68,8 @@ LISTEN_BACKLOG = 1024
 def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None, cache_size_mb: int,
           no_cache: bool, drain_timeout: float, orphan_grace: float, log_level: str, log_bodies: bool,
           ping_interval: float, thread_ttl: float = Settings.thread_ttl,
-          thread_store_mb: int = Settings.thread_store_size >> 20, thread_dir: str = "") -> None:
+          thread_store_mb: int = Settings.thread_store_size >> 20, thread_dir: str = "",
+          log_format: str = Settings.log_format) -> None:
     """Run the daemon."""
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
@@ -71,24 +77,30 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
     from .app import create_app
     from .connections import BoundedHttpProtocol
 
-    setup_logging(log_level.upper())
+    log_format = log_format.lower()
+    setup_logging(log_level.upper(), log_format)
+    say = partial(_say, log_format == "json")
     try:
         table = config.load_file(routes)
     except ConfigError as exc:
-        click.echo(f"ccproxyd: cannot start, the routing table is invalid:\n{exc}", err=True)
+        say(logging.ERROR, f"ccproxyd: cannot start, the routing table is invalid:\n{exc}")
         sys.exit(1)
     for warning in table.warnings:
-        click.echo(str(warning), err=True)
+        say(logging.WARNING, str(warning))
+    for note in table.notes:
+        say(logging.INFO, note)
     if not table.client_keys and host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"ccproxyd: warning: listening on {host} without client_keys: anyone who can reach "
-                   f"port {port} can spend your provider credits", err=True)
+        say(logging.WARNING, f"ccproxyd: warning: listening on {host} without client_keys: anyone who can reach "
+                             f"port {port} can spend your provider credits")
+    _check_telemetry(say)
     settings = Settings(routes=routes, host=host, port=port, workers=workers,
                         cache_dir="" if no_cache else (cache_dir or default_cache_dir()),
-                        cache_size=cache_size_mb * 1024 * 1024, log_level=log_level.upper(), log_bodies=log_bodies,
+                        cache_size=cache_size_mb * 1024 * 1024, log_level=log_level.upper(), log_format=log_format,
+                        log_bodies=log_bodies,
                         ping_interval=ping_interval, drain_timeout=drain_timeout, orphan_grace=orphan_grace,
                         thread_ttl=thread_ttl, thread_store_size=thread_store_mb << 20, thread_dir=thread_dir,
                         metrics_dir=tempfile.mkdtemp(prefix="ccproxyd-metrics-") if workers > 1 else "")
-    _check_listen(host, port)
+    _check_listen(host, port, say)
     loader = AppLoader(factory=partial(create_app, settings))
     app = loader.load()
     app.prepare(host=host, port=port, workers=workers, single_process=workers == 1,
@@ -100,7 +112,38 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
         Sanic.serve(primary=app, app_loader=loader)
 
 
-def _check_listen(host: str, port: int) -> None:
+def _say(json_lines: bool, level: int, text: str) -> None:
+    """A start-up line: as it is on standard error, or with --log-format json as a log record."""
+    if json_lines:
+        logging.getLogger("ccproxyd").log(level, "%s", text)
+    else:
+        click.echo(text, err=True)
+
+
+def _check_telemetry(say) -> None:
+    """With an OTLP endpoint set, the OpenTelemetry packages must be there and the settings usable."""
+    from . import observe
+
+    if not observe.telemetry_wanted():
+        return
+    try:
+        from . import otel
+        otel.check()
+    except ImportError as exc:
+        say(logging.ERROR, f"ccproxyd: cannot start: OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not "
+                           f"installed ({exc.name}): pip install 'ccproxyd[otel]', or unset the variable")
+        sys.exit(1)
+    except ConfigError as exc:
+        say(logging.ERROR, f"ccproxyd: cannot start: {exc.problems[0].message}")
+        sys.exit(1)
+    traces, metrics = otel.signals()
+    what = " and ".join(name for name, on in (("spans", traces), ("metrics", metrics)) if on) or "nothing"
+    endpoint = urlsplit(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""))
+    where = f"{endpoint.scheme}://{endpoint.hostname}:{endpoint.port or ''}" if endpoint.hostname else "per-signal endpoints"
+    say(logging.INFO, f"ccproxyd: OpenTelemetry: exporting {what} over OTLP/HTTP to {where.rstrip(':')}")
+
+
+def _check_listen(host: str, port: int, say) -> None:
     """Fail with one clear line, not a traceback from inside Sanic, when the address is taken
     or not ours to bind; anything else is left to Sanic."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -111,8 +154,8 @@ def _check_listen(host: str, port: int) -> None:
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             return
         reason = os.strerror(exc.errno)
-        click.echo(f"ccproxyd: cannot listen on {host}:{port}: {reason}. Choose another port with --port "
-                   f"or CCPROXYD_PORT, or stop the process that holds it.", err=True)
+        say(logging.ERROR, f"ccproxyd: cannot listen on {host}:{port}: {reason}. Choose another port with --port "
+                           f"or CCPROXYD_PORT, or stop the process that holds it.")
         sys.exit(1)
 
 
@@ -139,6 +182,8 @@ def check(path: str) -> None:
         sys.exit(1)
     for warning in table.warnings:
         click.echo(str(warning))
+    for note in table.notes:
+        click.echo(note)
     click.echo(f"{path}: ok ({len(table.providers)} providers, {len(table.models)} models, "
                f"{len(table.routes)} routes, version {table.version})")
 

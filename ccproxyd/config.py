@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
-from . import credentials
+from . import credentials, yamlerrors
 from .errors import ConfigError, Problem
 from .resilience import BreakerPolicy, RetryPolicy
 
@@ -111,6 +111,7 @@ class RouteTable:
     version: str = ""
     path: str = "<string>"
     warnings: tuple[Problem, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())     # plain remarks (providers no route uses), not problems
 
 
 # ---------------------------------------------------------------- YAML with positions
@@ -199,9 +200,8 @@ def _parse(text: str, path: str, env: Mapping[str, str]) -> tuple[Any, _Located]
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ConfigError([Problem(path, line, col, f"YAML syntax: {exc.problem or exc.context}")]) from None
+        line, col, message = yamlerrors.explain(text, exc)          # plain words, where the fix goes
+        raise ConfigError([Problem(path, line, col, message)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(path, 1, 1, f"YAML: {exc}")]) from None
     if node is None:
@@ -378,13 +378,18 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
     environment = os.environ if env is None else env
     names = {p["api_key_env"] for p in data["providers"].values() if p.get("api_key_env")}
     keys = {name: key for name in sorted(names) if (key := credentials.lookup(name, environment))}
+    used = _used_providers(data)
+    keyless = [n for n, p in data["providers"].items() if p.get("api_key_env") and p["api_key_env"] not in keys]
     warnings = tuple(
         Problem(path, *loc.at(("providers", n, "api_key_env")),
-                f"providers.{n}.api_key_env: variable {p['api_key_env']} is not set "
+                f"providers.{n}.api_key_env: variable {data['providers'][n]['api_key_env']} is not set "
                 "(nor a credential file of that name)", warning=True)
-        for n, p in data["providers"].items()
-        if p.get("api_key_env") and p["api_key_env"] not in keys
+        for n in keyless if n in used
     )
+    unused = sorted(n for n in keyless if n not in used)
+    notes = (f"{path}: note: no route uses provider{'s' * (len(unused) > 1)} {', '.join(unused)}, so "
+             f"{' and '.join(sorted({data['providers'][n]['api_key_env'] for n in unused}))} need not be set",
+             ) if unused else ()
     return RouteTable(
         providers=MappingProxyType({n: _provider(n, p, path) for n, p in data["providers"].items()}),
         models=MappingProxyType({n: _model(n, m) for n, m in data["models"].items()}),
@@ -399,7 +404,15 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
         version=version_of(text),
         path=path,
         warnings=warnings,
+        notes=notes,
     )
+
+
+def _used_providers(data: dict) -> set[str]:
+    """The providers some route, fallback or alias can send a request to."""
+    names = {m for r in data["routes"] for m in (r["model"], *r.get("fallbacks", ()))}
+    names |= set((data.get("aliases") or {}).values())
+    return {data["models"][m]["provider"] for m in names if m in data["models"]}
 
 
 def version_of(text: str) -> str:

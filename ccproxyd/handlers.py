@@ -60,6 +60,8 @@ async def _messages(request: Request):
     """Parse, route, then stream.  The parsed request (about three times its JSON size) is dropped
     as soon as the upstream call is under way, so an open stream holds only what it streams."""
     record = request.ctx.record = observe.Record(request.ctx.request_id, time.monotonic())
+    if observe.telemetry is not None:
+        record.carrier = request.headers                # the client's traceparent, for the span
     body = messages_shape.check_body(request.body)
     messages_shape.validate(body)
     raw = request.body

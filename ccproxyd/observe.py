@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import sys
 import time
@@ -10,22 +11,31 @@ from dataclasses import asdict, dataclass
 
 import orjson
 
-from . import pricing, redact
+from . import logformat, pricing, redact
 from .config import RouteTable
 
 access = logging.getLogger("ccproxyd.access")
 
 
-def setup_logging(level: str) -> None:
+_log_format = "text"            # "json": logformat.JsonFormatter on every handler (--log-format)
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
     """ccproxyd's log lines to stderr (the journal under systemd).  Called by `serve` and again in
     each worker process, which starts as a fresh interpreter.  Only the `ccproxyd` loggers get the
     handler: Sanic prints its own lines, and libraries stay at their WARNING default."""
+    global _log_format
+    _log_format = log_format
     logger = logging.getLogger("ccproxyd")
+    own = [h for h in logger.handlers if getattr(h, "ccproxyd", False)]
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.ccproxyd = True
         logger.addHandler(handler)
         logger.propagate = False
+        own = [handler]
+    for handler in own:
+        handler.setFormatter(Scrubbing(logformat.formatter(log_format)))
     logger.setLevel(level)
     scrub_handlers()
 
@@ -43,11 +53,16 @@ class Scrubbing(logging.Formatter):
 
 
 def scrub_handlers() -> None:
-    """Every handler of ccproxyd's, Sanic's and the root logger formats through `Scrubbing`."""
+    """Every handler of ccproxyd's, Sanic's and the root logger formats through `Scrubbing`; with
+    --log-format json, through the JSON formatter too, so that every line is one JSON object."""
+    json_lines = _log_format == "json"
     for name in ("ccproxyd", "sanic.root", "sanic.error", "sanic.access", "sanic.server", "sanic.websockets", ""):
         for handler in logging.getLogger(name).handlers:
-            if not isinstance(handler.formatter, Scrubbing):
-                handler.setFormatter(Scrubbing(handler.formatter))
+            current = handler.formatter
+            if json_lines and not (isinstance(current, Scrubbing) and isinstance(current.inner, logformat.JsonFormatter)):
+                handler.setFormatter(Scrubbing(logformat.JsonFormatter()))
+            elif not isinstance(current, Scrubbing):
+                handler.setFormatter(Scrubbing(current))
 
 
 def request_id() -> str:
@@ -81,6 +96,10 @@ class Record:
     web_searches: int = 0                 # the provider's own web searches (usage.server_tool_use)
     cost_usd: float | None = None
     savings_usd: float | None = None
+    finish_reason: str | None = None      # the upstream's own (stop, length, tool_calls, ...)
+    # Not a field (kept out of the log line): the request's headers, for the trace context of
+    # its OpenTelemetry span; set only while telemetry is on.
+    carrier = None
 
     def answered(self, answer, table: RouteTable) -> None:
         """Fill in who answered and what it cost, from a proxy.Answer (None: nobody answered)."""
@@ -91,6 +110,7 @@ class Record:
         self.attempts = answer.attempts
         self.fallback_used = target is not answer.decision.primary
         self.usage_estimated = answer.translator.usage_estimated
+        self.finish_reason = answer.translator.finish_reason
         self.usage(answer.translator.final_usage, table, target.model.prices)
 
     def failed(self, exc) -> None:
@@ -250,13 +270,27 @@ def log_body(request_id: str, body: dict) -> None:
     bodies.info("%s %s", request_id, orjson.dumps(redacted(body)).decode())
 
 
+# ccproxyd.otel.Telemetry of this process while OpenTelemetry export is on; None (the default) costs
+# the request path one test and loads nothing of opentelemetry.
+telemetry = None
+
+
+def telemetry_wanted() -> bool:
+    """OpenTelemetry export is on when an OTLP endpoint is set (and the SDK is not disabled)."""
+    env = os.environ
+    return (any(env.get(f"OTEL_EXPORTER_OTLP{signal}_ENDPOINT", "").strip() for signal in ("", "_TRACES", "_METRICS"))
+            and env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true")
+
+
 def emit(record: Record) -> None:
     latency = time.monotonic() - record.started
     METRICS.record(record, latency)
+    if telemetry is not None:
+        telemetry.record(record, latency)
     if not access.isEnabledFor(logging.INFO):
         return
     line = asdict(record)
     line["latency_ms"] = round(latency * 1000, 2)
     line["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     del line["started"], line["model"]
-    access.info("%s", orjson.dumps(line).decode())
+    access.info("%s", orjson.dumps(line).decode(), extra={"fields": line})   # fields: --log-format json

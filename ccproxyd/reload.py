@@ -77,12 +77,16 @@ class Reloader:
         except ConfigError as exc:
             return self._refuse(exc, version, reason)
         self.ctx.table = table                      # the one assignment a request may observe
+        self._last_rejected = None                  # the same broken edit again is refused (and said) again
         self.state.accepted += 1
         self.state.last_error = None
         self.state.loaded_at = time.time()
         log.info("routing table %s -> version %s (%s)", current.version, table.version, reason)
-        for warning in table.warnings:
-            log.warning("%s", warning)
+        known = {w.message for w in current.warnings}
+        fresh = [w for w in table.warnings if w.message not in known]      # each warning once, not at each edit
+        if fresh and self._first_to_say(f"warned-{self.state.accepted}-{table.version}"):
+            for warning in fresh:
+                log.warning("%s", warning)
         return True
 
     def _refuse(self, exc: ConfigError, version: str | None, reason: str) -> bool:
@@ -90,10 +94,26 @@ class Reloader:
         self.state.rejected += 1
         self.state.last_error = str(exc.problems[0])
         self.state.last_error_at = time.time()
-        for problem in exc.problems:
-            log.error("routing table refused (%s), still serving version %s: %s",
-                      reason, self.ctx.table.version, problem)
+        if version is None or self._first_to_say(f"refused-{self.state.accepted}-{version}"):
+            for problem in exc.problems:
+                log.error("routing table refused (%s), still serving version %s: %s",
+                          reason, self.ctx.table.version, problem)
         return False
+
+    def _first_to_say(self, what: str) -> bool:
+        """With several workers, each reloads the same file: the first to claim `what` (a marker
+        file in the shared metrics directory, named by the table version and the count of tables
+        accepted so far, which every worker shares) logs it, the others stay quiet."""
+        directory = getattr(getattr(self.ctx, "settings", None), "metrics_dir", "")
+        if not directory:
+            return True
+        try:
+            os.close(os.open(os.path.join(directory, what), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            return False
+        except OSError:
+            return True
+        return True
 
     async def reload_settled(self, reason: str, keys_changed: bool = False) -> bool:
         async with self._lock:

@@ -22,6 +22,7 @@ class Settings:
     cache_dir: str = ""                  # "" = no response cache
     cache_size: int = 1 << 30            # bytes; least recently stored entries are evicted past it
     log_level: str = "INFO"
+    log_format: str = "text"             # "json": one JSON object per log line (logformat.py)
     log_bodies: bool = False             # debug only: request bodies in the log, redacted
     ping_interval: float = 10.0          # seconds of upstream silence before an `event: ping`
     max_body_bytes: int = 32 * 1024 * 1024

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import statistics
 import subprocess
@@ -197,6 +198,45 @@ def https_rows_of(ca: Path, tls_port: int, proxy_url: str, pid: int):
     return rows, many
 
 
+def otel_cpu(routes: Path, body: bytes, n: int) -> tuple[float, float]:
+    """ccproxyd's CPU per streamed request (cache bypassed) without OpenTelemetry and with it on,
+    exporting spans and metrics to a local OTLP/HTTP sink: two fresh daemons, same flags, the
+    requests alternating between them so both see the same machine noise."""
+    sink = start([sys.executable, "-m", "tests.otlp_receiver"])
+    endpoint = f"http://127.0.0.1:{int(sink.stdout.readline())}"
+    plain = {k: "" for k in os.environ if k.startswith("OTEL_")}
+    daemons = {}
+    for label, env in (("off", plain), ("on", dict(plain, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint))):
+        port = free_port()
+        daemons[label] = (start([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port", str(port),
+                                 "--log-level", "WARNING", "--no-cache"], env={"BENCH_KEY": "bench", **env}),
+                          f"http://127.0.0.1:{port}")
+    try:
+        bypass = {"cache-control": "no-cache"}
+        with httpx2.Client(timeout=60) as client:
+            for process, url in daemons.values():
+                wait_ready(url + "/health")
+                timed(client, url + "/v1/messages", body, 50, bypass)                # warm-up
+            before = {label: cpu_seconds(process.pid) for label, (process, _) in daemons.items()}
+            for _ in range(n):
+                for _, url in daemons.values():
+                    timed(client, url + "/v1/messages", body, 1, bypass)
+            return tuple((cpu_seconds(process.pid) - before[label]) / n * 1000
+                         for label, (process, _) in daemons.items())
+    finally:
+        for process, _ in daemons.values():
+            process.terminate()
+            process.wait(10)
+        sink.terminate()
+        sink.wait(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def print_row(direct_label: str, label: str, direct: list[float], through: list[float], cpu_ms: float) -> None:
     d50, d99 = statistics.median(direct), pct(direct, 0.99)
     p50, p99 = statistics.median(through), pct(through, 0.99)
@@ -295,6 +335,9 @@ routes:
               f"{ceiling:.0f} requests/s against the fake upstream directly (the upstream's and the "
               f"load generator's own ceiling; the generator is Python httpx2 in one process)")
         print(f"ccproxyd RSS after the run: {rss_mb(proxy.pid):.0f} MB")
+        off, on = otel_cpu(routes, anthropic_body, N_SEQUENTIAL)
+        print(f"OpenTelemetry: ccproxyd CPU per streamed request (cache bypassed), export off {off:.2f} ms, "
+              f"on {on:.2f} ms (spans and metrics to a local OTLP/HTTP sink), added {on - off:.2f} ms")
         slow_dir = Path(tempfile.mkdtemp())
         current = f'"http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_KEY'
         for label, args, provider in (

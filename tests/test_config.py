@@ -58,12 +58,12 @@ def test_bundled_table_catalogue_and_seed_variables():
     assert resolve(table, "claude-sonnet-4-5").primary.model.name == "o3"
     assert resolve(table, "claude-haiku-4-5").primary.model.name == "deepseek-chat"
     assert table.providers["openai"].base_url == "http://127.0.0.1:1/v1"
-    assert {w.message.split(":")[0] for w in table.warnings} == {
-        "providers.openai.api_key_env", "providers.openrouter.api_key_env", "providers.deepseek.api_key_env"}
+    assert {w.message.split(":")[0] for w in table.warnings} == {       # the providers the routes use
+        "providers.openai.api_key_env", "providers.deepseek.api_key_env"}
 
 
 BROKEN = [
-    ("providers:\n  a: [\n", "x.yaml:3:1: YAML syntax"),
+    ("providers:\n  a: [\n", "x.yaml:2:6: the [ opened here is not closed: add ]"),
     (DESIGN_MINIMAL.replace("    api_key_env: MOCK_KEY\n", "    api_key_env: MOCK_KEY\n    headers: {Host: evil}\n"),
      "x.yaml:5:15: providers.mock.headers.Host: ccproxyd sets this header itself"),
     (DESIGN_MINIMAL.replace("    api_key_env: MOCK_KEY\n", "    api_key_env: MOCK_KEY\n    headers: {X-Title: \"a\\r\\nb\"}\n"),
