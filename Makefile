@@ -19,7 +19,7 @@ LLAMA_CPP_VERSION ?= 0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DGGML_BLAS=OFF -DGGML_OPENMP=OFF -DLLAVA_BUILD=OFF
 WHEELS := .cache/wheels
 
-.PHONY: run test bench check clean claude-code node-sdk llama-server
+.PHONY: run test bench check clean claude-code node-sdk llama-server os-packages
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,7 +68,21 @@ $(VENV)/.llama-server: $(VENV)/.installed $(WHEELS)/.llama-$(LLAMA_CPP_VERSION)
 	$(PY) -m pip install --quiet "$$(ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl)[server]"
 	touch $@
 
-test: $(VENV)/.installed $(VENV)/.llama-server $(CLAUDE_STAMPS) $(NODE_SDK_DIR)/.installed-$(NODE_SDK_VERSION)
+# Programs the tests run that come from the OS: a headless Chromium (the dashboard test) and
+# redis-server (team mode). Installed from Debian's packages when missing, in one apt-get call
+# (two at once would fight over dpkg's lock); with sudo when not root.
+OS_PROGRAMS := chromium:chromium redis-server:redis-server
+
+os-packages:
+	@missing=""; for pair in $(OS_PROGRAMS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  echo "installing from the OS packages:$$missing"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	  || { echo "could not install$$missing: install them with your package manager" >&2; exit 1; }; fi
+
+test: os-packages $(VENV)/.installed $(VENV)/.llama-server $(CLAUDE_STAMPS) $(NODE_SDK_DIR)/.installed-$(NODE_SDK_VERSION)
 	CCPROXYD_CLAUDE=$(abspath $(CLAUDE_DIR)) CCPROXYD_CLAUDE_VERSIONS="$(CLAUDE_VERSIONS)" \
 		CCPROXYD_NODE_SDK=$(abspath $(NODE_SDK_DIR)) $(PY) -m pytest
 
