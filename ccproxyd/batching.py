@@ -41,6 +41,15 @@ class BatchWriter:
         self._queue.put(item)
         return True
 
+    def flush(self, timeout: float) -> bool:
+        """Wait (blocking) until what was queued before this call is written; False on timeout.
+        The writer does not wait out its window for it."""
+        if self._thread is None or self.closed:
+            return True
+        marker = _Flush()
+        self._queue.put(marker)
+        return marker.wait(timeout)
+
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, then end the thread."""
         self.closed = True
@@ -54,16 +63,23 @@ class BatchWriter:
         while not stop:
             batch = [self._queue.get()]
             deadline = time.monotonic() + self.window
-            while len(batch) < self.limit and batch[-1] is not _STOP:
+            while len(batch) < self.limit and batch[-1] is not _STOP and not isinstance(batch[-1], _Flush):
                 try:
                     batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             stop = batch[-1] is _STOP
-            items = [item for item in batch if item is not _STOP]
-            if not items:
-                continue
+            items = [item for item in batch if item is not _STOP and not isinstance(item, _Flush)]
             try:
-                self.write(items)
+                if items:
+                    self.write(items)
             except Exception:                  # a bug in `write`: the thread must live on
                 log.exception("%s: a batch of %d could not be written", self.name, len(items))
+            finally:
+                for item in batch:
+                    if isinstance(item, _Flush):
+                        item.set()
+
+
+class _Flush(threading.Event):
+    """A queue item: set once everything queued before it is written."""

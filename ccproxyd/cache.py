@@ -308,6 +308,7 @@ class Flight:
         self.on_orphan = on_orphan
         self._orphan_timer: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
+        self._on_finish: list[Callable[[], None]] = []
 
     def join(self) -> None:
         self.clients += 1
@@ -332,6 +333,16 @@ class Flight:
     def finish(self, message: dict | None) -> None:
         self.message, self.done = message, True
         self._wake()
+        callbacks, self._on_finish = self._on_finish, []
+        for callback in callbacks:
+            callback()
+
+    def on_finish(self, callback: Callable[[], None]) -> None:
+        """Run `callback` when the call ends (now if it has)."""
+        if self.done:
+            callback()
+        else:
+            self._on_finish.append(callback)
 
     def _wake(self) -> None:
         self._changed.set()

@@ -179,7 +179,9 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or routes_path.with_suffix(".log")
         full_env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
-        full_env.update({"MOCK_KEY": CANARY, **(env or {})})
+        # the spend ledger in the test's own directory, never the user's ~/.local/state
+        full_env.update({"MOCK_KEY": CANARY, "XDG_STATE_HOME": str(routes_path.parent / "state"), **(env or {})})
+        full_env.pop("STATE_DIRECTORY", None)
         full_env.pop("CCPROXYD_TEST_UNSET_KEY", None)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
