@@ -21,7 +21,7 @@ import pytest
 from ccproxyd.ledger import FILENAME, Ledger
 
 from .conftest import Daemon
-from .fake_upstream import Gate, Script, chunk, text_script, usage
+from .fake_upstream import Gate, Script, chunk, text_script, tool_script, usage
 
 ROUTES = """
 providers:
@@ -39,6 +39,7 @@ models:
     max_output_tokens: 16384
     prices: [{{input: 0.1, output: 0.4}}]
 claude_prices:
+  opus: [{{input: 15.0, output: 75.0, cached_input: 1.5}}]
   sonnet: [{{input: 3.0, output: 15.0, cached_input: 0.3}}]
   haiku: [{{input: 1.0, output: 5.0, cached_input: 0.1}}]
 routes:
@@ -164,7 +165,8 @@ def test_a_leader_that_leaves_still_pays_when_its_call_ends(spender, fake):
 
 
 def test_spend_groups_by_each_key_and_filters_by_day(spender, fake):
-    fake.push(text_script("cheap", use=usage(100, 10)))
+    fake.push(text_script("cheap", use={"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110,
+                                        "completion_tokens_details": {"reasoning_tokens": 6}}))
     tag = f"t{time.time_ns()}"
     answer = httpx2.post(spender.url + "/v1/messages", json=question(False, "claude-haiku-4-5"), timeout=30,
                          headers={"x-claude-code-session-id": tag})
@@ -180,6 +182,7 @@ def test_spend_groups_by_each_key_and_filters_by_day(spender, fake):
     assert [row["key"] for row in spend(spender, by="client")["rows"]] == [None]     # no client keys
     one = spend(spender, by="session", session=tag)
     assert [r["key"] for r in one["rows"]] == [tag] and one["total"]["requests"] == 1
+    assert one["rows"][0]["reasoning_tokens"] == 6 and one["rows"][0]["output_tokens"] == 10
     assert one["rows"][0]["cost_usd"] == pytest.approx((100 * 0.1 + 10 * 0.4) / 1e6)
     assert one["rows"][0]["savings_usd"] == pytest.approx((100 * 1.0 + 10 * 5.0 - 100 * 0.1 - 10 * 0.4) / 1e6)
     assert spend(spender, by="day", since="2999-01-01")["rows"] == []
@@ -330,3 +333,61 @@ def test_a_ledger_damaged_while_open_is_set_aside_once_and_a_new_one_records(tmp
     assert (tmp_path / (FILENAME + ".damaged")).exists()
     assert sum("is damaged" in r.getMessage() for r in caplog.records) == 1
     ledger.close()
+
+
+def test_ccproxyd_claude_sets_the_status_line_by_settings_flag(spender, fake, tmp_path):
+    """`ccproxyd claude` gives Claude Code `--settings` with `ccproxyd statusline` as its status line
+    (the user's settings files untouched), unless the user passes --settings; the command it
+    sets answers for the session, in the environment Claude Code gives it."""
+    recorder = tmp_path / "claude"
+    recorder.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                        f"json.dump({{'argv': sys.argv[1:], 'token': os.environ.get('ANTHROPIC_AUTH_TOKEN')}}, "
+                        f"open({str(tmp_path / 'seen.json')!r}, 'w'))\n")
+    recorder.chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    launched = ccproxyd("claude", "--claude", str(recorder), "-p", "hi", CCPROXYD_PORT=str(spender.port), HOME=str(home))
+    assert launched.returncode == 0, launched.stderr
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["argv"][0] == "--settings" and seen["argv"][2:] == ["-p", "hi"]
+    status_line = json.loads(seen["argv"][1])["statusLine"]
+    assert status_line["type"] == "command" and list(home.iterdir()) == []
+    fake.push(priced_script())
+    tag = f"t{time.time_ns()}"
+    httpx2.post(spender.url + "/v1/messages", json=question(False), timeout=30, headers={"x-claude-code-session-id": tag})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CCPROXYD_"))}
+    shown = subprocess.run(status_line["command"], shell=True, input=status_json(tag), capture_output=True, text=True,
+                           env=dict(env, ANTHROPIC_AUTH_TOKEN=seen["token"]), timeout=60)
+    assert shown.stdout.startswith(f"ccproxyd · gpt-mock (mock) · ${COST:.4f}"), shown
+    own = ccproxyd("claude", "--claude", str(recorder), "--settings", "{}", CCPROXYD_PORT=str(spender.port))
+    assert own.returncode == 0 and json.loads((tmp_path / "seen.json").read_text())["argv"] == ["--settings", "{}"]
+
+
+def test_claude_code_run_then_statusline_shows_what_the_log_lines_cost(spender, fake, tmp_path):
+    """Acceptance: Claude Code through ccproxyd, then `ccproxyd statusline` with that run's session:
+    a non-zero cost, equal to the sum of the run's access log lines."""
+    from .test_claude_code import NEWEST, claude_binary, run_claude
+
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+
+    def responder(body: dict) -> Script:                # a tool turn: Write, then the final text
+        if any(m["role"] == "tool" for m in body["messages"]) or "Write" not in str(body.get("tools")):
+            return priced_script()
+        script = tool_script("Write", json.dumps({"file_path": str(work / "a.txt"), "content": "a\n"}))
+        script.events[-1] = chunk(choices=False, usage=usage(1000, 200, 400))
+        return script
+    fake.responder = responder
+    output = run_claude(claude_binary(NEWEST), spender, work, home, prompt="Write a.txt", tools="Write")
+    assert (work / "a.txt").read_text() == "a\n"
+    session = output["session_id"]
+    lines = [line for line in access_lines(spender).values() if line["session_id"] == session]
+    assert len(lines) >= 2 and all(line["status"] == 200 for line in lines)
+    logged = sum(line["cost_usd"] for line in lines)
+    assert logged > 0
+    ledger = spend(spender, by="session", session=session)["rows"][0]
+    assert ledger["cost_usd"] == pytest.approx(logged, abs=1e-9) and ledger["requests"] == len(lines)
+    shown = ccproxyd("statusline", stdin=status_json(session, output.get("model", "claude-sonnet-4-5")),
+                     CCPROXYD_PORT=str(spender.port)).stdout
+    assert shown.split(" · ")[2] == f"${logged:.4f}" and " vs Claude" in shown, shown
