@@ -18,7 +18,6 @@ Queries (`spend`) open their own read connection: call them off the event loop.
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import logging
 import os
 import sqlite3
@@ -72,12 +71,10 @@ def _connect(path: str) -> sqlite3.Connection:
     return connection
 
 
-def _is_full(exc: BaseException) -> bool:
-    return getattr(exc, "errno", None) == errno.ENOSPC or "full" in str(exc).lower()
-
-
-def _is_busy(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
+def _is_damage(exc: BaseException) -> bool:
+    """The file itself is bad ("file is not a database", "database disk image is malformed"), as
+    opposed to a lock held too long, a full disk or a directory that cannot be written."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
 
 
 class Ledger:
@@ -90,9 +87,11 @@ class Ledger:
         self._failed_at: float | None = None
         self._last_try = 0.0
         self._pruned_at = 0.0
+        self._open_error: BaseException | None = None
+        self._dropping = False                 # rows are being dropped (logged once until one is written)
         self._lock = threading.Lock()
         self._writer = BatchWriter("ccproxyd-ledger-writer", self._write, WRITE_WINDOW, WRITE_BATCH)
-        if not self._open():
+        if not self._open() and _is_damage(self._open_error):
             self._set_aside()
             self._open()
 
@@ -111,6 +110,7 @@ class Ledger:
             connection.execute("SELECT count(*) FROM spend WHERE day = ''").fetchone()
             st = os.stat(self.path)
         except (OSError, sqlite3.Error) as exc:
+            self._open_error = exc
             self._failing(f"spend ledger: cannot open {self.path} ({type(exc).__name__}: {exc}); "
                           "requests are served but not recorded")
             return False
@@ -203,11 +203,13 @@ class Ledger:
                     self.connection.execute("BEGIN IMMEDIATE")
                     self.connection.executemany(INSERT, rows)
             except (OSError, sqlite3.Error) as exc:
-                if _is_full(exc) or _is_busy(exc):
-                    log.warning("spend ledger: %d row(s) not recorded in %s: %s", len(rows), self.path, exc)
-                else:
+                if _is_damage(exc):
                     self._damaged(exc)
+                elif not self._dropping:        # busy past the timeout, a full disk, a read-only file
+                    log.warning("spend ledger: rows not recorded in %s: %s", self.path, exc)
+                self._dropping = True
                 return
+            self._dropping = False
             if time.time() - self._pruned_at >= PRUNE_EVERY:
                 self._prune()
 
@@ -222,7 +224,7 @@ class Ledger:
             finally:
                 probe.close()
         except sqlite3.Error as exc:
-            if not _is_busy(exc):
+            if _is_damage(exc):
                 self._damaged(exc)
 
     def _prune(self) -> None:
@@ -261,7 +263,7 @@ class Ledger:
         try:
             totals, models = self._read(GROUPS[by], where, args)
         except sqlite3.DatabaseError as exc:
-            if not _is_busy(exc):
+            if _is_damage(exc):
                 self._writer.put(_CHECK)        # the writer confirms it and sets the file aside
             raise
         by_key: dict = {}

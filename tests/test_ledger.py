@@ -391,3 +391,27 @@ def test_claude_code_run_then_statusline_shows_what_the_log_lines_cost(spender, 
     shown = ccproxyd("statusline", stdin=status_json(session, output.get("model", "claude-sonnet-4-5")),
                      CCPROXYD_PORT=str(spender.port)).stdout
     assert shown.split(" · ")[2] == f"${logged:.4f}" and " vs Claude" in shown, shown
+
+
+def test_two_writers_on_one_file_lose_no_row(tmp_path):
+    """Several workers share the ledger: each has its own writer; WAL and the busy timeout make
+    them take turns instead of dropping rows."""
+    import threading
+
+    ledgers = [Ledger(str(tmp_path), days=0) for _ in range(2)]
+
+    def write(ledger: Ledger, name: str) -> None:
+        for i in range(400):
+            ledger.add(_row(TODAY, name, 0.001))
+            if i % 50 == 0:
+                ledger._writer.flush(5)                  # many small transactions, interleaved
+    threads = [threading.Thread(target=write, args=(ledger, f"w{i}")) for i, ledger in enumerate(ledgers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ledgers[1]._writer.flush(5)                            # a query waits only for its own worker's queue
+    rows = {r["key"]: r["requests"] for r in ledgers[0].spend("session", TODAY)["rows"]}
+    assert rows == {"w0": 400, "w1": 400}
+    for ledger in ledgers:
+        ledger.close()
