@@ -335,7 +335,10 @@ class Flight:
         self._wake()
         callbacks, self._on_finish = self._on_finish, []
         for callback in callbacks:
-            callback()
+            try:
+                callback()
+            except Exception:                   # a log line's bug must not stop the answer's storing
+                log.exception("a callback at the end of an upstream call failed")
 
     def on_finish(self, callback: Callable[[], None]) -> None:
         """Run `callback` when the call ends (now if it has)."""

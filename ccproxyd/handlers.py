@@ -318,14 +318,16 @@ async def health(request: Request):
                           "reload": {"accepted": state.accepted, "rejected": state.rejected,
                                      "last_error": state.last_error},
                           "providers": request.app.ctx.guards.snapshot(),
-                          "cache": _cache_state(request.app.ctx.store),
+                          "cache": _store_state(request.app.ctx.store),
+                          "ledger": _store_state(request.app.ctx.ledger, "path"),
                           "threads": request.app.ctx.threads.stats() if request.app.ctx.threads else {"state": "off"}})
 
 
-def _cache_state(store) -> dict:
+def _store_state(store, where: str = "directory") -> dict:
+    """The response cache's or the spend ledger's state: off, up, or down (cannot be used now)."""
     if store is None:
         return {"state": "off"}
-    return {"state": "up" if store.available else "down", "directory": store.directory}
+    return {"state": "up" if store.available else "down", where: getattr(store, where)}
 
 
 BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}

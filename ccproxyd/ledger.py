@@ -91,13 +91,20 @@ class Ledger:
         self._dropping = False                 # rows are being dropped (logged once until one is written)
         self._lock = threading.Lock()
         self._writer = BatchWriter("ccproxyd-ledger-writer", self._write, WRITE_WINDOW, WRITE_BATCH)
-        if not self._open() and _is_damage(self._open_error):
-            self._set_aside()
-            self._open()
+        self._open_or_rebuild()
 
     @property
     def available(self) -> bool:
         return self.connection is not None
+
+    def _open_or_rebuild(self) -> bool:
+        """Open the ledger; a file that is not a database is set aside and a new one started."""
+        if self._open():
+            return True
+        if not _is_damage(self._open_error):
+            return False
+        self._set_aside()
+        return self._open()
 
     # ------------------------------------------------------------ health
 
@@ -196,7 +203,8 @@ class Ledger:
                 self._check()
             if not rows:
                 return
-            if self.connection is None and (time.monotonic() - self._last_try < REOPEN_SECONDS or not self._open()):
+            if self.connection is None and (time.monotonic() - self._last_try < REOPEN_SECONDS
+                                            or not self._open_or_rebuild()):
                 return                         # the ledger is down: these rows are lost, serving is not
             try:
                 with self.connection:

@@ -281,6 +281,8 @@ def test_the_ledger_survives_a_restart_and_client_keys_guard_it(upstream, fake, 
                                  headers={"x-api-key": keys["TEAM_B_KEY"], "x-claude-code-session-id": "s-keys"})
             assert answer.status_code == 200
             assert httpx2.get(daemon.url + "/spend", timeout=10).status_code == 401
+            health = httpx2.get(daemon.url + "/health", timeout=10).json()
+            assert health["ledger"] == {"state": "up", "path": str(ledger_dir / FILENAME)}
             rows = httpx2.get(daemon.url + "/spend?by=client", headers={"x-api-key": keys["TEAM_A_KEY"]},
                               timeout=10).json()["rows"]
             assert [(r["key"], r["requests"]) for r in rows] == [("TEAM_B_KEY", attempt + 1)]   # the name, never the key
