@@ -417,3 +417,20 @@ def test_two_writers_on_one_file_lose_no_row(tmp_path):
     assert rows == {"w0": 400, "w1": 400}
     for ledger in ledgers:
         ledger.close()
+
+
+def test_without_the_ledger_spend_says_so_and_serving_goes_on(upstream, fake, tmp_path):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES.format(url=upstream.url))
+    daemon = Daemon(routes, extra_args=("--no-cache", "--no-ledger"))
+    try:
+        fake.push(priced_script())
+        assert httpx2.post(daemon.url + "/v1/messages", json=question(False), timeout=30).status_code == 200
+        off = httpx2.get(daemon.url + "/spend", timeout=10)
+        assert off.status_code == 404 and "--no-ledger" in off.json()["error"]["message"]
+        assert httpx2.get(daemon.url + "/health", timeout=10).json()["ledger"] == {"state": "off"}
+        shown = ccproxyd("statusline", stdin=status_json("s"), CCPROXYD_PORT=str(daemon.port))
+        assert shown.returncode == 0 and shown.stdout.count("\n") == 1 and "--no-ledger" in shown.stdout
+    finally:
+        daemon.stop()
+    assert not list((tmp_path).rglob(FILENAME))
