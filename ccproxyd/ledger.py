@@ -29,7 +29,7 @@ from .batching import BatchWriter
 log = logging.getLogger("ccproxyd.ledger")
 FILENAME = "ledger.db"
 BUSY_MS = 5000               # a writer waits this long for another worker's transaction
-WRITE_WINDOW = 0.2           # seconds the writer waits for more rows to commit together
+WRITE_WINDOW = 0.05          # seconds the writer waits for more rows to commit together
 WRITE_BATCH = 256
 PRUNE_EVERY = 3600.0         # seconds between deletions of rows past the retention limit
 FLUSH_WAIT = 1.0             # seconds a query waits for the rows queued before it
@@ -68,6 +68,7 @@ def row_of(record) -> tuple | None:
 def _connect(path: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
     connection.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+    connection.execute("PRAGMA synchronous=NORMAL")     # WAL: a commit does not wait for fsync
     return connection
 
 

@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
         print("usage: ccproxyd statusline [--url URL]  (reads Claude Code's status JSON on stdin)")
         return 0
     try:
-        status = json.loads(sys.stdin.read() or "{}")
+        status = json.loads("{}" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read() or "{}")
     except ValueError:
         status = {}
     if not isinstance(status, dict):
