@@ -37,7 +37,7 @@ REOPEN_SECONDS = 30.0        # between attempts while the ledger cannot be opene
 
 COLUMNS = ("ts", "day", "session", "client", "route", "provider", "model", "requested", "cache",
            "cost", "savings", "claude_price", "input", "cached_input", "output", "reasoning")
-SCHEMA = f"""
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (
   ts REAL NOT NULL, day TEXT NOT NULL, session TEXT, client TEXT, route TEXT, provider TEXT,
   model TEXT, requested TEXT, cache TEXT, cost REAL, savings REAL, claude_price REAL,
@@ -110,6 +110,7 @@ class Ledger:
     # ------------------------------------------------------------ health
 
     def _open(self) -> bool:
+        connection = None
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             connection = _connect(self.path)
@@ -118,6 +119,8 @@ class Ledger:
             connection.execute("SELECT count(*) FROM spend WHERE day = ''").fetchone()
             st = os.stat(self.path)
         except (OSError, sqlite3.Error) as exc:
+            if connection is not None:
+                connection.close()
             self._open_error = exc
             self._failing(f"spend ledger: cannot open {self.path} ({type(exc).__name__}: {exc}); "
                           "requests are served but not recorded")
