@@ -1,3 +1,18 @@
-from .cli import main
+"""`python -m ccproxyd` and the `ccproxyd` command.  `statusline` is answered before the command
+line framework loads: Claude Code runs it after every message and wants it within 300 ms."""
 
-main()
+import sys
+
+
+def entry() -> None:
+    if sys.argv[1:2] == ["statusline"]:
+        from .statusline import main as statusline
+
+        sys.exit(statusline(sys.argv[2:]))
+    from .cli import main
+
+    main()
+
+
+if __name__ == "__main__":
+    entry()

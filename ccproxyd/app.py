@@ -12,6 +12,7 @@ from sanic import Sanic
 
 from . import config, connections, handlers, notify, observe, proxy, threads, tokens, ui
 from .cache import Store
+from .ledger import Ledger
 from .reload import Reloader
 from .resilience import Guards
 from .settings import Settings
@@ -51,6 +52,10 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         app.ctx.store = (await loop.run_in_executor(None, Store, settings.cache_dir, settings.cache_size)
                          if settings.cache_dir else None)
         app.ctx.flights = {}
+        app.ctx.ledger = (await loop.run_in_executor(None, Ledger, settings.ledger_dir, settings.ledger_days)
+                          if settings.ledger_dir else None)
+        if app.ctx.ledger is not None:
+            observe.SINKS.append(app.ctx.ledger.record)
         app.ctx.threads = (threads.Threads(await loop.run_in_executor(None, threads.backend_for, settings),
                                            settings.thread_ttl, settings.thread_store_size // 8)
                            if settings.thread_ttl > 0 else None)
@@ -114,6 +119,9 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         await app.ctx.upstreams.close()
         if app.ctx.store is not None:
             app.ctx.store.close()
+        if app.ctx.ledger is not None:          # after the leads: their rows are queued by now
+            observe.SINKS.remove(app.ctx.ledger.record)
+            await asyncio.get_running_loop().run_in_executor(None, app.ctx.ledger.close)
         if app.ctx.threads is not None:
             app.ctx.threads.backend.close()
         if observe.telemetry is not None:       # the last spans and metric points leave now

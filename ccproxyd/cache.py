@@ -13,7 +13,6 @@ import errno
 import hashlib
 import logging
 import os
-import queue
 import shutil
 import sqlite3
 import threading
@@ -23,6 +22,7 @@ from typing import Callable
 import diskcache
 import orjson
 
+from .batching import BatchWriter
 from .translate.stream import message_id
 
 KEY_VERSION = b"ccpx-cache-1"
@@ -110,9 +110,7 @@ class Store:
         self._inode: tuple[int, int] | None = None   # of the cache.db this process opened
         self._failed_at: float | None = None   # start of the current outage; None = healthy
         self._lock = threading.Lock()           # one rebuild at a time
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._closed = False
+        self._writer = BatchWriter("ccproxyd-cache-writer", self._write_batch, WRITE_WINDOW, WRITE_BATCH)
         self._last_try = 0.0
         self._full_logged = False
         self._aside_tried = False              # in this outage: a failure to set aside is logged once
@@ -159,8 +157,7 @@ class Store:
         self.cache = None
         self._failing(f"response cache: {self.directory} is damaged ({type(exc).__name__}: {exc}); "
                       "answering as misses and rebuilding it")
-        self._queue.put(_REBUILD)
-        self._start_writer()
+        self._writer.put(_REBUILD)
 
     def _rebuild(self) -> None:
         """Set the damaged files aside (unless another process already did and made a new store)
@@ -215,10 +212,9 @@ class Store:
 
     def _retry_later(self) -> None:
         """While the store is down, ask the writer thread to try it again, now and then."""
-        if self._failed_at is not None and time.monotonic() - self._last_try >= REOPEN_SECONDS and not self._closed:
+        if self._failed_at is not None and time.monotonic() - self._last_try >= REOPEN_SECONDS:
             self._last_try = time.monotonic()
-            self._queue.put(_REBUILD)
-            self._start_writer()
+            self._writer.put(_REBUILD)
 
     def put(self, key: str, message: dict, ttl: float) -> None:
         self.put_many([(key, message, ttl)])
@@ -249,44 +245,26 @@ class Store:
     def put_later(self, key: str, message: dict, ttl: float, done: Callable[[], None]) -> None:
         """Queue a write for the writer thread; `done()` runs on that thread once it is over,
         stored or not (a full or broken disk is logged, never raised)."""
-        if self._closed:
+        if not self._writer.put((key, message, ttl, done)):
             log.warning("response cache: %s is closed; an answer finished during shutdown is not stored",
                         self.directory)
             done()
-            return
-        self._start_writer()
-        self._queue.put((key, message, ttl, done))
 
-    def _start_writer(self) -> None:
-        if self._writer is None and not self._closed:
-            self._writer = threading.Thread(target=self._write_queued, name="ccproxyd-cache-writer", daemon=True)
-            self._writer.start()
-
-    def _write_queued(self) -> None:
-        """Writes whatever queued up within WRITE_WINDOW of the first entry, in one transaction:
-        a commit costs as much as several inserts."""
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            deadline = time.monotonic() + WRITE_WINDOW
-            while len(batch) < WRITE_BATCH and batch[-1] is not None:
-                try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            stop = batch[-1] is None
-            if _REBUILD in batch:
-                self._rebuild()
-            writes = [item for item in batch if item is not None and item is not _REBUILD]
+    def _write_batch(self, batch: list) -> None:
+        """On the writer thread: a rebuild if one was asked for, then the answers in one transaction;
+        each answer's `done()` runs whatever happened to it."""
+        if _REBUILD in batch:
+            self._rebuild()
+        writes = [item for item in batch if item is not _REBUILD]
+        try:
+            self.put_many([(key, message, ttl) for key, message, ttl, _ in writes])
+        except Exception as exc:
+            log.warning("response cache: cannot store %d answer(s) in %s: %s", len(writes), self.directory, exc)
+        for *_, done in writes:
             try:
-                self.put_many([(key, message, ttl) for key, message, ttl, _ in writes])
-            except Exception as exc:
-                log.warning("response cache: cannot store %d answer(s) in %s: %s", len(writes), self.directory, exc)
-            for *_, done in writes:
-                try:
-                    done()
-                except Exception:               # the loop that asked may be gone at shutdown
-                    pass
+                done()
+            except Exception:               # the loop that asked may be gone at shutdown
+                pass
 
     def stats(self) -> dict:
         """Entries and bytes (reads the database: call it off the event loop)."""
@@ -305,11 +283,7 @@ class Store:
 
     def close(self) -> None:
         """Finish the queued writes, then close the database."""
-        self._closed = True
-        if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join(timeout=30)
-            self._writer = None
+        self._writer.close()
         if self.cache is not None:
             with contextlib.suppress(Exception):
                 self.cache.close()
@@ -336,6 +310,7 @@ class Flight:
         self.on_orphan = on_orphan
         self._orphan_timer: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
+        self._on_finish: list[Callable[[], None]] = []
 
     def join(self) -> None:
         self.clients += 1
@@ -360,6 +335,19 @@ class Flight:
     def finish(self, message: dict | None) -> None:
         self.message, self.done = message, True
         self._wake()
+        callbacks, self._on_finish = self._on_finish, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:                   # a log line's bug must not stop the answer's storing
+                log.exception("a callback at the end of an upstream call failed")
+
+    def on_finish(self, callback: Callable[[], None]) -> None:
+        """Run `callback` when the call ends (now if it has)."""
+        if self.done:
+            callback()
+        else:
+            self._on_finish.append(callback)
 
     def _wake(self) -> None:
         self._changed.set()

@@ -18,7 +18,7 @@ import click
 from . import config, logformat
 from .errors import ConfigError, NotFound
 from .observe import setup_logging
-from .settings import Settings, default_cache_dir
+from .settings import Settings, default_cache_dir, default_state_dir
 
 
 @click.group()
@@ -56,6 +56,11 @@ LISTEN_BACKLOG = 1024
 @click.option("--thread-dir", default="", envvar="CCPROXYD_THREAD_DIR",
               help="Keep message threads on disk here, shared by every worker and kept across restarts "
                    "[default: in each worker's memory].")
+@click.option("--ledger-dir", default=None, envvar="CCPROXYD_LEDGER_DIR",
+              help="Where the spend ledger (ledger.db) is kept [default: $STATE_DIRECTORY or ~/.local/state/ccproxyd].")
+@click.option("--no-ledger", is_flag=True, envvar="CCPROXYD_NO_LEDGER", help="Do not record spend (no /spend, no status line figures).")
+@click.option("--ledger-days", default=Settings.ledger_days, show_default=True, type=click.IntRange(0),
+              envvar="CCPROXYD_LEDGER_DAYS", help="Days of spend the ledger keeps; 0 keeps everything.")
 @click.option("--log-level", default="INFO", show_default=True, envvar="CCPROXYD_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-format", default=Settings.log_format, show_default=True, envvar="CCPROXYD_LOG_FORMAT",
@@ -69,7 +74,8 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
           no_cache: bool, drain_timeout: float, orphan_grace: float, log_level: str, log_bodies: bool,
           ping_interval: float, thread_ttl: float = Settings.thread_ttl,
           thread_store_mb: int = Settings.thread_store_size >> 20, thread_dir: str = "",
-          log_format: str = Settings.log_format) -> None:
+          log_format: str = Settings.log_format,
+          ledger_dir: str | None = None, no_ledger: bool = False, ledger_days: int = Settings.ledger_days) -> None:
     """Run the daemon."""
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
@@ -99,6 +105,7 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
                         log_bodies=log_bodies,
                         ping_interval=ping_interval, drain_timeout=drain_timeout, orphan_grace=orphan_grace,
                         thread_ttl=thread_ttl, thread_store_size=thread_store_mb << 20, thread_dir=thread_dir,
+                        ledger_dir="" if no_ledger else (ledger_dir or default_state_dir()), ledger_days=ledger_days,
                         metrics_dir=tempfile.mkdtemp(prefix="ccproxyd-metrics-") if workers > 1 else "")
     _check_listen(host, port, say)
     loader = AppLoader(factory=partial(create_app, settings))
@@ -222,8 +229,23 @@ def route(model: str, routes: str, thinking: bool, tools: bool, input_tokens: in
 @main.command()
 @click.option("--url", default=None, envvar="CCPROXYD_URL",
               help="The running daemon [default: http://127.0.0.1:$CCPROXYD_PORT, port 8082].")
-def costs(url: str | None) -> None:
-    """Summarise what a running daemon has spent and saved since it started."""
+@click.option("--by", type=click.Choice(["model", "route", "session", "client", "day"]), default=None,
+              help="Spend from the ledger, grouped so (kept across restarts) instead of since start-up.")
+@click.option("--since", default=None, metavar="YYYY-MM-DD", help="With --by: from this day (UTC) on.")
+@click.option("--session", default=None, help="With --by: one Claude Code session only.")
+@click.option("--json", "as_json", is_flag=True, help="With --by: the /spend answer as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="With --by: one CSV row per group.")
+def costs(url: str | None, by: str | None, since: str | None, session: str | None, as_json: bool,
+          as_csv: bool) -> None:
+    """Summarise what a running daemon has spent and saved: since it started, or with --by from
+    its spend ledger."""
+    if by is not None:
+        from . import report
+
+        sys.exit(report.costs_by(url, by, since, session, "json" if as_json else "csv" if as_csv else "table"))
+    if as_json or as_csv or since or session:
+        click.echo("ccproxyd: --since, --session, --json and --csv go with --by", err=True)
+        sys.exit(2)
     import httpx2
 
     url = _daemon_url(url)
@@ -259,7 +281,20 @@ def costs(url: str | None) -> None:
 
 def _daemon_url(url: str | None) -> str:
     """The running daemon's address: --url / CCPROXYD_URL, else loopback at CCPROXYD_PORT."""
-    return (url or f"http://127.0.0.1:{os.environ.get('CCPROXYD_PORT') or Settings.port}").rstrip("/")
+    from .local import daemon_url
+
+    return daemon_url(url)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--url", default=None, help="The running daemon [default: $CCPROXYD_URL, $ANTHROPIC_BASE_URL, "
+                                           "else http://127.0.0.1:$CCPROXYD_PORT].")
+def statusline(url: str | None) -> None:
+    """Claude Code's status line: reads its status JSON on stdin, prints the model that answers,
+    the session's cost and savings, and the share of input the provider's cache served."""
+    from .statusline import main as run
+
+    sys.exit(run(["--url", url] if url else []))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -272,8 +307,11 @@ def claude(url: str | None, claude_bin: str, args: tuple[str, ...]) -> None:
     """Start Claude Code pointed at this daemon; ARGS go to Claude Code unchanged.
 
     Claude Code gets ANTHROPIC_BASE_URL and an auth token (CCPROXYD_CLIENT_KEY when the daemon
-    wants client keys); no ANTHROPIC_API_KEY, so it does not ask about a custom key, and the
-    user's settings files are not touched."""
+    wants client keys); no ANTHROPIC_API_KEY, so it does not ask about a custom key; and
+    `ccproxyd statusline` as its status line, by --settings (unless ARGS has one): the user's
+    settings files are not touched."""
+    import json
+    import shlex
     import shutil
 
     import httpx2
@@ -294,7 +332,11 @@ def claude(url: str | None, claude_bin: str, args: tuple[str, ...]) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")}
     env.update(ANTHROPIC_BASE_URL=base, ANTHROPIC_AUTH_TOKEN=os.environ.get("CCPROXYD_CLIENT_KEY") or "ccproxyd",
                CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY="1")     # /model lists the table's models
-    os.execve(executable, [executable, *args], env)
+    extra: list[str] = []
+    if not any(arg == "--settings" or arg.startswith("--settings=") for arg in args):
+        command = shlex.join([sys.executable, "-m", "ccproxyd", "statusline", "--url", base])
+        extra = ["--settings", json.dumps({"statusLine": {"type": "command", "command": command}})]
+    os.execve(executable, [executable, *extra, *args], env)
 
 
 @main.group()

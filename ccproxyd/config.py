@@ -106,6 +106,7 @@ class RouteTable:
     aliases: Mapping[str, Route] = field(default_factory=lambda: MappingProxyType({}))   # lower-case id -> route
     claude_prices: Mapping[str, tuple[PriceTier, ...]] = field(default_factory=lambda: MappingProxyType({}))
     client_keys: tuple[str, ...] = field(default=(), repr=False)   # resolved secrets; empty = open
+    client_key_names: tuple[str, ...] = ()     # the variable each of client_keys came from, in order
     # api_key_env name -> the key, read when the table was loaded (never on a request's path)
     provider_keys: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     version: str = ""
@@ -400,6 +401,7 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
         aliases=MappingProxyType({a.lower(): Route(match=a, model=m) for a, m in (data.get("aliases") or {}).items()}),
         claude_prices=MappingProxyType({f.lower(): _tiers(t) for f, t in (data.get("claude_prices") or {}).items()}),
         client_keys=tuple(credentials.lookup(n, environment) or "" for n in data.get("client_keys") or []),
+        client_key_names=tuple(data.get("client_keys") or []),
         provider_keys=MappingProxyType(keys),
         version=version_of(text),
         path=path,

@@ -16,7 +16,7 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, raw
 
-from . import observe, proxy, threads, tokens
+from . import observe, proxy, spend, threads, tokens
 from .cache import Flight, cache_key, message_events
 from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, Overloaded, RequestTooLarge, to_anthropic
 from .routing import features_of, resolve
@@ -73,12 +73,13 @@ async def _messages(request: Request):
     record.session_id = (headers.get("x-claude-code-session-id") or session_of_metadata(body) or "")[:100] or None
     record.agent_id = headers.get("x-claude-code-agent-id", "")[:100] or None
     record.parent_agent_id = headers.get("x-claude-code-parent-agent-id", "")[:100] or None
+    record.client = getattr(request.ctx, "client_name", None)
     if request.app.ctx.settings.log_bodies:
         observe.log_body(record.request_id, body)
     table = request.app.ctx.table                       # read once: a reload never changes this request
     decision = resolve(table, body["model"], features_of(body, partial(tokens.count_request, body),
                                                          subagent=record.agent_id is not None))
-    record.route = decision.route_index
+    record.route, record.route_match = decision.route_index, decision.route.match
     if body["max_tokens"] == 0:
         events = proxy.empty_events(decision, body)
     else:
@@ -190,6 +191,7 @@ async def _from_cache(request: Request, record: observe.Record, decision, joined
     ctx = request.app.ctx
     headers = {"x-ccproxyd-cache": record.cache}
     if not isinstance(joined, Flight):
+        record.hit(joined, decision.primary, ctx.table)
         message = dict(joined, id=message_id(), model=decision.requested)
         if not record.stream:
             return json_response(message, headers=headers)
@@ -200,8 +202,21 @@ async def _from_cache(request: Request, record: observe.Record, decision, joined
     flight.join()
     try:
         return await _follow(request, record, decision, flight, headers)
+    except asyncio.CancelledError:
+        if record.cache == "miss" and not getattr(request.ctx, "log_in_handler", False):
+            flight.on_finish(partial(_settle, record, flight, ctx))     # see _follow's finally
+        raise
     finally:
         flight.leave()
+
+
+def _settle(record: observe.Record, flight: Flight, ctx) -> None:
+    """The log line (and ledger row) of a request that followed `flight`: the request that
+    started the upstream call pays for it; any other costs nothing and saves the Claude price."""
+    record.answered(flight.answer, ctx.table, paid=record.cache == "miss")
+    if flight.error is not None:
+        record.failed(flight.error)
+    observe.emit(record)
 
 
 async def _follow(request: Request, record: observe.Record, decision, flight: Flight, headers: dict):
@@ -211,7 +226,7 @@ async def _follow(request: Request, record: observe.Record, decision, flight: Fl
         raise flight.error
     if not record.stream:
         await flight.finished()
-        record.answered(flight.answer, ctx.table)
+        record.answered(flight.answer, ctx.table, paid=record.cache == "miss")
         if flight.message is None:
             raise flight.error or ApiError("the upstream answer was incomplete")
         return json_response(dict(flight.message, model=decision.requested), headers=headers)
@@ -224,10 +239,12 @@ async def _follow(request: Request, record: observe.Record, decision, flight: Fl
                 record.ttft_ms = round((time.monotonic() - record.started) * 1000, 2)   # after message_start
         await response.eof()
     finally:
-        record.answered(flight.answer, ctx.table)
-        if flight.error is not None:
-            record.failed(flight.error)
-        observe.emit(record)
+        if record.cache == "miss" and not flight.done:
+            # this client left before the upstream call it started ended; the call runs on for the
+            # cache and any follower, and is paid for in full: logged and recorded when it ends
+            flight.on_finish(partial(_settle, record, flight, ctx))
+        else:
+            _settle(record, flight, ctx)
 
 
 async def count_tokens(request: Request):
@@ -313,14 +330,16 @@ async def health(request: Request):
                           "reload": {"accepted": state.accepted, "rejected": state.rejected,
                                      "last_error": state.last_error},
                           "providers": request.app.ctx.guards.snapshot(),
-                          "cache": _cache_state(request.app.ctx.store),
+                          "cache": _store_state(request.app.ctx.store),
+                          "ledger": _store_state(request.app.ctx.ledger, "path"),
                           "threads": request.app.ctx.threads.stats() if request.app.ctx.threads else {"state": "off"}})
 
 
-def _cache_state(store) -> dict:
+def _store_state(store, where: str = "directory") -> dict:
+    """The response cache's or the spend ledger's state: off, up, or down (cannot be used now)."""
     if store is None:
         return {"state": "off"}
-    return {"state": "up" if store.available else "down", "directory": store.directory}
+    return {"state": "up" if store.available else "down", where: getattr(store, where)}
 
 
 # what a client key guards when the table has client_keys: the API, and the spend it records
@@ -404,15 +423,19 @@ async def start_request(request: Request) -> None:
         request.stream.keep_alive = False
         if request.path.startswith("/v1/messages"):
             raise Overloaded("ccproxyd is shutting down; retry the request", retry_after=1)
-    keys = request.app.ctx.table.client_keys
-    if keys and request.path.startswith(KEYED_PATHS):
+    table = request.app.ctx.table
+    if table.client_keys and request.path.startswith(KEYED_PATHS):
         authorization = request.headers.get("authorization", "")
         presented = request.headers.get("x-api-key") or (
             authorization[7:] if authorization.lower().startswith("bearer ") else "")
-        if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
+        request.ctx.client_name = next((name for name, key in zip(table.client_key_names, table.client_keys)
+                                        if hmac.compare_digest(presented.encode(), key.encode())), None)
+        if request.ctx.client_name is None:
             raise AuthenticationFailed("invalid x-api-key")
         # which client this is, for the cache key; a hash, so the key itself is never stored
         request.ctx.client = hashlib.sha256(presented.encode()).hexdigest()[:16]
+
+
 
 
 async def finish_request(request: Request, response: HTTPResponse) -> None:
@@ -436,6 +459,7 @@ def register(app: Sanic) -> None:
     app.add_route(model, "/v1/models/<model_id:str>", methods=["GET"])
     app.add_route(health, "/health", methods=["GET"])
     app.add_route(metrics, "/metrics", methods=["GET"])
+    app.add_route(spend.spend, "/spend", methods=["GET"])
     app.add_route(root, "/", methods=["GET", "HEAD"])
     app.error_handler.add(Exception, on_error)
     app.register_middleware(start_request, "request")

@@ -8,11 +8,13 @@ import secrets
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import orjson
 
 from . import logformat, pricing, redact
 from .config import RouteTable
+from .translate.stream import reasoning_tokens
 
 access = logging.getLogger("ccproxyd.access")
 
@@ -78,7 +80,9 @@ class Record:
     session_id: str | None = None         # Claude Code's session (header, or metadata.user_id)
     agent_id: str | None = None           # set on a subagent's requests
     parent_agent_id: str | None = None
+    client: str | None = None             # the name of the client key it presented (never the key)
     route: int | None = None
+    route_match: str | None = None        # that route's `match` (or the alias)
     provider: str | None = None
     upstream_model: str | None = None
     model: str | None = None
@@ -92,17 +96,21 @@ class Record:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0             # part of output_tokens, when the upstream says how many
     usage_estimated: bool = False         # counted by ccproxyd (o200k): the upstream reported none
     web_searches: int = 0                 # the provider's own web searches (usage.server_tool_use)
-    cost_usd: float | None = None
-    savings_usd: float | None = None
+    cost_usd: float | None = None         # what this request paid: 0 for a cache hit or a follower
+    savings_usd: float | None = None      # claude_price_usd minus cost_usd
+    claude_price_usd: float | None = None  # the same usage at the Claude list price of client_model
     finish_reason: str | None = None      # the upstream's own (stop, length, tool_calls, ...)
     # Not a field (kept out of the log line): the request's headers, for the trace context of
     # its OpenTelemetry span; set only while telemetry is on.
     carrier = None
 
-    def answered(self, answer, table: RouteTable) -> None:
-        """Fill in who answered and what it cost, from a proxy.Answer (None: nobody answered)."""
+    def answered(self, answer, table: RouteTable, paid: bool = True) -> None:
+        """Fill in who answered and what it cost, from a proxy.Answer (None: nobody answered).
+        `paid` is False for a follower of another request's upstream call: that one carries the
+        cost, this one costs nothing and saves the whole Claude price."""
         if answer is None:
             return
         target = answer.target
@@ -111,7 +119,14 @@ class Record:
         self.fallback_used = target is not answer.decision.primary
         self.usage_estimated = answer.translator.usage_estimated
         self.finish_reason = answer.translator.finish_reason
-        self.usage(answer.translator.final_usage, table, target.model.prices)
+        if answer.translator.final_usage:
+            self.reasoning_tokens = reasoning_tokens(answer.translator.usage)
+        self.usage(answer.translator.final_usage, table, target.model.prices, paid)
+
+    def hit(self, message: dict, target, table: RouteTable) -> None:
+        """A stored answer served again: it was the route's primary target's; nothing is paid."""
+        self.provider, self.upstream_model = target.provider.name, target.model.upstream
+        self.usage(message.get("usage"), table, target.model.prices, paid=False)
 
     def failed(self, exc) -> None:
         """A request that ended in an error (before or during its answer): the status and type
@@ -122,20 +137,25 @@ class Record:
         self.upstream_model = self.upstream_model or exc.upstream_model
         self.attempts = self.attempts or exc.attempts
 
-    def usage(self, usage: dict | None, table: RouteTable, tiers: tuple) -> None:
+    def usage(self, usage: dict | None, table: RouteTable, tiers: tuple, paid: bool = True) -> None:
+        """Tokens, cost and savings of an Anthropic-shaped usage.  Paid: the upstream's price, and
+        the Claude price minus it.  Not paid (a cache hit, a follower): cost 0, and the whole
+        Claude price saved."""
         if not usage:
             return
         self.input_tokens = usage.get("input_tokens", 0)
         self.output_tokens = usage.get("output_tokens", 0)
         self.cached_tokens = usage.get("cache_read_input_tokens", 0)
         self.web_searches = pricing.searches(usage)
-        self.cost_usd = pricing.cost(tiers, usage)
+        cost = pricing.cost(tiers, usage) if paid else 0.0
         reference = pricing.cost(pricing.claude_reference(table, self.client_model or ""), usage,
                                  search_default=pricing.CLAUDE_WEB_SEARCH_PER_1K)
-        if reference is not None and self.cost_usd is not None:
-            self.savings_usd = round(reference - self.cost_usd, 6)
-        if self.cost_usd is not None:
-            self.cost_usd = round(self.cost_usd, 6)
+        if reference is not None:
+            self.claude_price_usd = round(reference, 6)
+            if cost is not None:
+                self.savings_usd = round(reference - cost, 6)
+        if cost is not None:
+            self.cost_usd = round(cost, 6)
 
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -282,11 +302,16 @@ def telemetry_wanted() -> bool:
             and env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true")
 
 
+SINKS: list[Callable[[Record], None]] = []    # also told of each finished request (the spend ledger)
+
+
 def emit(record: Record) -> None:
     latency = time.monotonic() - record.started
     METRICS.record(record, latency)
     if telemetry is not None:
         telemetry.record(record, latency)
+    for sink in SINKS:
+        sink(record)
     if not access.isEnabledFor(logging.INFO):
         return
     line = asdict(record)

@@ -13,6 +13,14 @@ def default_cache_dir() -> str:
     return os.path.join(base, "ccproxyd")
 
 
+def default_state_dir() -> str:
+    """Where the spend ledger lives: systemd's StateDirectory=, else $XDG_STATE_HOME/ccproxyd."""
+    if os.environ.get("STATE_DIRECTORY"):          # set by systemd's StateDirectory=
+        return os.environ["STATE_DIRECTORY"].split(":")[0]
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "ccproxyd")
+
+
 @dataclass(frozen=True)
 class Settings:
     routes: str = "routes.yaml"
@@ -32,3 +40,5 @@ class Settings:
     thread_ttl: float = 3600.0           # seconds a message-thread point is kept; 0 = threads off
     thread_store_size: int = 256 << 20   # bytes of thread state per worker; the oldest go first past it
     thread_dir: str = ""                 # "" = threads in each worker's memory; else a diskcache all share
+    ledger_dir: str = ""                 # "" = no spend ledger; else where ledger.db lives
+    ledger_days: int = 90                # days of spend the ledger keeps; 0 = all

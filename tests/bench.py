@@ -11,6 +11,7 @@ ccproxyd process only.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import ssl
@@ -244,6 +245,49 @@ def print_row(direct_label: str, label: str, direct: list[float], through: list[
     print(f"{'via ccproxyd, ' + label:36}{p50:9.2f}{p99:9.2f}{p50 - d50:9.2f}{p99 - d99:11.2f}{cpu_ms:9.2f}")
 
 
+STATUSLINE_RUNS = int(os.environ.get("BENCH_STATUSLINE", "40"))
+
+
+def statusline_ms(port: int, session: str, n: int) -> tuple[list[float], str]:
+    """Wall milliseconds of `ccproxyd statusline` as Claude Code runs it after each message: a new
+    process, its status JSON on stdin, one line out."""
+    payload = json.dumps({"session_id": session, "transcript_path": "/tmp/t.jsonl", "cwd": "/tmp",
+                          "model": {"id": "claude-sonnet-4-5", "display_name": "Sonnet 4.5"},
+                          "workspace": {"current_dir": "/tmp", "project_dir": "/tmp", "added_dirs": []},
+                          "cost": {"total_cost_usd": 0.1, "total_duration_ms": 1000}})
+    env = {**os.environ, "CCPROXYD_PORT": str(port)}
+    out, line = [], ""
+    for _ in range(n):
+        t0 = time.perf_counter()
+        line = subprocess.run([sys.executable, "-m", "ccproxyd", "statusline"], input=payload, capture_output=True,
+                              text=True, env=env, cwd=ROOT, check=True).stdout.strip()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out, line
+
+
+def python_start_ms(n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def print_statusline(port: int, client: httpx2.Client, body: bytes, proxy_url: str) -> None:
+    session = f"bench-{os.getpid()}"
+    timed(client, proxy_url, body, 20, {"cache-control": "no-cache", "x-claude-code-session-id": session})
+    rows = client.get(f"http://127.0.0.1:{port}/spend?by=day").json()["total"]["requests"]
+    up, line = statusline_ms(port, session, STATUSLINE_RUNS)
+    down, down_line = statusline_ms(1, session, STATUSLINE_RUNS // 2)
+    floor = python_start_ms(STATUSLINE_RUNS // 2)
+    print(f"ccproxyd statusline ({STATUSLINE_RUNS} runs, a new process each, ledger of {rows} requests; "
+          f"ms): p50 {statistics.median(up):.1f}, p95 {pct(up, 0.95):.1f}, max {max(up):.1f}; daemon down: "
+          f"p50 {statistics.median(down):.1f}, p95 {pct(down, 0.95):.1f}; bare `python -c pass`: "
+          f"p50 {statistics.median(floor):.1f}")
+    print(f"  it printed: {line!r}; with the daemon down: {down_line!r}")
+
+
 def pct(values: list[float], p: float) -> float:
     return sorted(values)[min(len(values) - 1, int(len(values) * p))]
 
@@ -279,7 +323,8 @@ routes:
 """)
     port = 18000 + os.getpid() % 1000
     proxy = start([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port", str(port),
-                   "--log-level", "WARNING", "--cache-dir", str(routes.parent / "cache")], env={"BENCH_KEY": "bench"})
+                   "--log-level", "WARNING", "--cache-dir", str(routes.parent / "cache"),
+                   "--ledger-dir", str(routes.parent / "ledger")], env={"BENCH_KEY": "bench"})
     try:
         wait_ready(f"http://127.0.0.1:{port}/health")
         anthropic_body = orjson.dumps(claude_code_like_request())
@@ -338,6 +383,8 @@ routes:
         off, on = otel_cpu(routes, anthropic_body, N_SEQUENTIAL)
         print(f"OpenTelemetry: ccproxyd CPU per streamed request (cache bypassed), export off {off:.2f} ms, "
               f"on {on:.2f} ms (spans and metrics to a local OTLP/HTTP sink), added {on - off:.2f} ms")
+        with httpx2.Client(timeout=60) as client:
+            print_statusline(port, client, anthropic_body, proxy_url)
         slow_dir = Path(tempfile.mkdtemp())
         current = f'"http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_KEY'
         for label, args, provider in (

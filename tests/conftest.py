@@ -5,6 +5,7 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -197,7 +198,10 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or routes_path.with_suffix(".log")
         full_env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
-        full_env.update({"MOCK_KEY": CANARY, **(env or {})})
+        # the spend ledger in the test's own directory, never the user's ~/.local/state
+        full_env.update({"MOCK_KEY": CANARY, "XDG_STATE_HOME": tempfile.mkdtemp(prefix="ccproxyd-state-"),
+                         **(env or {})})
+        full_env.pop("STATE_DIRECTORY", None)
         full_env.pop("CCPROXYD_TEST_UNSET_KEY", None)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(

@@ -38,3 +38,27 @@ def test_claude_reference_and_savings():
     sonnet = pricing.claude_reference(TABLE, "claude-sonnet-4-5")
     assert pricing.cost(sonnet, {"input_tokens": 200001, "output_tokens": 0}) == pytest.approx(200001 * 6 / 1e6)
     assert pricing.claude_reference(TABLE, "gpt-4") == ()
+
+
+@pytest.mark.parametrize("usage, reasoning", [
+    (None, 0),
+    ({"prompt_tokens": 10, "completion_tokens": 50, "total_tokens": 60}, 0),
+    ({"prompt_tokens": 10, "completion_tokens": 50, "completion_tokens_details": {"reasoning_tokens": 32}}, 32),
+    ({"prompt_tokens": 10, "completion_tokens": 50, "completion_tokens_details": {"reasoning_tokens": 0},
+      "total_tokens": 90}, 0),                                             # reported: the report wins
+    ({"prompt_tokens": 10, "completion_tokens": 50, "total_tokens": 90}, 30),   # xAI: beyond completion_tokens
+    ({"prompt_tokens": 10, "completion_tokens": 50, "completion_tokens_details": None}, 0),
+])
+def test_reasoning_tokens_of_an_openai_usage(usage, reasoning):
+    from ccproxyd.translate.stream import reasoning_tokens
+
+    assert reasoning_tokens(usage) == reasoning
+
+
+def test_responses_usage_keeps_its_reasoning_count():
+    from ccproxyd.translate.responses import _chat_usage
+    from ccproxyd.translate.stream import reasoning_tokens
+
+    usage = {"input_tokens": 100, "output_tokens": 80, "input_tokens_details": {"cached_tokens": 20},
+             "output_tokens_details": {"reasoning_tokens": 64}}
+    assert reasoning_tokens(_chat_usage(usage)) == 64

@@ -96,7 +96,9 @@ def _input_part(part: dict) -> dict:
 def _chat_usage(usage: dict) -> dict:
     """Responses usage in Chat Completions' shape, for the shared usage mapping."""
     return {"prompt_tokens": usage.get("input_tokens") or 0, "completion_tokens": usage.get("output_tokens") or 0,
-            "prompt_tokens_details": {"cached_tokens": (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0}}
+            "prompt_tokens_details": {"cached_tokens": (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0},
+            "completion_tokens_details": {"reasoning_tokens":
+                                          (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0}}
 
 
 class ResponsesTranslator(StreamTranslator):

@@ -78,6 +78,18 @@ def map_usage(u: dict) -> dict:
             "cache_creation_input_tokens": written, "cache_read_input_tokens": cached}
 
 
+def reasoning_tokens(u: dict | None) -> int:
+    """The reasoning tokens an OpenAI usage reports: part of completion_tokens
+    (`completion_tokens_details.reasoning_tokens`), or, for xAI, beyond it in total_tokens."""
+    if not u:
+        return 0
+    reported = (u.get("completion_tokens_details") or {}).get("reasoning_tokens")
+    if isinstance(reported, int):
+        return max(reported, 0)
+    prompt, completion, total = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0), u.get("total_tokens")
+    return total - prompt - completion if isinstance(total, int) and total > prompt + completion else 0
+
+
 def reasoning_text(delta: dict) -> str:
     """Reasoning from any of the channels upstreams use (E31)."""
     text = delta.get("reasoning_content") or delta.get("reasoning")

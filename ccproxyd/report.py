@@ -1,0 +1,66 @@
+"""`ccproxyd costs --by …`: the daemon's /spend answer as a table, CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+from . import local
+
+COLUMNS = (("key", "key"), ("requests", "requests"), ("cache_hits", "cache hits"), ("cost_usd", "cost $"),
+           ("savings_usd", "saved $"), ("claude_price_usd", "Claude price $"), ("input_tokens", "input"),
+           ("cached_input_tokens", "cached input"), ("output_tokens", "output"),
+           ("reasoning_tokens", "reasoning"))
+
+
+def costs_by(url: str | None, by: str, since: str | None, session: str | None, fmt: str) -> int:
+    base = local.daemon_url(url)
+    if base.endswith("/metrics"):
+        base = base[: -len("/metrics")]
+    query = {"by": by, **({"since": since} if since else {}), **({"session": session} if session else {})}
+    try:
+        answer = local.get_json(base, "/spend", query)
+        rows, total = answer["rows"], answer["total"]
+        text = (json.dumps(answer, indent=2) if fmt == "json" else
+                as_csv(rows, answer["by"]) if fmt == "csv" else as_table(rows, total, answer["by"], answer["since"]))
+    except local.Unreachable as exc:
+        print(f"ccproxyd: {exc}", file=sys.stderr)
+        return 1
+    except (KeyError, TypeError, ValueError):
+        print(f"ccproxyd: {base}/spend did not answer as a ccproxyd does", file=sys.stderr)
+        return 1
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _models(row: dict) -> str:
+    return " ".join(sorted({f"{m['provider']}:{m['model']}" for m in row["models"]}))
+
+
+def _cell(name: str, value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if name.endswith("_usd") else str(value)
+
+
+def as_csv(rows: list[dict], by: str) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([by if name == "key" else name for name, _ in COLUMNS] + ["models"])
+    for row in rows:
+        writer.writerow([row[name] if row[name] is not None else "" for name, _ in COLUMNS] + [_models(row)])
+    return out.getvalue()
+
+
+def as_table(rows: list[dict], total: dict, by: str, since: str) -> str:
+    header = [by if name == "key" else title for name, title in COLUMNS] + ["models"]
+    body = [[_cell(name, row[name]) for name, _ in COLUMNS] + [_models(row)] for row in rows]
+    body.append(["total"] + [_cell(name, total[name]) for name, _ in COLUMNS[1:]] + [""])
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def fmt(line: list[str]) -> str:
+        cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:-1], widths[1:-1])] + [line[-1]]
+        return "  ".join(cells).rstrip()
+    return "\n".join([f"spend since {since} (UTC), by {by}", fmt(header), *map(fmt, body)]) + "\n"
