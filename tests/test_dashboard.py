@@ -11,9 +11,24 @@ from ccproxyd.observe import BUCKETS, Metrics
 
 from .browser import Browser
 from .conftest import TEST_ROUTES, Daemon, free_port
-from .fake_upstream import Script, chunk
+from .fake_upstream import Script, text_script, usage
 
-BODY = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+BODY = {"model": "claude-opus-4-1", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+PRICED = """
+providers:
+  openai: {{base_url: "{url}", api_key_env: MOCK_KEY}}
+models:
+  gpt-5:
+    provider: openai
+    context_window: 400000
+    max_output_tokens: 128000
+    prices: [{{input: 1.25, output: 10.0}}]
+claude_prices:
+  opus: [{{input: 15.00, output: 75.00}}]
+routes:
+  - match: "*"
+    model: gpt-5
+"""
 
 
 def bars(browser: Browser, figure: str) -> dict:
@@ -30,27 +45,31 @@ def browser():
 
 def test_dashboard_shows_the_requests_just_made(tmp_path, fake, browser):
     routes = tmp_path / "routes.yaml"
-    routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()))
+    routes.write_text(PRICED.format(url=fake.url))
     daemon = Daemon(routes, log_path=tmp_path / "d.log")
     try:
-        fake.push(Script(events=[chunk({"content": "one"}), chunk(finish="stop")]))
-        fake.push(Script(events=[chunk({"content": "two"}), chunk(finish="stop")]))
-        for _ in range(2):
-            assert httpx2.post(daemon.url + "/v1/messages", json=BODY).status_code == 200
+        for stream in (True, False):            # 1000 in, 500 out: $0.00625 at gpt-5's, $0.0525 at Opus' prices
+            fake.push(text_script("done", use=usage(1000, 500)))
+            assert httpx2.post(daemon.url + "/v1/messages", json=dict(BODY, stream=stream)).status_code == 200
         fake.push(Script(status=400, body={"error": {"message": "bad thing", "type": "invalid_request_error"}}))
         assert httpx2.post(daemon.url + "/v1/messages", json=BODY).status_code == 400
         version = httpx2.get(daemon.url + "/health").json()["routes"]["version"]
 
         browser.open(daemon.url + "/ui")
         assert browser.wait_for("document.body.dataset.state === 'loaded'"), browser.evaluate("document.body.innerText")
-        assert browser.evaluate("document.getElementById('requests').textContent") == "3"
-        assert bars(browser, "requests-by-model") == {"gpt-mock": 3}
+        text = lambda element_id: browser.evaluate(f"document.getElementById('{element_id}').textContent")  # noqa: E731
+        assert text("requests") == "3"
+        assert text("cost") == "$0.0125" and text("savings") == "$0.0925"
+        assert bars(browser, "spend-by-model") == {"gpt-5": pytest.approx(0.0125)}
+        assert list(bars(browser, "spend-by-day").values()) == [pytest.approx(0.0125)]
+        assert bars(browser, "spend-by-route") == {"*": pytest.approx(0.0125)}
+        assert bars(browser, "requests-by-model") == {"gpt-5": 3}
         assert bars(browser, "requests-by-status") == {"200": 2, "400": 1}
         assert bars(browser, "errors-by-type") == {"invalid_request_error": 1}
-        assert browser.evaluate("document.getElementById('table-version').textContent") == f"table {version}"
-        assert browser.evaluate("document.querySelector('#providers tr[data-provider=mock] td:nth-child(2)')"
+        assert text("table-version") == f"table {version}"
+        assert browser.evaluate("document.querySelector('#providers tr[data-provider=openai] td:nth-child(2)')"
                                 ".textContent") == "closed"
-        assert browser.evaluate("document.getElementById('table-last-refused-edit').textContent") == "none"
+        assert text("table-last-refused-edit") == "none"
         assert browser.console_errors() == []
     finally:
         daemon.stop()

@@ -38,9 +38,10 @@ function bars(figure, rows, format) {
     figure.append(p);
     return;
   }
-  const rowHeight = 26, labelWidth = 150, width = 420, valueWidth = 70;
+  const rowHeight = 26, labelWidth = 150, width = 440, valueWidth = 78;
   const max = Math.max(...rows.map((r) => Math.max(r.value, r.second || 0)), 1e-12);
-  const svg = text("svg", null, { width, height: rows.length * rowHeight, role: "img" });
+  const height = rows.length * rowHeight;
+  const svg = text("svg", null, { viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img" });
   rows.forEach((row, i) => {
     const y = i * rowHeight, span = width - labelWidth - valueWidth;
     const g = text("g", null, { "data-label": row.label, "data-value": row.value });
@@ -81,7 +82,7 @@ function draw(data, byDay, byModel, byRoute) {
   $("cost").textContent = usd(data.money.cost_usd);
   $("savings").textContent = usd(data.money.savings_usd);
   $("requests").textContent = count(data.requests.total);
-  $("errors").textContent = `${count(errors)} errors`;
+  $("errors").textContent = errors === 1 ? "1 error" : `${count(errors)} errors`;
   $("latency").textContent = `${ms(data.latency.p50_ms)} / ${ms(data.latency.p95_ms)}`;
   $("ttft").textContent = `${ms(data.ttft.p50_ms)} / ${ms(data.ttft.p95_ms)}`;
   $("table-version").textContent = `table ${data.table.version}`;
