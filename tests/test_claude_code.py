@@ -210,6 +210,7 @@ def test_claude_code_subagent_traffic_takes_its_own_route(daemon, fake, workspac
     assert "the subagent counted seven" in output["result"]
     lines = [json.loads(line.split("ccproxyd.access: ", 1)[1]) for line in daemon.log_path.read_text().splitlines()
              if "ccproxyd.access: " in line]
+    lines = [line for line in lines if line["session_id"] == output["session_id"]]   # this run's (a shared daemon)
     sub = [line for line in lines if line["upstream_model"] == "limited-up"]
     main = [line for line in lines if line["upstream_model"] == "gpt-mock" and line["session_id"] == sub[0]["session_id"]]
     assert sub and all(line["agent_id"] for line in sub) and sub[0]["session_id"]

@@ -131,6 +131,18 @@ def access_lines(daemon) -> list[dict]:
             for line in daemon.log_path.read_text().splitlines() if "ccproxyd.access: " in line]
 
 
+def new_access_line(daemon, seen: int, where) -> dict:
+    """The last access line after the first `seen` that matches `where`.  A streamed request's
+    line is written once the handler returns, which may be just after the client read the end."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [x for x in access_lines(daemon)[seen:] if where(x)]
+        if lines or time.monotonic() > deadline:
+            assert lines, "no such access line"
+            return lines[-1]
+        time.sleep(0.05)
+
+
 # ---------------------------------------------------------------- conformance
 
 
@@ -154,13 +166,14 @@ def test_non_streamed_text(client):
 
 
 def test_streamed_text_and_one_usage_at_both_ends(local_daemon):
+    seen = len(access_lines(local_daemon))
     events = stream(local_daemon)
     assert check_stream(events) == "complete"
     assert text_of(events) == ANSWER
     start, final = usage_of(events)
     assert start["input_tokens"] == final["input_tokens"] == tokens.count_request({"messages": ASK})
     assert final["output_tokens"] == tokens.count_text(ANSWER)
-    line = [x for x in access_lines(local_daemon) if x["stream"]][-1]
+    line = new_access_line(local_daemon, seen, lambda x: x["stream"])
     assert line["provider"] == "llama-cpp" and line["upstream_model"] == "local"
     assert line["usage_estimated"] is True and line["output_tokens"] == final["output_tokens"]
     metrics = httpx2.get(local_daemon.url + "/metrics", timeout=10).text
@@ -237,12 +250,13 @@ def test_upstream_error_is_trimmed_and_names_the_provider(local_daemon, llama_se
     pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"}}
     body = {"model": "claude-sonnet-4-5", "max_tokens": 20,
             "messages": [{"role": "user", "content": [pdf, {"type": "text", "text": "Summarise it."}]}]}
+    seen = len(access_lines(local_daemon))
     r = post(local_daemon, body)
     assert r.status_code == 500, r.text
     message = r.json()["error"]["message"]
     assert "validation error" in message and message.endswith("(provider 'llama-cpp', HTTP 500)")
     assert "Traceback" not in message and 'File "' not in message and "\n" not in message
-    line = [x for x in access_lines(local_daemon) if x["status"] == 500][-1]
+    line = new_access_line(local_daemon, seen, lambda x: x["status"] == 500)
     assert (line["provider"], line["upstream_model"]) == ("llama-cpp", "local") and line["attempts"] >= 1
 
 
@@ -250,9 +264,10 @@ def test_a_stream_the_server_abandons_ends_in_an_error_naming_the_provider(local
     """A tool_choice naming no tool: the server answers 200, then its generator raises and the
     stream ends empty.  The client gets an error event, never a clean stop; the log line names
     the provider and the attempts."""
+    seen = len(access_lines(local_daemon))
     events = stream(local_daemon, tools=[WEATHER], tool_choice={"type": "tool", "name": "no_such_tool"})
     assert check_stream(events) == "error"
-    line = [x for x in access_lines(local_daemon) if x["stream"] and x["status"] >= 400][-1]
+    line = new_access_line(local_daemon, seen, lambda x: x["stream"] and x["status"] >= 400)
     assert line["provider"] == "llama-cpp" and line["upstream_model"] == "local" and line["attempts"] == 1
 
 
