@@ -10,8 +10,9 @@ import signal
 
 from sanic import Sanic
 
-from . import config, connections, handlers, notify, observe, proxy, threads, tokens
+from . import config, connections, handlers, notify, observe, proxy, shared, threads, tokens
 from .cache import Store
+from .clients import Limits
 from .reload import Reloader
 from .resilience import Guards
 from .settings import Settings
@@ -49,9 +50,15 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         app.ctx.store = (await loop.run_in_executor(None, Store, settings.cache_dir, settings.cache_size)
                          if settings.cache_dir else None)
         app.ctx.flights = {}
-        app.ctx.threads = (threads.Threads(await loop.run_in_executor(None, threads.backend_for, settings),
-                                           settings.thread_ttl, settings.thread_store_size // 8)
-                           if settings.thread_ttl > 0 else None)
+        app.ctx.link = app.ctx.fleet = app.ctx.thread_backend = None
+        app.ctx.limits = Limits()
+        if settings.redis_url:                   # team mode: shared cache, holds, limits, threads
+            await shared.attach(app.ctx, settings.redis_url)
+        if settings.thread_ttl > 0:
+            backend = app.ctx.thread_backend or await loop.run_in_executor(None, threads.backend_for, settings)
+            app.ctx.threads = threads.Threads(backend, settings.thread_ttl, settings.thread_store_size // 8)
+        else:
+            app.ctx.threads = None
         app.ctx.stopping = False
         app.ctx.background = set()
         app.ctx.reloader = Reloader(app.ctx, settings.routes)
@@ -110,6 +117,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
             app.ctx.store.close()
         if app.ctx.threads is not None:
             app.ctx.threads.backend.close()
+        await shared.detach(app.ctx)
 
     return app
 

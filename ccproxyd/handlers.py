@@ -18,6 +18,7 @@ from sanic.response import HTTPResponse, raw
 
 from . import observe, proxy, threads, tokens
 from .cache import Flight, cache_key, message_events
+from .shared.flights import TeamStore
 from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, Overloaded, RequestTooLarge, to_anthropic
 from .routing import features_of, resolve
 from .sse import encode
@@ -49,6 +50,8 @@ async def messages(request: Request):
     try:
         return await _messages(request)
     finally:
+        if getattr(request.ctx, "admitted", None) is not None:  # the client's tokens and spend
+            await _settle(request)
         turn = getattr(request.ctx, "turn", None)
         if turn is not None:                    # a continue that produced no reply can be tried again
             await turn.close()
@@ -63,6 +66,10 @@ async def _messages(request: Request):
     body = messages_shape.check_body(request.body)
     messages_shape.validate(body)
     raw = request.body
+    policy = getattr(request.ctx, "policy", None)
+    if policy is not None:                              # clients: models, rpm, tpm, budget_usd
+        await request.app.ctx.limits.admit(policy, body["model"], len(raw) // 4)
+        request.ctx.admitted = len(raw) // 4
     turn = request.ctx.turn = await threads.open_turn(request.app.ctx.threads, body, getattr(request.ctx, "client", None))
     if turn is not None:                                # the whole conversation, a continue rebuilt
         body, raw = turn.body, turn.raw
@@ -87,7 +94,7 @@ async def _messages(request: Request):
             await turn.keep(accumulate(events))
         return await _local_answer(request, record, events)
     if _cacheable(request, decision) and turn is None:  # a thread point needs the id its client saw
-        joined = _join(request, record, body, decision)
+        joined = await _join(request, record, body, decision)
         del body
         return await _from_cache(request, record, decision, joined)
     first = proxy.payload(body, decision.primary)
@@ -119,6 +126,16 @@ async def _messages(request: Request):
             observe.emit(record)
 
 
+async def _settle(request: Request) -> None:
+    """Count what an admitted request used against its client's tpm and budgets: nothing for an
+    answer from the cache or another request's call."""
+    record = request.ctx.record
+    used = record.cache != "hit"
+    tokens = record.input_tokens + record.cached_tokens + record.output_tokens if used else 0
+    await request.app.ctx.limits.settle(request.ctx.policy, request.ctx.admitted, tokens,
+                                        record.cost_usd if used else None)
+
+
 async def _local_answer(request: Request, record: observe.Record, events: list):
     """An answer made here, without an upstream call: max_tokens 0, or a server tool the route's
     model cannot run."""
@@ -131,38 +148,48 @@ async def _local_answer(request: Request, record: observe.Record, events: list):
 
 def _cacheable(request: Request, decision) -> bool:
     control = request.headers.get("cache-control", "").lower()
-    return (request.app.ctx.store is not None and decision.route.cache_ttl is not None
+    return ((request.app.ctx.store is not None or request.app.ctx.fleet is not None) and decision.route.cache_ttl is not None
             and "no-cache" not in control and "no-store" not in control)
 
 
 PER_SESSION = ("user", "prompt_cache_key")    # left out of the response cache key: sessions share answers
 
 
-def _join(request: Request, record: observe.Record, body: dict, decision) -> dict | Flight:
+async def _join(request: Request, record: observe.Record, body: dict, decision) -> dict | Flight:
     """A stored answer (or one that finished and is on its way to disk), or the flight to follow:
-    an identical request's upstream call, or a new one that runs to completion even if this
-    client goes away."""
+    an identical request's upstream call here or, in team mode, on another daemon (shared.flights),
+    or a new one that runs to completion even if this client goes away."""
     ctx = request.app.ctx
     primary = decision.primary
     upstream_body, names = proxy.upstream_request(body, primary.model)
     key = cache_key({k: v for k, v in upstream_body.items() if k not in PER_SESSION}, primary.provider.name,
                     primary.provider.base_url, getattr(request.ctx, "client", None), decision.requested,
                     decision.thinking)
-    flight = ctx.flights.get(key)
-    message = flight.message if flight is not None else ctx.store.get(key)
     record.cache = "hit"                                # a follower of a running call counts as a hit
-    if message is not None:
-        return message
-    if flight is None:
-        record.cache = "miss"
-        flight = ctx.flights[key] = Flight(ctx.settings.orphan_grace)
-        first = (orjson.dumps(upstream_body), names)
-        task = asyncio.create_task(proxy.lead(ctx.upstreams, ctx.guards, decision, request.body, first,
-                                              flight, ctx.store, key, decision.route.cache_ttl,
-                                              request.app.config.PING_INTERVAL, record.request_id))
-        ctx.background.add(task)
-        task.add_done_callback(lambda t: (ctx.background.discard(t), _forget(ctx.flights, key, flight)))
-        flight.on_orphan = partial(_cancel_orphan, ctx.flights, key, flight, task, body["max_tokens"])
+    flight = ctx.flights.get(key)
+    message = flight.message if flight is not None else ctx.store.get(key) if ctx.store is not None else None
+    if message is not None or flight is not None:
+        return message if message is not None else flight
+    verdict, value = await ctx.fleet.lookup(key) if ctx.fleet is not None else ("local", None)
+    if verdict == "hit":
+        return value
+    if key in ctx.flights:                              # an identical request here started one meanwhile
+        return ctx.flights[key]
+    record.cache = "hit" if verdict == "follow" else "miss"
+    flight = ctx.flights[key] = Flight(ctx.settings.orphan_grace)
+    store = TeamStore(ctx.fleet, ctx.store) if ctx.fleet is not None else ctx.store
+    lead = partial(proxy.lead, ctx.upstreams, ctx.guards, decision, request.body, (orjson.dumps(upstream_body), names),
+                   flight, store, key, decision.route.cache_ttl, request.app.config.PING_INTERVAL, record.request_id)
+    if verdict == "follow":
+        task = asyncio.create_task(ctx.fleet.follow(flight, value, lead))
+    else:
+        if verdict == "lead":
+            flight.mirror = ctx.fleet.publisher(key, value)
+        task = asyncio.create_task(lead())
+    ctx.background.add(task)
+    task.add_done_callback(lambda t: (ctx.background.discard(t), _forget(ctx.flights, key, flight),
+                                      verdict == "lead" and ctx.fleet.release(key, value)))
+    flight.on_orphan = partial(_cancel_orphan, ctx.flights, key, flight, task, body["max_tokens"])
     return flight
 
 
@@ -302,7 +329,9 @@ async def health(request: Request):
                                      "last_error": state.last_error},
                           "providers": request.app.ctx.guards.snapshot(),
                           "cache": _cache_state(request.app.ctx.store),
-                          "threads": request.app.ctx.threads.stats() if request.app.ctx.threads else {"state": "off"}})
+                          "threads": request.app.ctx.threads.stats() if request.app.ctx.threads else {"state": "off"},
+                          "redis": request.app.ctx.link.health() if request.app.ctx.link else {"state": "off"},
+                          "clients": await request.app.ctx.limits.usage(table.clients)})
 
 
 def _cache_state(store) -> dict:
@@ -319,7 +348,7 @@ async def metrics(request: Request):
     off the event loop; the counters are read on it."""
     ctx = request.app.ctx
     stats, snapshots = await asyncio.get_running_loop().run_in_executor(None, _read_disk, ctx)
-    gauges = worker_gauges(ctx)
+    gauges = worker_gauges(ctx) + await _client_gauges(ctx)
     if stats is not None:                              # one disk for every worker: not per worker
         gauges += [("ccproxyd_cache_bytes", (), stats["bytes"], "Bytes in the response cache"),
                    ("ccproxyd_cache_entries", (), stats["entries"], "Entries in the response cache"),
@@ -327,6 +356,22 @@ async def metrics(request: Request):
                     "1 while the response cache can be used, 0 while it is down (answers are misses)")]
     merged = observe.METRICS.merged(snapshots) if ctx.settings.metrics_dir else observe.METRICS
     return raw(merged.render(gauges + merged.gauges).encode(), content_type="text/plain; version=0.0.4")
+
+
+async def _client_gauges(ctx) -> list[tuple[str, tuple, float, str]]:
+    """Redis up or down (team mode), and each client's spend against its budgets (the fleet's while
+    Redis is up, else this process's)."""
+    gauges = []
+    if ctx.link is not None:
+        gauges.append(("ccproxyd_redis_up", (), int(ctx.link.up), "1 while Redis (team mode) answers, 0 while it is down"))
+    for name, use in (await ctx.limits.usage(ctx.table.clients)).items():
+        for period, spent in use["spent_usd"].items():
+            labels = (("client", name), ("period", period))
+            gauges.append(("ccproxyd_client_spend_usd", labels, spent, "Client spend in the current UTC day or month"))
+            if use["limits"]["budget_usd"][period] is not None:
+                gauges.append(("ccproxyd_client_budget_usd", labels, use["limits"]["budget_usd"][period],
+                               "Client budget for the UTC day or month"))
+    return gauges
 
 
 def _read_disk(ctx) -> tuple[dict | None, list[bytes]]:
@@ -389,13 +434,17 @@ async def start_request(request: Request) -> None:
         request.stream.keep_alive = False
         if request.path.startswith("/v1/messages"):
             raise Overloaded("ccproxyd is shutting down; retry the request", retry_after=1)
-    keys = request.app.ctx.table.client_keys
+    table = request.app.ctx.table
+    keys = table.client_keys
     if keys and request.path.startswith("/v1/"):
         authorization = request.headers.get("authorization", "")
         presented = request.headers.get("x-api-key") or (
             authorization[7:] if authorization.lower().startswith("bearer ") else "")
-        if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
+        name = next((name for key, name in zip(keys, table.client_key_names)
+                     if hmac.compare_digest(presented.encode(), key.encode())), None)
+        if name is None:
             raise AuthenticationFailed("invalid x-api-key")
+        request.ctx.policy = table.clients.get(name)
         # which client this is, for the cache key; a hash, so the key itself is never stored
         request.ctx.client = hashlib.sha256(presented.encode()).hexdigest()[:16]
 

@@ -31,3 +31,4 @@ class Settings:
     thread_ttl: float = 3600.0           # seconds a message-thread point is kept; 0 = threads off
     thread_store_size: int = 256 << 20   # bytes of thread state per worker; the oldest go first past it
     thread_dir: str = ""                 # "" = threads in each worker's memory; else a diskcache all share
+    redis_url: str = ""                  # "" = no team mode; else the Redis every daemon of the fleet shares

@@ -1,0 +1,219 @@
+"""The response cache and in-flight sharing across the fleet.
+
+Keys (K is the response-cache key, which already binds the client, provider and request):
+  ccproxyd:cache:K    the stored answer (JSON), expiring with the route's cache ttl
+  ccproxyd:flight:K   the id of the flight a daemon is leading for K (a lease, renewed while it runs)
+  ccproxyd:stream:ID  that flight's output: one entry per batch of SSE bytes as the clients got
+                      them (`d`), then `end` (the whole message, JSON) or `err` (the error)
+
+A request that no daemon has answered asks one Lua script (`LOOKUP`): a stored answer, or the
+lease for K (this daemon leads: it calls the upstream and XADDs what it sends its own clients),
+or the id of the flight another daemon leads (this daemon follows it with XREAD, feeding a local
+Flight that its own identical requests join).  So identical concurrent requests on any number of
+daemons reach the provider once, and every follower streams the answer as it arrives.
+
+A follower whose leader goes quiet past the lease, or whose Redis goes away, before a byte
+reached its clients calls the upstream itself on the same Flight (its clients see nothing of
+it); after bytes went out it ends the stream with a 529 `overloaded_error` event, which clients
+retry.  While Redis is down every request leads locally (the disk cache still works).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Awaitable, Callable
+
+import orjson
+
+from ..cache import Flight
+from ..errors import TYPE_TO_ERROR, ApiError, ClientFacingError, Overloaded, error_body
+from ..sse import encode
+from .link import BLOCK_SECONDS, PREFIX, TIMEOUT, Link
+
+log = logging.getLogger("ccproxyd.redis")
+LEASE_MS = 15_000              # a leader that stops renewing (killed) frees the key after this
+STREAM_KEEP_MS = 60_000        # a finished flight's stream stays readable this long
+LOOKUP = """
+local cached = redis.call('GET', KEYS[1])
+if cached then return {'hit', cached} end
+local leader = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2], 'GET')
+if leader then return {'follow', leader} end
+redis.call('XADD', KEYS[3], 'MAXLEN', '1', '*', 'open', '1')
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return {'lead', ARGV[1]}
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _stream(flight_id: str) -> str:
+    return f"{PREFIX}stream:{flight_id}"
+
+
+class FleetCache:
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.lookup_script = link.client.register_script(LOOKUP)
+        self.release_script = link.client.register_script(RELEASE)
+        self.tasks: set[asyncio.Task] = set()
+
+    async def lookup(self, key: str) -> tuple[str, object]:
+        """("hit", message) | ("lead", flight id) | ("follow", flight id) | ("local", None): Redis is down."""
+        flight_id = secrets.token_hex(8)
+        result = await self.link.run(lambda r: self.lookup_script(
+            keys=[f"{PREFIX}cache:{key}", f"{PREFIX}flight:{key}", _stream(flight_id)],
+            args=[flight_id, LEASE_MS], client=r), None)
+        if not result:
+            return "local", None
+        verdict, value = result[0].decode(), result[1]
+        if verdict == "hit":
+            try:
+                return "hit", orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return "local", None
+        return verdict, value.decode()
+
+    def publisher(self, key: str, flight_id: str) -> "Publisher":
+        return Publisher(self, key, flight_id)
+
+    async def store(self, key: str, message: dict, ttl: float) -> None:
+        await self.link.run(lambda r: r.set(f"{PREFIX}cache:{key}", orjson.dumps(message), px=max(1, int(ttl * 1000))),
+                            None)
+
+    def release(self, key: str, flight_id: str) -> None:
+        """The leader is done (stored, or not storable): the next identical request looks again."""
+        self._spawn(self.link.run(lambda r: self.release_script(keys=[f"{PREFIX}flight:{key}"], args=[flight_id],
+                                                                client=r), None))
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def follow(self, flight: Flight, flight_id: str, lead_here: Callable[[], Awaitable[None]]) -> None:
+        """Feed `flight` from another daemon's stream; if that cannot be done before a byte was
+        published here, run `lead_here()` (the upstream call, on this same flight) instead."""
+        stream, last, silent = _stream(flight_id), "0-0", 0.0
+        failed = object()
+        while True:
+            entries = await self.link.run(lambda r: r.xread({stream: last}, count=256, block=int(BLOCK_SECONDS * 1000)),
+                                          failed, client=self.link.blocking, timeout=BLOCK_SECONDS + 2 * TIMEOUT)
+            if entries is failed or (not entries and silent >= LEASE_MS / 1000):
+                break
+            if not entries:
+                silent += BLOCK_SECONDS
+                continue
+            silent = 0.0
+            for entry_id, fields in entries[0][1]:
+                last = entry_id
+                if b"d" in fields:
+                    flight.publish(fields[b"d"])
+                elif b"end" in fields:
+                    flight.finish(orjson.loads(fields[b"end"]))
+                    return
+                elif b"err" in fields:
+                    flight.error = _error(orjson.loads(fields[b"err"]))
+                    flight.finish(None)
+                    return
+        if not flight.batches:
+            log.info("the daemon leading an identical request went quiet or Redis went away: calling the upstream here")
+            await lead_here()
+            return
+        flight.error = Overloaded("the ccproxyd daemon answering this identical request stopped mid-answer; retry it",
+                                  retry_after=1.0)
+        flight.publish(encode([("error", error_body(flight.error))]))
+        flight.finish(None)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+
+
+def _error(obj: dict) -> ClientFacingError:
+    error = TYPE_TO_ERROR.get(obj.get("type"), ApiError)(obj.get("message", "upstream error"),
+                                                          retry_after=obj.get("retry_after"))
+    return error
+
+
+class Publisher:
+    """The leader's side: what its Flight publishes goes to the stream, in order, from one task;
+    the lease is renewed while the flight runs.  A Redis failure stops the mirroring (followers
+    then take over as above); the local clients never wait for Redis."""
+
+    def __init__(self, fleet: FleetCache, key: str, flight_id: str) -> None:
+        self.fleet = fleet
+        self.key = key
+        self.flight_id = flight_id
+        self.stream = _stream(flight_id)
+        self.queue: list[dict] = []
+        self.ready = asyncio.Event()
+        self.ended = False
+        self.task = fleet._spawn(self._write())
+
+    def publish(self, data: bytes) -> None:
+        self.queue.append({"d": data})
+        self.ready.set()
+
+    def finish(self, message: dict | None, error: BaseException | None) -> None:
+        if message is not None:
+            self.queue.append({"end": orjson.dumps(message)})
+        else:
+            error = error if isinstance(error, ClientFacingError) else ApiError("the upstream call was cancelled")
+            self.queue.append({"err": orjson.dumps({"type": error.error_type, "message": error.message,
+                                                    "retry_after": error.retry_after})})
+        self.ended = True
+        self.ready.set()
+
+    async def _write(self) -> None:
+        link = self.fleet.link
+        renew = asyncio.get_running_loop().time() + LEASE_MS / 3000
+        while True:
+            try:
+                await asyncio.wait_for(self.ready.wait(), LEASE_MS / 3000)
+            except asyncio.TimeoutError:
+                pass
+            self.ready.clear()
+            batch, self.queue = self.queue, []
+            ended = self.ended and not self.queue
+            now = asyncio.get_running_loop().time()
+
+            async def write(r) -> bool:
+                async with r.pipeline(transaction=False) as pipe:
+                    for fields in batch:
+                        pipe.xadd(self.stream, fields)
+                    pipe.pexpire(self.stream, STREAM_KEEP_MS if ended else LEASE_MS)
+                    if now >= renew or ended:
+                        pipe.pexpire(f"{PREFIX}flight:{self.key}", LEASE_MS)
+                    await pipe.execute()
+                return True
+            if not await link.run(write, False):
+                return                              # followers notice the silence and take over
+            if now >= renew:
+                renew = now + LEASE_MS / 3000
+            if ended:
+                return
+
+
+class TeamStore:
+    """What proxy.lead stores a finished answer through: Redis first (the fleet's cache), then
+    the disk cache when there is one; `done` runs once both are over, stored or not."""
+
+    def __init__(self, fleet: FleetCache, disk) -> None:
+        self.fleet = fleet
+        self.disk = disk
+
+    def put_later(self, key: str, message: dict, ttl: float, done: Callable[[], None]) -> None:
+        async def both() -> None:
+            try:
+                await self.fleet.store(key, message, ttl)
+            finally:
+                if self.disk is not None:
+                    self.disk.put_later(key, message, ttl, done)
+                else:
+                    done()
+        self.fleet._spawn(both())
