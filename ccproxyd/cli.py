@@ -58,6 +58,9 @@ LISTEN_BACKLOG = 1024
               help="Team mode: share the response cache, in-flight calls, provider holds, client limits and message "
                    "threads with every daemon pointed at this Redis (redis://, rediss://; password in the URL or in "
                    "CCPROXYD_REDIS_PASSWORD or a credential file of that name).")
+@click.option("--redis-timeout", default=Settings.redis_timeout, show_default=True, type=click.FloatRange(0.01),
+              envvar="CCPROXYD_REDIS_TIMEOUT",
+              help="Seconds a Redis command may take; past it Redis counts as down until a probe answers.")
 @click.option("--log-level", default="INFO", show_default=True, envvar="CCPROXYD_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-bodies", is_flag=True, envvar="CCPROXYD_LOG_BODIES",
@@ -67,7 +70,8 @@ LISTEN_BACKLOG = 1024
 def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None, cache_size_mb: int,
           no_cache: bool, drain_timeout: float, orphan_grace: float, log_level: str, log_bodies: bool,
           ping_interval: float, thread_ttl: float = Settings.thread_ttl,
-          thread_store_mb: int = Settings.thread_store_size >> 20, thread_dir: str = "", redis_url: str = "") -> None:
+          thread_store_mb: int = Settings.thread_store_size >> 20, thread_dir: str = "", redis_url: str = "",
+          redis_timeout: float = Settings.redis_timeout) -> None:
     """Run the daemon."""
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
@@ -91,7 +95,7 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
                         cache_size=cache_size_mb * 1024 * 1024, log_level=log_level.upper(), log_bodies=log_bodies,
                         ping_interval=ping_interval, drain_timeout=drain_timeout, orphan_grace=orphan_grace,
                         thread_ttl=thread_ttl, thread_store_size=thread_store_mb << 20, thread_dir=thread_dir,
-                        redis_url=redis_url,
+                        redis_url=redis_url, redis_timeout=redis_timeout,
                         metrics_dir=tempfile.mkdtemp(prefix="ccproxyd-metrics-") if workers > 1 else "")
     _check_listen(host, port)
     loader = AppLoader(factory=partial(create_app, settings))

@@ -32,3 +32,4 @@ class Settings:
     thread_store_size: int = 256 << 20   # bytes of thread state per worker; the oldest go first past it
     thread_dir: str = ""                 # "" = threads in each worker's memory; else a diskcache all share
     redis_url: str = ""                  # "" = no team mode; else the Redis every daemon of the fleet shares
+    redis_timeout: float = 1.0           # seconds a Redis command may take before Redis counts as down

@@ -15,7 +15,7 @@ from .. import credentials, redact
 PASSWORD_VARIABLE = "CCPROXYD_REDIS_PASSWORD"   # or a credential file of that name
 
 
-async def attach(ctx, url: str) -> None:
+async def attach(ctx, url: str, timeout: float) -> None:
     """Connect and give `ctx` the shared versions: fleet cache, holds, limits, thread backend."""
     from ..clients import Limits
     from .flights import FleetCache
@@ -25,7 +25,7 @@ async def attach(ctx, url: str) -> None:
     from .threads import RedisBackend
 
     redact.register(urlsplit(url).password)
-    link = ctx.link = Link(url, credentials.lookup(PASSWORD_VARIABLE, os.environ))
+    link = ctx.link = Link(url, credentials.lookup(PASSWORD_VARIABLE, os.environ), timeout)
     await link.start()
     ctx.fleet = FleetCache(link)
     ctx.holds = Holds(link, ctx.guards)

@@ -30,7 +30,7 @@ import orjson
 from ..cache import Flight
 from ..errors import TYPE_TO_ERROR, ApiError, ClientFacingError, Overloaded, error_body
 from ..sse import encode
-from .link import BLOCK_SECONDS, PREFIX, TIMEOUT, Link
+from .link import BLOCK_SECONDS, PREFIX, Link
 
 log = logging.getLogger("ccproxyd.redis")
 LEASE_MS = 15_000              # a leader that stops renewing (killed) frees the key after this
@@ -102,7 +102,7 @@ class FleetCache:
         failed = object()
         while True:
             entries = await self.link.run(lambda r: r.xread({stream: last}, count=256, block=int(BLOCK_SECONDS * 1000)),
-                                          failed, client=self.link.blocking, timeout=BLOCK_SECONDS + 2 * TIMEOUT)
+                                          failed, client=self.link.blocking, timeout=BLOCK_SECONDS + 2 * self.link.timeout)
             if entries is failed or (not entries and silent >= LEASE_MS / 1000):
                 break
             if not entries:

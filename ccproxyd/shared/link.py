@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 log = logging.getLogger("ccproxyd.redis")
 T = TypeVar("T")
 
-TIMEOUT = 0.25             # seconds: connect, and each command; past it Redis counts as down
+CONNECT_TIMEOUT = 0.5      # seconds to open a connection
 PROBE_SECONDS = 0.5        # between PINGs while Redis is down
 BLOCK_SECONDS = 1.0        # longest blocking read (XREAD, pub/sub) on the second connection
 PREFIX = "ccproxyd:"       # every key ccproxyd writes starts with it
@@ -34,7 +34,7 @@ OUTAGE = (RedisConnectionError, RedisTimeout, OSError, asyncio.TimeoutError)
 
 
 def _client(url: str, password: str | None, timeout: float) -> aioredis.Redis:
-    options = {"socket_timeout": timeout, "socket_connect_timeout": TIMEOUT, "retry": Retry(NoBackoff(), 0),
+    options = {"socket_timeout": timeout, "socket_connect_timeout": CONNECT_TIMEOUT, "retry": Retry(NoBackoff(), 0),
                "retry_on_timeout": False, "health_check_interval": 0}
     client = aioredis.Redis.from_url(url, **options)
     if password and not client.connection_pool.connection_kwargs.get("password"):
@@ -43,10 +43,11 @@ def _client(url: str, password: str | None, timeout: float) -> aioredis.Redis:
 
 
 class Link:
-    def __init__(self, url: str, password: str | None = None) -> None:
+    def __init__(self, url: str, password: str | None = None, timeout: float = 1.0) -> None:
         self.url = url
-        self.client = _client(url, password, TIMEOUT)
-        self.blocking = _client(url, password, BLOCK_SECONDS + TIMEOUT)   # XREAD BLOCK, SUBSCRIBE
+        self.timeout = timeout              # seconds a command may take; past it Redis counts as down
+        self.client = _client(url, password, timeout)
+        self.blocking = _client(url, password, BLOCK_SECONDS + timeout)   # XREAD BLOCK, SUBSCRIBE
         self.up = True
         self.changed_at = time.time()
         self.outages = 0
@@ -67,12 +68,12 @@ class Link:
         return f"{scheme}://{kwargs.get('host', '?')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
     async def run(self, op: Callable[[aioredis.Redis], Awaitable[T]], fallback: T,
-                  client: aioredis.Redis | None = None, timeout: float = TIMEOUT * 2) -> T:
+                  client: aioredis.Redis | None = None, timeout: float | None = None) -> T:
         """`op(client)`, or `fallback` when Redis is down or fails now (which marks it down)."""
         if not self.up or self._closed:
             return fallback
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout or self.timeout + CONNECT_TIMEOUT):
                 return await op(client or self.client)
         except OUTAGE as exc:
             self.down(exc)
@@ -91,11 +92,18 @@ class Link:
         self._probe = asyncio.ensure_future(self._reconnect())
 
     async def _reconnect(self) -> None:
+        """Drop every pooled connection (each is stale after a Redis restart, and would make the
+        first commands after it fail once more), then PING until Redis answers."""
         started = time.monotonic()
+        for client in (self.client, self.blocking):
+            try:
+                await client.connection_pool.disconnect()
+            except Exception:
+                pass
         while not self._closed:
             await asyncio.sleep(PROBE_SECONDS)
             try:
-                async with asyncio.timeout(TIMEOUT * 2):
+                async with asyncio.timeout(self.timeout + CONNECT_TIMEOUT):
                     await self.client.ping()
             except (*OUTAGE, RedisError):
                 continue
