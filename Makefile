@@ -17,7 +17,7 @@ LLAMA_CPP_VERSION ?= 0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DGGML_BLAS=OFF -DGGML_OPENMP=OFF -DLLAVA_BUILD=OFF
 WHEELS := .cache/wheels
 
-.PHONY: run test bench check clean claude-code node-sdk llama-server
+.PHONY: run test bench check clean claude-code node-sdk llama-server redis-server
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,7 +56,14 @@ $(VENV)/.llama-server: $(VENV)/.installed
 	$(PY) -m pip install --quiet "$$(ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl)[server]"
 	touch $@
 
-test: $(VENV)/.installed $(VENV)/.llama-server $(CLAUDE_STAMPS) $(NODE_SDK_DIR)/.installed-$(NODE_SDK_VERSION)
+# a real Redis and HAProxy for the team-mode tests (tests/test_team.py starts its own of each on
+# free loopback ports), from the OS packages when missing (the CI machine is Debian, as root):
+# about 3 MB to download, a few seconds
+redis-server:
+	command -v redis-server >/dev/null && command -v haproxy >/dev/null || \
+	  (apt-get update && apt-get install -y --no-install-recommends redis-server haproxy)
+
+test: $(VENV)/.installed $(VENV)/.llama-server $(CLAUDE_STAMPS) $(NODE_SDK_DIR)/.installed-$(NODE_SDK_VERSION) redis-server
 	CCPROXYD_CLAUDE=$(abspath $(CLAUDE_DIR)) CCPROXYD_CLAUDE_VERSIONS="$(CLAUDE_VERSIONS)" \
 		CCPROXYD_NODE_SDK=$(abspath $(NODE_SDK_DIR)) $(PY) -m pytest
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
-from .conftest import Daemon, free_port
+from .conftest import ROOT, Daemon, free_port
 from .fake_upstream import FakeUpstream, Gate, Script, chunk, text_script, usage
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
@@ -300,3 +300,52 @@ def test_redis_killed_mid_load_loses_no_request_and_sharing_resumes(team, fake, 
     for daemon in daemons[1:]:
         assert post(daemon, body("after the outage")).headers["x-ccproxyd-cache"] == "hit"
     assert len(fake.requests) == 1
+
+
+def test_haproxy_keeps_a_session_on_one_daemon_and_drops_a_stopped_one(team, fake, tmp_path):
+    """config/haproxy.cfg as shipped, with this test's ports and a 0.1 s check interval.  Runs last:
+    it stops daemon holding the first session."""
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed (make test installs it)")
+    _, daemons = team
+    port = free_port()
+    text = (ROOT / "config" / "haproxy.cfg").read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+    for daemon, default in zip(daemons, (8082, 8083, 8084)):
+        text = text.replace(f"127.0.0.1:{default}", f"127.0.0.1:{daemon.port}")
+    (tmp_path / "haproxy.cfg").write_text(text.replace("inter 1s", "inter 100ms"))
+    proxy = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    balancer = type("Balancer", (), {"url": f"http://127.0.0.1:{port}"})()
+    try:
+        wait_for(lambda: _answers(balancer), what="haproxy to listen")
+
+        def served_by(session: str) -> list[int]:
+            return [i for i, d in enumerate(daemons) if f'"session_id":"{session}"' in d.log_path.read_text()]
+        sessions = [f"team-session-{n}" for n in range(9)]
+        for session in sessions:
+            for turn in range(3):
+                r = post(balancer, body(f"{session} turn {turn}"), **{"x-claude-code-session-id": session})
+                assert r.status_code == 200, r.text
+        homes = {session: served_by(session) for session in sessions}
+        assert all(len(home) == 1 for home in homes.values()), homes      # each session on one daemon
+        assert len({home[0] for home in homes.values()}) >= 2              # and the sessions spread
+        stopped = homes[sessions[0]][0]
+        daemons[stopped].stop()                                            # drains, closes its listener
+        for session in sessions:
+            r = post(balancer, body(f"{session} after the stop"), **{"x-claude-code-session-id": session})
+            assert r.status_code == 200, r.text
+            now = served_by(session)
+            if homes[session][0] == stopped:
+                assert len(now) == 2 and stopped in now                    # moved to one other daemon
+            else:
+                assert now == homes[session]                               # the others did not move
+    finally:
+        proxy.terminate()
+        proxy.wait(5)
+
+
+def _answers(balancer) -> bool:
+    try:
+        return httpx2.get(balancer.url + "/health", timeout=1).status_code == 200
+    except httpx2.HTTPError:
+        return False

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 
-from ..clients import PERIODS, budget_of, over_budget, over_limit, period_keys
+from ..clients import PERIODS, over_budget, over_limit, period_keys
 from ..config import ClientPolicy
 from .link import PREFIX, Link
 
@@ -123,6 +123,3 @@ class RedisCounts:
                     "spent_usd": {p: round(float(s or 0), 6) for (p, _), s in zip(PERIODS, spent)}}
         return await self.link.run(read, None)
 
-
-def budget_periods(policy: ClientPolicy) -> list[str]:
-    return [p for p, _ in PERIODS if budget_of(policy, p) is not None]
