@@ -69,6 +69,7 @@ test: $(VENV)/.installed $(VENV)/.llama-server $(CLAUDE_STAMPS) $(NODE_SDK_DIR)/
 
 bench: $(VENV)/.installed
 	$(PY) -m tests.bench
+	$(PY) -m tests.bench_team
 
 clean:
 	rm -rf $(VENV) $(CLAUDE_DIR) $(NODE_SDK_DIR)
