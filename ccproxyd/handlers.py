@@ -364,9 +364,10 @@ async def _client_gauges(ctx) -> list[tuple[str, tuple, float, str]]:
     gauges = []
     if ctx.link is not None:
         gauges.append(("ccproxyd_redis_up", (), int(ctx.link.up), "1 while Redis (team mode) answers, 0 while it is down"))
+    worker = (("worker", str(os.getpid())),) if ctx.settings.metrics_dir else ()
     for name, use in (await ctx.limits.usage(ctx.table.clients)).items():
         for period, spent in use["spent_usd"].items():
-            labels = (("client", name), ("period", period))
+            labels = (("client", name), ("period", period), *(worker if use["scope"] == "process" else ()))
             gauges.append(("ccproxyd_client_spend_usd", labels, spent, "Client spend in the current UTC day or month"))
             if use["limits"]["budget_usd"][period] is not None:
                 gauges.append(("ccproxyd_client_budget_usd", labels, use["limits"]["budget_usd"][period],
