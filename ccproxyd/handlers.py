@@ -181,7 +181,7 @@ async def _join(request: Request, record: observe.Record, body: dict, decision) 
     lead = partial(proxy.lead, ctx.upstreams, ctx.guards, decision, request.body, (orjson.dumps(upstream_body), names),
                    flight, store, key, decision.route.cache_ttl, request.app.config.PING_INTERVAL, record.request_id)
     if verdict == "follow":
-        task = asyncio.create_task(ctx.fleet.follow(flight, value, lead))
+        task = asyncio.create_task(ctx.fleet.follow(flight, key, value, lead))
     else:
         if verdict == "lead":
             flight.mirror = ctx.fleet.publisher(key, value)

@@ -12,7 +12,7 @@ or the id of the flight another daemon leads (this daemon follows it with XREAD,
 Flight that its own identical requests join).  So identical concurrent requests on any number of
 daemons reach the provider once, and every follower streams the answer as it arrives.
 
-A follower whose leader goes quiet past the lease, or whose Redis goes away, before a byte
+A follower whose leader goes quiet and lets its lease lapse (killed), or whose Redis goes away, before a byte
 reached its clients calls the upstream itself on the same Flight (its clients see nothing of
 it); after bytes went out it ends the stream with a 529 `overloaded_error` event, which clients
 retry.  While Redis is down every request leads locally (the disk cache still works).
@@ -95,18 +95,23 @@ class FleetCache:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    async def follow(self, flight: Flight, flight_id: str, lead_here: Callable[[], Awaitable[None]]) -> None:
+    async def follow(self, flight: Flight, key: str, flight_id: str, lead_here: Callable[[], Awaitable[None]]) -> None:
         """Feed `flight` from another daemon's stream; if that cannot be done before a byte was
-        published here, run `lead_here()` (the upstream call, on this same flight) instead."""
+        published here (Redis failed, or the stream was quiet for a lease and the leader no longer
+        holds it), run `lead_here()` (the upstream call, on this same flight) instead."""
         stream, last, silent = _stream(flight_id), "0-0", 0.0
         failed = object()
         while True:
             entries = await self.link.run(lambda r: r.xread({stream: last}, count=256, block=int(BLOCK_SECONDS * 1000)),
                                           failed, client=self.link.blocking, timeout=BLOCK_SECONDS + 2 * self.link.timeout)
-            if entries is failed or (not entries and silent >= LEASE_MS / 1000):
+            if entries is failed:
                 break
             if not entries:
                 silent += BLOCK_SECONDS
+                if silent >= LEASE_MS / 1000:           # quiet that long: is the leader still there?
+                    if await self.link.run(lambda r: r.get(f"{PREFIX}flight:{key}"), None) != flight_id.encode():
+                        break
+                    silent = 0.0
                 continue
             silent = 0.0
             for entry_id, fields in entries[0][1]:
