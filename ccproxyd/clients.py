@@ -163,9 +163,9 @@ class Limits:
     async def usage(self, clients) -> dict:
         """Use against limits, for /health: the fleet's while Redis is up, else this process's."""
         out = {}
+        fleet = await self.shared.usage(list(clients.values())) if self.shared is not None and clients else None
         for name, policy in clients.items():
-            use = await self.shared.usage(policy) if self.shared is not None else None
-            use = use or dict(self.local.usage(policy), scope="process")
+            use = (fleet or {}).get(name) or dict(self.local.usage(policy), scope="process")
             now = self.clock()
             use["limits"] = {"rpm": policy.rpm, "tpm": policy.tpm,
                              "budget_usd": {p: budget_of(policy, p) for p, _ in PERIODS}}

@@ -108,18 +108,23 @@ class RedisCounts:
                 await pipe.execute()
         await self.link.run(write, None)
 
-    async def usage(self, policy: ClientPolicy) -> dict | None:
+    async def usage(self, policies: list[ClientPolicy]) -> dict[str, dict] | None:
+        """Every client's use, in one pipeline (health checks call this often)."""
         now = time.time()
 
-        async def read(r) -> dict:
+        async def read(r) -> dict[str, dict]:
             async with r.pipeline(transaction=False) as pipe:
-                pipe.zcount(_key("rpm", policy.name), now - 60, "+inf")
-                pipe.hgetall(_key("tpm", policy.name))
-                for key in self._spend_keys(policy.name, now):
-                    pipe.get(key)
-                requests, tokens, *spent = await pipe.execute()
-            recent = sum(int(v) for s, v in tokens.items() if int(s) > now - 60)
-            return {"scope": "fleet", "requests_last_minute": requests, "tokens_last_minute": recent,
-                    "spent_usd": {p: round(float(s or 0), 6) for (p, _), s in zip(PERIODS, spent)}}
-        return await self.link.run(read, None)
-
+                for policy in policies:
+                    pipe.zcount(_key("rpm", policy.name), now - 60, "+inf")
+                    pipe.hgetall(_key("tpm", policy.name))
+                    for key in self._spend_keys(policy.name, now):
+                        pipe.get(key)
+                replies = await pipe.execute()
+            out = {}
+            for i, policy in enumerate(policies):
+                requests, tokens, *spent = replies[i * (2 + len(PERIODS)):(i + 1) * (2 + len(PERIODS))]
+                recent = sum(int(v) for s, v in tokens.items() if int(s) > now - 60)
+                out[policy.name] = {"scope": "fleet", "requests_last_minute": requests, "tokens_last_minute": recent,
+                                    "spent_usd": {p: round(float(s or 0), 6) for (p, _), s in zip(PERIODS, spent)}}
+            return out
+        return await self.link.run(read, None) if policies else {}
