@@ -1,11 +1,14 @@
 """The shared state against a real redis-server, in one process (no daemons): a link that starts
 with Redis down serves its fallbacks at once and reconnects by itself; the client-limit script
-is atomic under concurrent admissions from two links (two daemons); thread claims."""
+is atomic under concurrent admissions from two links (two daemons); thread claims; rediss:// with a
+password from the credentials directory."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
+import subprocess
 import time
 
 import pytest
@@ -18,6 +21,7 @@ from ccproxyd.shared.link import Link
 from ccproxyd.shared.threads import RedisBackend
 from ccproxyd.threads import CONTINUED, FOUND, IN_FLIGHT, MISSING
 
+from .conftest import free_port
 from .test_team import RedisServer
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
@@ -94,3 +98,47 @@ def test_thread_claims_are_atomic_across_links(redis_server):
         for link in links:
             await link.close()
     asyncio.run(scenario())
+
+
+def test_rediss_with_the_password_from_the_credentials_directory(tmp_path, certificates, monkeypatch):
+    """TLS to Redis (redis-server's own --tls-port, a CA made for the test) and `requirepass`, the
+    password read from $CREDENTIALS_DIRECTORY/CCPROXYD_REDIS_PASSWORD; never shown in /health."""
+    from types import SimpleNamespace
+
+    from ccproxyd import shared
+    from ccproxyd.resilience import Guards
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certificates.server.cert_chain_pems[0].write_to_path(str(cert))
+    certificates.server.private_key_pem.write_to_path(str(key))
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+                               "--tls-key-file", str(key), "--tls-ca-cert-file", str(certificates.ca_file),
+                               "--tls-auth-clients", "no", "--requirepass", "pw-from-credentials", "--save", "",
+                               "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "CCPROXYD_REDIS_PASSWORD").write_text("pw-from-credentials\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    monkeypatch.delenv("CCPROXYD_REDIS_PASSWORD", raising=False)
+
+    async def scenario() -> None:
+        for _ in range(100):                                       # until the server listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        ctx = SimpleNamespace(guards=Guards())
+        await shared.attach(ctx, f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certificates.ca_file}", 1.0)
+        try:
+            assert ctx.link.up, ctx.link.health()
+            assert await ctx.link.run(lambda r: r.set("ccproxyd:probe", "1"), None) is True
+            assert ctx.link.health()["url"] == f"rediss://127.0.0.1:{port}/0"
+        finally:
+            await shared.detach(ctx)
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.kill()
+        server.wait(5)
