@@ -445,6 +445,7 @@ async def start_request(request: Request) -> None:
                      if hmac.compare_digest(presented.encode(), key.encode())), None)
         if name is None:
             raise AuthenticationFailed("invalid x-api-key")
+        request.ctx.client_name = name                  # the key's variable: what spend is reported by
         request.ctx.policy = table.clients.get(name)
         # which client this is, for the cache key; a hash, so the key itself is never stored
         request.ctx.client = hashlib.sha256(presented.encode()).hexdigest()[:16]
