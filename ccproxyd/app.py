@@ -53,7 +53,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         app.ctx.link = app.ctx.fleet = app.ctx.thread_backend = None
         app.ctx.limits = Limits()
         if settings.redis_url:                   # team mode: shared cache, holds, limits, threads
-            await shared.attach(app.ctx, settings.redis_url, settings.redis_timeout)
+            await shared.attach(app.ctx, settings.redis_url, settings.redis_timeout, cache=bool(settings.cache_dir))
         if settings.thread_ttl > 0:
             backend = app.ctx.thread_backend or await loop.run_in_executor(None, threads.backend_for, settings)
             app.ctx.threads = threads.Threads(backend, settings.thread_ttl, settings.thread_store_size // 8)

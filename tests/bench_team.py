@@ -4,8 +4,8 @@ Claude-Code-sized streamed request, and fleet throughput behind a loopback HAPro
 Two daemons in front of one fake upstream, identical but for `--redis` (both with the disk
 cache, the default); the same client alternates between them, so the difference is what Redis
 adds.  Rows: cache bypassed (no-cache: Redis is not asked), cache miss (distinct requests: one
-Lua lookup, the answer mirrored into a stream and stored in Redis), and, on a third daemon with
-Redis and no disk cache, a hit served from Redis.  Then 1, 2 and 3 daemons behind HAProxy
+Lua lookup, the answer mirrored into a stream and stored in Redis), and a hit: from the daemon's
+own disk without Redis, versus an answer a third daemon stored, served from Redis.  Then 1, 2 and 3 daemons behind HAProxy
 (config/haproxy.cfg), 16 clients, cache bypassed.
 """
 
@@ -61,8 +61,8 @@ routes:
     try:
         procs.append(daemon(routes, ports[0], "--cache-dir", str(work / "off")))
         procs.append(daemon(routes, ports[1], "--cache-dir", str(work / "on"), "--redis", url))
-        procs.append(daemon(routes, ports[2], "--no-cache", "--redis", url))
-        off, on, on_nodisk = (f"http://127.0.0.1:{p}/v1/messages?beta=true" for p in ports)
+        procs.append(daemon(routes, ports[2], "--cache-dir", str(work / "on2"), "--redis", url))
+        off, on, on2 = (f"http://127.0.0.1:{p}/v1/messages?beta=true" for p in ports)
         body = orjson.dumps(claude_code_like_request())
         bypass = {"cache-control": "no-cache"}
         print(f"team mode: Redis on versus off, one daemon each, {N} streamed requests per row, alternating (ms)")
@@ -79,10 +79,14 @@ routes:
                     off_ms += timed(client, off, bodies[i % len(bodies)] if headers else misses_off(i), 1, headers)
                     on_ms += timed(client, on, bodies[i % len(bodies)], 1, headers)
                 row(label, off_ms, on_ms)
-            timed(client, on_nodisk, body, 1)                           # stored in Redis
-            hit_disk = timed(client, off, body, N)
-            hit_redis = timed(client, on_nodisk, body, N)
-            row("cache hit (disk off / Redis on)", hit_disk, hit_redis)
+            hit_disk, hit_redis = [], []
+            for i, stored in enumerate(distinct_bodies(N)):
+                stored = stored.replace(b"(request ", b"(hit request ")
+                timed(client, off, stored, 1)                             # now on off's disk
+                timed(client, on2, stored, 1)                             # now in Redis (and on2's disk)
+                hit_disk += timed(client, off, stored, 1)
+                hit_redis += timed(client, on, stored, 1)                 # not on on's disk: from Redis
+            row("hit: own disk / another's, via Redis", hit_disk, hit_redis)
         fleet(work, ports)
     finally:
         for proc in procs:

@@ -130,7 +130,7 @@ def test_rediss_with_the_password_from_the_credentials_directory(tmp_path, certi
             except OSError:
                 await asyncio.sleep(0.05)
         ctx = SimpleNamespace(guards=Guards())
-        await shared.attach(ctx, f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certificates.ca_file}", 1.0)
+        await shared.attach(ctx, f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certificates.ca_file}", 1.0, cache=True)
         try:
             assert ctx.link.up, ctx.link.health()
             assert await ctx.link.run(lambda r: r.set("ccproxyd:probe", "1"), None) is True

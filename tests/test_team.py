@@ -96,7 +96,8 @@ def team(redis_server, tmp_path_factory):
 
     def start(name: str) -> Daemon:
         return Daemon(path, env=dict(KEYS), log_path=directory / f"{name}.log",
-                      extra_args=("--no-cache", "--redis", redis_server.url, "--ping-interval", "5"))
+                      extra_args=("--cache-dir", str(directory / f"cache-{name}"), "--redis", redis_server.url,
+                                  "--ping-interval", "5"))
     try:
         with ThreadPoolExecutor(3) as pool:                 # started side by side: a third of the wait
             for started in [pool.submit(start, name) for name in "abc"]:

@@ -15,8 +15,9 @@ from .. import credentials, redact
 PASSWORD_VARIABLE = "CCPROXYD_REDIS_PASSWORD"   # or a credential file of that name
 
 
-async def attach(ctx, url: str, timeout: float) -> None:
-    """Connect and give `ctx` the shared versions: fleet cache, holds, limits, thread backend."""
+async def attach(ctx, url: str, timeout: float, cache: bool) -> None:
+    """Connect and give `ctx` the shared versions: fleet cache (unless the response cache is off,
+    --no-cache), holds, limits, thread backend."""
     from ..clients import Limits
     from .flights import FleetCache
     from .holds import Holds
@@ -27,7 +28,7 @@ async def attach(ctx, url: str, timeout: float) -> None:
     redact.register(urlsplit(url).password)
     link = ctx.link = Link(url, credentials.lookup(PASSWORD_VARIABLE, os.environ), timeout)
     await link.start()
-    ctx.fleet = FleetCache(link)
+    ctx.fleet = FleetCache(link) if cache else None
     ctx.holds = Holds(link, ctx.guards)
     ctx.holds.start()
     ctx.limits = Limits(RedisCounts(link))
@@ -38,5 +39,6 @@ async def detach(ctx) -> None:
     if getattr(ctx, "link", None) is None:
         return
     await ctx.holds.close()
-    await ctx.fleet.close()
+    if ctx.fleet is not None:
+        await ctx.fleet.close()
     await ctx.link.close()

@@ -135,8 +135,11 @@ class FleetCache:
         flight.finish(None)
 
     async def close(self) -> None:
-        for task in list(self.tasks):
+        tasks = list(self.tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
 
 
 def _error(obj: dict) -> ClientFacingError:

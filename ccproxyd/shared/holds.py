@@ -16,7 +16,7 @@ import secrets
 import time
 
 from ..resilience import Guards
-from .link import BLOCK_SECONDS, OUTAGE, PREFIX, PROBE_SECONDS, Link
+from .link import BLOCK_SECONDS, OUTAGE, PREFIX, PROBE_SECONDS, Link, cancelled
 
 log = logging.getLogger("ccproxyd.redis")
 CHANNEL = PREFIX + "holds"
@@ -38,6 +38,7 @@ class Holds:
         self.script = link.client.register_script(SET_LATER)
         self.pending: set[asyncio.Task] = set()
         self.listener: asyncio.Task | None = None
+        self.closed = False
         guards.on_hold = self.publish
         link.on_up.append(self.resync)
 
@@ -72,7 +73,7 @@ class Holds:
     async def _listen(self) -> None:
         """Follow the channel; on a broken connection wait for the link to be up, then again."""
         await self.resync()
-        while True:
+        while not self.closed:
             if not self.link.up:
                 await asyncio.sleep(PROBE_SECONDS)
                 continue
@@ -85,10 +86,12 @@ class Holds:
                     if message is not None and message.get("type") == "message":
                         self._message(message["data"])
             except OUTAGE as exc:
+                cancelled()
                 self.link.down(exc)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                cancelled()
                 log.exception("redis: the holds listener failed; starting it again")
                 await asyncio.sleep(PROBE_SECONDS)
             finally:
@@ -106,7 +109,9 @@ class Holds:
             log.warning("redis: a hold message ccproxyd did not write: %r", data[:100])
 
     async def close(self) -> None:
-        if self.listener is not None:
-            self.listener.cancel()
-        for task in list(self.pending):
+        self.closed = True
+        tasks = [t for t in (self.listener, *self.pending) if t is not None]
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)

@@ -42,6 +42,15 @@ def _client(url: str, password: str | None, timeout: float) -> aioredis.Redis:
     return client
 
 
+def cancelled() -> None:
+    """Raise CancelledError if this task is being cancelled: a cancellation that reached a Redis
+    read may come out as a connection error, and must not be taken for an outage (a loop that
+    treats it so would never end)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Link:
     def __init__(self, url: str, password: str | None = None, timeout: float = 1.0) -> None:
         self.url = url
@@ -76,9 +85,11 @@ class Link:
             async with asyncio.timeout(timeout or self.timeout + CONNECT_TIMEOUT):
                 return await op(client or self.client)
         except OUTAGE as exc:
+            cancelled()
             self.down(exc)
             return fallback
         except RedisError as exc:               # a command Redis refused: not an outage
+            cancelled()
             log.warning("redis: %s: %s", type(exc).__name__, exc)
             return fallback
 
@@ -106,6 +117,7 @@ class Link:
                 async with asyncio.timeout(self.timeout + CONNECT_TIMEOUT):
                     await self.client.ping()
             except (*OUTAGE, RedisError):
+                cancelled()
                 continue
             self.up, self.changed_at = True, time.time()
             log.warning("redis %s is back after %.1f s; sharing state again", self.where(),
