@@ -177,7 +177,8 @@ async def _join(request: Request, record: observe.Record, body: dict, decision) 
         return ctx.flights[key]
     record.cache = "hit" if verdict == "follow" else "miss"
     flight = ctx.flights[key] = Flight(ctx.settings.orphan_grace)
-    store = TeamStore(ctx.fleet, ctx.store) if ctx.fleet is not None else ctx.store
+    store = (TeamStore(ctx.fleet, ctx.store, value if verdict == "lead" else None) if ctx.fleet is not None
+             else ctx.store)
     lead = partial(proxy.lead, ctx.upstreams, ctx.guards, decision, request.body, (orjson.dumps(upstream_body), names),
                    flight, store, key, decision.route.cache_ttl, request.app.config.PING_INTERVAL, record.request_id)
     if verdict == "follow":
@@ -188,7 +189,7 @@ async def _join(request: Request, record: observe.Record, body: dict, decision) 
         task = asyncio.create_task(lead())
     ctx.background.add(task)
     task.add_done_callback(lambda t: (ctx.background.discard(t), _forget(ctx.flights, key, flight),
-                                      verdict == "lead" and ctx.fleet.release(key, value)))
+                                      verdict == "lead" and not store.released and ctx.fleet.release(key, value)))
     flight.on_orphan = partial(_cancel_orphan, ctx.flights, key, flight, task, body["max_tokens"])
     return flight
 

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from statistics import median
 
-from .bench import (N_CONCURRENT, ROOT, claude_code_like_request, concurrent, distinct_bodies, pct, start, timed,
-                    wait_ready)
+from .bench import (N_CONCURRENT, ROOT, claude_code_like_request, concurrent, cpu_seconds, distinct_bodies, pct, start,
+                    timed, wait_ready)
 from .conftest import free_port
 
 N = int(os.environ.get("BENCH_N", "400"))
@@ -66,7 +66,8 @@ routes:
         body = orjson.dumps(claude_code_like_request())
         bypass = {"cache-control": "no-cache"}
         print(f"team mode: Redis on versus off, one daemon each, {N} streamed requests per row, alternating (ms)")
-        print(f"{'':34}{'off':>9}{'on':>9}{'added':>9}{'off p99':>9}{'on p99':>9}")
+        print(f"{'':34}{'off':>9}{'on':>9}{'added':>9}{'off p99':>9}{'on p99':>9}{'CPU off':>9}{'CPU on':>9}")
+        pids = (procs[2].pid, procs[3].pid)
         import httpx2
         with httpx2.Client(timeout=60) as client:
             timed(client, off, body, 30, bypass)
@@ -75,18 +76,21 @@ routes:
             for label, bodies, headers in (("cache bypassed (no-cache)", [body], bypass),
                                            ("cache miss (distinct requests)", misses, {})):
                 off_ms, on_ms = [], []
+                cpu0 = [cpu_seconds(pid) for pid in pids]
                 for i in range(N):
                     off_ms += timed(client, off, bodies[i % len(bodies)] if headers else misses_off(i), 1, headers)
                     on_ms += timed(client, on, bodies[i % len(bodies)], 1, headers)
-                row(label, off_ms, on_ms)
+                row(label, off_ms, on_ms, [(cpu_seconds(pid) - c) / N * 1000 for pid, c in zip(pids, cpu0)])
             hit_disk, hit_redis = [], []
+            cpu0 = [cpu_seconds(pid) for pid in pids]
             for i, stored in enumerate(distinct_bodies(N)):
                 stored = stored.replace(b"(request ", b"(hit request ")
                 timed(client, off, stored, 1)                             # now on off's disk
                 timed(client, on2, stored, 1)                             # now in Redis (and on2's disk)
                 hit_disk += timed(client, off, stored, 1)
                 hit_redis += timed(client, on, stored, 1)                 # not on on's disk: from Redis
-            row("hit: own disk / another's, via Redis", hit_disk, hit_redis)
+            row("hit: own disk / another's, via Redis", hit_disk, hit_redis,
+                [(cpu_seconds(pid) - c) / N * 1000 for pid, c in zip(pids, cpu0)])
         fleet(work, ports)
     finally:
         for proc in procs:
@@ -106,9 +110,11 @@ def misses_off(i: int) -> bytes:
     return MISSES_OFF[i]
 
 
-def row(label: str, off: list[float], on: list[float]) -> None:
+def row(label: str, off: list[float], on: list[float], cpu: list[float]) -> None:
+    """Medians, p99s and each daemon's CPU ms per request of the row (the hit row's "off" CPU
+    includes the miss that stored each answer)."""
     print(f"{label:34}{median(off):9.2f}{median(on):9.2f}{median(on) - median(off):9.2f}"
-          f"{pct(off, 0.99):9.2f}{pct(on, 0.99):9.2f}", flush=True)
+          f"{pct(off, 0.99):9.2f}{pct(on, 0.99):9.2f}{cpu[0]:9.2f}{cpu[1]:9.2f}", flush=True)
 
 
 def fleet(work: Path, ports: list[int]) -> None:

@@ -3,8 +3,9 @@
 Keys (K is the response-cache key, which already binds the client, provider and request):
   ccproxyd:cache:K    the stored answer (JSON), expiring with the route's cache ttl
   ccproxyd:flight:K   the id of the flight a daemon is leading for K (a lease, renewed while it runs)
-  ccproxyd:stream:ID  that flight's output: one entry per batch of SSE bytes as the clients got
-                      them (`d`), then `end` (the whole message, JSON) or `err` (the error)
+  ccproxyd:stream:ID  that flight's output: SSE bytes as the clients got them (`d`; what queued
+                      during one write goes as one entry), then `end` (the whole message, JSON)
+                      or `err` (the error)
 
 A request that no daemon has answered asks one Lua script (`LOOKUP`): a stored answer, or the
 lease for K (this daemon leads: it calls the upstream and XADDs what it sends its own clients),
@@ -40,11 +41,10 @@ local cached = redis.call('GET', KEYS[1])
 if cached then return {'hit', cached} end
 local leader = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2], 'GET')
 if leader then return {'follow', leader} end
-redis.call('XADD', KEYS[3], 'MAXLEN', '1', '*', 'open', '1')
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
 return {'lead', ARGV[1]}
 """
 RELEASE = """
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -65,8 +65,7 @@ class FleetCache:
         """("hit", message) | ("lead", flight id) | ("follow", flight id) | ("local", None): Redis is down."""
         flight_id = secrets.token_hex(8)
         result = await self.link.run(lambda r: self.lookup_script(
-            keys=[f"{PREFIX}cache:{key}", f"{PREFIX}flight:{key}", _stream(flight_id)],
-            args=[flight_id, LEASE_MS], client=r), None)
+            keys=[f"{PREFIX}cache:{key}", f"{PREFIX}flight:{key}"], args=[flight_id, LEASE_MS], client=r), None)
         if not result:
             return "local", None
         verdict, value = result[0].decode(), result[1]
@@ -80,14 +79,23 @@ class FleetCache:
     def publisher(self, key: str, flight_id: str) -> "Publisher":
         return Publisher(self, key, flight_id)
 
-    async def store(self, key: str, message: dict, ttl: float) -> None:
-        await self.link.run(lambda r: r.set(f"{PREFIX}cache:{key}", orjson.dumps(message), px=max(1, int(ttl * 1000))),
-                            None)
+    async def store(self, key: str, message: dict, ttl: float, lease: str | None) -> None:
+        """Store an answer for the fleet; with the `lease` of the flight that made it, give the
+        lease back in the same round trip (the next identical request finds the answer)."""
+        if lease is None:
+            await self.link.run(lambda r: r.set(f"{PREFIX}cache:{key}", orjson.dumps(message),
+                                                px=max(1, int(ttl * 1000))), None)
+        else:
+            await self._release(key, lease, orjson.dumps(message), max(1, int(ttl * 1000)))
 
     def release(self, key: str, flight_id: str) -> None:
-        """The leader is done (stored, or not storable): the next identical request looks again."""
-        self._spawn(self.link.run(lambda r: self.release_script(keys=[f"{PREFIX}flight:{key}"], args=[flight_id],
-                                                                client=r), None))
+        """The leader is done without storing (an error, a cut answer, a fallback's): the next
+        identical request looks again."""
+        self._spawn(self._release(key, flight_id, b"", 0))
+
+    async def _release(self, key: str, flight_id: str, message: bytes, ttl_ms: int) -> None:
+        await self.link.run(lambda r: self.release_script(keys=[f"{PREFIX}flight:{key}", f"{PREFIX}cache:{key}"],
+                                                          args=[flight_id, message, ttl_ms], client=r), None)
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -186,7 +194,7 @@ class Publisher:
             except asyncio.TimeoutError:
                 pass
             self.ready.clear()
-            batch, self.queue = self.queue, []
+            batch, self.queue = _joined(self.queue), []
             ended = self.ended and not self.queue
             now = asyncio.get_running_loop().time()
 
@@ -207,18 +215,35 @@ class Publisher:
                 return
 
 
-class TeamStore:
-    """What proxy.lead stores a finished answer through: Redis first (the fleet's cache), then
-    the disk cache when there is one; `done` runs once both are over, stored or not."""
+def _joined(entries: list[dict]) -> list[dict]:
+    """What queued while the last write was under way, as few entries as it can be: SSE bytes
+    are self-delimiting, so consecutive batches go as one `d` entry."""
+    out: list[dict] = []
+    for fields in entries:
+        if "d" in fields and out and "d" in out[-1]:
+            out[-1] = {"d": out[-1]["d"] + fields["d"]}
+        else:
+            out.append(fields)
+    return out
 
-    def __init__(self, fleet: FleetCache, disk) -> None:
+
+class TeamStore:
+    """What proxy.lead stores a finished answer through: Redis first (the fleet's cache, giving
+    back the flight's lease when this daemon led it), then the disk cache when there is one;
+    `done` runs once both are over, stored or not."""
+
+    def __init__(self, fleet: FleetCache, disk, lease: str | None = None) -> None:
         self.fleet = fleet
         self.disk = disk
+        self.lease = lease
+        self.released = False
 
     def put_later(self, key: str, message: dict, ttl: float, done: Callable[[], None]) -> None:
+        self.released = self.lease is not None
+
         async def both() -> None:
             try:
-                await self.fleet.store(key, message, ttl)
+                await self.fleet.store(key, message, ttl, self.lease)
             finally:
                 if self.disk is not None:
                     self.disk.put_later(key, message, ttl, done)
