@@ -172,3 +172,18 @@ class Limits:
             use["resets_at"] = {p: resets_at(p, now) for p, _ in PERIODS}
             out[name] = use
         return out
+
+    async def gauges(self, clients, link, worker: tuple) -> list[tuple[str, tuple, float, str]]:
+        """For /metrics: Redis up or down (team mode), and each client's spend against its budgets
+        (the fleet's while Redis is up; else this process's, labelled with `worker`)."""
+        gauges = []
+        if link is not None:
+            gauges.append(("ccproxyd_redis_up", (), int(link.up), "1 while Redis (team mode) answers, 0 while it is down"))
+        for name, use in (await self.usage(clients)).items():
+            for period, spent in use["spent_usd"].items():
+                labels = (("client", name), ("period", period), *(worker if use["scope"] == "process" else ()))
+                gauges.append(("ccproxyd_client_spend_usd", labels, spent, "Client spend in the current UTC day or month"))
+                budget = use["limits"]["budget_usd"][period]
+                if budget is not None:
+                    gauges.append(("ccproxyd_client_budget_usd", labels, budget, "Client budget for the UTC day or month"))
+        return gauges

@@ -190,8 +190,19 @@ async def _join(request: Request, record: observe.Record, body: dict, decision) 
     ctx.background.add(task)
     task.add_done_callback(lambda t: (ctx.background.discard(t), _forget(ctx.flights, key, flight),
                                       verdict == "lead" and not store.released and ctx.fleet.release(key, value)))
-    flight.on_orphan = partial(_cancel_orphan, ctx.flights, key, flight, task, body["max_tokens"])
+    flight.on_orphan = partial(_orphaned, ctx, key, flight, task, body["max_tokens"])
     return flight
+
+
+def _orphaned(ctx, key: str, flight: Flight, task: asyncio.Task, max_tokens: int) -> None:
+    """Every client here left: cancel the call, unless it is one that another daemon follows."""
+    if flight.mirror is None:
+        return _cancel_orphan(ctx.flights, key, flight, task, max_tokens)
+
+    async def unless_followed() -> None:
+        if not await flight.mirror.followed() and flight.clients == 0 and not flight.done:
+            _cancel_orphan(ctx.flights, key, flight, task, max_tokens)
+    ctx.fleet._spawn(unless_followed())
 
 
 def _forget(flights: dict, key: str, flight: Flight) -> None:
@@ -349,7 +360,8 @@ async def metrics(request: Request):
     off the event loop; the counters are read on it."""
     ctx = request.app.ctx
     stats, snapshots = await asyncio.get_running_loop().run_in_executor(None, _read_disk, ctx)
-    gauges = worker_gauges(ctx) + await _client_gauges(ctx)
+    worker = (("worker", str(os.getpid())),) if ctx.settings.metrics_dir else ()
+    gauges = worker_gauges(ctx) + await ctx.limits.gauges(ctx.table.clients, ctx.link, worker)
     if stats is not None:                              # one disk for every worker: not per worker
         gauges += [("ccproxyd_cache_bytes", (), stats["bytes"], "Bytes in the response cache"),
                    ("ccproxyd_cache_entries", (), stats["entries"], "Entries in the response cache"),
@@ -357,23 +369,6 @@ async def metrics(request: Request):
                     "1 while the response cache can be used, 0 while it is down (answers are misses)")]
     merged = observe.METRICS.merged(snapshots) if ctx.settings.metrics_dir else observe.METRICS
     return raw(merged.render(gauges + merged.gauges).encode(), content_type="text/plain; version=0.0.4")
-
-
-async def _client_gauges(ctx) -> list[tuple[str, tuple, float, str]]:
-    """Redis up or down (team mode), and each client's spend against its budgets (the fleet's while
-    Redis is up, else this process's)."""
-    gauges = []
-    if ctx.link is not None:
-        gauges.append(("ccproxyd_redis_up", (), int(ctx.link.up), "1 while Redis (team mode) answers, 0 while it is down"))
-    worker = (("worker", str(os.getpid())),) if ctx.settings.metrics_dir else ()
-    for name, use in (await ctx.limits.usage(ctx.table.clients)).items():
-        for period, spent in use["spent_usd"].items():
-            labels = (("client", name), ("period", period), *(worker if use["scope"] == "process" else ()))
-            gauges.append(("ccproxyd_client_spend_usd", labels, spent, "Client spend in the current UTC day or month"))
-            if use["limits"]["budget_usd"][period] is not None:
-                gauges.append(("ccproxyd_client_budget_usd", labels, use["limits"]["budget_usd"][period],
-                               "Client budget for the UTC day or month"))
-    return gauges
 
 
 def _read_disk(ctx) -> tuple[dict | None, list[bytes]]:

@@ -97,7 +97,7 @@ def team(redis_server, tmp_path_factory):
     def start(name: str) -> Daemon:
         return Daemon(path, env=dict(KEYS), log_path=directory / f"{name}.log",
                       extra_args=("--cache-dir", str(directory / f"cache-{name}"), "--redis", redis_server.url,
-                                  "--ping-interval", "5"))
+                                  "--ping-interval", "5", "--orphan-grace", "0.2"))
     try:
         with ThreadPoolExecutor(3) as pool:                 # started side by side: a third of the wait
             for started in [pool.submit(start, name) for name in "abc"]:
@@ -164,7 +164,11 @@ def test_identical_requests_on_three_daemons_reach_the_upstream_once(team, fake,
             if '"Hel"' in line:
                 break
         assert not gate._open.is_set()
-        wait_for(lambda: blocked_readers(redis_server) >= 2, what="B and C following A's flight")
+        try:
+            wait_for(lambda: blocked_readers(redis_server) >= 2, what="B and C following A's flight")
+        except AssertionError:
+            raise AssertionError("B and C did not follow A's flight; Redis as the daemons saw it: "
+                                 + repr([health(d)["redis"] for d in (a, b, c)])) from None
         gate.open()
         for line in lines:
             seen += line + "\n"
@@ -178,6 +182,34 @@ def test_identical_requests_on_three_daemons_reach_the_upstream_once(team, fake,
     again = post(b, dict(request, stream=False))        # stored in Redis: a hit on any daemon
     assert again.headers["x-ccproxyd-cache"] == "hit" and again.json()["content"][0]["text"] == "Hello fleet"
     assert len(fake.requests) == 1
+
+
+def test_a_call_another_daemon_follows_goes_on_when_its_own_clients_leave(team, fake, redis_server):
+    """A's only client leaves mid-answer; B's follows it: past A's orphan grace the call goes on for B."""
+    _, (a, b, _) = team
+    gate = Gate()
+    fake.push(Script(events=[chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), gate,
+                             chunk({"content": "lo B"}), chunk(finish="stop"), chunk(choices=False, usage=usage())]))
+    request = body("asked on A, which then leaves", stream=True)
+    headers = {"x-api-key": KEYS["TEAM_OPEN_KEY"]}
+    with httpx2.stream("POST", a.url + "/v1/messages", json=request, timeout=30, headers=headers) as leaving:
+        for line in leaving.iter_lines():
+            if '"Hel"' in line:
+                break
+    seen = ""
+    with httpx2.stream("POST", b.url + "/v1/messages", json=request, timeout=30, headers=headers) as streamed:
+        lines = streamed.iter_lines()
+        for line in lines:
+            seen += line + "\n"
+            if '"Hel"' in line:
+                break
+        time.sleep(0.6)                                  # past A's orphan grace (0.2 s), its client gone
+        gate.open()
+        for line in lines:
+            seen += line + "\n"
+    assert '"lo B"' in seen and "event: message_stop" in seen and "event: error" not in seen
+    assert len(fake.requests) == 1
+    assert "cancelled it" not in a.log_path.read_text()
 
 
 def test_a_429_on_one_daemon_holds_the_provider_back_on_the_others(team, fake):

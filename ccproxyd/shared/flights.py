@@ -3,6 +3,8 @@
 Keys (K is the response-cache key, which already binds the client, provider and request):
   ccproxyd:cache:K    the stored answer (JSON), expiring with the route's cache ttl
   ccproxyd:flight:K   the id of the flight a daemon is leading for K (a lease, renewed while it runs)
+  ccproxyd:followers:ID  how many daemons follow it now (its leader's clients leaving does not
+                      cancel a call another daemon follows)
   ccproxyd:stream:ID  that flight's output: SSE bytes as the clients got them (`d`; what queued
                       during one write goes as one entry), then `end` (the whole message, JSON)
                       or `err` (the error)
@@ -30,6 +32,7 @@ import orjson
 
 from ..cache import Flight
 from ..errors import TYPE_TO_ERROR, ApiError, ClientFacingError, Overloaded, error_body
+from ..proxy import CANCELLED
 from ..sse import encode
 from .link import BLOCK_SECONDS, PREFIX, Link
 
@@ -52,6 +55,10 @@ return 0
 
 def _stream(flight_id: str) -> str:
     return f"{PREFIX}stream:{flight_id}"
+
+
+def _followers(flight_id: str) -> str:
+    return f"{PREFIX}followers:{flight_id}"
 
 
 class FleetCache:
@@ -109,6 +116,21 @@ class FleetCache:
         holds it), run `lead_here()` (the upstream call, on this same flight) instead."""
         stream, last, silent = _stream(flight_id), "0-0", 0.0
         failed = object()
+        await self.link.run(lambda r: self._count_follower(r, flight_id, 1), None)
+        try:
+            await self._read(flight, key, flight_id, lead_here, stream)
+        finally:
+            self._spawn(self.link.run(lambda r: self._count_follower(r, flight_id, -1), None))
+
+    @staticmethod
+    async def _count_follower(r, flight_id: str, step: int) -> None:
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.incrby(_followers(flight_id), step)
+            pipe.pexpire(_followers(flight_id), STREAM_KEEP_MS)
+            await pipe.execute()
+
+    async def _read(self, flight: Flight, key: str, flight_id: str, lead_here, stream: str) -> None:
+        last, silent, failed = "0-0", 0.0, object()
         while True:
             entries = await self.link.run(lambda r: r.xread({stream: last}, count=256, block=int(BLOCK_SECONDS * 1000)),
                                           failed, client=self.link.blocking, timeout=BLOCK_SECONDS + 2 * self.link.timeout)
@@ -130,7 +152,10 @@ class FleetCache:
                     flight.finish(orjson.loads(fields[b"end"]))
                     return
                 elif b"err" in fields:
-                    flight.error = _error(orjson.loads(fields[b"err"]))
+                    error = orjson.loads(fields[b"err"])
+                    if error.get("cancelled"):          # stopped there (no error event went out)
+                        break
+                    flight.error = _error(error)
                     flight.finish(None)
                     return
         if not flight.batches:
@@ -171,6 +196,11 @@ class Publisher:
         self.ended = False
         self.task = fleet._spawn(self._write())
 
+    async def followed(self) -> bool:
+        """Whether a daemon is following this flight now (then its orphaning here does not end it)."""
+        count = await self.fleet.link.run(lambda r: r.get(_followers(self.flight_id)), None)
+        return int(count or 0) > 0
+
     def publish(self, data: bytes) -> None:
         self.queue.append({"d": data})
         self.ready.set()
@@ -179,9 +209,10 @@ class Publisher:
         if message is not None:
             self.queue.append({"end": orjson.dumps(message)})
         else:
-            error = error if isinstance(error, ClientFacingError) else ApiError("the upstream call was cancelled")
+            cancelled = not isinstance(error, ClientFacingError) or error.message == CANCELLED
+            error = error if isinstance(error, ClientFacingError) else ApiError(CANCELLED)
             self.queue.append({"err": orjson.dumps({"type": error.error_type, "message": error.message,
-                                                    "retry_after": error.retry_after})})
+                                                    "retry_after": error.retry_after, "cancelled": cancelled})})
         self.ended = True
         self.ready.set()
 
