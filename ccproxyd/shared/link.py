@@ -23,6 +23,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from ..settings import Settings
+
 log = logging.getLogger("ccproxyd.redis")
 T = TypeVar("T")
 
@@ -52,7 +54,7 @@ def cancelled() -> None:
 
 
 class Link:
-    def __init__(self, url: str, password: str | None = None, timeout: float = 1.0) -> None:
+    def __init__(self, url: str, password: str | None = None, timeout: float = Settings.redis_timeout) -> None:
         self.url = url
         self.timeout = timeout              # seconds a command may take; past it Redis counts as down
         self.client = _client(url, password, timeout)
