@@ -322,8 +322,8 @@ def test_redis_killed_mid_load_loses_no_request_and_sharing_resumes(team, fake, 
     assert len(fake.requests) == 42
     for daemon in daemons:
         wait_for(lambda: health(daemon)["redis"]["state"] == "up", what="the daemons to reconnect")
-    lines = [line for d in daemons for line in d.log_path.read_text().splitlines() if "is unreachable" in line]
-    assert 1 <= len(lines) <= 3                           # once per daemon that saw the outage, not per request
+    counts = [d.log_path.read_text().count("is unreachable") for d in daemons]
+    assert max(counts) == 1 and sum(counts) >= 1, counts  # once per daemon that saw the outage, not per request
     metrics = httpx2.get(daemons[0].url + "/metrics").text
     assert "ccproxyd_redis_up 1" in metrics
     # shared again: an answer stored through one daemon is a hit on the others
