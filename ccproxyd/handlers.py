@@ -18,7 +18,6 @@ from sanic.response import HTTPResponse, raw
 
 from . import observe, proxy, threads, tokens
 from .cache import Flight, cache_key, message_events
-from .shared.flights import TeamStore
 from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, Overloaded, RequestTooLarge, to_anthropic
 from .routing import features_of, resolve
 from .sse import encode
@@ -170,27 +169,23 @@ async def _join(request: Request, record: observe.Record, body: dict, decision) 
     message = flight.message if flight is not None else ctx.store.get(key) if ctx.store is not None else None
     if message is not None or flight is not None:
         return message if message is not None else flight
-    verdict, value = await ctx.fleet.lookup(key) if ctx.fleet is not None else ("local", None)
-    if verdict == "hit":
-        return value
-    if key in ctx.flights:                              # an identical request here started one meanwhile
-        return ctx.flights[key]
-    record.cache = "hit" if verdict == "follow" else "miss"
-    flight = ctx.flights[key] = Flight(ctx.settings.orphan_grace)
-    store = (TeamStore(ctx.fleet, ctx.store, value if verdict == "lead" else None) if ctx.fleet is not None
-             else ctx.store)
-    lead = partial(proxy.lead, ctx.upstreams, ctx.guards, decision, request.body, (orjson.dumps(upstream_body), names),
-                   flight, store, key, decision.route.cache_ttl, request.app.config.PING_INTERVAL, record.request_id)
-    if verdict == "follow":
-        task = asyncio.create_task(ctx.fleet.follow(flight, key, value, lead))
-    else:
-        if verdict == "lead":
-            flight.mirror = ctx.fleet.publisher(key, value)
-        task = asyncio.create_task(lead())
+    flight = ctx.flights[key] = Flight(ctx.settings.orphan_grace)    # identical requests here join it now
+    first = [(orjson.dumps(upstream_body), names)]     # handed over, not held by this closure for the stream
+
+    def lead(store):
+        return proxy.lead(ctx.upstreams, ctx.guards, decision, request.body, first.pop(), flight, store, key,
+                          decision.route.cache_ttl, request.app.config.PING_INTERVAL, record.request_id)
+    if ctx.fleet is None:
+        record.cache = "miss"
+        task = asyncio.create_task(lead(ctx.store))
+    else:                                               # team mode: a stored answer, or lead, or follow
+        verdict = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(ctx.fleet.run(flight, key, lead, ctx.store, verdict, decision.requested))
     ctx.background.add(task)
-    task.add_done_callback(lambda t: (ctx.background.discard(t), _forget(ctx.flights, key, flight),
-                                      verdict == "lead" and not store.released and ctx.fleet.release(key, value)))
+    task.add_done_callback(lambda t: (ctx.background.discard(t), _forget(ctx.flights, key, flight)))
     flight.on_orphan = partial(_orphaned, ctx, key, flight, task, body["max_tokens"])
+    if ctx.fleet is not None:
+        record.cache = "miss" if await asyncio.shield(verdict) in ("lead", "local") else "hit"
     return flight
 
 

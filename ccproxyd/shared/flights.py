@@ -30,10 +30,11 @@ from typing import Awaitable, Callable
 
 import orjson
 
-from ..cache import Flight
+from ..cache import Flight, message_events
 from ..errors import TYPE_TO_ERROR, ApiError, ClientFacingError, Overloaded, error_body
 from ..proxy import CANCELLED
 from ..sse import encode
+from ..translate.stream import message_id
 from .link import BLOCK_SECONDS, PREFIX, Link
 
 log = logging.getLogger("ccproxyd.redis")
@@ -82,6 +83,38 @@ class FleetCache:
             except orjson.JSONDecodeError:
                 return "local", None
         return verdict, value.decode()
+
+    async def run(self, flight: Flight, key: str, lead: Callable[[object], Awaitable[None]], disk,
+                  verdict: asyncio.Future, requested: str) -> None:
+        """One flight's whole life in team mode (a background task): ask Redis, tell `verdict`
+        ("hit", "lead", "follow" or "local"), then serve the stored answer, or lead the call
+        (`lead(store)`, mirrored to the fleet), or follow another daemon's.  The flight is in the
+        process's table from the start, so identical requests here join it without asking Redis."""
+        try:
+            kind, value = await self.lookup(key)
+        except BaseException:
+            verdict.set_result("local")
+            flight.error = ApiError(CANCELLED)
+            flight.finish(None)
+            raise
+        verdict.set_result(kind)
+        if kind == "hit":
+            message = dict(value, id=message_id(), model=requested)
+            flight.publish(encode(message_events(message)))
+            flight.finish(message)
+            return
+        if kind == "follow":
+            await self.follow(flight, key, value, lambda: lead(TeamStore(self, disk)))
+            return
+        lease = value if kind == "lead" else None
+        store = TeamStore(self, disk, lease)
+        if lease is not None:
+            flight.mirror = self.publisher(key, lease)
+        try:
+            await lead(store)
+        finally:
+            if lease is not None and not store.released:
+                self.release(key, lease)
 
     def publisher(self, key: str, flight_id: str) -> "Publisher":
         return Publisher(self, key, flight_id)
