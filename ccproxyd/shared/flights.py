@@ -40,6 +40,7 @@ from .link import BLOCK_SECONDS, PREFIX, Link
 log = logging.getLogger("ccproxyd.redis")
 LEASE_MS = 15_000              # a leader that stops renewing (killed) frees the key after this
 STREAM_KEEP_MS = 60_000        # a finished flight's stream stays readable this long
+COALESCE_SECONDS = 0.002       # the leader gathers this long before a write: followers lag by it at most
 LOOKUP = """
 local cached = redis.call('GET', KEYS[1])
 if cached then return {'hit', cached} end
@@ -250,30 +251,40 @@ class Publisher:
         self.ready.set()
 
     async def _write(self) -> None:
+        """Mostly one XADD a write, of what came within COALESCE_SECONDS; the stream's and the
+        lease's expiries are set on the first write, renewed every third of the lease, and the
+        stream's lengthened at the end."""
         link = self.fleet.link
-        renew = asyncio.get_running_loop().time() + LEASE_MS / 3000
+        loop = asyncio.get_running_loop()
+        renew = 0.0                                  # the first write sets the expiries
         while True:
             try:
-                await asyncio.wait_for(self.ready.wait(), LEASE_MS / 3000)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(LEASE_MS / 3000):
+                    await self.ready.wait()
+            except TimeoutError:
                 pass
+            if not self.ended:
+                await asyncio.sleep(COALESCE_SECONDS)   # what comes meanwhile goes in the same write
             self.ready.clear()
             batch, self.queue = _joined(self.queue), []
-            ended = self.ended and not self.queue
-            now = asyncio.get_running_loop().time()
+            ended, now = self.ended, loop.time()
+            expiries = ended or now >= renew
 
             async def write(r) -> bool:
+                if len(batch) == 1 and not expiries:
+                    await r.xadd(self.stream, batch[0])
+                    return True
                 async with r.pipeline(transaction=False) as pipe:
                     for fields in batch:
                         pipe.xadd(self.stream, fields)
-                    pipe.pexpire(self.stream, STREAM_KEEP_MS if ended else LEASE_MS)
-                    if now >= renew or ended:
+                    if expiries:
+                        pipe.pexpire(self.stream, STREAM_KEEP_MS if ended else 2 * LEASE_MS)
                         pipe.pexpire(f"{PREFIX}flight:{self.key}", LEASE_MS)
                     await pipe.execute()
                 return True
             if not await link.run(write, False):
                 return                              # followers notice the silence and take over
-            if now >= renew:
+            if expiries:
                 renew = now + LEASE_MS / 3000
             if ended:
                 return
