@@ -68,10 +68,11 @@ $(VENV)/.llama-server: $(VENV)/.installed $(WHEELS)/.llama-$(LLAMA_CPP_VERSION)
 	$(PY) -m pip install --quiet "$$(ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl)[server]"
 	touch $@
 
-# Programs the tests run that come from the OS: a headless Chromium (the dashboard test) and
-# redis-server (team mode). Installed from Debian's packages when missing, in one apt-get call
-# (two at once would fight over dpkg's lock); with sudo when not root.
-OS_PROGRAMS := chromium:chromium redis-server:redis-server
+# Programs the tests run that come from the OS: a headless Chromium (the dashboard test), and
+# redis-server and HAProxy (team mode; tests/test_team.py starts its own on free loopback ports).
+# Installed from Debian's packages when missing, in one apt-get call (two at once would fight
+# over dpkg's lock); with sudo when not root.
+OS_PROGRAMS := chromium:chromium redis-server:redis-server haproxy:haproxy
 
 os-packages:
 	@missing=""; for pair in $(OS_PROGRAMS); do \
@@ -88,6 +89,7 @@ test: os-packages $(VENV)/.installed $(VENV)/.llama-server $(CLAUDE_STAMPS) $(NO
 
 bench: $(VENV)/.installed
 	$(PY) -m tests.bench
+	$(PY) -m tests.bench_team
 
 clean:
 	rm -rf $(VENV) $(CLAUDE_DIR) $(NODE_SDK_DIR)

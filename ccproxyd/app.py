@@ -10,8 +10,9 @@ import signal
 
 from sanic import Sanic
 
-from . import config, connections, handlers, notify, observe, proxy, threads, tokens, ui
+from . import config, connections, handlers, notify, observe, proxy, shared, status, threads, tokens, ui
 from .cache import Store
+from .clients import Limits
 from .ledger import Ledger
 from .reload import Reloader
 from .resilience import Guards
@@ -56,9 +57,15 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
                           if settings.ledger_dir else None)
         if app.ctx.ledger is not None:
             observe.SINKS.append(app.ctx.ledger.record)
-        app.ctx.threads = (threads.Threads(await loop.run_in_executor(None, threads.backend_for, settings),
-                                           settings.thread_ttl, settings.thread_store_size // 8)
-                           if settings.thread_ttl > 0 else None)
+        app.ctx.link = app.ctx.fleet = app.ctx.thread_backend = None
+        app.ctx.limits = Limits()
+        if settings.redis_url:                   # team mode: shared cache, holds, limits, threads
+            await shared.attach(app.ctx, settings.redis_url, settings.redis_timeout, cache=bool(settings.cache_dir))
+        if settings.thread_ttl > 0:
+            backend = app.ctx.thread_backend or await loop.run_in_executor(None, threads.backend_for, settings)
+            app.ctx.threads = threads.Threads(backend, settings.thread_ttl, settings.thread_store_size // 8)
+        else:
+            app.ctx.threads = None
         app.ctx.stopping = False
         app.ctx.background = set()
         app.ctx.reloader = Reloader(app.ctx, settings.routes)
@@ -127,6 +134,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         if observe.telemetry is not None:       # the last spans and metric points leave now
             telemetry, observe.telemetry = observe.telemetry, None
             await telemetry.stop(TELEMETRY_FLUSH)
+        await shared.detach(app.ctx)
 
     return app
 
@@ -142,7 +150,7 @@ def write_snapshot(app: Sanic, directory: str) -> None:
     """This worker's metrics where the others can sum them (atomic rename)."""
     path = os.path.join(directory, f"{os.getpid()}.json")
     with open(path + ".tmp", "wb") as f:
-        f.write(observe.METRICS.snapshot(handlers.worker_gauges(app.ctx)))
+        f.write(observe.METRICS.snapshot(status.worker_gauges(app.ctx)))
     os.replace(path + ".tmp", path)
 
 

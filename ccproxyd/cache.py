@@ -308,6 +308,7 @@ class Flight:
         self.clients = 0
         self.grace = grace
         self.on_orphan = on_orphan
+        self.mirror = None                     # shared.flights.Publisher: the fleet follows this call too
         self._orphan_timer: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         self._on_finish: list[Callable[[], None]] = []
@@ -330,10 +331,14 @@ class Flight:
 
     def publish(self, data: bytes) -> None:
         self.batches.append(data)
+        if self.mirror is not None:
+            self.mirror.publish(data)
         self._wake()
 
     def finish(self, message: dict | None) -> None:
         self.message, self.done = message, True
+        if self.mirror is not None:
+            self.mirror.finish(message, self.error)
         self._wake()
         callbacks, self._on_finish = self._on_finish, []
         for callback in callbacks:

@@ -61,6 +61,13 @@ LISTEN_BACKLOG = 1024
 @click.option("--no-ledger", is_flag=True, envvar="CCPROXYD_NO_LEDGER", help="Do not record spend (no /spend, no status line figures).")
 @click.option("--ledger-days", default=Settings.ledger_days, show_default=True, type=click.IntRange(0),
               envvar="CCPROXYD_LEDGER_DAYS", help="Days of spend the ledger keeps; 0 keeps everything.")
+@click.option("--redis", "redis_url", default="", envvar="CCPROXYD_REDIS", metavar="URL",
+              help="Team mode: share the response cache, in-flight calls, provider holds, client limits and message "
+                   "threads with every daemon pointed at this Redis (redis://, rediss://; password in the URL or in "
+                   "CCPROXYD_REDIS_PASSWORD or a credential file of that name).")
+@click.option("--redis-timeout", default=Settings.redis_timeout, show_default=True, type=click.FloatRange(0.01),
+              envvar="CCPROXYD_REDIS_TIMEOUT",
+              help="Seconds a Redis command may take; past it Redis counts as down until a probe answers.")
 @click.option("--log-level", default="INFO", show_default=True, envvar="CCPROXYD_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-format", default=Settings.log_format, show_default=True, envvar="CCPROXYD_LOG_FORMAT",
@@ -75,7 +82,8 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
           ping_interval: float, thread_ttl: float = Settings.thread_ttl,
           thread_store_mb: int = Settings.thread_store_size >> 20, thread_dir: str = "",
           log_format: str = Settings.log_format,
-          ledger_dir: str | None = None, no_ledger: bool = False, ledger_days: int = Settings.ledger_days) -> None:
+          ledger_dir: str | None = None, no_ledger: bool = False, ledger_days: int = Settings.ledger_days,
+          redis_url: str = "", redis_timeout: float = Settings.redis_timeout) -> None:
     """Run the daemon."""
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
@@ -106,6 +114,7 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
                         ping_interval=ping_interval, drain_timeout=drain_timeout, orphan_grace=orphan_grace,
                         thread_ttl=thread_ttl, thread_store_size=thread_store_mb << 20, thread_dir=thread_dir,
                         ledger_dir="" if no_ledger else (ledger_dir or default_state_dir()), ledger_days=ledger_days,
+                        redis_url=redis_url, redis_timeout=redis_timeout,
                         metrics_dir=tempfile.mkdtemp(prefix="ccproxyd-metrics-") if workers > 1 else "")
     _check_listen(host, port, say)
     loader = AppLoader(factory=partial(create_app, settings))

@@ -99,6 +99,17 @@ class Route:
 
 
 @dataclass(frozen=True)
+class ClientPolicy:
+    """What one client key may do (routes.yaml `clients:`); None = no limit."""
+    name: str                             # the variable (or credential file) holding the key
+    models: tuple[str, ...] = ()          # globs of client model names; empty = every model
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_day: float | None = None       # USD per UTC day
+    budget_month: float | None = None     # USD per UTC month
+
+
+@dataclass(frozen=True)
 class RouteTable:
     providers: Mapping[str, Provider]
     models: Mapping[str, Model]
@@ -106,7 +117,8 @@ class RouteTable:
     aliases: Mapping[str, Route] = field(default_factory=lambda: MappingProxyType({}))   # lower-case id -> route
     claude_prices: Mapping[str, tuple[PriceTier, ...]] = field(default_factory=lambda: MappingProxyType({}))
     client_keys: tuple[str, ...] = field(default=(), repr=False)   # resolved secrets; empty = open
-    client_key_names: tuple[str, ...] = ()     # the variable each of client_keys came from, in order
+    client_key_names: tuple[str, ...] = ()   # the variable each of client_keys came from, in order
+    clients: Mapping[str, ClientPolicy] = field(default_factory=lambda: MappingProxyType({}))   # by name
     # api_key_env name -> the key, read when the table was loaded (never on a request's path)
     provider_keys: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     version: str = ""
@@ -304,6 +316,10 @@ def _semantic_problems(data: dict, loc: _Located) -> None:
         if not credentials.lookup(name, loc.env):
             loc.problem(loc.at(("client_keys", i)), f"client_keys[{i}]: variable {name} is not set "
                                                     "(nor a credential file of that name)")
+    for name in data.get("clients") or {}:
+        if not credentials.lookup(name, loc.env):
+            loc.problem(loc.key_at(("clients", name)), f"clients.{name}: variable {name} is not set "
+                                                       "(nor a credential file of that name)")
     catch_all = None
     for i, route in enumerate(routes):
         where = ("routes", i)
@@ -362,6 +378,17 @@ def _model(name: str, raw: dict) -> Model:
     )
 
 
+def _client(name: str, raw: dict) -> ClientPolicy:
+    budget = raw.get("budget_usd") or {}
+    return ClientPolicy(name=name, models=tuple(m.lower() for m in raw.get("models") or ()), rpm=raw.get("rpm"),
+                        tpm=raw.get("tpm"), budget_day=budget.get("day"), budget_month=budget.get("month"))
+
+
+def _client_key_names(data: dict) -> tuple[str, ...]:
+    names = list(data.get("client_keys") or [])
+    return tuple(names + [n for n in data.get("clients") or {} if n not in names])
+
+
 def _cache_ttl(raw) -> float | None:
     return None if raw is False else float(raw.get("ttl", 3600.0))
 
@@ -400,8 +427,9 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
                      for r in data["routes"]),
         aliases=MappingProxyType({a.lower(): Route(match=a, model=m) for a, m in (data.get("aliases") or {}).items()}),
         claude_prices=MappingProxyType({f.lower(): _tiers(t) for f, t in (data.get("claude_prices") or {}).items()}),
-        client_keys=tuple(credentials.lookup(n, environment) or "" for n in data.get("client_keys") or []),
-        client_key_names=tuple(data.get("client_keys") or []),
+        client_keys=tuple(credentials.lookup(n, environment) or "" for n in _client_key_names(data)),
+        client_key_names=_client_key_names(data),
+        clients=MappingProxyType({n: _client(n, c or {}) for n, c in (data.get("clients") or {}).items()}),
         provider_keys=MappingProxyType(keys),
         version=version_of(text),
         path=path,

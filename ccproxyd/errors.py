@@ -10,11 +10,14 @@
         │   └── ThreadUnsupported       400 + details.error_code thread_unsupported_request
         ├── AuthenticationFailed       401 authentication_error
         ├── BillingError               402 billing_error
+        │   └── BudgetExhausted        a client's budget_usd (names the budget and when it resets)
         ├── PermissionDenied           403 permission_error
+        │   └── ModelNotAllowed        a model outside the client's `models` globs
         ├── NotFound                   404 not_found_error
         │   └── ThreadNotFound         404 + details.error_code thread_not_found
         ├── RequestTooLarge            413 request_too_large
         ├── RateLimited                429 rate_limit_error (retry_after)
+        │   └── ClientLimited          a client's rpm or tpm (names the limit; retry_after)
         ├── ApiError                   500 api_error
         │   ├── MissingCredential      a provider's key variable is unset (names the variable)
         │   ├── UntrustedCertificate   the provider's TLS certificate failed verification (names
@@ -126,8 +129,16 @@ class BillingError(ClientFacingError):
     status, error_type = 402, "billing_error"
 
 
+class BudgetExhausted(BillingError):
+    """A client's daily or monthly budget_usd is spent (clients.<name>.budget_usd)."""
+
+
 class PermissionDenied(ClientFacingError):
     status, error_type = 403, "permission_error"
+
+
+class ModelNotAllowed(PermissionDenied):
+    """The client's policy does not allow the model it asked for (clients.<name>.models)."""
 
 
 class NotFound(ClientFacingError):
@@ -145,6 +156,10 @@ class RequestTooLarge(ClientFacingError):
 
 class RateLimited(ClientFacingError):
     status, error_type = 429, "rate_limit_error"
+
+
+class ClientLimited(RateLimited):
+    """A client is over its rpm or tpm (clients.<name>); retry_after says when a slot frees."""
 
 
 class ApiError(ClientFacingError):

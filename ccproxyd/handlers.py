@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import hashlib
 import hmac
 import logging
@@ -16,7 +14,7 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, raw
 
-from . import observe, proxy, spend, threads, tokens
+from . import observe, proxy, spend, status, threads, tokens
 from .cache import Flight, cache_key, message_events
 from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, Overloaded, RequestTooLarge, to_anthropic
 from .routing import features_of, resolve
@@ -49,6 +47,8 @@ async def messages(request: Request):
     try:
         return await _messages(request)
     finally:
+        if getattr(request.ctx, "admitted", None) is not None:  # the client's tokens and spend
+            await _charge_client(request)
         turn = getattr(request.ctx, "turn", None)
         if turn is not None:                    # a continue that produced no reply can be tried again
             await turn.close()
@@ -65,6 +65,10 @@ async def _messages(request: Request):
     body = messages_shape.check_body(request.body)
     messages_shape.validate(body)
     raw = request.body
+    policy = getattr(request.ctx, "policy", None)
+    if policy is not None:                              # clients: models, rpm, tpm, budget_usd
+        await request.app.ctx.limits.admit(policy, body["model"], len(raw) // 4)
+        request.ctx.admitted = len(raw) // 4
     turn = request.ctx.turn = await threads.open_turn(request.app.ctx.threads, body, getattr(request.ctx, "client", None))
     if turn is not None:                                # the whole conversation, a continue rebuilt
         body, raw = turn.body, turn.raw
@@ -90,7 +94,7 @@ async def _messages(request: Request):
             await turn.keep(accumulate(events))
         return await _local_answer(request, record, events)
     if _cacheable(request, decision) and turn is None:  # a thread point needs the id its client saw
-        joined = _join(request, record, body, decision)
+        joined = await _join(request, record, body, decision)
         del body
         return await _from_cache(request, record, decision, joined)
     first = proxy.payload(body, decision.primary)
@@ -122,6 +126,16 @@ async def _messages(request: Request):
             observe.emit(record)
 
 
+async def _charge_client(request: Request) -> None:
+    """Count what an admitted request used against its client's tpm and budgets: nothing for an
+    answer from the cache or another request's call."""
+    record = request.ctx.record
+    used = record.cache != "hit"
+    tokens = record.input_tokens + record.cached_tokens + record.output_tokens if used else 0
+    await request.app.ctx.limits.settle(request.ctx.policy, request.ctx.admitted, tokens,
+                                        record.cost_usd if used else None)
+
+
 async def _local_answer(request: Request, record: observe.Record, events: list):
     """An answer made here, without an upstream call: max_tokens 0, or a server tool the route's
     model cannot run."""
@@ -134,39 +148,57 @@ async def _local_answer(request: Request, record: observe.Record, events: list):
 
 def _cacheable(request: Request, decision) -> bool:
     control = request.headers.get("cache-control", "").lower()
-    return (request.app.ctx.store is not None and decision.route.cache_ttl is not None
+    return ((request.app.ctx.store is not None or request.app.ctx.fleet is not None) and decision.route.cache_ttl is not None
             and "no-cache" not in control and "no-store" not in control)
 
 
 PER_SESSION = ("user", "prompt_cache_key")    # left out of the response cache key: sessions share answers
 
 
-def _join(request: Request, record: observe.Record, body: dict, decision) -> dict | Flight:
+async def _join(request: Request, record: observe.Record, body: dict, decision) -> dict | Flight:
     """A stored answer (or one that finished and is on its way to disk), or the flight to follow:
-    an identical request's upstream call, or a new one that runs to completion even if this
-    client goes away."""
+    an identical request's upstream call here or, in team mode, on another daemon (shared.flights),
+    or a new one that runs to completion even if this client goes away."""
     ctx = request.app.ctx
     primary = decision.primary
     upstream_body, names = proxy.upstream_request(body, primary.model)
     key = cache_key({k: v for k, v in upstream_body.items() if k not in PER_SESSION}, primary.provider.name,
                     primary.provider.base_url, getattr(request.ctx, "client", None), decision.requested,
                     decision.thinking)
-    flight = ctx.flights.get(key)
-    message = flight.message if flight is not None else ctx.store.get(key)
     record.cache = "hit"                                # a follower of a running call counts as a hit
-    if message is not None:
-        return message
-    if flight is None:
+    flight = ctx.flights.get(key)
+    message = flight.message if flight is not None else ctx.store.get(key) if ctx.store is not None else None
+    if message is not None or flight is not None:
+        return message if message is not None else flight
+    flight = ctx.flights[key] = Flight(ctx.settings.orphan_grace)    # identical requests here join it now
+    first = [(orjson.dumps(upstream_body), names)]     # handed over, not held by this closure for the stream
+
+    def lead(store):
+        return proxy.lead(ctx.upstreams, ctx.guards, decision, request.body, first.pop(), flight, store, key,
+                          decision.route.cache_ttl, request.app.config.PING_INTERVAL, record.request_id)
+    if ctx.fleet is None:
         record.cache = "miss"
-        flight = ctx.flights[key] = Flight(ctx.settings.orphan_grace)
-        first = (orjson.dumps(upstream_body), names)
-        task = asyncio.create_task(proxy.lead(ctx.upstreams, ctx.guards, decision, request.body, first,
-                                              flight, ctx.store, key, decision.route.cache_ttl,
-                                              request.app.config.PING_INTERVAL, record.request_id))
-        ctx.background.add(task)
-        task.add_done_callback(lambda t: (ctx.background.discard(t), _forget(ctx.flights, key, flight)))
-        flight.on_orphan = partial(_cancel_orphan, ctx.flights, key, flight, task, body["max_tokens"])
+        task = asyncio.create_task(lead(ctx.store))
+    else:                                               # team mode: a stored answer, or lead, or follow
+        verdict = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(ctx.fleet.run(flight, key, lead, ctx.store, verdict, decision.requested))
+    ctx.background.add(task)
+    task.add_done_callback(lambda t: (ctx.background.discard(t), _forget(ctx.flights, key, flight)))
+    flight.on_orphan = partial(_orphaned, ctx, key, flight, task, body["max_tokens"])
+    if ctx.fleet is not None:
+        record.cache = "miss" if await asyncio.shield(verdict) in ("lead", "local") else "hit"
     return flight
+
+
+def _orphaned(ctx, key: str, flight: Flight, task: asyncio.Task, max_tokens: int) -> None:
+    """Every client here left: cancel the call, unless it is one that another daemon follows."""
+    if flight.mirror is None:
+        return _cancel_orphan(ctx.flights, key, flight, task, max_tokens)
+
+    async def unless_followed() -> None:
+        if not await flight.mirror.followed() and flight.clients == 0 and not flight.done:
+            _cancel_orphan(ctx.flights, key, flight, task, max_tokens)
+    ctx.fleet._spawn(unless_followed())
 
 
 def _forget(flights: dict, key: str, flight: Flight) -> None:
@@ -322,76 +354,8 @@ async def model(request: Request, model_id: str):
     return json_response(_model_object(model_id, _answers(target), target.model))
 
 
-async def health(request: Request):
-    table = request.app.ctx.table
-    state = request.app.ctx.reloader.state
-    return json_response({"status": "ok", "worker": os.getpid(),
-                          "routes": {"path": table.path, "version": table.version, "loaded_at": state.loaded_at},
-                          "reload": {"accepted": state.accepted, "rejected": state.rejected,
-                                     "last_error": state.last_error},
-                          "providers": request.app.ctx.guards.snapshot(),
-                          "cache": _store_state(request.app.ctx.store),
-                          "ledger": _store_state(request.app.ctx.ledger, "path"),
-                          "threads": request.app.ctx.threads.stats() if request.app.ctx.threads else {"state": "off"}})
-
-
-def _store_state(store, where: str = "directory") -> dict:
-    """The response cache's or the spend ledger's state: off, up, or down (cannot be used now)."""
-    if store is None:
-        return {"state": "off"}
-    return {"state": "up" if store.available else "down", where: getattr(store, where)}
-
-
 # what a client key guards when the table has client_keys: the API, and the spend it records
 KEYED_PATHS = ("/v1/", "/ui/data", "/spend")
-
-BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
-
-
-async def metrics(request: Request):
-    """Prometheus text.  The disk reads (the cache's database, the other workers' snapshots) run
-    off the event loop; the counters are read on it."""
-    ctx = request.app.ctx
-    stats, snapshots = await asyncio.get_running_loop().run_in_executor(None, _read_disk, ctx)
-    gauges = worker_gauges(ctx)
-    if stats is not None:                              # one disk for every worker: not per worker
-        gauges += [("ccproxyd_cache_bytes", (), stats["bytes"], "Bytes in the response cache"),
-                   ("ccproxyd_cache_entries", (), stats["entries"], "Entries in the response cache"),
-                   ("ccproxyd_cache_available", (), int(stats["available"]),
-                    "1 while the response cache can be used, 0 while it is down (answers are misses)")]
-    merged = observe.METRICS.merged(snapshots) if ctx.settings.metrics_dir else observe.METRICS
-    return raw(merged.render(gauges + merged.gauges).encode(), content_type="text/plain; version=0.0.4")
-
-
-def _read_disk(ctx) -> tuple[dict | None, list[bytes]]:
-    """The cache's size, and the other workers' last metric snapshots when there are several."""
-    stats = ctx.store.stats() if ctx.store is not None else None
-    directory = ctx.settings.metrics_dir
-    if not directory:
-        return stats, []
-    own = f"{os.getpid()}.json"
-    snapshots = []
-    for name in os.listdir(directory):
-        if name.endswith(".json") and name != own:
-            with contextlib.suppress(OSError), open(os.path.join(directory, name), "rb") as f:
-                snapshots.append(f.read())
-    return stats, snapshots
-
-
-def worker_gauges(ctx) -> list[tuple[str, tuple, float, str]]:
-    """This process's breakers, reloads and cache evictions; labelled with the worker's pid when
-    there are several workers, since each has its own."""
-    worker = (("worker", str(os.getpid())),) if ctx.settings.metrics_dir else ()
-    state = ctx.reloader.state
-    gauges = [("ccproxyd_breaker_state", (("provider", name), *worker), BREAKER_VALUE[snap["state"]],
-               "Circuit breaker state: 0 closed, 1 half-open, 2 open")
-              for name, snap in sorted(ctx.guards.snapshot().items())]
-    gauges += [("ccproxyd_reloads", (("result", "accepted"), *worker), state.accepted, "Routing table reloads"),
-               ("ccproxyd_reloads", (("result", "rejected"), *worker), state.rejected, "Routing table reloads")]
-    if ctx.store is not None:
-        gauges.append(("ccproxyd_cache_evictions", worker, ctx.store.evictions,
-                       "Entries evicted by the size limit, by this process since it started"))
-    return gauges
 
 
 async def root(request: Request):
@@ -424,14 +388,17 @@ async def start_request(request: Request) -> None:
         if request.path.startswith("/v1/messages"):
             raise Overloaded("ccproxyd is shutting down; retry the request", retry_after=1)
     table = request.app.ctx.table
-    if table.client_keys and request.path.startswith(KEYED_PATHS):
+    keys = table.client_keys
+    if keys and request.path.startswith(KEYED_PATHS):
         authorization = request.headers.get("authorization", "")
         presented = request.headers.get("x-api-key") or (
             authorization[7:] if authorization.lower().startswith("bearer ") else "")
-        request.ctx.client_name = next((name for name, key in zip(table.client_key_names, table.client_keys)
-                                        if hmac.compare_digest(presented.encode(), key.encode())), None)
-        if request.ctx.client_name is None:
+        name = next((name for key, name in zip(keys, table.client_key_names)
+                     if hmac.compare_digest(presented.encode(), key.encode())), None)
+        if name is None:
             raise AuthenticationFailed("invalid x-api-key")
+        request.ctx.client_name = name                  # the key's variable: what spend is reported by
+        request.ctx.policy = table.clients.get(name)
         # which client this is, for the cache key; a hash, so the key itself is never stored
         request.ctx.client = hashlib.sha256(presented.encode()).hexdigest()[:16]
 
@@ -457,8 +424,8 @@ def register(app: Sanic) -> None:
     app.add_route(count_tokens, "/v1/messages/count_tokens", methods=["POST"])
     app.add_route(models, "/v1/models", methods=["GET"])
     app.add_route(model, "/v1/models/<model_id:str>", methods=["GET"])
-    app.add_route(health, "/health", methods=["GET"])
-    app.add_route(metrics, "/metrics", methods=["GET"])
+    app.add_route(status.health, "/health", methods=["GET"])
+    app.add_route(status.metrics, "/metrics", methods=["GET"])
     app.add_route(spend.spend, "/spend", methods=["GET"])
     app.add_route(root, "/", methods=["GET", "HEAD"])
     app.error_handler.add(Exception, on_error)

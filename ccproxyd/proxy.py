@@ -45,6 +45,7 @@ class Stop:
 
 
 STOP = Stop()
+CANCELLED = "the upstream call was cancelled"   # a flight's error when every client left (or at shutdown)
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 Payload = tuple[bytes, dict[str, str]]   # a translated upstream request, serialised, and its tool-name map
 
@@ -409,7 +410,7 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
     try:
         answer = await open_answer(upstreams, guards, decision, raw, first, request_id)
     except BaseException as exc:                # an upstream error, or cancelled: every client left
-        flight.error = exc if isinstance(exc, ClientFacingError) else ApiError("the upstream call was cancelled")
+        flight.error = exc if isinstance(exc, ClientFacingError) else ApiError(CANCELLED)
         flight.finish(None)
         if isinstance(exc, ClientFacingError):
             return
@@ -428,7 +429,7 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
     finally:
         await answer.close()
         if flight.error is None and message is None:         # cancelled mid-stream
-            flight.error = ApiError("the upstream call was cancelled")
+            flight.error = ApiError(CANCELLED)
         flight.finish(message)                  # clients complete before the disk write below
     if storable and store is not None and ttl is not None and answer.target is decision.primary:
         loop = asyncio.get_running_loop()

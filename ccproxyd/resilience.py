@@ -5,6 +5,10 @@ after `threshold` of them it goes OPEN for a cooldown that doubles on each repea
 cap, with ±20 % jitter); once the cooldown has passed it is HALF_OPEN and lets exactly one probe
 through; the probe's success closes it, its failure opens it again for a longer cooldown.
 A 429 does not count as a failure: it only keeps the provider cool for its Retry-After.
+
+`Breaker.listener`, when set, hears every hold this process decides (a 429's cool-down, a trip),
+in seconds from now; `hold` applies one decided elsewhere (another daemon, through Redis) without
+telling the listener again.  Either way the provider is held back until the later of the two.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class Breaker:
         self.trips = 0                # consecutive trips without a success in between
         self.open_until = 0.0
         self.probing = False
+        self.listener: Callable[[float], None] | None = None
 
     def allow(self) -> bool:
         now = self.clock()
@@ -104,6 +109,12 @@ class Breaker:
 
     def cool_down(self, seconds: float) -> None:
         """A 429 with Retry-After: hold requests back without counting a failure."""
+        self.hold(seconds)
+        if self.listener is not None:
+            self.listener(seconds)
+
+    def hold(self, seconds: float) -> None:
+        """Hold requests back for `seconds` (a peer's 429 or open breaker), counting no failure."""
         self.open_until = max(self.open_until, self.clock() + seconds)
         if self.state == HALF_OPEN:
             self.probing = False
@@ -113,6 +124,8 @@ class Breaker:
         base = min(self.policy.cooldown_cap, self.policy.cooldown * 2 ** min(self.trips - 1, 40))
         self.open_until = self.clock() + base * (0.8 + 0.4 * self.rand())
         self.state, self.failures, self.probing = OPEN, 0, False
+        if self.listener is not None:
+            self.listener(self.open_until - self.clock())
 
     def snapshot(self) -> dict:
         return {"state": self.state, "consecutive_failures": self.failures, "trips": self.trips,
@@ -133,12 +146,29 @@ class Guards:
         self.budget = budget or RetryBudget()
         self.breakers: dict[str, Breaker] = {}
         self.active: dict[str, int] = {}
+        self.on_hold: Callable[[str, float], None] | None = None     # (provider, seconds): tell the fleet
+        self.peer_holds: dict[str, float] = {}          # provider -> clock() until which a peer holds it
 
     def breaker(self, name: str, policy: BreakerPolicy) -> Breaker:
         breaker = self.breakers.get(name)
         if breaker is None or breaker.policy != policy:
             breaker = self.breakers[name] = Breaker(policy, self.clock, self.rand)
+            if self.on_hold is not None:
+                breaker.listener = lambda seconds: self.on_hold(name, seconds)
+            until = self.peer_holds.pop(name, 0.0)
+            if until > self.clock():
+                breaker.hold(until - self.clock())
         return breaker
+
+    def peer_hold(self, name: str, seconds: float) -> None:
+        """Another daemon holds provider `name` back for `seconds`: so does this one."""
+        if seconds <= 0:
+            return
+        breaker = self.breakers.get(name)
+        if breaker is not None:
+            breaker.hold(seconds)
+        else:                                           # applied when the breaker is first needed
+            self.peer_holds[name] = max(self.peer_holds.get(name, 0.0), self.clock() + seconds)
 
     def acquire(self, name: str, limit: int | None) -> bool:
         count = self.active.get(name, 0)
@@ -151,4 +181,10 @@ class Guards:
         self.active[name] = max(0, self.active.get(name, 0) - 1)
 
     def snapshot(self) -> dict:
-        return {name: dict(b.snapshot(), in_flight=self.active.get(name, 0)) for name, b in self.breakers.items()}
+        out = {name: dict(b.snapshot(), in_flight=self.active.get(name, 0)) for name, b in self.breakers.items()}
+        now = self.clock()
+        for name, until in self.peer_holds.items():
+            if until > now and name not in out:
+                out[name] = {"state": CLOSED, "consecutive_failures": 0, "trips": 0,
+                             "retry_after": round(until - now, 3), "in_flight": 0}
+        return out

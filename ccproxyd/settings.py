@@ -42,3 +42,5 @@ class Settings:
     thread_dir: str = ""                 # "" = threads in each worker's memory; else a diskcache all share
     ledger_dir: str = ""                 # "" = no spend ledger; else where ledger.db lives
     ledger_days: int = 90                # days of spend the ledger keeps; 0 = all
+    redis_url: str = ""                  # "" = no team mode; else the Redis every daemon of the fleet shares
+    redis_timeout: float = 1.0           # seconds a Redis command may take before Redis counts as down

@@ -8,7 +8,7 @@ from importlib import resources
 from sanic import Request, Sanic
 from sanic.response import json as json_response, raw
 
-from . import dashboard, handlers, observe
+from . import dashboard, observe, status
 from .errors import NotFound
 
 TYPES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
@@ -27,7 +27,7 @@ async def page(request: Request, name: str = "index.html"):
 
 async def data(request: Request):
     ctx = request.app.ctx
-    _stats, snapshots = await asyncio.get_running_loop().run_in_executor(None, handlers._read_disk, ctx)
+    _stats, snapshots = await asyncio.get_running_loop().run_in_executor(None, status._read_disk, ctx)
     merged = observe.METRICS.merged(snapshots) if ctx.settings.metrics_dir else observe.METRICS
     return json_response(dashboard.summary(merged, ctx.table, ctx.reloader.state, ctx.guards.snapshot(),
                                            getattr(ctx, "ledger", None) is not None))

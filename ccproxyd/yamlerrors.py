@@ -84,8 +84,8 @@ def explain(text: str, exc: yaml.MarkedYAMLError) -> tuple[int, int, str]:
         start = exc.context_mark
         quote = lines[start.line][start.column] if start.line < len(lines) and start.column < len(lines[start.line]) else '"'
         if "escape" in problem:
-            return row + 1, col + 1, (f"a backslash in a double-quoted value starts an escape, and this one is not "
-                                      f"valid: write \\\\ for a backslash, or use single quotes")
+            return row + 1, col + 1, ("a backslash in a double-quoted value starts an escape, and this one is not "
+                                      "valid: write \\\\ for a backslash, or use single quotes")
         return start.line + 1, start.column + 1, f"the {quote} opened here is never closed: add the closing {quote}"
     if context.startswith("while parsing a flow") and exc.context_mark is not None:
         start = exc.context_mark

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx2
 
 from .browser import Browser
-from .conftest import Daemon, free_port
+from .conftest import Daemon
 from .fake_upstream import FakeUpstream, Script, text_script, usage
 
 ROUTES = """

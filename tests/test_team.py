@@ -1,0 +1,383 @@
+"""Team mode: three real daemons and one real redis-server (started here on a free loopback port),
+sharing in-flight calls and the response cache, provider holds, client limits and budgets, and
+message threads; and serving on through a Redis killed and restarted mid-load."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx2
+import pytest
+
+from .conftest import ROOT, Daemon, free_port
+from .fake_upstream import FakeUpstream, Gate, Script, chunk, text_script, usage
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server is not installed (make test installs it)")
+
+KEYS = {"TEAM_OPEN_KEY": "team-open-0001", "TEAM_ALICE_KEY": "team-alice-0002", "TEAM_BOB_KEY": "team-bob-0003",
+        "TEAM_CAROL_KEY": "team-carol-0004"}
+ROUTES = """
+providers:
+  mock: {{base_url: "{url}", api_key_env: MOCK_KEY}}
+  cool: {{base_url: "{url}", api_key_env: MOCK_KEY}}
+models:
+  gpt-mock:
+    provider: mock
+    context_window: 128000
+    max_output_tokens: 16384
+    prices: [{{input: 1000, output: 1000}}]
+  cool-model: {{provider: cool, upstream: cool-up, context_window: 1000, max_output_tokens: 100}}
+routes:
+  - match: "claude-cool*"
+    model: cool-model
+  - match: "*"
+    model: gpt-mock
+    cache: {{ttl: 600}}
+client_keys: [TEAM_OPEN_KEY]
+clients:
+  TEAM_ALICE_KEY: {{rpm: 60}}
+  TEAM_BOB_KEY: {{budget_usd: {{day: 0.02, month: 10}}}}
+  TEAM_CAROL_KEY: {{models: ["claude-haiku*"]}}
+"""
+
+
+class RedisServer:
+    """redis-server as a subprocess on a loopback port, without persistence; kill() and start()
+    again on the same port."""
+
+    def __init__(self, directory) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.directory = directory
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.directory)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.cli("PING") == "PONG":
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, timeout=5)
+        return done.stdout.strip()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def team(redis_server, tmp_path_factory):
+    """(fake upstream, [daemon A, B, C]) all pointed at one Redis."""
+    fake = FakeUpstream().start()
+    directory = tmp_path_factory.mktemp("team")
+    path = directory / "routes.yaml"
+    path.write_text(ROUTES.format(url=fake.url))
+    daemons = []
+
+    def start(name: str) -> Daemon:
+        return Daemon(path, env=dict(KEYS), log_path=directory / f"{name}.log",
+                      extra_args=("--cache-dir", str(directory / f"cache-{name}"), "--redis", redis_server.url,
+                                  "--ping-interval", "5", "--orphan-grace", "0.2"))
+    try:
+        with ThreadPoolExecutor(3) as pool:                 # started side by side: a third of the wait
+            for started in [pool.submit(start, name) for name in "abc"]:
+                daemons.append(started.result())
+        yield fake, daemons
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        fake.stop()
+
+
+@pytest.fixture
+def fake(team):
+    upstream, _ = team
+    upstream.reset()
+    yield upstream
+    upstream.reset()
+
+
+def post(daemon, body: dict, key: str = "TEAM_OPEN_KEY", **headers) -> httpx2.Response:
+    return httpx2.post(daemon.url + "/v1/messages", json=body, timeout=30,
+                       headers={"x-api-key": KEYS[key], "anthropic-version": "2023-06-01", **headers})
+
+
+def body(text: str, **extra) -> dict:
+    return {"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def health(daemon) -> dict:
+    return httpx2.get(daemon.url + "/health", timeout=5).json()
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def blocked_readers(redis_server) -> int:
+    """Clients blocked in XREAD on Redis right now: daemons following another daemon's flight."""
+    return redis_server.cli("CLIENT", "LIST").count("cmd=xread")
+
+
+def test_identical_requests_on_three_daemons_reach_the_upstream_once(team, fake, redis_server):
+    _, (a, b, c) = team
+    gate = Gate()
+    fake.push(Script(events=[chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), gate,
+                             chunk({"content": "lo fleet"}), chunk(finish="stop"), chunk(choices=False, usage=usage())]))
+    request = body("the same question, asked on three daemons", stream=True)
+    results: dict = {}
+    leader = threading.Thread(target=lambda: results.update(a=post(a, request)))
+    leader.start()
+    assert gate.reached.wait(10)                        # A's upstream call is mid-answer
+    follower = threading.Thread(target=lambda: results.update(c=post(c, dict(request, stream=False))))
+    follower.start()
+    seen = ""
+    with httpx2.stream("POST", b.url + "/v1/messages", json=request, timeout=30,
+                       headers={"x-api-key": KEYS["TEAM_OPEN_KEY"]}) as streamed:
+        assert streamed.status_code == 200 and streamed.headers["x-ccproxyd-cache"] == "hit"
+        lines = streamed.iter_lines()
+        for line in lines:                              # B streams what A has, while A's call still waits
+            seen += line + "\n"
+            if '"Hel"' in line:
+                break
+        assert not gate._open.is_set()
+        try:
+            wait_for(lambda: blocked_readers(redis_server) >= 2, what="B and C following A's flight")
+        except AssertionError:
+            raise AssertionError("B and C did not follow A's flight; Redis as the daemons saw it: "
+                                 + repr([health(d)["redis"] for d in (a, b, c)])) from None
+        gate.open()
+        for line in lines:
+            seen += line + "\n"
+    leader.join(30)
+    follower.join(30)
+    assert len(fake.requests) == 1
+    assert '"lo fleet"' in seen and "event: message_stop" in seen
+    assert '"Hel"' in results["a"].text and '"lo fleet"' in results["a"].text
+    assert results["c"].status_code == 200 and results["c"].json()["content"][0]["text"] == "Hello fleet"
+    assert results["c"].headers["x-ccproxyd-cache"] == "hit"
+    again = post(b, dict(request, stream=False))        # stored in Redis: a hit on any daemon
+    assert again.headers["x-ccproxyd-cache"] == "hit" and again.json()["content"][0]["text"] == "Hello fleet"
+    assert len(fake.requests) == 1
+
+
+def test_a_call_another_daemon_follows_goes_on_when_its_own_clients_leave(team, fake, redis_server):
+    """A's only client leaves mid-answer; B's follows it: past A's orphan grace the call goes on for B."""
+    _, (a, b, _) = team
+    gate = Gate()
+    fake.push(Script(events=[chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), gate,
+                             chunk({"content": "lo B"}), chunk(finish="stop"), chunk(choices=False, usage=usage())]))
+    request = body("asked on A, which then leaves", stream=True)
+    headers = {"x-api-key": KEYS["TEAM_OPEN_KEY"]}
+    with httpx2.stream("POST", a.url + "/v1/messages", json=request, timeout=30, headers=headers) as leaving:
+        for line in leaving.iter_lines():
+            if '"Hel"' in line:
+                break
+    seen = ""
+    with httpx2.stream("POST", b.url + "/v1/messages", json=request, timeout=30, headers=headers) as streamed:
+        lines = streamed.iter_lines()
+        for line in lines:
+            seen += line + "\n"
+            if '"Hel"' in line:
+                break
+        time.sleep(0.6)                                  # past A's orphan grace (0.2 s), its client gone
+        gate.open()
+        for line in lines:
+            seen += line + "\n"
+    assert '"lo B"' in seen and "event: message_stop" in seen and "event: error" not in seen
+    assert len(fake.requests) == 1
+    assert "cancelled it" not in a.log_path.read_text()
+
+
+def test_a_429_on_one_daemon_holds_the_provider_back_on_the_others(team, fake):
+    _, (a, b, c) = team
+    fake.push(Script(status=429, headers={"retry-after": "30"},
+                     body={"error": {"message": "slow down", "type": "rate_limit_exceeded"}}))
+    first = post(a, body("hi", model="claude-cool-1"))
+    assert first.status_code == 429 and first.headers["retry-after"] == "30"
+    assert len(fake.requests) == 1
+    for daemon in (b, c):
+        wait_for(lambda: health(daemon)["providers"].get("cool", {}).get("retry_after", 0) > 20,
+                 what="the hold to reach the other daemons")
+        held = post(daemon, body("hi again", model="claude-cool-1"))
+        assert held.status_code == 529, held.text
+        assert held.json()["error"]["type"] == "overloaded_error" and "cooling down" in held.json()["error"]["message"]
+        assert 20 < int(held.headers["retry-after"]) <= 30
+    assert len(fake.requests) == 1
+
+
+def test_an_rpm_limit_counts_across_the_fleet(team, fake):
+    _, daemons = team
+    started = time.monotonic()
+
+    def one(i: int) -> httpx2.Response:
+        return post(daemons[i % 3], body(f"request {i}"), key="TEAM_ALICE_KEY", **{"cache-control": "no-cache"})
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(one, range(66)))
+    assert time.monotonic() - started < 60                 # all 66 inside one window
+    admitted = [r for r in answers if r.status_code == 200]
+    limited = [r for r in answers if r.status_code == 429]
+    assert len(admitted) == 60 and len(limited) == 6 and len(fake.requests) == 60
+    for r in limited:
+        assert r.json()["error"]["type"] == "rate_limit_error"
+        assert "TEAM_ALICE_KEY" in r.json()["error"]["message"] and "rpm" in r.json()["error"]["message"]
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+    use = health(daemons[1])["clients"]["TEAM_ALICE_KEY"]
+    assert use["scope"] == "fleet" and use["requests_last_minute"] == 60
+
+
+def test_a_daily_budget_stops_a_client_across_the_fleet(team, fake):
+    _, (a, b, c) = team
+    # 10 prompt + 5 completion tokens at $1000 per million each: $0.015 a request; the budget is $0.02
+    assert post(a, body("budget 1"), key="TEAM_BOB_KEY").status_code == 200
+    assert post(b, body("budget 2"), key="TEAM_BOB_KEY").status_code == 200      # $0.015 spent: still under
+    for daemon in (c, a):
+        refused = post(daemon, body("budget 3"), key="TEAM_BOB_KEY")
+        assert refused.status_code == 402, refused.text
+        error = refused.json()["error"]
+        assert error["type"] == "billing_error"
+        assert "daily budget of $0.02" in error["message"] and "budget_usd.day" in error["message"]
+        assert "resets at " + time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400)) in error["message"]
+    assert len(fake.requests) == 2
+    use = health(b)["clients"]["TEAM_BOB_KEY"]
+    assert use["spent_usd"]["day"] == pytest.approx(0.03) and use["limits"]["budget_usd"]["day"] == 0.02
+    metrics = httpx2.get(c.url + "/metrics").text
+    assert 'ccproxyd_client_spend_usd{client="TEAM_BOB_KEY",period="day"} 0.03' in metrics
+
+
+def test_a_model_outside_the_clients_globs_is_refused(team, fake):
+    _, (a, _, _) = team
+    refused = post(a, body("hi"), key="TEAM_CAROL_KEY")
+    assert refused.status_code == 403 and refused.json()["error"]["type"] == "permission_error"
+    assert "claude-haiku*" in refused.json()["error"]["message"]
+    assert post(a, body("hi", model="claude-haiku-4-5"), key="TEAM_CAROL_KEY").status_code == 200
+
+
+def test_a_thread_started_on_one_daemon_continues_on_another(team, fake):
+    _, (a, b, _) = team
+    beta = {"anthropic-beta": "message-threads-2026-08-12"}
+    fake.push(text_script("first answer"), text_script("second answer"))
+    first = post(a, body("hello", system="sys", thread={"type": "create"}), **beta)
+    assert first.status_code == 200, first.text
+    then = post(b, {"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "and?"}],
+                    "thread": {"type": "continue", "previous_message_id": first.json()["id"]}}, **beta)
+    assert then.status_code == 200, then.text
+    assert then.json()["content"][0]["text"] == "second answer"
+    sent = fake.requests[-1]["body"]["messages"]
+    assert [m["content"] for m in sent] == ["sys", "hello", "first answer", "and?"]
+    again = post(a, {"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "x"}],
+                     "thread": {"type": "continue", "previous_message_id": first.json()["id"]}}, **beta)
+    assert again.status_code == 400 and again.json()["error"]["details"]["error_code"] == "thread_already_continued"
+
+
+def test_redis_killed_mid_load_loses_no_request_and_sharing_resumes(team, fake, redis_server):
+    _, daemons = team
+    fake.default = Script(events=[chunk({"role": "assistant", "content": ""}), 0.02, chunk({"content": "steady"}),
+                                  chunk(finish="stop"), chunk(choices=False, usage=usage())])
+    killed = threading.Event()
+
+    def one(i: int) -> httpx2.Response:
+        if i == 12:
+            redis_server.kill()
+            killed.set()
+        if i == 27:
+            wait_for(lambda: any(health(d)["redis"]["state"] == "down" for d in daemons), what="an outage seen")
+            redis_server.start()
+        return post(daemons[i % 3], body(f"load {i}", stream=i % 2 == 0))
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(one, range(42)))
+    finally:
+        fake.default = text_script("Hello", " from", " fake")
+    assert killed.is_set()
+    for i, r in enumerate(answers):
+        assert r.status_code == 200, r.text
+        if i % 2 == 0:
+            assert "steady" in r.text and "event: message_stop" in r.text and "event: error" not in r.text
+        else:
+            assert r.json()["content"][0]["text"] == "steady"
+    assert len(fake.requests) == 42
+    for daemon in daemons:
+        wait_for(lambda: health(daemon)["redis"]["state"] == "up", what="the daemons to reconnect")
+    counts = [d.log_path.read_text().count("is unreachable") for d in daemons]
+    assert max(counts) == 1 and sum(counts) >= 1, counts  # once per daemon that saw the outage, not per request
+    metrics = httpx2.get(daemons[0].url + "/metrics").text
+    assert "ccproxyd_redis_up 1" in metrics
+    # shared again: an answer stored through one daemon is a hit on the others
+    fake.reset()
+    first = post(daemons[0], body("after the outage"))
+    assert first.headers["x-ccproxyd-cache"] == "miss"
+    for daemon in daemons[1:]:
+        assert post(daemon, body("after the outage")).headers["x-ccproxyd-cache"] == "hit"
+    assert len(fake.requests) == 1
+
+
+def test_haproxy_keeps_a_session_on_one_daemon_and_drops_a_stopped_one(team, fake, tmp_path):
+    """config/haproxy.cfg as shipped, with this test's ports and a 0.1 s check interval.  Runs last:
+    it stops daemon holding the first session."""
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed (make test installs it)")
+    _, daemons = team
+    port = free_port()
+    text = (ROOT / "config" / "haproxy.cfg").read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+    for daemon, default in zip(daemons, (8082, 8083, 8084)):
+        text = text.replace(f"127.0.0.1:{default}", f"127.0.0.1:{daemon.port}")
+    (tmp_path / "haproxy.cfg").write_text(text.replace("inter 1s", "inter 100ms"))
+    proxy = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    balancer = type("Balancer", (), {"url": f"http://127.0.0.1:{port}"})()
+    try:
+        wait_for(lambda: _answers(balancer), what="haproxy to listen")
+
+        def served_by(session: str) -> list[int]:
+            return [i for i, d in enumerate(daemons) if f'"session_id":"{session}"' in d.log_path.read_text()]
+        sessions = [f"team-session-{n}" for n in range(9)]
+        for session in sessions:
+            for turn in range(3):
+                r = post(balancer, body(f"{session} turn {turn}"), **{"x-claude-code-session-id": session})
+                assert r.status_code == 200, r.text
+        homes = {session: served_by(session) for session in sessions}
+        assert all(len(home) == 1 for home in homes.values()), homes      # each session on one daemon
+        assert len({home[0] for home in homes.values()}) >= 2              # and the sessions spread
+        stopped = homes[sessions[0]][0]
+        daemons[stopped].stop()                                            # drains, closes its listener
+        for session in sessions:
+            r = post(balancer, body(f"{session} after the stop"), **{"x-claude-code-session-id": session})
+            assert r.status_code == 200, r.text
+            now = served_by(session)
+            if homes[session][0] == stopped:
+                assert len(now) == 2 and stopped in now                    # moved to one other daemon
+            else:
+                assert now == homes[session]                               # the others did not move
+    finally:
+        proxy.terminate()
+        proxy.wait(5)
+
+
+def _answers(balancer) -> bool:
+    try:
+        return httpx2.get(balancer.url + "/health", timeout=1).status_code == 200
+    except httpx2.HTTPError:
+        return False
