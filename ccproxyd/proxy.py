@@ -156,6 +156,19 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
         return await _open_answer(upstreams, guards, decision, raw, first, request_id)
 
 
+def _fallback_payload(raw: bytes, target: Target) -> Payload | None:
+    """A fallback's request, translated from the client's bytes; None for a fallback whose model
+    cannot run a server tool the request needs (a web search the primary would have run): its
+    answer would be a guess dressed as search results, so the client gets the primary's error."""
+    body = orjson.loads(raw)
+    tool = server_tools.unanswerable(body, target.model)
+    if tool is not None:
+        log.info("fallback %s/%s skipped: its model cannot run the request's %s tool",
+                 target.provider.name, target.model.name, tool)
+        return None
+    return payload(body, target)
+
+
 async def _open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, raw: bytes,
                        first: Payload, request_id: str) -> Answer:
     guards.budget.on_request()
@@ -163,11 +176,14 @@ async def _open_answer(upstreams: Upstreams, guards: Guards, decision: Decision,
     for target in decision.targets:
         provider = target.provider
         try:
-            content, names = first if target is decision.primary else payload(orjson.loads(raw), target)
+            translated = first if target is decision.primary else _fallback_payload(raw, target)
         except InvalidRequest as exc:           # e.g. content this fallback's model cannot take
             errors.append(exc)
             log.warning("target %s/%s skipped: %s", provider.name, target.model.name, exc.message)
             continue
+        if translated is None:
+            continue
+        content, names = translated
         # A server that reports no usage in streams gets its input counted once, before anything is
         # held open, so that message_start and message_delta say the same; otherwise a cheap guess
         # until the upstream's numbers come.

@@ -104,6 +104,11 @@ models:
     provider: dead
     context_window: 128000
     max_output_tokens: 16384
+  dead-search-model:
+    provider: dead
+    web_search: openrouter
+    context_window: 128000
+    max_output_tokens: 16384
   nokey-model:
     provider: nokey
     context_window: 128000
@@ -137,6 +142,9 @@ routes:
     model: grok-search-mock
   - match: "claude-fallback*"
     model: dead-model
+    fallbacks: [gpt-mock]
+  - match: "claude-dead-search*"
+    model: dead-search-model
     fallbacks: [gpt-mock]
   - match: "claude-counted*"
     model: counted-mock

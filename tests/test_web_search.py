@@ -331,3 +331,15 @@ def test_a_stored_cited_answer_replays_its_citations():
 def test_spans_of_the_fixture_text():
     """The fixture's spans name the sentences they cite (guards the expectations above)."""
     assert [TEXT[c["start_index"]:c["end_index"]] for c in spans()] == [FIRST, SECOND, SECOND]
+
+
+def test_a_search_never_falls_back_to_a_model_that_cannot_search(daemon, fake):
+    """The searching primary is down and its fallback's model cannot search: the client gets the
+    primary's error, not the fallback's guess dressed as search results.  Without the search the
+    same route falls back as usual."""
+    body = {"model": "claude-dead-search-1", "max_tokens": 100, "messages": ASK}
+    searched = httpx2.post(daemon.url + "/v1/messages", json=dict(body, tools=[SEARCH]), timeout=30)
+    assert searched.status_code >= 500 and searched.json()["type"] == "error", searched.text
+    assert fake.requests == []                           # the fallback (gpt-mock) was never asked
+    plain = httpx2.post(daemon.url + "/v1/messages", json=body, timeout=30)
+    assert plain.status_code == 200 and [r["body"]["model"] for r in fake.requests] == ["gpt-mock"]
