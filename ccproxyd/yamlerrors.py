@@ -58,7 +58,7 @@ def _enclosing(lines: list[str], row: int) -> list[tuple[int, str, int]]:
         key = _key(line)
         column = key[0] if key else _indent(line)
         if limit is None or column < limit:
-            out.append((column, f"{key[1]}:" if key else line.strip()[:30], i + 1))
+            out.append((column, f"{key[1]}:" if key else _named(line.strip()).strip("`"), i + 1))
             limit = column
         dash = _indent(line)
         if line.lstrip().startswith("- ") and (not out or out[-1][0] != dash) and dash < (limit if limit is not None else dash + 1):
@@ -109,11 +109,24 @@ def explain(text: str, exc: yaml.MarkedYAMLError) -> tuple[int, int, str]:
     return row + 1, col + 1, f"YAML syntax: {problem or context}"
 
 
+KEYLIKE = re.compile(r"[A-Za-z_][\w.-]{0,23}")
+TOKENLIKE = re.compile(r"(?=[A-Za-z]*\d)[A-Za-z0-9]{8,}")     # a run of 8+ letters and digits, digits included
+
+
+def _named(text: str) -> str:
+    """A line's first word, quoted, when it looks like a key (short, no long run of letters and
+    digits); never the rest of the line, nor a word that could be a secret: the message reaches
+    /health, which needs no client key, and the log."""
+    word = text.lstrip("- ").split(" ", 1)[0]
+    return f"`{word}`" if KEYLIKE.fullmatch(word) and not TOKENLIKE.search(word) else "this line"
+
+
 def _no_colon(text: str) -> str:
-    word, _, rest = text.lstrip("- ").partition(" ")
-    if rest:
-        return f"`{text}` has no colon: a key and its value are written `{word}: {rest.strip()}`"
-    return f"`{text}` has no colon after it: write `{word}:` for it to hold the indented lines below"
+    named = _named(text)
+    key = named.strip("`") if named.startswith("`") else "key"
+    if " " in text.lstrip("- ").strip():
+        return f"{named} has no colon: a key and its value are written `{key}: <value>`"
+    return f"{named} has no colon after it: write `{key}:` for it to hold the indented lines below"
 
 
 def _mapping_values(lines: list[str], row: int, col: int) -> tuple[int, int, str]:
@@ -172,7 +185,7 @@ def _misaligned(lines: list[str], row: int) -> tuple[int, int, str]:
     line = lines[row]
     key = _key(line)
     item = line.lstrip().startswith("-")
-    what = f"`{'- ' if item else ''}{key[1]}:`" if key else f"`{line.strip()[:30]}`"
+    what = f"`{'- ' if item else ''}{key[1]}:`" if key else _named(line.strip())
     column = key[0] if key else _indent(line)
     candidates = _enclosing(lines, row)
     if item:                                   # a list item lines up with the other items' `-`
@@ -181,7 +194,7 @@ def _misaligned(lines: list[str], row: int) -> tuple[int, int, str]:
         if kind == "-" and dash_column == _indent(line) and not line.lstrip().startswith("-"):
             inner = next((c for c, k, _ in candidates if k != "-" and c > dash_column), dash_column + 2)
             return row + 1, _indent(line) + 1, (f"{what} is at the indentation of the list items (the `-` on line "
-                                                f"{at}) without a `-` of its own: write `- {line.strip()}` to start "
+                                                f"{at}) without a `-` of its own: write `- {key[1] + ': …' if key else '…'}` to start "
                                                 f"a new item, or indent it {_spaces(inner)} to add it to the item above")
     options = [(f"the `-` on line {at}" if k == "-" else f"`{k}` on line {at}") + f" ({_spaces(c)})"
                for c, k, at in candidates if k != "-" or item]

@@ -49,14 +49,14 @@ SLIPS = [
     ("under-indented key", broken(9, "   max_output_tokens: 128000"), 9,
      ["`max_output_tokens:` is indented 3 spaces", "`context_window:` on line 8 (4 spaces)"]),
     ("missing colon between key and value", broken(3, "    base_url https://api.openai.com/v1"), 3,
-     ["has no colon", "`base_url: https://api.openai.com/v1`"]),
+     ["`base_url` has no colon", "`base_url: <value>`"]),
     ("missing colon after a key that holds others", broken(6, "  gpt-5"), 6,
      ["`gpt-5` has no colon after it", "`gpt-5:`"]),
     ("unclosed quote", broken(11, '  - match: "*'), 11, ['the " opened here is never closed']),
     ("unclosed bracket", broken(12, "    model: gpt-5\n    fallbacks: [gpt-5-mini\n  - match: claude-haiku*\n"
                                      "    model: gpt-5"), 13, ["the [ opened here is not closed: add ]"]),
     ("list item without its dash", GOOD + '  match: "claude-*"\n', 13,
-     ["at the indentation of the list items (the `-` on line 11)", '`- match: "claude-*"`']),
+     ["at the indentation of the list items (the `-` on line 11)", "`- match: …`"]),
     ("list item indented off its siblings", GOOD + " - match: claude-haiku*\n", 13,
      ["`- match:` is indented 1 space", "the `-` on line 11 (2 spaces)"]),
     ("a value with `: ` in it", broken(3, "    base_url: http://proxy: 8080/v1"), 3,
@@ -91,3 +91,18 @@ def test_a_refused_reload_says_it_in_plain_words(tmp_path):
     path.write_text(broken(9, "   max_output_tokens: 128000"))
     assert reloader.reload("file changed") is False
     assert reloader.state.last_error.startswith(f"{path}:9:4: `max_output_tokens:` is indented 3 spaces")
+
+
+@pytest.mark.parametrize("slip", [
+    "    headers: {{x: 1}}\n    Authorization Bearer {secret}",       # a header line without its colon
+    "  {secret}",                                                       # a value alone on its line
+    '  match: "{secret}"',                                              # a list item without its dash
+])
+def test_a_slip_never_quotes_a_value_that_may_be_a_secret(slip):
+    """A refused edit's message reaches /health (no client key needed) and the log: it names the
+    key and the line, never the rest of the line."""
+    secret = "sk-or-v1-0123456789abcdef"
+    text = GOOD + slip.format(secret=secret) + "\n"
+    with pytest.raises(ConfigError) as info:
+        config.load(text, "routes.yaml", env={"OPENAI_API_KEY": "sk-test-key-0000"})
+    assert secret not in str(info.value) and "0123456789" not in str(info.value)
