@@ -26,6 +26,7 @@ class BatchWriter:
         self.closed = False
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
 
     @property
     def started(self) -> bool:
@@ -36,8 +37,11 @@ class BatchWriter:
         if self.closed:
             return False
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self._thread.start()
+            with self._starting:                # the event loop and an executor thread may race here
+                if self._thread is None:
+                    thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                    thread.start()
+                    self._thread = thread
         self._queue.put(item)
         return True
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import contextlib
 import os
 import sqlite3
 import threading
@@ -72,10 +73,13 @@ def _connect(path: str) -> sqlite3.Connection:
     return connection
 
 
+DAMAGE = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
 def _is_damage(exc: BaseException) -> bool:
     """The file itself is bad ("file is not a database", "database disk image is malformed"), as
-    opposed to a lock held too long, a full disk or a directory that cannot be written."""
-    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+    opposed to a lock held too long, a full disk, a directory that cannot be written, or a bug."""
+    return isinstance(exc, sqlite3.DatabaseError) and getattr(exc, "sqlite_errorcode", None) in DAMAGE
 
 
 class Ledger:
@@ -85,6 +89,7 @@ class Ledger:
         self.days = days
         self.connection: sqlite3.Connection | None = None     # the writer's (and the constructor's)
         self._inode: tuple[int, int] | None = None
+        self._tried: tuple[int, int] | None = None     # the file the last open tried
         self._failed_at: float | None = None
         self._last_try = 0.0
         self._pruned_at = 0.0
@@ -113,6 +118,9 @@ class Ledger:
         connection = None
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            with contextlib.suppress(OSError):    # the file this try opens: the one set aside if it fails
+                st = os.stat(self.path)
+                self._tried = (st.st_dev, st.st_ino)
             connection = _connect(self.path)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(SCHEMA)
@@ -144,8 +152,8 @@ class Ledger:
             st = os.stat(self.path)
         except OSError:
             return
-        if self._inode is not None and (st.st_dev, st.st_ino) != self._inode:
-            return
+        if (st.st_dev, st.st_ino) != (self._inode or self._tried):
+            return                              # another worker has set it aside and started anew
         for suffix in ("", "-wal", "-shm"):
             try:
                 os.replace(self.path + suffix, self.path + ".damaged" + suffix)

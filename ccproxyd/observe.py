@@ -146,7 +146,7 @@ class Record:
         self.input_tokens = usage.get("input_tokens", 0)
         self.output_tokens = usage.get("output_tokens", 0)
         self.cached_tokens = usage.get("cache_read_input_tokens", 0)
-        self.web_searches = pricing.searches(usage)
+        self.web_searches = pricing.searches(usage) if paid else 0     # run by the provider for this request
         cost = pricing.cost(tiers, usage) if paid else 0.0
         reference = pricing.cost(pricing.claude_reference(table, self.client_model or ""), usage,
                                  search_default=pricing.CLAUDE_WEB_SEARCH_PER_1K)
