@@ -30,11 +30,15 @@ def daemon_url(url: str | None = None, *fallbacks: str) -> str:
     return f"http://127.0.0.1:{os.environ.get('CCPROXYD_PORT') or Settings.port}"
 
 
-def client_key() -> str:
+def client_key(base: str) -> str:
     """The key to present when the daemon wants client keys: CCPROXYD_CLIENT_KEY, else the token
-    or key Claude Code itself sends (a status line runs in Claude Code's environment)."""
-    return (os.environ.get("CCPROXYD_CLIENT_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")
-            or os.environ.get("ANTHROPIC_API_KEY") or "")
+    or key Claude Code itself sends (a status line runs in Claude Code's environment), but only
+    to the daemon Claude Code is pointed at: an Anthropic key never goes anywhere else."""
+    if os.environ.get("CCPROXYD_CLIENT_KEY"):
+        return os.environ["CCPROXYD_CLIENT_KEY"]
+    if os.environ.get("ANTHROPIC_BASE_URL", "").rstrip("/") == base.rstrip("/"):
+        return os.environ.get("ANTHROPIC_AUTH_TOKEN") or os.environ.get("ANTHROPIC_API_KEY") or ""
+    return ""
 
 
 def get_json(base: str, path: str, query: dict | None = None, timeout: float = 5.0) -> dict:
@@ -48,8 +52,9 @@ def get_json(base: str, path: str, query: dict | None = None, timeout: float = 5
         raise Unreachable(f"{base} is not an http:// or https:// URL")
     target = parts.path.rstrip("/") + path + ("?" + urlencode(query) if query else "")
     headers = {"accept": "application/json"}
-    if client_key():
-        headers["x-api-key"] = client_key()
+    key = client_key(base)
+    if key:
+        headers["x-api-key"] = key
     get = _get if parts.scheme == "http" else _get_https
     try:
         status, body = get(parts.hostname, port or (80 if parts.scheme == "http" else 443), target, headers, timeout)

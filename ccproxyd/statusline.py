@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         spend = local.get_json(base, "/spend", {"by": "session", "session": session, "since": "1970-01-01"},
-                               timeout=TIMEOUT)
+                               timeout=float(os.environ.get("CCPROXYD_STATUSLINE_TIMEOUT") or TIMEOUT))
     except local.Unreachable as exc:
         print(f"ccproxyd: {exc}"[:200])
         return 0
