@@ -23,8 +23,11 @@ def costs_by(url: str | None, by: str, since: str | None, session: str | None, f
     try:
         answer = local.get_json(base, "/spend", query)
         rows, total = answer["rows"], answer["total"]
+        if by == "client":                  # use against limits and budgets: the clients: policy
+            answer["limits"] = local.get_json(base, "/health").get("clients") or {}
         text = (json.dumps(answer, indent=2) if fmt == "json" else
-                as_csv(rows, answer["by"]) if fmt == "csv" else as_table(rows, total, answer["by"], answer["since"]))
+                as_csv(rows, answer["by"]) if fmt == "csv" else
+                as_table(rows, total, answer["by"], answer["since"]) + limits_table(answer.get("limits") or {}))
     except local.Unreachable as exc:
         print(f"ccproxyd: {exc}", file=sys.stderr)
         return 1
@@ -64,3 +67,24 @@ def as_table(rows: list[dict], total: dict, by: str, since: str) -> str:
         cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:-1], widths[1:-1])] + [line[-1]]
         return "  ".join(cells).rstrip()
     return "\n".join([f"spend since {since} (UTC), by {by}", fmt(header), *map(fmt, body)]) + "\n"
+
+
+def _use(spent: float, limit) -> str:
+    return f"${spent:.4f}" + (f" of ${limit:g} ({100 * spent / limit:.0f}%)" if limit else "")
+
+
+def limits_table(clients: dict) -> str:
+    """One line per client of the table's `clients:`: today's and this month's spend against its
+    budgets (and when they reset), and the last minute against rpm and tpm."""
+    if not clients:
+        return ""
+    lines = ["", "limits and budgets (fleet-wide with Redis, else the answering worker's)"]
+    for name, use in sorted(clients.items()):
+        limits, spent = use["limits"], use["spent_usd"]
+        parts = [f"{period} {_use(spent[period], limits['budget_usd'][period])}"
+                 + (f", resets {use['resets_at'][period]}" if limits["budget_usd"][period] else "")
+                 for period in ("day", "month")]
+        parts.append(f"{use['requests_last_minute']}" + (f" of {limits['rpm']}" if limits["rpm"] else "") + " rpm")
+        parts.append(f"{use['tokens_last_minute']}" + (f" of {limits['tpm']}" if limits["tpm"] else "") + " tpm")
+        lines.append(f"{name}: " + "; ".join(parts) + f" [{use['scope']}]")
+    return "\n".join(lines) + "\n"

@@ -4,9 +4,11 @@ message threads; and serving on through a Redis killed and restarted mid-load.""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -265,6 +267,15 @@ def test_a_daily_budget_stops_a_client_across_the_fleet(team, fake):
     assert use["spent_usd"]["day"] == pytest.approx(0.03) and use["limits"]["budget_usd"]["day"] == 0.02
     metrics = httpx2.get(c.url + "/metrics").text
     assert 'ccproxyd_client_spend_usd{client="TEAM_BOB_KEY",period="day"} 0.03' in metrics
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CCPROXYD_"))}
+    shown = subprocess.run([sys.executable, "-m", "ccproxyd", "costs", "--by", "client", "--url", c.url],
+                           env=dict(env, CCPROXYD_CLIENT_KEY=KEYS["TEAM_OPEN_KEY"]), capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    bob = next(line for line in shown.stdout.splitlines() if line.startswith("TEAM_BOB_KEY: "))
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    assert f"day $0.0300 of $0.02 (150%), resets {tomorrow}T00:00:00Z" in bob and "month $0.0300 of $10 (0%)" in bob
+    assert bob.endswith("[fleet]")
 
 
 def test_a_model_outside_the_clients_globs_is_refused(team, fake):
