@@ -148,16 +148,22 @@ async def sighup(app: Sanic) -> None:
 
 def write_snapshot(app: Sanic, directory: str) -> None:
     """This worker's metrics where the others can sum them (atomic rename)."""
+    _write_file(directory, observe.METRICS.snapshot(status.worker_gauges(app.ctx)))
+
+
+def _write_file(directory: str, data: bytes) -> None:
     path = os.path.join(directory, f"{os.getpid()}.json")
     with open(path + ".tmp", "wb") as f:
-        f.write(observe.METRICS.snapshot(status.worker_gauges(app.ctx)))
+        f.write(data)
     os.replace(path + ".tmp", path)
 
 
 async def write_snapshots(app: Sanic, directory: str) -> None:
+    """Every second: the counters are read on the event loop, the file is written off it."""
     while True:
         await asyncio.sleep(1.0)
-        write_snapshot(app, directory)
+        data = observe.METRICS.snapshot(status.worker_gauges(app.ctx))
+        await asyncio.to_thread(_write_file, directory, data)
 
 
 async def watchdog(interval: float) -> None:

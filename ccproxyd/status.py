@@ -58,17 +58,21 @@ async def metrics(request: Request):
 
 def _read_disk(ctx) -> tuple[dict | None, list[bytes]]:
     """The cache's size, and the other workers' last metric snapshots when there are several."""
-    stats = ctx.store.stats() if ctx.store is not None else None
+    return (ctx.store.stats() if ctx.store is not None else None), read_snapshots(ctx)
+
+
+def read_snapshots(ctx) -> list[bytes]:
+    """The other workers' last metric snapshots (blocking: call it from a thread)."""
     directory = ctx.settings.metrics_dir
     if not directory:
-        return stats, []
+        return []
     own = f"{os.getpid()}.json"
     snapshots = []
     for name in os.listdir(directory):
         if name.endswith(".json") and name != own:
             with contextlib.suppress(OSError), open(os.path.join(directory, name), "rb") as f:
                 snapshots.append(f.read())
-    return stats, snapshots
+    return snapshots
 
 
 def worker_gauges(ctx) -> list[tuple[str, tuple, float, str]]:

@@ -27,7 +27,7 @@ async def page(request: Request, name: str = "index.html"):
 
 async def data(request: Request):
     ctx = request.app.ctx
-    _stats, snapshots = await asyncio.get_running_loop().run_in_executor(None, status._read_disk, ctx)
+    snapshots = await asyncio.to_thread(status.read_snapshots, ctx) if ctx.settings.metrics_dir else []
     merged = observe.METRICS.merged(snapshots) if ctx.settings.metrics_dir else observe.METRICS
     return json_response(dashboard.summary(merged, ctx.table, ctx.reloader.state, ctx.guards.snapshot(),
                                            getattr(ctx, "ledger", None) is not None))
