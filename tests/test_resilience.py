@@ -7,6 +7,7 @@ import pytest
 
 from ccproxyd.resilience import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerPolicy, Guards, RetryBudget, RetryPolicy
 
+from .conftest import TEST_ROUTES, Daemon, free_port
 from .fake_upstream import Script, text_script
 
 
@@ -83,6 +84,18 @@ def test_guards_concurrency_and_policy_change():
 # ---------------------------------------------------------------- against the daemon
 
 MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def daemon(upstream, tmp_path_factory):
+    """This module's own daemon: the retry budget is process-wide, and what other modules' retries
+    spent on the shared daemon (in whatever order the test processes run them) would cut the
+    retries these tests count."""
+    path = tmp_path_factory.mktemp("resilience") / "routes.yaml"
+    path.write_text(TEST_ROUTES.format(url=upstream.url, dead_port=free_port()))
+    d = Daemon(path, extra_args=("--ping-interval", "0.3", "--no-cache"))
+    yield d
+    d.stop()
 
 
 @pytest.fixture
