@@ -178,9 +178,8 @@ class ResponsesTranslator(StreamTranslator):
             self.output_parts.append(text)
             return
         self._open(out, kind)
-        key = "thinking" if kind == "thinking" else "text"
         out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
-                                            "delta": {"type": f"{key}_delta", key: text}}))
+                                            "delta": {"type": "text_delta", "text": text}}))
         self.output_parts.append(text)
 
     def _item_added(self, index: int, item: dict) -> None:
