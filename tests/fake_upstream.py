@@ -224,6 +224,7 @@ class FakeUpstream(LoopbackServer):
         self.default = text_script("Hello", " from", " fake")
         self.responder = None                        # callable(request body) -> Script, overrides the queue
         self.hangups: list[float] = []               # time.monotonic() when a client closed mid-answer
+        self.hung_up: set[int] = set()               # the ids of those connections
         self.connections: list[dict] = []            # one per accepted connection, in order
         self.in_flight = 0                           # answers being written now, and the most at once
         self.peak_in_flight = 0
@@ -242,6 +243,7 @@ class FakeUpstream(LoopbackServer):
 
     def reset(self) -> None:
         self.hangups.clear()
+        self.hung_up.clear()
         self.peak_in_flight = self.in_flight
         self.responder = None
         self.scripts.clear()
@@ -286,6 +288,7 @@ class FakeUpstream(LoopbackServer):
             pass
         except ConnectionError:
             self.hangups.append(time.monotonic())
+            self.hung_up.add(connection["id"])
         finally:
             connection["closed"] = True
             writer.close()
