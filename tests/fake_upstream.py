@@ -224,7 +224,7 @@ class FakeUpstream(LoopbackServer):
         self.default = text_script("Hello", " from", " fake")
         self.responder = None                        # callable(request body) -> Script, overrides the queue
         self.hangups: list[float] = []               # time.monotonic() when a client closed mid-answer
-        self.hung_up: set[int] = set()               # the ids of those connections
+        self.hung_up: dict[int, float] = {}          # the same, by connection id
         self.connections: list[dict] = []            # one per accepted connection, in order
         self.in_flight = 0                           # answers being written now, and the most at once
         self.peak_in_flight = 0
@@ -288,7 +288,7 @@ class FakeUpstream(LoopbackServer):
             pass
         except ConnectionError:
             self.hangups.append(time.monotonic())
-            self.hung_up.add(connection["id"])
+            self.hung_up[connection["id"]] = self.hangups[-1]
         finally:
             connection["closed"] = True
             writer.close()

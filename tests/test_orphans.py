@@ -59,12 +59,13 @@ def test_an_abandoned_answer_is_cancelled_after_the_grace(proxy, fake):
     fake.push(slow_script(10))
     before = counter(proxy, "ccproxyd_orphans_cancelled_total")
     left = start_and_leave(proxy, "abandoned")
+    call = fake.requests[0]["connection"]             # the abandoned call's upstream connection
     deadline = left + GRACE + 3
-    while not fake.hangups and time.monotonic() < deadline:
+    while call not in fake.hung_up and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert fake.hangups, "the upstream call ran on after every client left"
-    assert fake.hangups[0] - left <= GRACE + 1.0
-    assert fake.hangups[0] - left >= GRACE - 0.2       # not before the grace: a retry may still come
+    assert call in fake.hung_up, "the upstream call ran on after every client left"
+    assert fake.hung_up[call] - left <= GRACE + 1.0
+    assert fake.hung_up[call] - left >= GRACE - 0.2    # not before the grace: a retry may still come
     assert counter(proxy, "ccproxyd_orphans_cancelled_total") == before + 1
     assert counter(proxy, "ccproxyd_orphan_tokens_avoided_total") > 0
     # the cut answer was not stored: the same question goes upstream again
@@ -93,7 +94,8 @@ def test_a_retry_within_the_grace_joins_the_running_answer(proxy, fake):
 def test_without_the_cache_a_client_that_leaves_ends_the_upstream_call_at_once(daemon, fake):
     fake.push(slow_script(10))
     left = start_and_leave(daemon, "no cache")
+    call = fake.requests[0]["connection"]
     deadline = left + 3
-    while not fake.hangups and time.monotonic() < deadline:
+    while call not in fake.hung_up and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert fake.hangups and fake.hangups[0] - left <= 1.0
+    assert call in fake.hung_up and fake.hung_up[call] - left <= 1.0
