@@ -164,15 +164,16 @@ class Ledger:
                 return
         log.warning("spend ledger: the damaged %s is now %s.damaged; a new ledger starts", self.path, self.path)
 
+    def _drop_connection(self) -> None:
+        if self.connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.connection.close()
+        self.connection = None
+
     def _damaged(self, exc: BaseException) -> None:
         """On the writer thread: the database failed; set it aside and start a new one."""
         self._failing(f"spend ledger: {self.path} is damaged ({type(exc).__name__}: {exc}); setting it aside")
-        if self.connection is not None:
-            try:
-                self.connection.close()
-            except sqlite3.Error:
-                pass
-        self.connection = None
+        self._drop_connection()
         self._set_aside()
         self._open()
 
@@ -264,12 +265,7 @@ class Ledger:
     def close(self) -> None:
         self._writer.close()
         with self._lock:
-            if self.connection is not None:
-                try:
-                    self.connection.close()
-                except sqlite3.Error:
-                    pass
-                self.connection = None
+            self._drop_connection()
 
     # ------------------------------------------------------------ reading
 
