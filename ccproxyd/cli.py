@@ -1,4 +1,4 @@
-"""Command line: ccproxyd serve | check | route."""
+"""Command line: ccproxyd serve | check | route | prices | costs | statusline | claude | cache."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from functools import partial
 from urllib.parse import urlsplit
 
 import click
 
-from . import config, logformat
+from . import clock, config, logformat
 from .errors import ConfigError, NotFound
 from .observe import setup_logging
 from .settings import Settings, default_cache_dir, default_state_dir
@@ -198,6 +199,8 @@ def check(path: str) -> None:
         sys.exit(1)
     for warning in table.warnings:
         click.echo(str(warning))
+    for warning in _money_warnings(table):
+        click.echo(f"{path}: warning: {warning}")
     for note in table.notes:
         click.echo(note)
     click.echo(f"{path}: ok ({len(table.providers)} providers, {len(table.models)} models, "
@@ -216,23 +219,105 @@ def route(model: str, routes: str, thinking: bool, tools: bool, input_tokens: in
 
     try:
         features = Features(thinking=thinking, tools=tools, count_input=lambda: input_tokens)
-        decision = resolve(config.load_file(routes), model, features)
+        table = config.load_file(routes)
+        decision = resolve(table, model, features)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
     except NotFound as exc:
         click.echo(exc.message, err=True)
         sys.exit(1)
+    from .money import compare, listing
+
+    now = clock.now()
     click.echo(f"{model} -> routes[{decision.route_index}] (match {decision.route.match!r})")
     for i, target in enumerate(decision.targets):
         m = target.model
         role = "primary" if i == 0 else f"fallback {i}"
-        bounds = [None, *(t.up_to for t in m.prices)]
-        prices = ", ".join(f"{f'<= {t.up_to}' if t.up_to else (f'> {bounds[i]}' if bounds[i] else 'any')} prompt "
-                           f"tokens: ${t.input} in / ${t.output} out" for i, t in enumerate(m.prices)) or "none"
         click.echo(f"  {role}: {m.name} = {target.provider.name}:{m.upstream} at {target.provider.base_url} "
-                   f"(context {m.context_window}, max output {m.max_output_tokens}, reasoning {m.reasoning}; "
-                   f"per 1M tokens {prices})")
+                   f"(context {m.context_window}, max output {m.max_output_tokens}, reasoning {m.reasoning}); "
+                   "prices:")
+        for line in listing.describe(m.prices, now, "    "):
+            click.echo(line)
+    claude = compare.claude_price(table, model)
+    click.echo(f"  Claude list price of {model}:")
+    for line in listing.describe(claude, now, "    "):
+        click.echo(line)
+    mine, theirs = compare.rates_at(decision.primary.model.prices, now), compare.rates_at(claude, now)
+    dearer = compare.Comparison("", model, theirs, decision.primary.model.name, mine).dearer
+    if dearer:
+        click.echo(f"warning: {decision.primary.model.name} costs more per {' and '.join(dearer)} token than "
+                   f"{model} ({compare.money_rates(mine)} against {compare.money_rates(theirs)} per Mtok)")
+    for warning in _money_warnings(table):
+        if "has no price" in warning and decision.primary.model.name in warning.split(" (")[0]:
+            click.echo(f"warning: {warning}")
+
+
+def _money_warnings(table) -> list[str]:
+    from .money import compare
+
+    return compare.warnings(table, clock.now())
+
+
+@main.command()
+@click.argument("models", nargs=-1)
+@click.option("--routes", "routes", default="routes.yaml", show_default=True, envvar="CCPROXYD_ROUTES")
+@click.option("--refresh", is_flag=True, help="Read OpenRouter's public models list into the override file, then show.")
+@click.option("--url", default=None, help="With --refresh: where the models list is read from "
+                                          "[default: https://openrouter.ai/api/v1/models].")
+@click.option("--file", "override", default=None, envvar="CCPROXYD_PRICES",
+              help="The override file [default: prices.yaml in the state directory].")
+@click.option("--force", is_flag=True, help="With --refresh: write even an answer with far fewer models than the file.")
+def prices(models: tuple[str, ...], routes: str, refresh: bool, url: str | None, override: str | None,
+           force: bool) -> None:
+    """The prices the daemon would use, with their dates and sources: for MODELs (Claude ids or
+    models of the table), else every model of the table and each route against Claude."""
+    from .money import catalog, listing
+
+    path = override or catalog.override_path()
+    if override:
+        os.environ["CCPROXYD_PRICES"] = override          # the table below loads this override
+    if refresh:
+        _refresh(url or _refresh_url(), path, force)
+    try:
+        table = config.load_file(routes)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    now = clock.now()
+    lines = listing.models_lines(table, list(models), now) if models else listing.table_lines(table, now)
+    for line in listing.source_lines(table) + lines:
+        click.echo(line)
+
+
+def _refresh_url() -> str:
+    from .money.refresh import URL
+    return URL
+
+
+def _refresh(url: str, path: str, force: bool) -> None:
+    import httpx2
+
+    from .money.refresh import RefreshError, refresh
+
+    click.echo(f"reading {url} …", err=True)
+    try:
+        response = httpx2.get(url, timeout=30, follow_redirects=True)
+    except (httpx2.HTTPError, httpx2.InvalidURL, ValueError) as exc:
+        click.echo(f"ccproxyd: cannot read {url}: {exc}; {path} is unchanged", err=True)
+        sys.exit(1)
+    if response.status_code != 200:
+        click.echo(f"ccproxyd: {url} answered HTTP {response.status_code}; {path} is unchanged", err=True)
+        sys.exit(1)
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock.now()))
+    try:
+        listed, added, notes = refresh(response.content, path, since, force)
+    except RefreshError as exc:
+        click.echo(f"ccproxyd: not used: {exc}; {path} is unchanged", err=True)
+        sys.exit(1)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{path}: {listed} OpenRouter models, {added} new price rows (dated {since})", err=True)
 
 
 @main.command()

@@ -22,6 +22,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
+from . import clock as wallclock
 from .config import ClientPolicy
 from .errors import BudgetExhausted, ClientLimited, ModelNotAllowed
 
@@ -74,7 +75,7 @@ class LocalCounts:
     """One process's counts: sliding windows of request times and token amounts, and spend per
     (client, period key).  Never shrinks past what the windows and current periods hold."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = wallclock.now) -> None:
         self.clock = clock
         self.requests: dict[str, collections.deque] = {}
         self.tokens: dict[str, collections.deque] = {}      # (time, tokens), corrections included
@@ -139,7 +140,7 @@ class Limits:
     """Client policy enforcement: through Redis (shared.limits.RedisCounts) while it is up, else
     this process's LocalCounts, which count every admitted request either way."""
 
-    def __init__(self, shared=None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, shared=None, clock: Callable[[], float] = wallclock.now) -> None:
         self.local = LocalCounts(clock)
         self.shared = shared
         self.clock = clock

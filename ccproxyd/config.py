@@ -21,6 +21,8 @@ import yaml
 
 from . import credentials, yamlerrors
 from .errors import ConfigError, Problem
+from .money import catalog as price_catalog
+from .money.rates import Priced, parse_prices
 from .resilience import BreakerPolicy, RetryPolicy
 
 SCHEMA: dict = json.loads(resources.files("ccproxyd").joinpath("data/routes.schema.json").read_text())
@@ -38,6 +40,7 @@ class Provider:
     headers: tuple[tuple[str, str], ...] = ()
     http2: bool = False                 # HTTP/2 through httpx2; off: the lean HTTP/1.1 transport (README)
     ca_file: str | None = None          # a PEM bundle to trust instead of the default store (absolute)
+    prices_from: str | None = None      # the catalog section pricing its models; None: by base_url host
     connect_timeout: float = 10.0
     read_timeout: float = 600.0         # longest silence between two upstream chunks
     max_connections: int = 500
@@ -46,15 +49,6 @@ class Provider:
     max_concurrency: int | None = None  # requests in flight; over it, a fast 529
     retries: RetryPolicy = RetryPolicy()
     breaker: BreakerPolicy = BreakerPolicy()
-
-
-@dataclass(frozen=True)
-class PriceTier:
-    up_to: int | None                   # prompt tokens; None = no upper bound
-    input: float                        # USD per 1M tokens
-    output: float
-    cached_input: float | None = None
-    web_search_per_1k: float | None = None   # USD per 1,000 web searches the provider ran
 
 
 @dataclass(frozen=True)
@@ -77,7 +71,7 @@ class Model:
     prompt_cache_key: bool = False       # send the hashed Claude Code session as prompt_cache_key
     web_search: str = "none"             # how the provider searches the web for the web_search server tool
     stream_usage: bool = True            # the server reports usage at the end of a stream
-    prices: tuple[PriceTier, ...] = ()
+    prices: Priced | None = None         # routes.yaml's `prices`, else the catalog's; None: unknown
 
 
 @dataclass(frozen=True)
@@ -115,7 +109,9 @@ class RouteTable:
     models: Mapping[str, Model]
     routes: tuple[Route, ...]
     aliases: Mapping[str, Route] = field(default_factory=lambda: MappingProxyType({}))   # lower-case id -> route
-    claude_prices: Mapping[str, tuple[PriceTier, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # routes.yaml's Claude prices by lower-case id or glob; the catalog's anthropic section otherwise
+    claude_prices: Mapping[str, Priced] = field(default_factory=lambda: MappingProxyType({}))
+    catalog: price_catalog.Catalog = field(default_factory=price_catalog.Catalog, repr=False)
     client_keys: tuple[str, ...] = field(default=(), repr=False)   # resolved secrets; empty = open
     client_key_names: tuple[str, ...] = ()   # the variable each of client_keys came from, in order
     clients: Mapping[str, ClientPolicy] = field(default_factory=lambda: MappingProxyType({}))   # by name
@@ -240,15 +236,12 @@ def _schema_problems(data: Any, loc: _Located) -> None:
         loc.problem(loc.at(where), f"{name}: {err.message}")
 
 
-def _tier_problems(tiers: list, where: tuple, loc: _Located) -> None:
-    name = ".".join(map(str, where))
-    bounds = [t.get("up_to") for t in tiers]
-    for i, bound in enumerate(bounds):
-        if bound is None and i != len(bounds) - 1:
-            loc.problem(loc.at(where + (i,)), f"{name}[{i}]: only the last tier may omit up_to")
-        if i and bound is not None and bounds[i - 1] is not None and bound <= bounds[i - 1]:
-            loc.problem(loc.at(where + (i, "up_to")),
-                        f"{name}[{i}].up_to: tiers must be in ascending order ({bound} <= {bounds[i - 1]})")
+def _price_problems(raw, where: tuple, loc: _Located) -> None:
+    """A model's `prices` (or a `claude_prices` entry), checked field by field (money.rates)."""
+    _, problems = parse_prices(raw, model="", origin="", source="")
+    for path, message in problems:
+        name = ".".join(map(str, where + path))
+        loc.problem(loc.at(where + path), f"{name}: {message}")
 
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -297,7 +290,8 @@ def _semantic_problems(data: dict, loc: _Located) -> None:
             loc.problem(loc.at(("models", name, "provider")),
                         f"models.{name}.provider: unknown provider '{model['provider']}' "
                         f"(known: {', '.join(sorted(providers))})")
-        _tier_problems(model.get("prices") or [], ("models", name, "prices"), loc)
+        if "prices" in model:
+            _price_problems(model["prices"], ("models", name, "prices"), loc)
         search = model.get("web_search")
         if search in ("openai", "xai") and model.get("api") != "responses":
             loc.problem(loc.at(("models", name, "web_search")),
@@ -310,8 +304,8 @@ def _semantic_problems(data: dict, loc: _Located) -> None:
         if target not in models:
             loc.problem(loc.at(("aliases", alias)), f"aliases.{alias}: unknown model '{target}' "
                                                     f"(known: {', '.join(sorted(models))})")
-    for family, tiers in (data.get("claude_prices") or {}).items():
-        _tier_problems(tiers, ("claude_prices", family), loc)
+    for key, prices in (data.get("claude_prices") or {}).items():
+        _price_problems(prices, ("claude_prices", key), loc)
     for i, name in enumerate(data.get("client_keys") or []):
         if not credentials.lookup(name, loc.env):
             loc.problem(loc.at(("client_keys", i)), f"client_keys[{i}]: variable {name} is not set "
@@ -349,17 +343,24 @@ def _provider(name: str, raw: dict, path: str) -> Provider:
                     **kwargs)
 
 
-def _tiers(raw: list | None) -> tuple[PriceTier, ...]:
-    return tuple(PriceTier(up_to=t.get("up_to"), input=float(t["input"]), output=float(t["output"]),
-                           cached_input=t.get("cached_input"), web_search_per_1k=t.get("web_search_per_1k"))
-                 for t in raw or [])
+def _priced(name: str, raw, path: str) -> Priced:
+    """routes.yaml's prices for `name` (checked already by _price_problems)."""
+    priced, _ = parse_prices(raw, model=name, origin="routes.yaml", source=path)
+    return priced
 
 
-def _model(name: str, raw: dict) -> Model:
+def _catalog_price(catalog: price_catalog.Catalog, provider: dict, upstream: str) -> Priced | None:
+    section = catalog.section_for(provider["base_url"], provider.get("prices_from"))
+    return section.models.get(upstream.lower()) if section is not None else None
+
+
+def _model(name: str, raw: dict, provider: dict, catalog: price_catalog.Catalog, path: str) -> Model:
     reasoning = bool(raw.get("reasoning", False))
-    prices = _tiers(raw.get("prices"))
+    upstream = raw.get("upstream", name)
+    prices = (_priced(upstream, raw["prices"], path) if "prices" in raw
+              else _catalog_price(catalog, provider, upstream))
     return Model(
-        name=name, provider=raw["provider"], upstream=raw.get("upstream", name),
+        name=name, provider=raw["provider"], upstream=upstream,
         context_window=raw["context_window"], max_output_tokens=raw["max_output_tokens"],
         reasoning=reasoning,
         max_tokens_field=raw.get("max_tokens_field", "max_completion_tokens"),
@@ -393,8 +394,11 @@ def _cache_ttl(raw) -> float | None:
     return None if raw is False else float(raw.get("ttl", 3600.0))
 
 
-def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None) -> RouteTable:
-    """Parse, validate and freeze a routing table; raise ConfigError with every problem found."""
+def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None,
+         catalog: price_catalog.Catalog | None = None) -> RouteTable:
+    """Parse, validate and freeze a routing table; raise ConfigError with every problem found.
+    Models without `prices` are priced from `catalog` (default: the packaged one)."""
+    catalog = catalog if catalog is not None else price_catalog.packaged()
     data, loc = _parse(text, path, os.environ if env is None else env)
     if loc.problems:
         raise ConfigError(loc.problems)
@@ -413,6 +417,16 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
                 f"providers.{n}.api_key_env: variable {data['providers'][n]['api_key_env']} is not set "
                 "(nor a credential file of that name)", warning=True)
         for n in keyless if n in used
+    ) + tuple(
+        Problem(path, *loc.key_at(("claude_prices", key)),
+                f"claude_prices.{key}: keys are exact Claude model ids or globs of them (claude-opus-5-5, "
+                f"claude-sonnet-*); '{key}' matches no id a client sends, so it prices nothing", warning=True)
+        for key in (data.get("claude_prices") or {}) if not key.lower().startswith("claude") and not set("*?") & set(key)
+    ) + tuple(
+        Problem(path, *loc.at(("providers", n, "prices_from")),
+                f"providers.{n}.prices_from: the price catalog has no section '{p['prices_from']}' "
+                f"(it has: {', '.join(sorted(catalog.sections))}); its models have no price", warning=True)
+        for n, p in data["providers"].items() if p.get("prices_from") and p["prices_from"] not in catalog.sections
     )
     unused = sorted(n for n in keyless if n not in used)
     notes = (f"{path}: note: no route uses provider{'s' * (len(unused) > 1)} {', '.join(unused)}, so "
@@ -420,13 +434,15 @@ def load(text: str, path: str = "<string>", env: Mapping[str, str] | None = None
              ) if unused else ()
     return RouteTable(
         providers=MappingProxyType({n: _provider(n, p, path) for n, p in data["providers"].items()}),
-        models=MappingProxyType({n: _model(n, m) for n, m in data["models"].items()}),
+        models=MappingProxyType({n: _model(n, m, data["providers"][m["provider"]], catalog, path)
+                                 for n, m in data["models"].items()}),
         routes=tuple(Route(match=r["match"], model=r["model"], fallbacks=tuple(r.get("fallbacks", ())),
                            when=When(**r["when"]) if "when" in r else None,
                            cache_ttl=_cache_ttl(r.get("cache", {})))
                      for r in data["routes"]),
         aliases=MappingProxyType({a.lower(): Route(match=a, model=m) for a, m in (data.get("aliases") or {}).items()}),
-        claude_prices=MappingProxyType({f.lower(): _tiers(t) for f, t in (data.get("claude_prices") or {}).items()}),
+        claude_prices=MappingProxyType({k.lower(): _priced(k, p, path) for k, p in (data.get("claude_prices") or {}).items()}),
+        catalog=catalog,
         client_keys=tuple(credentials.lookup(n, environment) or "" for n in _client_key_names(data)),
         client_key_names=_client_key_names(data),
         clients=MappingProxyType({n: _client(n, c or {}) for n, c in (data.get("clients") or {}).items()}),
@@ -450,7 +466,13 @@ def version_of(text: str) -> str:
 
 
 def load_file(path: str, env: Mapping[str, str] | None = None) -> RouteTable:
-    return load(read_text(path), path, env)
+    """A routing table file, priced with the packaged catalog and the override file on top."""
+    text = read_text(path)
+    try:
+        catalog = price_catalog.current()
+    except price_catalog.CatalogError as exc:
+        raise ConfigError([Problem(exc.origin, 1, 1, f"price catalog: {p}") for p in exc.problems]) from None
+    return load(text, path, env, catalog)
 
 
 def read_text(path: str) -> str:

@@ -43,6 +43,17 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
+def _money(counter: dict) -> dict:
+    """Cost and savings since start; a figure with no known part is None (shown as unknown)."""
+    cost_unknown = int(counter.get("ccproxyd_cost_unknown_total", 0.0))
+    savings_unknown = int(counter.get("ccproxyd_savings_unknown_total", 0.0))
+    cost = counter.get("ccproxyd_cost_usd_total")
+    savings = counter.get("ccproxyd_savings_usd_total")
+    return {"cost_usd": round(cost or 0.0, 6) if cost is not None or not cost_unknown else None,
+            "savings_usd": round(savings or 0.0, 6) if savings is not None or not savings_unknown else None,
+            "cost_unknown": cost_unknown, "savings_unknown": savings_unknown}
+
+
 def summary(metrics: Metrics, table, reload_state, breakers: dict, ledger: bool) -> dict:
     """Everything on the page but the spend ledger's history: the page reads /spend for that
     when `ledger` says the daemon keeps one."""
@@ -58,8 +69,7 @@ def summary(metrics: Metrics, table, reload_state, breakers: dict, ledger: bool)
                      "cache": _totals(metrics, "ccproxyd_cache_total", "result")},
         "latency": _latency(metrics, "ccproxyd_request_duration_seconds"),
         "ttft": _latency(metrics, "ccproxyd_time_to_first_token_seconds"),
-        "money": {"cost_usd": round(counter.get("ccproxyd_cost_usd_total", 0.0), 6),
-                  "savings_usd": round(counter.get("ccproxyd_savings_usd_total", 0.0), 6)},
+        "money": _money(counter),
         "tokens": _totals(metrics, "ccproxyd_tokens_total", "kind"),
         "providers": breakers,
         "table": {"path": table.path, "version": table.version, "loaded_at": reload_state.loaded_at,

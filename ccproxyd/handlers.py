@@ -14,8 +14,10 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, raw
 
-from . import observe, proxy, spend, status, threads, tokens
+from . import clock, observe, proxy, spend, status, threads, tokens
 from .cache import Flight, cache_key, message_events
+from .money.charge import write_ttl
+from .money.compare import rates_at
 from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, Overloaded, RequestTooLarge, to_anthropic
 from .routing import features_of, resolve
 from .sse import encode
@@ -73,6 +75,7 @@ async def _messages(request: Request):
     if turn is not None:                                # the whole conversation, a continue rebuilt
         body, raw = turn.body, turn.raw
     record.client_model, record.stream = body["model"], bool(body.get("stream"))
+    record.cache_ttl = write_ttl(body)                 # the rate Claude would bill its cache writes at
     headers = request.headers
     record.session_id = (headers.get("x-claude-code-session-id") or session_of_metadata(body) or "")[:100] or None
     record.agent_id = headers.get("x-claude-code-agent-id", "")[:100] or None
@@ -121,9 +124,12 @@ async def _messages(request: Request):
         await response.eof()
     finally:
         await answer.close()
-        record.answered(answer, table)
-        if getattr(request.ctx, "log_in_handler", False):
-            observe.emit(record)
+        try:
+            await proxy.charge_cut(answer)      # a broken or abandoned call is billed all the same
+        finally:
+            record.answered(answer, table)
+            if getattr(request.ctx, "log_in_handler", False):
+                observe.emit(record)
 
 
 async def _charge_client(request: Request) -> None:
@@ -314,10 +320,10 @@ def _model_object(model_id: str, display: str, model) -> dict:
 def _price_line(model) -> str:
     """What Claude Code's /model picker shows under the name (it reads a gateway's `description`)."""
     window = f"{model.context_window // 1000}k context"
-    if not model.prices:
-        return f"no price set, {window}"
-    tier = model.prices[0]
-    return f"${tier.input:g} in / ${tier.output:g} out per Mtok, {window}"
+    rates = rates_at(model.prices, clock.now())
+    if rates is None:
+        return f"no price known, {window}"
+    return f"${rates.input:g} in / ${rates.output:g} out per Mtok, {window}"
 
 
 async def models(request: Request):

@@ -25,6 +25,7 @@ import sqlite3
 import threading
 import time
 
+from . import clock
 from .batching import BatchWriter
 
 log = logging.getLogger("ccproxyd.ledger")
@@ -37,7 +38,9 @@ FLUSH_WAIT = 1.0             # seconds a query waits for the rows queued before 
 REOPEN_SECONDS = 30.0        # between attempts while the ledger cannot be opened
 
 COLUMNS = ("ts", "day", "session", "client", "route", "provider", "model", "requested", "cache",
-           "cost", "savings", "claude_price", "input", "cached_input", "output", "reasoning")
+           "cost", "savings", "claude_price", "input", "cached_input", "output", "reasoning",
+           "cache_write", "estimated", "rate", "claude_rate")
+# cost, savings and claude_price are NULL when unknown (no price on that side), never 0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (
   ts REAL NOT NULL, day TEXT NOT NULL, session TEXT, client TEXT, route TEXT, provider TEXT,
@@ -46,6 +49,9 @@ CREATE TABLE IF NOT EXISTS spend (
 CREATE INDEX IF NOT EXISTS spend_day ON spend(day);
 CREATE INDEX IF NOT EXISTS spend_session ON spend(session);
 """
+# columns added since the first ledger: added to an older file when it opens
+ADDED = (("cache_write", "INTEGER NOT NULL DEFAULT 0"), ("estimated", "INTEGER NOT NULL DEFAULT 0"),
+         ("rate", "TEXT"), ("claude_rate", "TEXT"))
 INSERT = f"INSERT INTO spend ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 _CHECK = ("check",)          # a writer-queue item: a reader found the file damaged
@@ -59,11 +65,20 @@ def row_of(record) -> tuple | None:
     a usage (an error before the answer, an answer made by ccproxyd itself)."""
     if record.upstream_model is None or not (record.input_tokens or record.cached_tokens or record.output_tokens):
         return None
-    now = time.time()
-    return (now, time.strftime("%Y-%m-%d", time.gmtime(now)), record.session_id, record.client,
+    return (record.at, clock.day(record.at), record.session_id, record.client,
             record.route_match, record.provider, record.upstream_model, record.client_model, record.cache,
             record.cost_usd, record.savings_usd, record.claude_price_usd,
-            record.input_tokens, record.cached_tokens, record.output_tokens, record.reasoning_tokens)
+            record.input_tokens, record.cached_tokens, record.output_tokens, record.reasoning_tokens,
+            record.cache_write_tokens, int(record.usage_estimated), record.rate, record.claude_rate)
+
+
+def _add_columns(connection: sqlite3.Connection) -> None:
+    """Bring a ledger written by an older ccproxyd up to COLUMNS (its rows keep their values)."""
+    present = {row[1] for row in connection.execute("PRAGMA table_info(spend)")}
+    for name, kind in ADDED:
+        if name not in present:
+            with contextlib.suppress(sqlite3.OperationalError):     # another worker added it just now
+                connection.execute(f"ALTER TABLE spend ADD COLUMN {name} {kind}")
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -124,6 +139,7 @@ class Ledger:
             connection = _connect(self.path)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(SCHEMA)
+            _add_columns(connection)
             connection.execute("SELECT count(*) FROM spend WHERE day = ''").fetchone()
             st = os.stat(self.path)
         except (OSError, sqlite3.Error) as exc:
@@ -252,7 +268,7 @@ class Ledger:
         self._pruned_at = time.time()
         if self.days <= 0 or self.connection is None:
             return
-        cutoff = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=self.days)).isoformat()
+        cutoff = (clock.today() - dt.timedelta(days=self.days)).isoformat()
         try:
             with self.connection:
                 removed = self.connection.execute("DELETE FROM spend WHERE day < ?", (cutoff,)).rowcount
@@ -283,13 +299,13 @@ class Ledger:
                 self._writer.put(_CHECK)        # the writer confirms it and sets the file aside
             raise
         by_key: dict = {}
-        for key, provider, model, requested, count, cost, last in models:
+        for key, provider, model, requested, count, cost, costed, last in models:
             by_key.setdefault(key, []).append({
                 "model": model, "provider": provider, "requested": requested, "requests": count,
-                "cost_usd": round(cost, 6), "last_at": _iso(last)})
+                "cost_usd": round(cost, 6) if costed else None, "last_at": _iso(last)})
         rows = [_row(values, by_key.get(values[0], [])) for values in totals]
-        rows.sort(key=(lambda r: r["key"] or "") if by == "day" else (lambda r: (-r["cost_usd"], -r["requests"])))
-        total = _row((None, *(sum(values[i] for values in totals) for i in range(1, 10))), [])
+        rows.sort(key=(lambda r: r["key"] or "") if by == "day" else (lambda r: (-(r["cost_usd"] or 0), -r["requests"])))
+        total = _row((None, *(sum(values[i] for values in totals) for i in range(1, len(AGGREGATES) + 1))), [])
         del total["key"], total["models"]
         return {"by": by, "since": since, **({"session": session} if session is not None else {}),
                 "rows": rows, "total": total}
@@ -298,11 +314,10 @@ class Ledger:
         connection = _connect(self.path)
         try:
             totals = connection.execute(
-                f"SELECT {column}, count(*), total(cost), total(savings), total(claude_price), total(input), "
-                f"total(cached_input), total(output), total(reasoning), total(cache = 'hit') "
-                f"FROM spend WHERE {where} GROUP BY {column}", args).fetchall()
+                f"SELECT {column}, {', '.join(AGGREGATES)} FROM spend WHERE {where} GROUP BY {column}",
+                args).fetchall()
             models = connection.execute(
-                f"SELECT {column}, provider, model, requested, count(*), total(cost), max(ts) "
+                f"SELECT {column}, provider, model, requested, count(*), total(cost), count(cost), max(ts) "
                 f"FROM spend WHERE {where} GROUP BY {column}, provider, model, requested "
                 f"ORDER BY count(*) DESC, max(ts) DESC", args).fetchall()
         finally:
@@ -310,12 +325,25 @@ class Ledger:
         return totals, models
 
 
+AGGREGATES = ("count(*)", "total(cost)", "total(savings)", "total(claude_price)", "total(input)",
+              "total(cached_input)", "total(output)", "total(reasoning)", "total(cache = 'hit')",
+              "count(cost)", "count(savings)", "count(claude_price)", "total(cache_write)", "total(estimated)")
+
+
 def _row(values: tuple, models: list[dict]) -> dict:
-    key, count, cost, savings, claude, fresh, cached, output, reasoning, hits = values
-    return {"key": key, "requests": int(count), "cache_hits": int(hits), "cost_usd": round(cost, 6),
-            "savings_usd": round(savings, 6), "claude_price_usd": round(claude, 6),
-            "input_tokens": int(fresh), "cached_input_tokens": int(cached), "output_tokens": int(output),
-            "reasoning_tokens": int(reasoning), "models": models}
+    """One group's totals.  A money figure is the sum over the rows that have it; the rows that
+    do not (no price on that side) are counted in `*_unknown`, and a figure no row has is None."""
+    (key, count, cost, savings, claude, fresh, cached, output, reasoning, hits,
+     costed, saved, claimed, written, estimated) = values
+    count = int(count)
+    return {"key": key, "requests": count, "cache_hits": int(hits),
+            "cost_usd": round(cost, 6) if costed else None,
+            "savings_usd": round(savings, 6) if saved else None,
+            "claude_price_usd": round(claude, 6) if claimed else None,
+            "cost_unknown": count - int(costed), "savings_unknown": count - int(saved),
+            "input_tokens": int(fresh), "cached_input_tokens": int(cached), "cache_write_tokens": int(written),
+            "output_tokens": int(output), "reasoning_tokens": int(reasoning), "estimated": int(estimated),
+            "models": models}
 
 
 def _iso(ts: float) -> str:

@@ -7,12 +7,14 @@ import os
 import secrets
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import orjson
 
-from . import logformat, pricing, redact
+from . import clock, logformat, redact
+from .money import compare
+from .money.charge import Charge, charge, searches
 from .config import RouteTable
 from .translate.stream import reasoning_tokens
 
@@ -76,6 +78,7 @@ class Record:
     """Everything the log line says about one request.  Never keys, never bodies."""
     request_id: str
     started: float
+    at: float = field(default_factory=clock.now)   # wall clock (UTC): the prices in force, the ledger's day
     client_model: str | None = None
     session_id: str | None = None         # Claude Code's session (header, or metadata.user_id)
     agent_id: str | None = None           # set on a subagent's requests
@@ -95,13 +98,17 @@ class Record:
     ttft_ms: float | None = None
     input_tokens: int = 0
     output_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0                # input read from the provider's prompt cache
+    cache_write_tokens: int = 0           # input written to it (billed at the write rate)
     reasoning_tokens: int = 0             # part of output_tokens, when the upstream says how many
-    usage_estimated: bool = False         # counted by ccproxyd (o200k): the upstream reported none
+    usage_estimated: bool = False         # counted by ccproxyd (o200k): the upstream reported none, or the call broke
     web_searches: int = 0                 # the provider's own web searches (usage.server_tool_use)
-    cost_usd: float | None = None         # what this request paid: 0 for a cache hit or a follower
-    savings_usd: float | None = None      # claude_price_usd minus cost_usd
-    claude_price_usd: float | None = None  # the same usage at the Claude list price of client_model
+    cost_usd: float | None = None         # what this request paid: 0 for a cache hit or a follower; None: no price
+    savings_usd: float | None = None      # claude_price_usd minus cost_usd: negative when dearer; None: unknown
+    claude_price_usd: float | None = None  # the same usage at the list price of the exact client_model id
+    rate: str | None = None               # the upstream prices that applied (catalog section, model, date, window, tier)
+    claude_rate: str | None = None        # the Claude prices that applied
+    cache_ttl: str = "5m"                 # the Claude cache-write lifetime the request asked for ("1h" or "5m")
     finish_reason: str | None = None      # the upstream's own (stop, length, tool_calls, ...)
     # Not a field (kept out of the log line): the request's headers, for the trace context of
     # its OpenTelemetry span; set only while telemetry is on.
@@ -110,7 +117,9 @@ class Record:
     def answered(self, answer, table: RouteTable, paid: bool = True) -> None:
         """Fill in who answered and what it cost, from a proxy.Answer (None: nobody answered).
         `paid` is False for a follower of another request's upstream call: that one carries the
-        cost, this one costs nothing and saves the whole Claude price."""
+        cost, this one costs nothing and saves the whole Claude price.  A call cut before its end
+        (proxy.charge_cut) is charged what it used, estimated, and bought no answer: Claude price
+        0, savings minus its cost; its followers record nothing."""
         if answer is None:
             return
         target = answer.target
@@ -119,9 +128,12 @@ class Record:
         self.fallback_used = target is not answer.decision.primary
         self.usage_estimated = answer.translator.usage_estimated
         self.finish_reason = answer.translator.finish_reason
+        cut = answer.translator.cut
+        if cut and not paid:
+            return
         if answer.translator.final_usage:
             self.reasoning_tokens = reasoning_tokens(answer.translator.usage)
-        self.usage(answer.translator.final_usage, table, target.model.prices, paid)
+        self.usage(answer.translator.final_usage, table, target.model.prices, paid, cut)
 
     def hit(self, message: dict, target, table: RouteTable) -> None:
         """A stored answer served again: it was the route's primary target's; nothing is paid."""
@@ -137,25 +149,33 @@ class Record:
         self.upstream_model = self.upstream_model or exc.upstream_model
         self.attempts = self.attempts or exc.attempts
 
-    def usage(self, usage: dict | None, table: RouteTable, tiers: tuple, paid: bool = True) -> None:
-        """Tokens, cost and savings of an Anthropic-shaped usage.  Paid: the upstream's price, and
-        the Claude price minus it.  Not paid (a cache hit, a follower): cost 0, and the whole
-        Claude price saved."""
+    def usage(self, usage: dict | None, table: RouteTable, prices, paid: bool = True, cut: bool = False) -> None:
+        """Tokens, cost and savings of an Anthropic-shaped usage at the prices in force at `at`.
+        Paid: the upstream's price, and the Claude price minus it.  Not paid (a cache hit, a
+        follower): cost 0, and the whole Claude price saved.  Either side unknown: None."""
         if not usage:
             return
         self.input_tokens = usage.get("input_tokens", 0)
         self.output_tokens = usage.get("output_tokens", 0)
         self.cached_tokens = usage.get("cache_read_input_tokens", 0)
-        self.web_searches = pricing.searches(usage) if paid else 0     # run by the provider for this request
-        cost = pricing.cost(tiers, usage) if paid else 0.0
-        reference = pricing.cost(pricing.claude_reference(table, self.client_model or ""), usage,
-                                 search_default=pricing.CLAUDE_WEB_SEARCH_PER_1K)
-        if reference is not None:
-            self.claude_price_usd = round(reference, 6)
-            if cost is not None:
-                self.savings_usd = round(reference - cost, 6)
-        if cost is not None:
-            self.cost_usd = round(cost, 6)
+        self.cache_write_tokens = usage.get("cache_creation_input_tokens", 0)
+        self.web_searches = searches(usage) if paid else 0     # run by the provider for this request
+        cost = charge(prices, usage, self.at, write_ttl=self.cache_ttl) if paid else NOT_PAID
+        if cut:
+            claude = NO_ANSWER
+        else:
+            claude = charge(compare.claude_price(table, self.client_model or ""), usage, self.at,
+                            write_ttl=self.cache_ttl, search_default=compare.CLAUDE_WEB_SEARCH_PER_1K)
+        self.rate = cost.rate if cost is not None else None
+        self.claude_rate = claude.rate if claude is not None else None
+        self.cost_usd = round(cost.usd, 6) if cost is not None else None
+        self.claude_price_usd = round(claude.usd, 6) if claude is not None else None
+        if cost is not None and claude is not None:
+            self.savings_usd = round(claude.usd - cost.usd, 6)
+
+
+NOT_PAID = Charge(0.0, "not paid: served from another request's call or the cache")
+NO_ANSWER = Charge(0.0, "no answer: the call broke or was cancelled")
 
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -199,7 +219,14 @@ class Metrics:
         if r.cost_usd:
             self.inc("ccproxyd_cost_usd_total", (), r.cost_usd, help="Upstream cost in USD")
         if r.savings_usd:
-            self.inc("ccproxyd_savings_usd_total", (), r.savings_usd, help="Claude list price minus cost, USD")
+            self.inc("ccproxyd_savings_usd_total", (), r.savings_usd,
+                     help="Claude list price of the exact model asked for minus cost, USD (negative: dearer)")
+        if r.upstream_model is not None and (r.input_tokens or r.output_tokens or r.cached_tokens):
+            if r.cost_usd is None:
+                self.inc("ccproxyd_cost_unknown_total", (), help="Answered requests whose upstream model has no price")
+            if r.savings_usd is None:
+                self.inc("ccproxyd_savings_unknown_total", (),
+                         help="Answered requests whose savings are unknown (no price on one side)")
         if r.error_type:
             self.inc("ccproxyd_errors_total", (("type", r.error_type),), help="Errors by Anthropic error type")
         if r.cache:
@@ -316,6 +343,6 @@ def emit(record: Record) -> None:
         return
     line = asdict(record)
     line["latency_ms"] = round(latency * 1000, 2)
-    line["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    del line["started"], line["model"]
+    line["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock.now()))
+    del line["started"], line["model"], line["at"]
     access.info("%s", orjson.dumps(line).decode(), extra={"fields": line})   # fields: --log-format json

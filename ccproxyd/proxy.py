@@ -29,7 +29,7 @@ from .translate import server_tools
 from .translate.openrouter import CitingTranslator
 from .translate.response import accumulate
 from .translate.responses import ResponsesTranslator, to_responses
-from .translate.stream import StreamTranslator
+from .translate.stream import StreamTranslator, map_usage
 from .upstream import Upstreams, map_transport_error
 
 log = logging.getLogger("ccproxyd.proxy")
@@ -326,6 +326,26 @@ async def _finish(answer: Answer, saw_done: bool) -> list[tuple[str, dict]]:
     return translator.finish(saw_done)
 
 
+async def charge_cut(answer: Answer) -> None:
+    """A call that reached its provider and ended without its usage (it broke mid-stream, or was
+    cancelled because every client left) is still billed by the provider: the input (the
+    upstream's own count if it sent one, else counted here) and the output produced before the
+    cut, marked estimated (translator.cut).  Counted in a thread."""
+    translator = answer.translator
+    if translator.final_usage is not None:
+        return
+    raw, produced, reported = answer.raw, translator.output_text(), translator.usage
+
+    def count() -> dict:
+        if reported:
+            return dict(map_usage(reported), output_tokens=max(map_usage(reported)["output_tokens"],
+                                                                tokens.count_text(produced)))
+        return {"input_tokens": tokens.count_request(orjson.loads(raw)), "output_tokens": tokens.count_text(produced),
+                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    usage = await asyncio.to_thread(count)
+    translator.final_usage, translator.usage_estimated, translator.cut = usage, True, True
+
+
 async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_interval: float,
                 on_events: Callable[[list], None] | None = None) -> dict:
     """Stream the answer to the client; returns a summary for the log line.
@@ -446,7 +466,11 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
         await answer.close()
         if flight.error is None and message is None:         # cancelled mid-stream
             flight.error = ApiError(CANCELLED)
-        flight.finish(message)                  # clients complete before the disk write below
+        try:
+            if message is None:
+                await charge_cut(answer)        # the provider bills what it produced before the cut
+        finally:
+            flight.finish(message)              # clients complete before the disk write below
     if storable and store is not None and ttl is not None and answer.target is decision.primary:
         loop = asyncio.get_running_loop()
         stored = loop.create_future()

@@ -11,8 +11,9 @@ from . import local
 
 COLUMNS = (("key", "key"), ("requests", "requests"), ("cache_hits", "cache hits"), ("cost_usd", "cost $"),
            ("savings_usd", "saved $"), ("claude_price_usd", "Claude price $"), ("input_tokens", "input"),
-           ("cached_input_tokens", "cached input"), ("output_tokens", "output"),
-           ("reasoning_tokens", "reasoning"))
+           ("cached_input_tokens", "cached input"), ("cache_write_tokens", "cache writes"),
+           ("output_tokens", "output"), ("reasoning_tokens", "reasoning"),
+           ("savings_unknown", "savings unknown"), ("estimated", "estimated"))
 
 
 def costs_by(url: str | None, by: str, since: str | None, session: str | None, fmt: str) -> int:
@@ -43,8 +44,9 @@ def _models(row: dict) -> str:
 
 
 def _cell(name: str, value) -> str:
+    """A money figure no request of the group has (no price on that side) is "unknown", never 0."""
     if value is None:
-        return "-"
+        return "unknown" if name.endswith("_usd") else "-"
     return f"{value:.4f}" if name.endswith("_usd") else str(value)
 
 
@@ -53,14 +55,14 @@ def as_csv(rows: list[dict], by: str) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([by if name == "key" else name for name, _ in COLUMNS] + ["models"])
     for row in rows:
-        writer.writerow([row[name] if row[name] is not None else "" for name, _ in COLUMNS] + [_models(row)])
+        writer.writerow([row.get(name) if row.get(name) is not None else "" for name, _ in COLUMNS] + [_models(row)])
     return out.getvalue()
 
 
 def as_table(rows: list[dict], total: dict, by: str, since: str) -> str:
     header = [by if name == "key" else title for name, title in COLUMNS] + ["models"]
-    body = [[_cell(name, row[name]) for name, _ in COLUMNS] + [_models(row)] for row in rows]
-    body.append(["total"] + [_cell(name, total[name]) for name, _ in COLUMNS[1:]] + [""])
+    body = [[_cell(name, row.get(name)) for name, _ in COLUMNS] + [_models(row)] for row in rows]
+    body.append(["total"] + [_cell(name, total.get(name)) for name, _ in COLUMNS[1:]] + [""])
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def fmt(line: list[str]) -> str:

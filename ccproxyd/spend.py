@@ -12,6 +12,7 @@ import orjson
 from sanic import Request
 from sanic.response import raw
 
+from . import clock
 from .errors import ApiError, InvalidRequest, NotFound
 from .ledger import GROUPS
 
@@ -28,7 +29,7 @@ def parse_query(args, days: int) -> tuple[str, str, str | None]:
         raise InvalidRequest(f"by: must be one of {', '.join(GROUPS)}, not {by!r}")
     since = args.get("since")
     if since is None:
-        since = ((dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=days)).isoformat()
+        since = ((clock.today() - dt.timedelta(days=days)).isoformat()
                  if days > 0 else EVERYTHING)
     elif not DAY.fullmatch(since) or not _is_date(since):
         raise InvalidRequest(f"since: must be a day as YYYY-MM-DD (UTC), not {since!r}")

@@ -26,6 +26,28 @@ def money(usd: float) -> str:
     return f"${usd:.4f}" if abs(usd) < 1 else f"${usd:,.2f}"
 
 
+def _partly(row: dict, key: str) -> str:
+    unknown = row.get(key) or 0
+    return f" ({unknown} of {row['requests']} unknown)" if unknown else ""
+
+
+def cost_text(row: dict) -> str:
+    """Unknown is said, never shown as $0."""
+    if row.get("cost_usd") is None:
+        return "cost unknown"
+    return money(row["cost_usd"]) + _partly(row, "cost_unknown")
+
+
+def savings_text(row: dict) -> str:
+    """Saved against the list prices of the exact Claude ids asked for; negative: the routes cost more."""
+    savings = row.get("savings_usd")
+    if savings is None:
+        return "savings vs Claude unknown"
+    if savings < 0:
+        return f"{money(-savings)} more than Claude" + _partly(row, "savings_unknown")
+    return f"saved {money(savings)} vs Claude" + _partly(row, "savings_unknown")
+
+
 def answering_model(models: list[dict], requested: str | None) -> str | None:
     """The upstream model that answers `requested` lately, else the latest one of the session."""
     if not models:
@@ -42,9 +64,8 @@ def line(status: dict, spend: dict) -> str:
         return "ccproxyd · no answers yet in this session"
     row = rows[0]
     model = status.get("model") if isinstance(status.get("model"), dict) else {}
-    parts = ["ccproxyd", answering_model(row.get("models") or [], model.get("id")) or "?", money(row["cost_usd"])]
-    if row.get("claude_price_usd"):
-        parts.append(f"saved {money(row['savings_usd'])} vs Claude")
+    parts = ["ccproxyd", answering_model(row.get("models") or [], model.get("id")) or "?", cost_text(row)]
+    parts.append(savings_text(row))
     prompt = row["input_tokens"] + row["cached_input_tokens"]
     if prompt:
         parts.append(f"{100 * row['cached_input_tokens'] / prompt:.0f}% cached")

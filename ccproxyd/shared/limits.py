@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 
+from .. import clock as wallclock
 from ..clients import PERIODS, over_budget, over_limit, period_keys
 from ..config import ClientPolicy
 from .link import PREFIX, Link
@@ -78,7 +79,7 @@ class RedisCounts:
 
     async def admit(self, policy: ClientPolicy, estimate: int):
         """None (Redis down), or an exception to raise (over a limit), or True (admitted)."""
-        keys = [_key("rpm", policy.name), _key("tpm", policy.name), *self._spend_keys(policy.name, time.time())]
+        keys = [_key("rpm", policy.name), _key("tpm", policy.name), *self._spend_keys(policy.name, wallclock.now())]
         args = [policy.rpm or 0, policy.tpm or 0, estimate, policy.budget_day or 0, policy.budget_month or 0,
                 secrets.token_hex(8)]
         result = await self.link.run(lambda r: self.script(keys=keys, args=args, client=r), None)
@@ -102,7 +103,7 @@ class RedisCounts:
                 if correction:
                     pipe.hincrby(_key("tpm", policy.name), str(int(now)), correction)
                 if cost:
-                    for (period, _), key in zip(PERIODS, self._spend_keys(policy.name, now)):
+                    for (period, _), key in zip(PERIODS, self._spend_keys(policy.name, wallclock.now())):
                         pipe.incrbyfloat(key, cost)
                         pipe.expire(key, PERIOD_SECONDS[period])
                 await pipe.execute()
@@ -117,7 +118,7 @@ class RedisCounts:
                 for policy in policies:
                     pipe.zcount(_key("rpm", policy.name), now - 60, "+inf")
                     pipe.hgetall(_key("tpm", policy.name))
-                    for key in self._spend_keys(policy.name, now):
+                    for key in self._spend_keys(policy.name, wallclock.now()):
                         pipe.get(key)
                 replies = await pipe.execute()
             out = {}

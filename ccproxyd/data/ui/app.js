@@ -16,7 +16,8 @@ async function get(path) {
   return response.json();
 }
 
-const usd = (v) => v == null ? "–" : "$" + (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(4));
+const usd = (v) => v == null ? "unknown" : (v < 0 ? "−$" : "$") + (Math.abs(v) >= 100 ? Math.abs(v).toFixed(0) : Math.abs(v) >= 1 ? Math.abs(v).toFixed(2) : Math.abs(v).toFixed(4));
+const unknownNote = (n) => n ? ` (${n} request${n === 1 ? "" : "s"} unknown)` : "";
 const ms = (v) => v == null ? "–" : v >= 1000 ? (v / 1000).toFixed(2) + " s" : v.toFixed(0) + " ms";
 const count = (v) => String(Math.round(v));
 
@@ -61,6 +62,7 @@ function bars(figure, rows, format) {
 const entries = (object) => Object.entries(object || {}).map(([label, value]) => ({ label: label || "(none)", value }));
 
 function spendRows(spend) {
+  // an unknown figure (no price on that side) draws no bar; its value reads "unknown"
   return spend ? spend.rows.map((r) => ({ label: String(r.key), value: r.cost_usd, second: r.claude_price_usd })) : [];
 }
 
@@ -79,8 +81,11 @@ function drawSpend(id, spend) {
 
 function draw(data, byDay, byModel, byRoute) {
   const errors = Object.values(data.requests.errors_by_type).reduce((a, b) => a + b, 0);
-  $("cost").textContent = usd(data.money.cost_usd);
-  $("savings").textContent = usd(data.money.savings_usd);
+  $("cost").textContent = usd(data.money.cost_usd) + unknownNote(data.money.cost_unknown);
+  $("savings").textContent = usd(data.money.savings_usd) + unknownNote(data.money.savings_unknown);
+  $("savings").classList.toggle("negative", data.money.savings_usd != null && data.money.savings_usd < 0);
+  $("savings-note").textContent = data.money.savings_usd != null && data.money.savings_usd < 0
+    ? "the routes cost more than the Claude list price" : "against the Claude list price of each model asked for";
   $("requests").textContent = count(data.requests.total);
   $("errors").textContent = errors === 1 ? "1 error" : `${count(errors)} errors`;
   $("latency").textContent = `${ms(data.latency.p50_ms)} / ${ms(data.latency.p95_ms)}`;
