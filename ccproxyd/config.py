@@ -240,8 +240,11 @@ def _price_problems(raw, where: tuple, loc: _Located) -> None:
     """A model's `prices` (or a `claude_prices` entry), checked field by field (money.rates)."""
     _, problems = parse_prices(raw, model="", origin="", source="")
     for path, message in problems:
-        name = ".".join(map(str, where + path))
-        loc.problem(loc.at(where + path), f"{name}: {message}")
+        if isinstance(raw, list) and path[:1] == ("tiers",):
+            path = path[1:]                     # the list form: the tiers are `prices` itself
+        full = where + path
+        name = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(full))
+        loc.problem(loc.at(full), f"{name}: {message}")
 
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")

@@ -39,19 +39,21 @@ REOPEN_SECONDS = 30.0        # between attempts while the ledger cannot be opene
 
 COLUMNS = ("ts", "day", "session", "client", "route", "provider", "model", "requested", "cache",
            "cost", "savings", "claude_price", "input", "cached_input", "output", "reasoning",
-           "cache_write", "estimated", "rate", "claude_rate")
+           "cache_write", "estimated", "rate", "claude_rate", "request_id")
 # cost, savings and claude_price are NULL when unknown (no price on that side), never 0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (
   ts REAL NOT NULL, day TEXT NOT NULL, session TEXT, client TEXT, route TEXT, provider TEXT,
   model TEXT, requested TEXT, cache TEXT, cost REAL, savings REAL, claude_price REAL,
-  input INTEGER NOT NULL, cached_input INTEGER NOT NULL, output INTEGER NOT NULL, reasoning INTEGER NOT NULL);
+  input INTEGER NOT NULL, cached_input INTEGER NOT NULL, output INTEGER NOT NULL, reasoning INTEGER NOT NULL,
+  cache_write INTEGER NOT NULL DEFAULT 0, estimated INTEGER NOT NULL DEFAULT 0, rate TEXT, claude_rate TEXT,
+  request_id TEXT);
 CREATE INDEX IF NOT EXISTS spend_day ON spend(day);
 CREATE INDEX IF NOT EXISTS spend_session ON spend(session);
 """
-# columns added since the first ledger: added to an older file when it opens
+# columns added since the first ledger (as SCHEMA has them): added to an older file when it opens
 ADDED = (("cache_write", "INTEGER NOT NULL DEFAULT 0"), ("estimated", "INTEGER NOT NULL DEFAULT 0"),
-         ("rate", "TEXT"), ("claude_rate", "TEXT"))
+         ("rate", "TEXT"), ("claude_rate", "TEXT"), ("request_id", "TEXT"))
 INSERT = f"INSERT INTO spend ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 _CHECK = ("check",)          # a writer-queue item: a reader found the file damaged
@@ -69,7 +71,8 @@ def row_of(record) -> tuple | None:
             record.route_match, record.provider, record.upstream_model, record.client_model, record.cache,
             record.cost_usd, record.savings_usd, record.claude_price_usd,
             record.input_tokens, record.cached_tokens, record.output_tokens, record.reasoning_tokens,
-            record.cache_write_tokens, int(record.usage_estimated), record.rate, record.claude_rate)
+            record.cache_write_tokens, int(record.usage_estimated), record.rate, record.claude_rate,
+            record.request_id)
 
 
 def _add_columns(connection: sqlite3.Connection) -> None:

@@ -47,9 +47,10 @@ def test_bundled_table_catalogue_and_seed_variables():
               "deepseek-chat": (163840, 8192), "x-ai/grok-code-fast-1": (256000, 10000),
               "x-ai/grok-4-fast": (2000000, 30720)}
     assert {n: (m.context_window, m.max_output_tokens) for n, m in table.models.items()} == expect
-    assert table.models["gpt-5"].prices[0].input == 1.25 and table.models["gpt-5"].prices[0].output == 10.0
-    grok = table.models["x-ai/grok-4-fast"].prices
-    assert [(t.up_to, t.input, t.output) for t in grok] == [(128000, 0.2, 0.5), (None, 0.5, 1.0)]
+    gpt5 = table.models["gpt-5"].prices.rows[0].tiers
+    assert (gpt5[0].rates.input, gpt5[0].rates.output) == (1.25, 10.0)
+    grok = table.models["x-ai/grok-4-fast"].prices.rows[0].tiers
+    assert [(t.up_to, t.rates.input, t.rates.output) for t in grok] == [(128000, 0.2, 0.5), (None, 0.5, 1.0)]
     assert resolve(table, "claude-opus-4-1").primary.model.name == "gpt-5"
     assert resolve(table, "claude-3-5-haiku-20241022").primary.model.name == "gpt-5-mini"
     assert table.providers["openai"].base_url == "https://api.openai.com/v1"

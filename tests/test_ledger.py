@@ -39,9 +39,8 @@ models:
     max_output_tokens: 16384
     prices: [{{input: 0.1, output: 0.4}}]
 claude_prices:
-  opus: [{{input: 15.0, output: 75.0, cached_input: 1.5}}]
-  sonnet: [{{input: 3.0, output: 15.0, cached_input: 0.3}}]
-  haiku: [{{input: 1.0, output: 5.0, cached_input: 0.1}}]
+  "claude-sonnet-4-5*": [{{input: 3.0, output: 15.0, cached_input: 0.3}}]
+  "claude-haiku-4-5*": [{{input: 1.0, output: 5.0, cached_input: 0.1}}]
 routes:
   - match: "claude-haiku*"
     model: cheap-mock
@@ -54,7 +53,8 @@ routes:
 # usage(prompt=1000, completion=200, cached=400): 600 fresh input, 400 read from the prompt cache
 COST = (600 * 2.0 + 400 * 0.5 + 200 * 8.0) / 1e6          # gpt-mock's prices
 CLAUDE = (600 * 3.0 + 400 * 0.3 + 200 * 15.0) / 1e6       # Claude Sonnet's list price
-TODAY = dt.datetime.now(dt.timezone.utc).date().isoformat()
+NOW = "2026-12-07T11:30:00Z"                     # the daemon's clock (CCPROXYD_NOW): no test depends on the wall clock
+TODAY = NOW[:10]
 _n = [0]
 
 
@@ -63,7 +63,8 @@ def spender(upstream, tmp_path_factory):
     base = tmp_path_factory.mktemp("spender")
     path = base / "routes.yaml"
     path.write_text(ROUTES.format(url=upstream.url))
-    d = Daemon(path, extra_args=("--cache-dir", str(base / "cache"), "--ledger-dir", str(base / "ledger")))
+    d = Daemon(path, extra_args=("--cache-dir", str(base / "cache"), "--ledger-dir", str(base / "ledger")),
+               env={"CCPROXYD_NOW": NOW})
     d.ledger_dir = base / "ledger"
     yield d
     d.stop()
@@ -302,7 +303,7 @@ def test_the_ledger_survives_a_restart_and_client_keys_guard_it(upstream, fake, 
 
 def _row(day: str, session: str, cost: float) -> tuple:
     return (time.time(), day, session, None, "*", "mock", "gpt-mock", "claude-sonnet-4-5", "miss",
-            cost, 0.0, cost, 10, 0, 5, 0)
+            cost, 0.0, cost, 10, 0, 5, 0, 0, 0, None, None, None)
 
 
 def test_rows_past_the_retention_limit_are_removed(tmp_path):
@@ -435,3 +436,22 @@ def test_without_the_ledger_spend_says_so_and_serving_goes_on(upstream, fake, tm
     finally:
         daemon.stop()
     assert not list((tmp_path).rglob(FILENAME))
+
+
+def test_a_ledger_of_an_older_ccproxyd_gains_the_new_columns_and_keeps_its_rows(tmp_path):
+    """A ledger.db written before cache writes, estimates, rates and request ids were recorded."""
+    old = sqlite3.connect(tmp_path / FILENAME)
+    old.executescript("""
+CREATE TABLE spend (ts REAL NOT NULL, day TEXT NOT NULL, session TEXT, client TEXT, route TEXT, provider TEXT,
+  model TEXT, requested TEXT, cache TEXT, cost REAL, savings REAL, claude_price REAL, input INTEGER NOT NULL,
+  cached_input INTEGER NOT NULL, output INTEGER NOT NULL, reasoning INTEGER NOT NULL);
+INSERT INTO spend VALUES (1796000000, '2026-11-30', 'old', NULL, '*', 'mock', 'gpt-mock', 'claude-sonnet-4-5',
+  'miss', 0.5, 1.0, 1.5, 10, 0, 5, 0);
+""")
+    old.commit()
+    old.close()
+    ledger = Ledger(str(tmp_path), days=0)
+    ledger.add(_row(TODAY, "new", 2.0))
+    rows = {r["key"]: r for r in ledger.spend("session", "2026-11-01")["rows"]}
+    assert rows["old"]["cost_usd"] == 0.5 and rows["old"]["cache_write_tokens"] == 0 and rows["new"]["cost_usd"] == 2.0
+    ledger.close()

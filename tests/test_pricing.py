@@ -235,7 +235,14 @@ anthropic:
 def test_routes_yaml_prices_problems_are_located():
     with pytest.raises(config.ConfigError) as caught:
         config.load(TABLE_TEXT.replace("cache_write: 1.25", "cache_write: -1"), "t.yaml", env={}, catalog=CATALOG)
-    assert "models.own.prices.cache_write: must be a number of USD, at least 0" in str(caught.value)
+    assert "t.yaml:11:52: models.own.prices.cache_write: -1 is less than the minimum of 0" in str(caught.value)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(TABLE_TEXT.replace("input: 1, output: 2, cache_write", "output: 2, cache_write"), "t.yaml",
+                    env={}, catalog=CATALOG)
+    assert "t.yaml:11:17: models.own.prices: needs input (USD per 1M tokens)" in str(caught.value)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(TABLE_TEXT.replace("cache_write: 1.25", "cache_writes: 1.25"), "t.yaml", env={}, catalog=CATALOG)
+    assert "models.own.prices: unknown key 'cache_writes'" in str(caught.value)
     _, problems = parse_prices([{"up_to": 10, "input": 1, "output": 1}, {"up_to": 5, "input": 1, "output": 1}],
                                model="m", origin="t", source="t")
     assert problems and "ascending" in problems[0][1]

@@ -12,7 +12,11 @@ import anthropic
 import httpx2
 import pytest
 
-from ccproxyd import config, pricing
+from ccproxyd import config
+from ccproxyd.money import catalog
+from ccproxyd.money.charge import charge
+from ccproxyd.money.compare import CLAUDE_WEB_SEARCH_PER_1K
+from ccproxyd.money.rates import parse_prices
 from ccproxyd.config import Model
 from ccproxyd.translate import citations, server_tools
 
@@ -164,15 +168,16 @@ def test_web_search_settings_need_the_right_api(text, problem):
 
 
 def test_searches_are_priced_and_claude_charges_ten_dollars_per_thousand():
-    table = config.load((ROOT / "routes.yaml").read_text(), env={})
-    tiers = (config.PriceTier(up_to=None, input=1.0, output=2.0, web_search_per_1k=4.0),)
+    def priced(**rates):
+        return parse_prices(rates, model="m", origin="t", source="t")[0]
     usage = {"input_tokens": 1000, "output_tokens": 500, "server_tool_use": {"web_search_requests": 3}}
-    assert pricing.cost(tiers, usage) == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6 + 3 * 4.0 / 1000)
-    plain = (config.PriceTier(up_to=None, input=1.0, output=2.0),)
-    assert pricing.cost(plain, usage) == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6)
-    sonnet = pricing.claude_reference(table, "claude-sonnet-4-5")
-    reference = pricing.cost(sonnet, usage, search_default=pricing.CLAUDE_WEB_SEARCH_PER_1K)
-    assert reference == pytest.approx((1000 * 3 + 500 * 15) / 1e6 + 3 * 10 / 1000)
+    when = 1_796_000_000.0                               # 2026-11-30 (UTC)
+    assert charge(priced(input=1.0, output=2.0, web_search_per_1k=4.0), usage, when).usd == \
+        pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6 + 3 * 4.0 / 1000)
+    assert charge(priced(input=1.0, output=2.0), usage, when).usd == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6)
+    opus = catalog.packaged().claude("claude-opus-5-5")   # $4 in / $20 out per Mtok
+    reference = charge(opus, usage, when, search_default=CLAUDE_WEB_SEARCH_PER_1K).usd
+    assert reference == pytest.approx((1000 * 4 + 500 * 20) / 1e6 + 3 * 10 / 1000)
 
 
 # ------------------------------------------------------------ through the daemon
