@@ -124,12 +124,18 @@ async def _messages(request: Request):
         await response.eof()
     finally:
         await answer.close()
-        try:
-            await proxy.charge_cut(answer)      # a broken or abandoned call is billed all the same
-        finally:
+        if answer.translator.final_usage is None:      # broken or abandoned: billed all the same, so
+            request.ctx.log_in_handler = True           # logged once its usage is counted (the client
+            proxy.charge_cut_later(answer, partial(_cut_settled, record, answer, table))   # may be gone)
+        else:
             record.answered(answer, table)
             if getattr(request.ctx, "log_in_handler", False):
                 observe.emit(record)
+
+
+def _cut_settled(record: observe.Record, answer, table) -> None:
+    record.answered(answer, table)
+    observe.emit(record)
 
 
 async def _charge_client(request: Request) -> None:

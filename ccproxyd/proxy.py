@@ -346,6 +346,23 @@ async def charge_cut(answer: Answer) -> None:
     translator.final_usage, translator.usage_estimated, translator.cut = usage, True, True
 
 
+_CUTS: set[asyncio.Task] = set()           # charge_cut_later's tasks, held until they end
+
+
+def charge_cut_later(answer: Answer, then: Callable[[], None]) -> None:
+    """charge_cut in a task of its own, then `then()`: for a handler whose client may have gone,
+    which cancels the handler at its next await."""
+    async def run() -> None:
+        try:
+            await charge_cut(answer)
+        except Exception:                       # a bug here must not lose the log line
+            log.exception("%s: cannot count the usage of a cut call", answer.request_id)
+        then()
+    task = asyncio.create_task(run())
+    _CUTS.add(task)
+    task.add_done_callback(_CUTS.discard)
+
+
 async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_interval: float,
                 on_events: Callable[[list], None] | None = None) -> dict:
     """Stream the answer to the client; returns a summary for the log line.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 RATE_KEYS = ("input", "output", "cached_input", "cache_write", "cache_write_1h", "web_search_per_1k")
@@ -157,8 +157,8 @@ def _since(value: Any, problems: Problems) -> float:
 def _tiers_of(raw: dict, where: tuple, problems: Problems) -> tuple[Tier, ...]:
     """`tiers:`, or the rate keys written directly (one tier)."""
     if "tiers" in raw:
-        if any(key in raw for key in RATE_KEYS):
-            problems.append((where, "write the rates in `tiers` or beside it, not both"))
+        if any(key in raw for key in RATE_KEYS if key != "web_search_per_1k"):
+            problems.append((where, "write the token rates in `tiers` or beside it, not both"))
             return ()
         listed = raw["tiers"]
         if not isinstance(listed, list) or not listed:
@@ -166,6 +166,10 @@ def _tiers_of(raw: dict, where: tuple, problems: Problems) -> tuple[Tier, ...]:
             return ()
         tiers = tuple(t for i, item in enumerate(listed)
                       if (t := _tier(item, where + ("tiers", i), problems)) is not None)
+        search = raw.get("web_search_per_1k")            # beside the tiers: the price of every tier's searches
+        if isinstance(search, (int, float)) and not isinstance(search, bool) and search >= 0:
+            tiers = tuple(t if t.rates.web_search_per_1k is not None else
+                          Tier(t.up_to, replace(t.rates, web_search_per_1k=float(search))) for t in tiers)
         bounds = [t.up_to for t in tiers]
         for i, bound in enumerate(bounds):
             if bound is None and i != len(bounds) - 1:
