@@ -202,3 +202,39 @@ def test_deepseek_flash_peak_is_double_off_peak_on_weekdays_only():
     # before 16:00 UTC on 2026-08-16 there was no time-of-day billing
     flat = current("deepseek", "deepseek-flash", dt.datetime(2026, 8, 16, 15, 59, tzinfo=dt.timezone.utc))
     assert "windows" not in flat and (flat["input"], flat["output"]) == (0.14, 0.28)
+
+
+FIXTURE = Path(__file__).resolve().parent / "data" / "openrouter_models.json"
+PRICING_KEYS = {"prompt", "completion", "request", "image", "image_output", "image_token", "audio",
+                "audio_output", "input_audio_cache", "web_search", "internal_reasoning",
+                "input_cache_read", "input_cache_write", "input_cache_write_1h", "discount"}
+
+
+def test_openrouter_fixture_has_the_documented_shape():
+    """https://openrouter.ai/docs/models: {"data": [Model]}, each Model with id, pricing,
+    context_length, architecture and top_provider; https://openrouter.ai/docs/client-sdks/python/components/pricing:
+    every price a decimal string of USD per unit, prompt and completion required."""
+    import json
+    from decimal import Decimal
+
+    models = json.loads(FIXTURE.read_text())["data"]
+    assert 15 <= len(models) <= 25
+    assert len({m["id"] for m in models}) == len(models)
+    for model in models:
+        assert {"id", "name", "created", "context_length", "architecture", "pricing", "top_provider",
+                "per_request_limits", "supported_parameters"} <= set(model), model["id"]
+        pricing = model["pricing"]
+        assert {"prompt", "completion"} <= set(pricing) <= PRICING_KEYS, model["id"]
+        assert all(isinstance(v, str) for k, v in pricing.items() if k != "discount"), model["id"]
+        for value in pricing.values():
+            Decimal(value)          # every price parses as a decimal number
+    by_id = {m["id"]: m["pricing"] for m in models}
+    # the cases a refresh must handle: free, router "-1", per request, per search, cache read/write
+    assert by_id["openrouter/free"]["prompt"] == "0"
+    assert by_id["openrouter/auto"]["prompt"] == "-1"
+    assert by_id["perplexity/sonar"]["request"] == "0.005"           # $5 per 1,000 requests
+    assert by_id["openai/gpt-5-mini"]["web_search"] == "0.01"        # $10 per 1,000 searches
+    # $4 / $20 / $0.20 / $5 / $8 per 1M tokens, written per token
+    opus = by_id["anthropic/claude-opus-5.5"]
+    assert (opus["prompt"], opus["completion"], opus["input_cache_read"], opus["input_cache_write"],
+            opus["input_cache_write_1h"]) == ("0.000004", "0.00002", "0.0000002", "0.000005", "0.000008")
