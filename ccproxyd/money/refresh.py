@@ -1,8 +1,9 @@
 """`ccproxyd prices --refresh`: OpenRouter's public models list -> the catalog's override file.
 
 OpenRouter's GET /api/v1/models lists every model with `pricing` in USD per token, as strings
-(`prompt`, `completion`, `input_cache_read`, `input_cache_write`, `web_search`, …; "-1" where the
-price varies, as for its router).  Each becomes a row of the override file's `openrouter`
+(`prompt`, `completion`, `input_cache_read`, `input_cache_write`, `input_cache_write_1h`,
+`web_search` per search, …; "-1" where the price varies, as for its router; documented at
+https://openrouter.ai/docs/client-sdks/python/components/pricing).  Each becomes a row of the override file's `openrouter`
 section at USD per 1M tokens, dated now; a model whose price did not change keeps its old row,
 so the file is a history.  Only when asked, never at start.  A bad or partial answer (not JSON,
 no `data`, too many entries without prices, or far fewer models than the file already has)
@@ -25,7 +26,7 @@ SECTION = "openrouter"
 HOSTS = ["openrouter.ai"]
 PER_TOKENS = 1_000_000
 FIELDS = {"prompt": "input", "completion": "output", "input_cache_read": "cached_input",
-          "input_cache_write": "cache_write"}
+          "input_cache_write": "cache_write", "input_cache_write_1h": "cache_write_1h"}
 MALFORMED_SHARE = 0.1        # more entries than this without a readable price: the answer is bad
 SHRINK_SHARE = 0.5           # fewer models than this share of the file's: the answer is partial
 
