@@ -24,7 +24,7 @@ models:
     max_output_tokens: 128000
     prices: [{{input: 1.25, output: 10.0}}]
 claude_prices:
-  opus: [{{input: 15.00, output: 75.00}}]
+  claude-opus-4-1: [{{input: 15.00, output: 75.00}}]
 routes:
   - match: "*"
     model: gpt-5
@@ -70,6 +70,48 @@ def test_dashboard_shows_the_requests_just_made(tmp_path, fake, browser):
         assert browser.evaluate("document.querySelector('#providers tr[data-provider=openai] td:nth-child(2)')"
                                 ".textContent") == "closed"
         assert text("table-last-refused-edit") == "none"
+        assert browser.console_errors() == []
+    finally:
+        daemon.stop()
+
+
+DEARER = """
+providers:
+  mock: {{base_url: "{url}", api_key_env: MOCK_KEY}}
+models:
+  dear: {{provider: mock, context_window: 400000, max_output_tokens: 128000, prices: [{{input: 5.0, output: 30.0}}]}}
+  unpriced: {{provider: mock, context_window: 400000, max_output_tokens: 128000}}
+routes:
+  - {{match: "claude-haiku-*", model: dear}}
+  - {{match: "*", model: unpriced}}
+claude_prices:
+  claude-haiku-4-5: [{{input: 1.00, output: 5.00}}]
+"""
+
+
+def test_dashboard_shows_negative_savings_and_unknown_never_zero(tmp_path, fake, browser):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(DEARER.format(url=fake.url))
+    daemon = Daemon(routes, log_path=tmp_path / "d.log")
+    try:
+        fake.push(text_script("dear", use=usage(1000, 500)))     # $0.02 at dear's prices, $0.0035 at Haiku 4.5's
+        assert httpx2.post(daemon.url + "/v1/messages", json=dict(BODY, model="claude-haiku-4-5")).status_code == 200
+        browser.open(daemon.url + "/ui")
+        assert browser.wait_for("document.body.dataset.state === 'loaded'"), browser.evaluate("document.body.innerText")
+        text = lambda element_id: browser.evaluate(f"document.getElementById('{element_id}').textContent")  # noqa: E731
+        assert text("cost") == "$0.0200" and text("savings") == "−$0.0165"
+        assert browser.evaluate("document.getElementById('savings').classList.contains('negative')") is True
+        assert "cost more than the Claude list price" in text("savings-note")
+
+        fake.push(text_script("who knows", use=usage(1000, 500)))   # no price on either side
+        assert httpx2.post(daemon.url + "/v1/messages", json=dict(BODY, model="claude-mystery-1")).status_code == 200
+        browser.evaluate("location.reload()")
+        assert browser.wait_for("document.body.dataset.state === 'loaded' && "
+                                "document.getElementById('cost').textContent.includes('unknown')"), text("cost")
+        assert text("cost") == "$0.0200 (1 request unknown)" and text("savings") == "−$0.0165 (1 request unknown)"
+        assert bars(browser, "spend-by-model") == {"dear": pytest.approx(0.02), "unpriced": None}   # no number
+        assert browser.evaluate("[...document.querySelectorAll('#spend-by-model [data-label=unpriced] text')]"
+                                ".map(t => t.textContent)") == ["unpriced", "unknown"]
         assert browser.console_errors() == []
     finally:
         daemon.stop()
