@@ -18,6 +18,7 @@ import time
 import httpx2
 import pytest
 
+from ccproxyd import clock
 from ccproxyd.ledger import FILENAME, Ledger
 
 from .conftest import Daemon
@@ -307,7 +308,7 @@ def _row(day: str, session: str, cost: float) -> tuple:
 
 
 def test_rows_past_the_retention_limit_are_removed(tmp_path):
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = clock.today()                     # the clock the ledger prunes by
     ledger = Ledger(str(tmp_path), days=3)
     for age in (0, 2, 3, 4, 30):
         ledger.add(_row((today - dt.timedelta(days=age)).isoformat(), f"age{age}", 1.0))

@@ -48,6 +48,8 @@ clients:
   TEAM_CAROL_KEY: {{models: ["claude-haiku*"]}}
 """
 
+NOW = "2026-12-07T12:00:00Z"      # the daemons' clock (CCPROXYD_NOW): budgets' days do not depend on when tests run
+
 
 class RedisServer:
     """redis-server as a subprocess on a loopback port, without persistence; kill() and start()
@@ -96,7 +98,7 @@ def team(redis_server, tmp_path_factory):
     daemons = []
 
     def start(name: str) -> Daemon:
-        return Daemon(path, env=dict(KEYS), log_path=directory / f"{name}.log",
+        return Daemon(path, env=dict(KEYS, CCPROXYD_NOW=NOW), log_path=directory / f"{name}.log",
                       extra_args=("--cache-dir", str(directory / f"cache-{name}"), "--redis", redis_server.url,
                                   "--ping-interval", "5", "--orphan-grace", "0.2"))
     try:
@@ -261,7 +263,7 @@ def test_a_daily_budget_stops_a_client_across_the_fleet(team, fake):
         error = refused.json()["error"]
         assert error["type"] == "billing_error"
         assert "daily budget of $0.02" in error["message"] and "budget_usd.day" in error["message"]
-        assert "resets at " + time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400)) in error["message"]
+        assert "resets at 2026-12-08T00:00:00Z" in error["message"]              # the day after NOW
     assert len(fake.requests) == 2
     use = health(b)["clients"]["TEAM_BOB_KEY"]
     assert use["spent_usd"]["day"] == pytest.approx(0.03) and use["limits"]["budget_usd"]["day"] == 0.02
@@ -273,8 +275,7 @@ def test_a_daily_budget_stops_a_client_across_the_fleet(team, fake):
                            timeout=60)
     assert shown.returncode == 0, shown.stderr
     bob = next(line for line in shown.stdout.splitlines() if line.startswith("TEAM_BOB_KEY: "))
-    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
-    assert f"day $0.0300 of $0.02 (150%), resets {tomorrow}T00:00:00Z" in bob and "month $0.0300 of $10 (0%)" in bob
+    assert "day $0.0300 of $0.02 (150%), resets 2026-12-08T00:00:00Z" in bob and "month $0.0300 of $10 (0%)" in bob
     assert bob.endswith("[fleet]")
 
 

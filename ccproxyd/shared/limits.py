@@ -90,7 +90,7 @@ class RedisCounts:
             return True
         if verdict.startswith("budget"):
             period = PERIODS[int(verdict[-1]) - 1][0]
-            return over_budget(policy, period, float(value), float(now))
+            return over_budget(policy, period, float(value), wallclock.now())   # the day the spend keys name
         return over_limit(policy, verdict, float(value))
 
     async def settle(self, policy: ClientPolicy, correction: int, cost: float) -> None:
