@@ -77,6 +77,12 @@ class Model:
     prompt_cache_key: bool = False       # send the hashed Claude Code session as prompt_cache_key
     web_search: str = "none"             # how the provider searches the web for the web_search server tool
     stream_usage: bool = True            # the server reports usage at the end of a stream
+    # provider quirks (README "models.<name>"; each checked against the provider's documentation)
+    forced_tool_choice: str = "send"     # "thinking_off": a forced tool_choice turns thinking off (DeepSeek)
+    max_tools: int | None = None         # the most tools a request may offer (Kimi: 128)
+    documents: str = "file"              # "text": a PDF is replaced by a note (servers without file parts)
+    tool_schema: str = "json_schema"     # "gemini": tool schemas cut to Gemini's documented subset
+    thought_signatures: str = "none"     # "gemini": Gemini's thought signatures ride in tool_use ids
     prices: tuple[PriceTier, ...] = ()
 
 
@@ -374,6 +380,11 @@ def _model(name: str, raw: dict) -> Model:
         prompt_cache_key=raw.get("prompt_cache_key", False),
         web_search=raw.get("web_search", "none"),
         stream_usage=raw.get("stream_usage", True),
+        forced_tool_choice=raw.get("forced_tool_choice", "send"),
+        max_tools=raw.get("max_tools"),
+        documents=raw.get("documents", "file"),
+        tool_schema=raw.get("tool_schema", "json_schema"),
+        thought_signatures=raw.get("thought_signatures", "none"),
         prices=prices,
     )
 

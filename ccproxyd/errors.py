@@ -222,6 +222,13 @@ TYPE_TO_ERROR: dict[str, type[ClientFacingError]] = {
 
 _CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window",
                     "prompt is too long", "too many tokens")
+# Providers' own error codes for a prompt over the window: (error.code, a word the message must
+# hold, "" for none).  All become Anthropic's 400 "prompt is too long", which Claude Code compacts on.
+PROVIDER_OVERFLOW_CODES = (
+    ("1261", ""),          # Z.AI GLM: "Prompt exceeds max length"
+    ("1210", "token"),     # Z.AI GLM: 1210 is any bad parameter; an overflow names the tokens
+                           # ("tokens in request more than max tokens allowed")
+)
 
 
 MAX_UPSTREAM_MESSAGE = 300
@@ -305,6 +312,11 @@ def _upstream_code(body: bytes | str | dict | None) -> str:
     return ""
 
 
+def _provider_overflow(code: str, message: str) -> bool:
+    codes = code.split()
+    return any(c in codes and w in message.lower() for c, w in PROVIDER_OVERFLOW_CODES)
+
+
 def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str,
                   retry_after: float | None = None) -> ClientFacingError:
     """Map an upstream HTTP error answer to our tree (PROTOCOL.md §5.7)."""
@@ -318,7 +330,8 @@ def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str
         cls, retryable = InvalidRequest, False
     else:
         cls, retryable = ApiError, True
-    if cls is InvalidRequest and any(m in (message + code).lower() for m in _CONTEXT_MARKERS):
+    if cls is InvalidRequest and (any(m in (message + code).lower() for m in _CONTEXT_MARKERS)
+                                  or _provider_overflow(code, message)):
         message = f"prompt is too long: {message}"
     if status == 401:
         message = f"upstream provider '{provider}' rejected the proxy's API key: {message}"
