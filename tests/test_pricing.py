@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ccproxyd import config, pricing
 
-ROOT = Path(__file__).resolve().parent.parent
-TABLE = config.load((ROOT / "routes.yaml").read_text(), env={})
+# The tiers these tests work through by hand (routes.yaml no longer carries prices: the packaged
+# catalog prices the bundled models).
+TABLE = config.load("""
+providers:
+  p: {base_url: "http://127.0.0.1:9/v1"}
+models:
+  x-ai/grok-4-fast:
+    provider: p
+    context_window: 2000000
+    max_output_tokens: 30720
+    prices:
+      - {up_to: 128000, input: 0.20, output: 0.50}
+      - {input: 0.50, output: 1.00}
+  gpt-5:
+    provider: p
+    context_window: 400000
+    max_output_tokens: 128000
+    prices: [{input: 1.25, output: 10.00, cached_input: 0.125}]
+routes:
+  - {match: "*", model: gpt-5}
+claude_prices:
+  opus: [{input: 15.00, output: 75.00, cached_input: 1.50}]
+  sonnet:
+    - {up_to: 200000, input: 3.00, output: 15.00, cached_input: 0.30}
+    - {input: 6.00, output: 22.50, cached_input: 0.60}
+  haiku: [{input: 1.00, output: 5.00, cached_input: 0.10}]
+""", env={})
 GROK = TABLE.models["x-ai/grok-4-fast"].prices
 GPT5 = TABLE.models["gpt-5"].prices
 

@@ -369,7 +369,8 @@ def _structured_output(body: dict, model: Model, messages: list[dict]) -> dict:
 THINKING_TOGGLE = {
     # https://api-docs.deepseek.com/guides/thinking_mode (on by default; effort rides beside it)
     "deepseek": ({"thinking": {"type": "enabled"}}, {"thinking": {"type": "disabled"}}),
-    # Z.AI GLM: https://docs.z.ai/guides/capabilities/thinking-mode
+    # the bare toggle of hybrid models such as GLM-5 to 5.2 (https://docs.z.ai/guides/llm/glm-4.5
+    # documents it; GLM-5.3 and later always think and take reasoning_effort instead)
     "thinking": ({"thinking": {"type": "enabled"}}, {"thinking": {"type": "disabled"}}),
     # MiniMax: thinking is adaptive or disabled; reasoning_split puts it in reasoning_details
     # rather than <think> tags in content (https://platform.minimax.io/docs/guides/text-generation)
@@ -398,6 +399,20 @@ def _reasoning_fields(body: dict, model: Model, forced_tool: bool = False) -> di
     return {"reasoning_effort": effort}
 
 
+FORCED_TOOL_NOTE = {"required": "Answer by calling one of the functions.",
+                    "function": "Answer by calling the function {name}."}
+
+
+def _instruct_tool_choice(out: dict) -> None:
+    """A forced tool_choice the server refuses (GLM, MiniMax: auto only) becomes `auto` and an
+    instruction that says the same, so the request still asks for the call."""
+    choice = out["tool_choice"]
+    note = (FORCED_TOOL_NOTE["required"] if choice == "required"
+            else FORCED_TOOL_NOTE["function"].format(name=choice["function"]["name"]))
+    out["tool_choice"] = "auto"
+    out["messages"].append({"role": "user", "content": f"<system-reminder>\n{note}\n</system-reminder>"})
+
+
 def to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     """Anthropic request body -> (OpenAI request body, {upstream tool name: client tool name}).
     A field of the wrong type anywhere is the client's error (400), never ours."""
@@ -423,6 +438,8 @@ def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     if isinstance(choice, dict) and tools:
         out["tool_choice"] = convert_tool_choice(choice, names)
         forced = out["tool_choice"] not in ("auto", "none")
+        if forced and model.forced_tool_choice == "instruct":     # the server takes only auto
+            _instruct_tool_choice(out)
         if choice.get("disable_parallel_tool_use"):
             out["parallel_tool_calls"] = False
     stops = body.get("stop_sequences")
