@@ -283,6 +283,7 @@ def _raw_message(body: bytes | str | dict | None) -> str:
         except orjson.JSONDecodeError:
             text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
             return redact.scrub(text)[:4000]
+    obj = _unwrapped(obj)
     if isinstance(obj, dict):
         err = obj.get("error", obj)
         if isinstance(err, dict):
@@ -299,6 +300,11 @@ def _raw_message(body: bytes | str | dict | None) -> str:
     return redact.scrub(str(obj))[:4000]
 
 
+def _unwrapped(obj):
+    """Gemini's OpenAI-compatible endpoint answers errors as a one-element list of the error object."""
+    return obj[0] if isinstance(obj, list) and len(obj) == 1 and isinstance(obj[0], dict) else obj
+
+
 def _upstream_code(body: bytes | str | dict | None) -> str:
     obj = body
     if isinstance(body, (bytes, str)):
@@ -306,6 +312,7 @@ def _upstream_code(body: bytes | str | dict | None) -> str:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
             return ""
+    obj = _unwrapped(obj)
     if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
         err = obj["error"]
         return f"{err.get('code') or ''} {err.get('type') or ''}".strip()

@@ -217,6 +217,8 @@ class StreamTranslator:
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue
+            if isinstance(choice.get("usage"), dict) and choice["usage"]:
+                self.usage = choice["usage"]       # Moonshot reports usage inside the finishing choice
             delta = choice.get("delta") or {}
             thinking = reasoning_text(delta)
             if thinking:
