@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import anthropic
 import httpx2
@@ -21,7 +20,6 @@ from .fake_search import (CHANGES, FIRST, NOTES, SECOND, TEXT, openrouter_stream
                           responses_search, spans, xai_earlier_whole)
 from .grammar import check_stream, parse_sse
 
-ROOT = Path(__file__).resolve().parent.parent
 SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
 FETCH = {"type": "web_fetch_20250910", "name": "web_fetch", "max_uses": 3, "allowed_domains": ["example.org"]}
 ASK = [{"role": "user", "content": "Perform a web search for the query: ccproxyd 2.0"}]
@@ -164,7 +162,10 @@ def test_web_search_settings_need_the_right_api(text, problem):
 
 
 def test_searches_are_priced_and_claude_charges_ten_dollars_per_thousand():
-    table = config.load((ROOT / "routes.yaml").read_text(), env={})
+    table = config.load('providers: {p: {base_url: "http://127.0.0.1:1/v1"}}\n'
+                        'models: {m: {provider: p, context_window: 1000, max_output_tokens: 100}}\n'
+                        'routes: [{match: "*", model: m}]\n'
+                        'claude_prices: {sonnet: [{input: 3.00, output: 15.00, cached_input: 0.30}]}\n', env={})
     tiers = (config.PriceTier(up_to=None, input=1.0, output=2.0, web_search_per_1k=4.0),)
     usage = {"input_tokens": 1000, "output_tokens": 500, "server_tool_use": {"web_search_requests": 3}}
     assert pricing.cost(tiers, usage) == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6 + 3 * 4.0 / 1000)
