@@ -171,6 +171,22 @@ def test_groq_whole_tool_call_and_usage_beside_x_groq():
     assert ending(events) == ("tool_use", usage(210, 15))
 
 
+def test_groq_whole_answer_with_reasoning_cut_by_max_tokens():
+    """qwen/qwen3.6-27b on Groq, recorded as one JSON answer: thinking in `reasoning`, empty
+    content, finish_reason length."""
+    model = preset("groq", "openai/gpt-oss-120b")
+    translator = StreamTranslator("claude-x", provider=model.provider, upstream_model=model.upstream)
+    events = translator.start() + translator.whole(json.loads((CORPUS / "groq/reasoning.json").read_text()))
+    events += translator.finish(saw_done=True)
+    found = blocks(events)
+    assert summary(found) == [("thinking", "Here's a thinking process:\n\n1.  **Understand the User Request:**\n"
+                                           "   - The user asks: \"What is 17 times 19? Explain your calculation, then "
+                                           "answer.\"\n   - I need to compute 17 × 19, explain the method/calculation process")]
+    assert ending(events) == ("max_tokens", usage(27, 64))
+    body, _ = treq.to_openai(next_request(found, {"type": "adaptive"}), model)
+    assert not {"reasoning", "reasoning_content"} & set(assistant_turn(body))    # Groq is not sent it back
+
+
 def test_xai_reasoning_outside_completion_and_cached_prompt():
     """grok-3-mini, recorded: total 513 = 291 prompt + 26 completion + 196 reasoning, and 290 of
     the prompt tokens cached: output is 26 + 196."""
