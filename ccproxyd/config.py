@@ -17,9 +17,9 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 import jsonschema
-import yaml
 
-from . import credentials, yamlerrors
+from . import credentials
+from .located import Located as _Located, parse as _parse
 from .errors import ConfigError, Problem
 from .money import catalog as price_catalog
 from .money.rates import Priced, parse_prices
@@ -27,7 +27,6 @@ from .resilience import BreakerPolicy, RetryPolicy
 
 SCHEMA: dict = json.loads(resources.files("ccproxyd").joinpath("data/routes.schema.json").read_text())
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
@@ -71,6 +70,12 @@ class Model:
     prompt_cache_key: bool = False       # send the hashed Claude Code session as prompt_cache_key
     web_search: str = "none"             # how the provider searches the web for the web_search server tool
     stream_usage: bool = True            # the server reports usage at the end of a stream
+    # provider quirks (README "models.<name>"; each checked against the provider's documentation)
+    forced_tool_choice: str = "send"     # "thinking_off": a forced tool_choice turns thinking off (DeepSeek)
+    max_tools: int | None = None         # the most tools a request may offer (Kimi: 128)
+    documents: str = "file"              # "text": a PDF is replaced by a note (servers without file parts)
+    tool_schema: str = "json_schema"     # "gemini": tool schemas cut to Gemini's documented subset
+    thought_signatures: str = "none"     # "gemini": Gemini's thought signatures ride in tool_use ids
     prices: Priced | None = None         # routes.yaml's `prices`, else the catalog's; None: unknown
 
 
@@ -121,101 +126,6 @@ class RouteTable:
     path: str = "<string>"
     warnings: tuple[Problem, ...] = field(default=())
     notes: tuple[str, ...] = field(default=())     # plain remarks (providers no route uses), not problems
-
-
-# ---------------------------------------------------------------- YAML with positions
-
-class _Located:
-    """Python values from a YAML node tree, with the position of every value and key."""
-
-    def __init__(self, path: str, env: Mapping[str, str]):
-        self.path = path
-        self.env = env
-        self.values: dict[tuple, tuple[int, int]] = {}
-        self.keys: dict[tuple, tuple[int, int]] = {}
-        self.problems: list[Problem] = []
-
-    def problem(self, mark: tuple[int, int], message: str) -> None:
-        self.problems.append(Problem(self.path, mark[0], mark[1], message))
-
-    def convert(self, node: yaml.Node, where: tuple) -> Any:
-        mark = (node.start_mark.line + 1, node.start_mark.column + 1)
-        self.values[where] = mark
-        if isinstance(node, yaml.MappingNode):
-            own = {id(k) for k, _ in node.value}       # keys written here, not merged in by <<
-            try:
-                _scalar_loader.flatten_mapping(node)        # YAML merge keys (<<: *defaults)
-            except yaml.YAMLError as exc:
-                self.problem(_mark_of(exc, mark), f"YAML: {getattr(exc, 'problem', None) or exc}")
-                return {}
-            out: dict = {}
-            written: set[str] = set()
-            for key_node, value_node in node.value:
-                key = self.convert(key_node, where + ("<key>",))
-                key_mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                if not isinstance(key, (str, int, float, bool)):
-                    self.problem(key_mark, "mapping keys must be plain scalars")
-                    continue
-                key = str(key)
-                if key in written and id(key_node) in own:
-                    self.problem(key_mark, f"duplicate key '{key}'")
-                if id(key_node) in own:
-                    written.add(key)
-                self.keys[where + (key,)] = key_mark
-                out[key] = self.convert(value_node, where + (key,))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, where + (i,)) for i, item in enumerate(node.value)]
-        try:
-            value = yaml.SafeLoader.construct_object(_scalar_loader, node, deep=True)
-        except yaml.YAMLError as exc:
-            self.problem(mark, f"YAML: {getattr(exc, 'problem', None) or exc}")
-            return None
-        if isinstance(value, str):
-            value = self.interpolate(value, mark)
-        return value
-
-    def interpolate(self, text: str, mark: tuple[int, int]) -> str:
-        def sub(m: re.Match) -> str:
-            name, default = m.group(1), m.group(2)
-            value = self.env.get(name)
-            if value:
-                return value
-            if default is not None:
-                return default
-            self.problem(mark, f"environment variable {name} is not set and ${{{name}}} has no default")
-            return ""
-        return _VAR.sub(sub, text) if "${" in text else text
-
-    def at(self, where: tuple) -> tuple[int, int]:
-        while where not in self.values and where:
-            where = where[:-1]
-        return self.values.get(where, (1, 1))
-
-    def key_at(self, where: tuple) -> tuple[int, int]:
-        return self.keys.get(where) or self.at(where)
-
-
-_scalar_loader = yaml.SafeLoader("")
-
-
-def _mark_of(exc: yaml.YAMLError, default: tuple[int, int]) -> tuple[int, int]:
-    mark = getattr(exc, "problem_mark", None)
-    return (mark.line + 1, mark.column + 1) if mark else default
-
-
-def _parse(text: str, path: str, env: Mapping[str, str]) -> tuple[Any, _Located]:
-    loc = _Located(path, env)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        line, col, message = yamlerrors.explain(text, exc)          # plain words, where the fix goes
-        raise ConfigError([Problem(path, line, col, message)]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([Problem(path, 1, 1, f"YAML: {exc}")]) from None
-    if node is None:
-        raise ConfigError([Problem(path, 1, 1, "the routing table is empty")])
-    return loc.convert(node, ()), loc
 
 
 # ---------------------------------------------------------------- checks
@@ -378,6 +288,11 @@ def _model(name: str, raw: dict, provider: dict, catalog: price_catalog.Catalog,
         prompt_cache_key=raw.get("prompt_cache_key", False),
         web_search=raw.get("web_search", "none"),
         stream_usage=raw.get("stream_usage", True),
+        forced_tool_choice=raw.get("forced_tool_choice", "send"),
+        max_tools=raw.get("max_tools"),
+        documents=raw.get("documents", "file"),
+        tool_schema=raw.get("tool_schema", "json_schema"),
+        thought_signatures=raw.get("thought_signatures", "none"),
         prices=prices,
     )
 

@@ -222,6 +222,13 @@ TYPE_TO_ERROR: dict[str, type[ClientFacingError]] = {
 
 _CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window",
                     "prompt is too long", "too many tokens")
+# Providers' own error codes for a prompt over the window: (error.code, a word the message must
+# hold, "" for none).  All become Anthropic's 400 "prompt is too long", which Claude Code compacts on.
+PROVIDER_OVERFLOW_CODES = (
+    ("1261", ""),          # Z.AI GLM: "Prompt exceeds max length"
+    ("1210", "token"),     # Z.AI GLM: 1210 is any bad parameter; an overflow names the tokens
+                           # ("tokens in request more than max tokens allowed")
+)
 
 
 MAX_UPSTREAM_MESSAGE = 300
@@ -276,6 +283,7 @@ def _raw_message(body: bytes | str | dict | None) -> str:
         except orjson.JSONDecodeError:
             text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
             return redact.scrub(text)[:4000]
+    obj = _unwrapped(obj)
     if isinstance(obj, dict):
         err = obj.get("error", obj)
         if isinstance(err, dict):
@@ -292,6 +300,11 @@ def _raw_message(body: bytes | str | dict | None) -> str:
     return redact.scrub(str(obj))[:4000]
 
 
+def _unwrapped(obj):
+    """Gemini's OpenAI-compatible endpoint answers errors as a one-element list of the error object."""
+    return obj[0] if isinstance(obj, list) and len(obj) == 1 and isinstance(obj[0], dict) else obj
+
+
 def _upstream_code(body: bytes | str | dict | None) -> str:
     obj = body
     if isinstance(body, (bytes, str)):
@@ -299,10 +312,16 @@ def _upstream_code(body: bytes | str | dict | None) -> str:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
             return ""
+    obj = _unwrapped(obj)
     if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
         err = obj["error"]
         return f"{err.get('code') or ''} {err.get('type') or ''}".strip()
     return ""
+
+
+def _provider_overflow(code: str, message: str) -> bool:
+    codes = code.split()
+    return any(c in codes and w in message.lower() for c, w in PROVIDER_OVERFLOW_CODES)
 
 
 def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str,
@@ -318,7 +337,8 @@ def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str
         cls, retryable = InvalidRequest, False
     else:
         cls, retryable = ApiError, True
-    if cls is InvalidRequest and any(m in (message + code).lower() for m in _CONTEXT_MARKERS):
+    if cls is InvalidRequest and (any(m in (message + code).lower() for m in _CONTEXT_MARKERS)
+                                  or _provider_overflow(code, message)):
         message = f"prompt is too long: {message}"
     if status == 401:
         message = f"upstream provider '{provider}' rejected the proxy's API key: {message}"

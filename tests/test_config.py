@@ -41,23 +41,20 @@ def test_design_minimal_table_routes_everything_to_gpt_mock():
 
 def test_bundled_table_catalogue_and_seed_variables():
     table = config.load((ROOT / "routes.yaml").read_text(), "routes.yaml", env={})
-    expect = {"o3": (200000, 100000), "o3-2025-04-16": (200000, 100000), "o4-mini": (128000, 100000),
-              "gpt-5": (400000, 128000), "gpt-5-2025-08-07": (400000, 128000), "gpt-5-mini": (400000, 128000),
-              "gpt-5-mini-2025-08-07": (400000, 128000), "deepseek-reasoner": (163840, 65536),
-              "deepseek-chat": (163840, 8192), "x-ai/grok-code-fast-1": (256000, 10000),
-              "x-ai/grok-4-fast": (2000000, 30720)}
+    gpt6, deepseek = (1050000, 128000), (1048576, 393216)      # config/openai.yaml, config/deepseek.yaml
+    expect = {"gpt-6-astra": gpt6, "gpt-6.1-sol": gpt6, "gpt-6-luna": gpt6, "deepseek-flash": deepseek,
+              "deepseek-v4-pro": deepseek, "deepseek/deepseek-v4-pro": deepseek,
+              "moonshotai/kimi-k3": (1048576, 1048576)}
     assert {n: (m.context_window, m.max_output_tokens) for n, m in table.models.items()} == expect
-    gpt5 = table.models["gpt-5"].prices.rows[0].tiers
-    assert (gpt5[0].rates.input, gpt5[0].rates.output) == (1.25, 10.0)
-    grok = table.models["x-ai/grok-4-fast"].prices.rows[0].tiers
-    assert [(t.up_to, t.rates.input, t.rates.output) for t in grok] == [(128000, 0.2, 0.5), (None, 0.5, 1.0)]
-    assert resolve(table, "claude-opus-4-1").primary.model.name == "gpt-5"
-    assert resolve(table, "claude-3-5-haiku-20241022").primary.model.name == "gpt-5-mini"
+    assert {m.prices.origin for m in table.models.values() if m.prices} <= {"openai", "deepseek", "openrouter"}
+    assert table.models["gpt-6.1-sol"].prices.origin == "openai" and not table.claude_prices  # the catalog prices them
+    assert resolve(table, "claude-opus-4-1").primary.model.name == "gpt-6.1-sol"
+    assert resolve(table, "claude-3-5-haiku-20241022").primary.model.name == "gpt-6-luna"
     assert table.providers["openai"].base_url == "https://api.openai.com/v1"
-    env = {"BIG_MODEL_NAME": "o3", "SMALL_MODEL_NAME": "deepseek-chat", "OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}
+    env = {"BIG_MODEL_NAME": "gpt-6-astra", "SMALL_MODEL_NAME": "deepseek-flash", "OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}
     table = config.load((ROOT / "routes.yaml").read_text(), "routes.yaml", env=env)
-    assert resolve(table, "claude-sonnet-4-5").primary.model.name == "o3"
-    assert resolve(table, "claude-haiku-4-5").primary.model.name == "deepseek-chat"
+    assert resolve(table, "claude-sonnet-4-5").primary.model.name == "gpt-6-astra"
+    assert resolve(table, "claude-haiku-4-5").primary.model.name == "deepseek-flash"
     assert table.providers["openai"].base_url == "http://127.0.0.1:1/v1"
     assert {w.message.split(":")[0] for w in table.warnings} == {       # the providers the routes use
         "providers.openai.api_key_env", "providers.deepseek.api_key_env"}

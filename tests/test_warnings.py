@@ -44,7 +44,7 @@ def test_only_providers_the_routes_use_are_warned_about():
     assert [w.message.split(":")[0] for w in table.warnings] == ["providers.openai.api_key_env"]
     assert table.notes == ("routes.yaml: note: no route uses providers deepseek, openrouter, so DEEPSEEK_API_KEY "
                            "and OPENROUTER_API_KEY need not be set",)
-    table = config.load((ROOT / "routes.yaml").read_text(), "routes.yaml", env={"SMALL_MODEL_NAME": "deepseek-chat"})
+    table = config.load((ROOT / "routes.yaml").read_text(), "routes.yaml", env={"SMALL_MODEL_NAME": "deepseek-flash"})
     assert {w.message.split(":")[0] for w in table.warnings} == {"providers.openai.api_key_env",
                                                                  "providers.deepseek.api_key_env"}
     text = ROUTES.format(url="http://127.0.0.1:1/v1")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import anthropic
 import httpx2
@@ -25,7 +24,6 @@ from .fake_search import (CHANGES, FIRST, NOTES, SECOND, TEXT, openrouter_stream
                           responses_search, spans, xai_earlier_whole)
 from .grammar import check_stream, parse_sse
 
-ROOT = Path(__file__).resolve().parent.parent
 SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
 FETCH = {"type": "web_fetch_20250910", "name": "web_fetch", "max_uses": 3, "allowed_domains": ["example.org"]}
 ASK = [{"role": "user", "content": "Perform a web search for the query: ccproxyd 2.0"}]

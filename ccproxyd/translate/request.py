@@ -13,7 +13,7 @@ import orjson
 
 from ..config import EFFORTS, Model
 from ..errors import InvalidRequest
-from . import citations, signature
+from . import citations, schema_subset, signature
 
 _NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _NAME_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
@@ -26,6 +26,10 @@ SCHEMA_DROP = ("$schema", "$id", "$comment")
 INTERRUPTED_RESULT = "Tool call was interrupted; no result."
 EMPTY_RESULT = "(no output)"
 TOOL_LOADED = "Tool loaded, now callable as a function:"
+# Gemini's documented stand-in for a function call that has no thought signature of its own
+# (history written by another model): https://ai.google.dev/gemini-api/docs/thought-signatures
+GEMINI_NO_SIGNATURE = "skip_thought_signature_validator"
+SCHEMA_DIALECTS = {"json_schema": lambda schema: schema, "gemini": schema_subset.to_gemini}
 
 
 def upstream_tool_name(name: str) -> str:
@@ -87,10 +91,14 @@ def _image_part(block: dict, model: Model) -> dict:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _document_part(block: dict) -> dict:
+def _document_part(block: dict, model: Model) -> dict:
     source = block.get("source") or {}
     kind = source.get("type")
     title = f"{block['title']}\n" if block.get("title") else ""
+    if kind == "base64" and model.documents == "text":    # the server takes no file parts (Kimi)
+        return {"type": "text", "text": f"[document omitted: {block.get('title') or 'document.pdf'} "
+                                        f"({source.get('media_type', 'application/pdf')}); "
+                                        f"{model.upstream} is not sent files]"}
     if kind == "base64":
         return {"type": "file", "file": {"filename": block.get("title") or "document.pdf",
                                          "file_data": f"data:{source.get('media_type', 'application/pdf')};base64,{source.get('data', '')}"}}
@@ -113,7 +121,7 @@ def _user_parts(blocks: list, model: Model) -> list[dict]:
         elif kind == "image":
             parts.append(_image_part(block, model))
         elif kind == "document":
-            parts.append(_document_part(block))
+            parts.append(_document_part(block, model))
         elif kind == "tool_reference":            # a tool ToolSearch loaded: offered from now on
             name = upstream_tool_name(str(block.get("tool_name", "")))
             parts.append({"type": "text", "text": f"{TOOL_LOADED} {name}"})
@@ -142,7 +150,8 @@ def _tool_result(block: dict, model: Model) -> tuple[dict, list[dict]]:
         text = "(see the attached content below)" if media else EMPTY_RESULT
     if block.get("is_error"):
         text = f"Error: {text}"
-    return {"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text}, media
+    call_id = signature.split_tool_id(str(block.get("tool_use_id", "")))[0]
+    return {"role": "tool", "tool_call_id": call_id, "content": text}, media
 
 
 def _assistant_message(blocks: list, model: Model, names: dict[str, str]) -> dict:
@@ -155,8 +164,12 @@ def _assistant_message(blocks: list, model: Model, names: dict[str, str]) -> dic
             name = upstream_tool_name(str(b.get("name", "")))
             names[name] = str(b.get("name", ""))
             args = b.get("input") if isinstance(b.get("input"), dict) else {}
-            calls.append({"id": str(b.get("id", "")), "type": "function",
-                          "function": {"name": name, "arguments": orjson.dumps(args).decode()}})
+            call_id, thought = signature.split_tool_id(str(b.get("id", "")))
+            call = {"id": call_id, "type": "function",
+                    "function": {"name": name, "arguments": orjson.dumps(args).decode()}}
+            if model.thought_signatures == "gemini" and (thought or not calls):   # the first call needs one
+                call["extra_content"] = {"google": {"thought_signature": thought or GEMINI_NO_SIGNATURE}}
+            calls.append(call)
     # No `content` at all beside tool calls: OpenAI and vLLM take null or absence, but strict
     # servers (llama-cpp-python: `content: NotRequired[str]`) reject null.
     msg: dict = {"role": "assistant"}
@@ -286,7 +299,8 @@ def loaded_tools(messages: list) -> set[str]:
     return loaded
 
 
-def convert_tools(tools: list, names: dict[str, str], loaded: set[str] = frozenset()) -> list[dict]:
+def convert_tools(tools: list, names: dict[str, str], loaded: set[str] = frozenset(),
+                  dialect: str = "json_schema") -> list[dict]:
     """Custom tools as functions.  A `defer_loading` tool is offered only once a tool reference in
     the conversation has loaded it (the flag stays set after that), so the placeholder that keeps
     Claude Code's tool search on is never callable."""
@@ -301,7 +315,7 @@ def convert_tools(tools: list, names: dict[str, str], loaded: set[str] = frozens
             continue
         name = upstream_tool_name(tool["name"])
         names[name] = tool["name"]
-        fn = {"name": name, "parameters": _schema(tool.get("input_schema"))}
+        fn = {"name": name, "parameters": SCHEMA_DIALECTS[dialect](_schema(tool.get("input_schema")))}
         if tool.get("description"):
             fn["description"] = tool["description"]
         out.append({"type": "function", "function": fn})
@@ -350,18 +364,53 @@ def _structured_output(body: dict, model: Model, messages: list[dict]) -> dict:
                                 "json_schema": {"name": "structured_output", "schema": schema, "strict": False}}}
 
 
-def _reasoning_fields(body: dict, model: Model) -> dict:
+# reasoning_control -> (thinking on, thinking off) for the servers that think unless told not to.
+# A request that asks for no thinking gets "off", as Anthropic would not think either.
+THINKING_TOGGLE = {
+    # https://api-docs.deepseek.com/guides/thinking_mode (on by default; effort rides beside it)
+    "deepseek": ({"thinking": {"type": "enabled"}}, {"thinking": {"type": "disabled"}}),
+    # the bare toggle of hybrid models such as GLM-5 to 5.2 (https://docs.z.ai/guides/llm/glm-4.5
+    # documents it; GLM-5.3 and later always think and take reasoning_effort instead)
+    "thinking": ({"thinking": {"type": "enabled"}}, {"thinking": {"type": "disabled"}}),
+    # MiniMax: thinking is adaptive or disabled; reasoning_split puts it in reasoning_details
+    # rather than <think> tags in content (https://platform.minimax.io/docs/guides/text-generation)
+    "minimax": ({"thinking": {"type": "adaptive"}, "reasoning_split": True},
+                {"thinking": {"type": "disabled"}, "reasoning_split": True}),
+}
+EFFORT_WITH_TOGGLE = ("deepseek",)
+
+
+def _reasoning_fields(body: dict, model: Model, forced_tool: bool = False) -> dict:
     if not model.reasoning or model.reasoning_control == "none":
         return {}
     wanted = requested_effort(body)
+    if model.reasoning_control in THINKING_TOGGLE:
+        on, off = THINKING_TOGGLE[model.reasoning_control]
+        if wanted in (None, "none") or (forced_tool and model.forced_tool_choice == "thinking_off"):
+            return dict(off)
+        if model.reasoning_control in EFFORT_WITH_TOGGLE:
+            return {**on, "reasoning_effort": clamp_effort(wanted, model.efforts)}
+        return dict(on)
     if wanted is None:
         return {}
     effort = clamp_effort(wanted, model.efforts)
     if model.reasoning_control == "openrouter":
         return {"reasoning": {"effort": effort}}
-    if model.reasoning_control == "deepseek":
-        return {"thinking": {"type": "disabled" if wanted == "none" else "enabled"}, "reasoning_effort": effort}
     return {"reasoning_effort": effort}
+
+
+FORCED_TOOL_NOTE = {"required": "Answer by calling one of the functions.",
+                    "function": "Answer by calling the function {name}."}
+
+
+def _instruct_tool_choice(out: dict) -> None:
+    """A forced tool_choice the server refuses (GLM, MiniMax: auto only) becomes `auto` and an
+    instruction that says the same, so the request still asks for the call."""
+    choice = out["tool_choice"]
+    note = (FORCED_TOOL_NOTE["required"] if choice == "required"
+            else FORCED_TOOL_NOTE["function"].format(name=choice["function"]["name"]))
+    out["tool_choice"] = "auto"
+    out["messages"].append({"role": "user", "content": f"<system-reminder>\n{note}\n</system-reminder>"})
 
 
 def to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
@@ -378,12 +427,19 @@ def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     out: dict = {"model": model.upstream, "messages": convert_messages(body, model, names),
                  "stream": True, "stream_options": {"include_usage": True}}
     out[model.max_tokens_field] = min(body["max_tokens"], model.max_output_tokens)
-    tools = convert_tools(body.get("tools") or [], names, loaded_tools(body["messages"]))
+    tools = convert_tools(body.get("tools") or [], names, loaded_tools(body["messages"]), model.tool_schema)
+    if model.max_tools is not None and len(tools) > model.max_tools:
+        raise InvalidRequest(f"tools: {model.upstream} takes at most {model.max_tools} tools in a request, and this "
+                             f"one offers {len(tools)}: leave some MCP servers or tools out, or route to another model")
     if tools:
         out["tools"] = tools
     choice = body.get("tool_choice")
+    forced = False
     if isinstance(choice, dict) and tools:
         out["tool_choice"] = convert_tool_choice(choice, names)
+        forced = out["tool_choice"] not in ("auto", "none")
+        if forced and model.forced_tool_choice == "instruct":     # the server takes only auto
+            _instruct_tool_choice(out)
         if choice.get("disable_parallel_tool_use"):
             out["parallel_tool_calls"] = False
     stops = body.get("stop_sequences")
@@ -393,7 +449,7 @@ def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
         for key in ("temperature", "top_p"):
             if isinstance(body.get(key), (int, float)):
                 out[key] = body[key]
-    out.update(_reasoning_fields(body, model))
+    out.update(_reasoning_fields(body, model, forced))
     out.update(_structured_output(body, model, out["messages"]))
     user_id = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
     if user_id:

@@ -43,3 +43,24 @@ def reasoning_item(sig, provider: str, upstream_model: str) -> dict | None:
     if not isinstance(item, dict) or not item.get("encrypted_content"):
         return None
     return {"type": "reasoning", **item, "summary": item.get("summary") or []}
+
+
+# A provider's signature for a tool call (Gemini's `extra_content.google.thought_signature`,
+# https://ai.google.dev/gemini-api/docs/thought-signatures) rides in the tool_use id Claude Code
+# echoes back, base64url-encoded after THOUGHT_MARK: ids allow [a-zA-Z0-9_-], and this needs no state.
+THOUGHT_MARK = "__ccpxts_"
+
+
+def tool_id_with_thought(tool_id: str, thought: str) -> str:
+    return tool_id + THOUGHT_MARK + base64.urlsafe_b64encode(thought.encode()).decode().rstrip("=")
+
+
+def split_tool_id(tool_id: str) -> tuple[str, str | None]:
+    """(the provider's tool call id, the thought signature it carried, if any)."""
+    head, mark, tail = tool_id.partition(THOUGHT_MARK)
+    if not mark:
+        return tool_id, None
+    try:
+        return head, base64.urlsafe_b64decode(tail + "=" * (-len(tail) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return tool_id, None                     # not ours after all: the id goes on as it is

@@ -27,6 +27,8 @@ FINISH_TO_STOP = {
     "tool_calls": "tool_use",
     "function_call": "tool_use",
     "content_filter": "refusal",
+    # Z.AI GLM's own finish reason for an answer cut at the context window; Anthropic has the same
+    "model_context_window_exceeded": "model_context_window_exceeded",
 }
 UNKNOWN_FINISH_STOP = "end_turn"      # explicit path for finish reasons not in the table
 THINKING_DISPLAY = ("summarized", "omitted", "none")   # "none": the request did not ask for thinking
@@ -52,6 +54,12 @@ def anthropic_tool_id(upstream_id) -> str:
     return "toolu_" + secrets.token_hex(12)
 
 
+def _client_tool_id(tool) -> str:
+    """The tool_use id the client sees: the upstream id, with its thought signature if it had one."""
+    tool_id = anthropic_tool_id(tool.id)
+    return signature.tool_id_with_thought(tool_id, tool.thought) if tool.thought else tool_id
+
+
 def parse_arguments(raw: str) -> dict | None:
     """Tool arguments -> an input object; None if they are not JSON (E22)."""
     if not raw.strip():
@@ -63,13 +71,30 @@ def parse_arguments(raw: str) -> dict | None:
     return value if isinstance(value, dict) else {"value": value}
 
 
+# Where each provider reports the prompt tokens it read from its cache, first match wins:
+# OpenAI-style `prompt_tokens_details.cached_tokens` (OpenAI, xAI, Z.AI, Qwen, Gemini, Groq,
+# OpenRouter), DeepSeek's `prompt_cache_hit_tokens` (https://api-docs.deepseek.com/api/create-chat-completion),
+# Moonshot's top-level `cached_tokens` (Kimi).
+CACHED_FIELDS = (("prompt_tokens_details", "cached_tokens"), ("prompt_cache_hit_tokens",), ("cached_tokens",))
+WRITTEN_FIELDS = (("prompt_tokens_details", "cache_write_tokens"), ("prompt_tokens_details", "cache_creation_tokens"))
+
+
+def _first_count(u: dict, paths: tuple) -> int:
+    for path in paths:
+        value = u
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return 0
+
+
 def map_usage(u: dict) -> dict:
     """OpenAI usage -> Anthropic usage (PROTOCOL.md §5.6)."""
     prompt = int(u.get("prompt_tokens") or 0)
     completion = int(u.get("completion_tokens") or 0)
-    details = u.get("prompt_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or u.get("prompt_cache_hit_tokens") or 0)
-    written = int(details.get("cache_write_tokens") or 0)
+    cached = _first_count(u, CACHED_FIELDS)
+    written = _first_count(u, WRITTEN_FIELDS)
     output = completion
     total = u.get("total_tokens")
     if isinstance(total, int) and total > prompt + completion:      # xAI: reasoning outside completion
@@ -116,10 +141,19 @@ def completion_as_chunk(completion: dict) -> dict:
             "usage": completion.get("usage")}
 
 
+def thought_signature(call: dict) -> str | None:
+    """Gemini's signature on a tool call (`extra_content.google.thought_signature`)."""
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    value = google.get("thought_signature") if isinstance(google, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 class _Tool:
-    __slots__ = ("id", "name", "args", "block", "opens")
+    __slots__ = ("id", "name", "args", "block", "opens", "thought")
 
     def __init__(self) -> None:
+        self.thought: str | None = None        # a provider signature to hand back with the call
         self.id: str | None = None
         self.name = ""
         self.args: list[str] = []
@@ -184,6 +218,8 @@ class StreamTranslator:
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue
+            if isinstance(choice.get("usage"), dict) and choice["usage"]:
+                self.usage = choice["usage"]       # Moonshot reports usage inside the finishing choice
             delta = choice.get("delta") or {}
             thinking = reasoning_text(delta)
             if thinking:
@@ -305,6 +341,8 @@ class StreamTranslator:
             tool = self.tools[key] = _Tool()
         if not tool.id and call.get("id"):
             tool.id = call["id"]
+        if tool.thought is None:
+            tool.thought = thought_signature(call)
         fn = call.get("function") or {}
         if not tool.name and fn.get("name"):
             tool.name = fn["name"]
@@ -334,7 +372,7 @@ class StreamTranslator:
         self.emitted_tool = True
         self.live = tool
         out.append(("content_block_start", {"type": "content_block_start", "index": tool.block, "content_block": {
-            "type": "tool_use", "id": anthropic_tool_id(tool.id), "name": self.tool_names.get(tool.name, tool.name),
+            "type": "tool_use", "id": _client_tool_id(tool), "name": self.tool_names.get(tool.name, tool.name),
             "input": {}}}))
         self._json_delta(out, tool.block, "".join(tool.args))
 
@@ -385,7 +423,7 @@ class StreamTranslator:
         self.next_index += 1
         self.emitted_tool = True
         out.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
-            "type": "tool_use", "id": anthropic_tool_id(tool.id), "name": self.tool_names.get(tool.name, tool.name),
+            "type": "tool_use", "id": _client_tool_id(tool), "name": self.tool_names.get(tool.name, tool.name),
             "input": {}}}))
         out.append(("content_block_delta", {"type": "content_block_delta", "index": index,
                                             "delta": {"type": "input_json_delta",

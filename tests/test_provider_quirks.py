@@ -1,0 +1,466 @@
+"""Each provider quirk as a model flag, checked two ways: the request ccproxyd sends (what the
+provider documents as accepted, worked out by hand here), and the provider's own answers from
+tests/corpus/ (PROVENANCE.md says where each came from) replayed through the stream translator,
+compared with the Anthropic content, stop reason and usage read off the recorded chunks by hand.
+The models are the presets' own (config/*.yaml), so a preset that loses a flag fails here."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from ccproxyd import config, errors
+from ccproxyd.errors import InvalidRequest
+from ccproxyd.translate import request as treq
+from ccproxyd.translate.stream import StreamTranslator
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(__file__).parent / "corpus"
+TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+def preset(name: str, model: str):
+    return config.load((ROOT / "config" / f"{name}.yaml").read_text(), env={}).models[model]
+
+
+# ---------------------------------------------------------------- replaying recorded answers
+
+def chunks(path: str) -> list[dict]:
+    return [json.loads(line) for line in (CORPUS / path).read_text().splitlines() if line.strip()]
+
+
+def replay(path: str, model, thinking: str = "summarized") -> list[tuple[str, dict]]:
+    translator = StreamTranslator("claude-sonnet-4-5", provider=model.provider, upstream_model=model.upstream,
+                                  thinking=thinking, live_tools=True)
+    events = translator.start()
+    for chunk in chunks(path):
+        events += translator.feed(chunk)
+    events += translator.finish(saw_done=True)
+    return events
+
+
+def blocks(events) -> list[dict]:
+    """The content blocks a client assembles from the events, checking the stream's grammar on the
+    way (PROTOCOL.md §7.1): indices in order, deltas of the block's own kind, each block stopped
+    once, a signature on every thinking block, message_start first and message_stop last."""
+    assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
+    out, open_ = [], set()
+    for name, payload in events[1:-2]:
+        if name == "content_block_start":
+            assert payload["index"] == len(out)
+            out.append(dict(payload["content_block"], _json=""))
+            open_.add(payload["index"])
+        elif name == "content_block_delta":
+            block, delta = out[payload["index"]], payload["delta"]
+            assert payload["index"] in open_
+            kind = {"text_delta": "text", "thinking_delta": "thinking", "signature_delta": "thinking",
+                    "input_json_delta": "tool_use"}[delta["type"]]
+            assert block["type"] == kind
+            if delta["type"] == "text_delta":
+                block["text"] += delta["text"]
+            elif delta["type"] == "thinking_delta":
+                block["thinking"] += delta["thinking"]
+            elif delta["type"] == "signature_delta":
+                block["signature"] += delta["signature"]
+            else:
+                block["_json"] += delta["partial_json"]
+        else:
+            assert name == "content_block_stop" and payload["index"] in open_
+            open_.remove(payload["index"])
+    assert not open_
+    for block in out:
+        if block["type"] == "tool_use":
+            block["input"] = json.loads(block["_json"])
+        if block["type"] == "thinking":
+            assert block["signature"]
+        del block["_json"]
+    return out
+
+
+def ending(events) -> tuple[str, dict]:
+    name, delta = events[-2]
+    assert name == "message_delta"
+    return delta["delta"]["stop_reason"], delta["usage"]
+
+
+def usage(input_tokens: int, output: int, cached: int = 0) -> dict:
+    return {"input_tokens": input_tokens, "output_tokens": output, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": cached}
+
+
+def summary(found: list[dict]) -> list[tuple]:
+    return [("thinking", b["thinking"]) if b["type"] == "thinking" else ("text", b["text"]) if b["type"] == "text"
+            else ("tool_use", b["id"], b["name"], b["input"]) for b in found]
+
+
+def test_deepseek_streamed_tool_call_with_thinking_and_cache_hits():
+    """deepseek-v4-flash, recorded: reasoning_content, then one call whose arguments come in
+    pieces; usage 339 prompt of which 320 cache hits (both `prompt_tokens_details.cached_tokens`
+    and DeepSeek's own `prompt_cache_hit_tokens` say 320), 83 completion, total 422."""
+    events = replay("deepseek/tool_call.chunks.txt", preset("deepseek", "deepseek-flash"))
+    assert summary(blocks(events)) == [
+        ("thinking", "The user is asking for the weather in San Francisco. I need to use the weather tool to get "
+                     "this information. Let me invoke the weather tool with the location parameter set to "
+                     "\"San Francisco\"."),
+        ("tool_use", "call_00_ioIn7yN9p1ZOMNpDLwd4MgAF", "weather", {"location": "San Francisco"})]
+    assert ending(events) == ("tool_use", usage(339 - 320, 83, cached=320))
+
+
+def test_deepseek_cache_hits_counted_from_its_own_field():
+    """A usage that reports the hits only as DeepSeek's `prompt_cache_hit_tokens` (its documented
+    field, https://api-docs.deepseek.com/api/create-chat-completion) still counts them as cached."""
+    translator = StreamTranslator("claude-x", provider="deepseek", upstream_model="deepseek-flash")
+    translator.start()
+    translator.feed({"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}],
+                     "usage": {"prompt_tokens": 1000, "completion_tokens": 5, "total_tokens": 1005,
+                               "prompt_cache_hit_tokens": 960, "prompt_cache_miss_tokens": 40}})
+    assert ending(translator.finish(saw_done=True)) == ("end_turn", usage(40, 5, cached=960))
+
+
+def test_kimi_reasoning_with_usage_inside_the_choice():
+    """kimi-k3, recorded: always thinks; usage comes inside the finishing choice and again in a
+    trailing chunk, with Moonshot's top-level `cached_tokens` 90 of 90 prompt tokens."""
+    events = replay("moonshot/reasoning_usage.chunks.txt", preset("moonshot", "kimi-k3"))
+    assert summary(blocks(events)) == [
+        ("thinking", "The user is asking me to reply with exactly \"OK\". This is a simple request with no "
+                     "ambiguity. I should just respond with \"OK\" and nothing else."),
+        ("text", "OK")]
+    assert ending(events) == ("end_turn", usage(0, 50, cached=90))
+
+
+def test_kimi_interleaved_tool_calls_without_index_and_usage_only_in_the_choice():
+    """Two calls announced in one chunk without `index`, their arguments then interleaved by
+    index (1 before 0); the usage is only inside the finishing choice (11 prompt, 6 completion)."""
+    events = replay("moonshot/tool_calls.chunks.txt", preset("moonshot", "kimi-k3"))
+    assert summary(blocks(events)) == [("tool_use", "call-weather", "get_weather", {"city": "Paris"}),
+                                       ("tool_use", "call-time", "get_time", {"zone": "UTC"})]
+    assert ending(events) == ("tool_use", usage(11, 6))
+
+
+def test_kimi_top_level_cached_tokens():
+    events = replay("moonshot/cached_tokens.chunks.txt", preset("moonshot", "kimi-k3"))
+    assert summary(blocks(events)) == [("text", "Hello, world!")]
+    assert ending(events) == ("end_turn", usage(100 - 80, 10, cached=80))
+
+
+def test_qwen_tool_call_whose_later_fragments_carry_empty_ids():
+    """qwen3-max, recorded: fragments after the first carry `"id": ""`, one more carries empty
+    arguments; usage in a trailing `choices: []` chunk, cached_tokens 0."""
+    events = replay("qwen/tool_call.chunks.txt", preset("qwen", "qwen3.8-max"))
+    assert summary(blocks(events)) == [
+        ("tool_use", "call_eee11723464a4b9eb8cee71d", "weather", {"location": "San Francisco"})]
+    assert ending(events) == ("tool_use", usage(295, 22))
+
+
+def test_qwen_reasoning_then_answer():
+    events = replay("qwen/reasoning.chunks.txt", preset("qwen", "qwen3.8-max"))
+    found = summary(blocks(events))
+    assert [b[0] for b in found] == ["thinking", "text"]
+    assert found[0][1].startswith("We are asked: \"How many 'r's are in the word 'strawberry'?\"")
+    assert len(found[0][1]) == 3301
+    assert found[1][1].startswith("The word **\"strawberry\"** contains **3** instances of the letter **\"r\"**.")
+    assert ending(events) == ("end_turn", usage(24, 1355))
+
+
+def test_groq_whole_tool_call_and_usage_beside_x_groq():
+    events = replay("groq/tool_call.chunks.txt", preset("groq", "openai/gpt-oss-120b"))
+    assert summary(blocks(events)) == [("tool_use", "tk85n1k4m", "weather", {})]
+    assert ending(events) == ("tool_use", usage(210, 15))
+
+
+def test_groq_whole_answer_with_reasoning_cut_by_max_tokens():
+    """qwen/qwen3.6-27b on Groq, recorded as one JSON answer: thinking in `reasoning`, empty
+    content, finish_reason length."""
+    model = preset("groq", "openai/gpt-oss-120b")
+    translator = StreamTranslator("claude-x", provider=model.provider, upstream_model=model.upstream)
+    events = translator.start() + translator.whole(json.loads((CORPUS / "groq/reasoning.json").read_text()))
+    events += translator.finish(saw_done=True)
+    found = blocks(events)
+    assert summary(found) == [("thinking", "Here's a thinking process:\n\n1.  **Understand the User Request:**\n"
+                                           "   - The user asks: \"What is 17 times 19? Explain your calculation, then "
+                                           "answer.\"\n   - I need to compute 17 × 19, explain the method/calculation process")]
+    assert ending(events) == ("max_tokens", usage(27, 64))
+    body, _ = treq.to_openai(next_request(found, {"type": "adaptive"}), model)
+    assert not {"reasoning", "reasoning_content"} & set(assistant_turn(body))    # Groq is not sent it back
+
+
+def test_xai_reasoning_outside_completion_and_cached_prompt():
+    """grok-3-mini, recorded: total 513 = 291 prompt + 26 completion + 196 reasoning, and 290 of
+    the prompt tokens cached: output is 26 + 196."""
+    events = replay("xai/tool_call.chunks.txt", preset("xai", "grok-4.5"))
+    assert summary(blocks(events)) == [("thinking", "First, the user is"),
+                                       ("tool_use", "call_55117580", "weather", {"location": "San Francisco"})]
+    assert ending(events) == ("tool_use", usage(1, 26 + 196, cached=290))
+
+
+def test_cerebras_reasoning_field_and_cached_prompt():
+    events = replay("cerebras/tool_call.chunks.txt", preset("cerebras", "gpt-oss-120b"))
+    found = summary(blocks(events))
+    assert found[0][0] == "thinking"
+    assert found[0][1].startswith("The user is asking about a \"magic number\". I have access to a function called")
+    assert found[0][1].endswith("I should call this function to get the magic number.")
+    assert found[1:] == [("tool_use", "bbd2b9d98", "nonUsefulTool", {})]
+    assert ending(events) == ("tool_use", usage(322 - 256, 104, cached=256))
+
+
+def test_minimax_reasoning_details():
+    events = replay("minimax/tool_call.chunks.txt", preset("minimax", "MiniMax-M3"))
+    assert summary(blocks(events)) == [("thinking", "The user wants the weather. I will call get_weather."),
+                                       ("tool_use", "call_function_1", "get_weather", {"location": "Shanghai"})]
+    assert ending(events) == ("tool_use", usage(50, 40, cached=150))
+
+
+def test_zai_window_finish_reason_is_anthropics_own():
+    events = replay("zai/window_exceeded.chunks.txt", preset("zai", "glm-5.4"))
+    assert summary(blocks(events)) == [("thinking", "Summarising"), ("text", "The file")]
+    assert ending(events) == ("model_context_window_exceeded", usage(2000, 750, cached=200000))
+
+
+def test_thinking_not_shown_when_not_asked_still_counts():
+    events = replay("deepseek/tool_call.chunks.txt", preset("deepseek", "deepseek-flash"), thinking="none")
+    assert [b["type"] for b in blocks(events)] == ["tool_use"]
+    assert ending(events)[1]["output_tokens"] == 83
+
+
+# ---------------------------------------------------------------- the next request
+
+def next_request(found: list[dict], thinking: dict | None = None) -> dict:
+    """Claude Code's next request: the answer as history, each call answered."""
+    results = [{"type": "tool_result", "tool_use_id": b["id"], "content": "sunny"} for b in found if b["type"] == "tool_use"]
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 2000, "messages": [
+        {"role": "user", "content": "weather?"}, {"role": "assistant", "content": found},
+        {"role": "user", "content": results or "thanks"}],
+        "tools": [{"name": b["name"], "input_schema": {"type": "object"}} for b in found if b["type"] == "tool_use"]}
+    if thinking:
+        body["thinking"] = thinking
+    return body
+
+
+def assistant_turn(body: dict) -> dict:
+    return next(m for m in body["messages"] if m["role"] == "assistant")
+
+
+REPLAYS = [   # preset, model, recorded answer, the field its thinking goes back in (None: not sent back)
+    ("deepseek", "deepseek-flash", "deepseek/tool_call.chunks.txt", "reasoning_content"),
+    ("moonshot", "kimi-k3", "moonshot/reasoning_usage.chunks.txt", "reasoning_content"),
+    ("zai", "glm-5.4", "zai/window_exceeded.chunks.txt", "reasoning_content"),
+    ("qwen", "qwen3.8-max", "qwen/reasoning.chunks.txt", None),
+    ("xai", "grok-4.5", "xai/tool_call.chunks.txt", None),
+    ("cerebras", "gpt-oss-120b", "cerebras/tool_call.chunks.txt", None),
+    ("minimax", "MiniMax-M3", "minimax/tool_call.chunks.txt", None),
+]
+
+
+@pytest.mark.parametrize("name,model_name,path,field", REPLAYS, ids=[r[0] for r in REPLAYS])
+def test_thinking_turn_replayed_on_the_next_request(name, model_name, path, field):
+    model = preset(name, model_name)
+    found = blocks(replay(path, model))
+    thought = next(b["thinking"] for b in found if b["type"] == "thinking")
+    body, _ = treq.to_openai(next_request(found, {"type": "adaptive"}), model)
+    turn = assistant_turn(body)
+    sent = {k: turn[k] for k in ("reasoning_content", "reasoning") if k in turn}
+    assert sent == ({field: thought} if field else {})
+    calls = [b for b in found if b["type"] == "tool_use"]
+    assert [c["id"] for c in turn.get("tool_calls", [])] == [c["id"] for c in calls]
+    assert [m["tool_call_id"] for m in body["messages"] if m["role"] == "tool"] == [c["id"] for c in calls]
+
+
+def test_thinking_from_another_model_is_not_replayed_but_deepseek_gets_its_field():
+    """A tool-call turn whose thinking ccproxyd did not sign (Anthropic's own, another route) still
+    carries `reasoning_content` for DeepSeek, empty, since thinking mode refuses a tool-call turn
+    without it (recorded: tests/corpus/deepseek/error_reasoning_not_passed_back.json)."""
+    found = [{"type": "thinking", "thinking": "secret", "signature": "EqQBCkYIBxgCKkB"},
+             {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}]
+    body, _ = treq.to_openai(next_request(found, {"type": "adaptive"}), preset("deepseek", "deepseek-flash"))
+    assert assistant_turn(body)["reasoning_content"] == ""
+
+
+# ---------------------------------------------------------------- Gemini's thought signatures
+
+def test_gemini_thought_signature_rides_in_the_tool_id_and_goes_back():
+    """The call Gemini signed comes back to Gemini with its signature and its own id; the id the
+    client saw is a valid tool_use id."""
+    model = preset("gemini", "gemini-3.1-pro-preview")
+    events = replay("gemini/tool_call.chunks.txt", model)
+    found = blocks(events)
+    call = found[0]
+    assert call["name"] == "check_flight" and call["input"] == {"flight": "AA100"}
+    assert TOOL_ID.match(call["id"]) and call["id"].startswith("function-call-1") and call["id"] != "function-call-1"
+    assert ending(events) == ("tool_use", usage(20, 15, cached=100))
+    body, _ = treq.to_openai(next_request(found), model)
+    assert assistant_turn(body)["tool_calls"] == [{
+        "id": "function-call-1", "type": "function",
+        "function": {"name": "check_flight", "arguments": "{\"flight\":\"AA100\"}"},
+        "extra_content": {"google": {"thought_signature": "<Signature A>"}}}]
+    assert [m["tool_call_id"] for m in body["messages"] if m["role"] == "tool"] == ["function-call-1"]
+
+
+def test_gemini_history_without_signature_gets_the_documented_stand_in_on_the_first_call():
+    found = [{"type": "tool_use", "id": "toolu_a", "name": "Read", "input": {}},
+             {"type": "tool_use", "id": "toolu_b", "name": "Grep", "input": {}}]
+    body, _ = treq.to_openai(next_request(found), preset("gemini", "gemini-3.8-flash"))
+    calls = assistant_turn(body)["tool_calls"]
+    assert calls[0]["extra_content"] == {"google": {"thought_signature": "skip_thought_signature_validator"}}
+    assert "extra_content" not in calls[1]
+
+
+def test_a_signed_id_goes_to_another_provider_without_its_signature():
+    model = preset("gemini", "gemini-3.1-pro-preview")
+    found = blocks(replay("gemini/tool_call.chunks.txt", model))
+    body, _ = treq.to_openai(next_request(found), preset("deepseek", "deepseek-flash"))
+    assert assistant_turn(body)["tool_calls"][0]["id"] == "function-call-1"
+    assert "extra_content" not in assistant_turn(body)["tool_calls"][0]
+
+
+# ---------------------------------------------------------------- requests, flag by flag
+
+def request(**extra) -> dict:
+    return {"model": "claude-sonnet-4-5", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+BASH = {"name": "Bash", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}
+
+
+def test_deepseek_thinking_follows_the_request():
+    """No thinking asked: DeepSeek (which thinks by default) is told `disabled`, as Anthropic would
+    not think; adaptive with effort max: enabled with max; adaptive alone: Anthropic's default
+    effort, medium, which DeepSeek folds to high itself."""
+    model = preset("deepseek", "deepseek-flash")
+    body, _ = treq.to_openai(request(), model)
+    assert body["thinking"] == {"type": "disabled"} and "reasoning_effort" not in body
+    body, _ = treq.to_openai(request(thinking={"type": "adaptive"}, output_config={"effort": "max"}), model)
+    assert (body["thinking"], body["reasoning_effort"]) == ({"type": "enabled"}, "max")
+    body, _ = treq.to_openai(request(thinking={"type": "adaptive"}), model)
+    assert (body["thinking"], body["reasoning_effort"]) == ({"type": "enabled"}, "medium")
+
+
+@pytest.mark.parametrize("choice,sent", [({"type": "any"}, "required"),
+                                         ({"type": "tool", "name": "Bash"}, {"type": "function", "function": {"name": "Bash"}})])
+def test_deepseek_forced_tool_choice_goes_with_thinking_off(choice, sent):
+    body, _ = treq.to_openai(request(thinking={"type": "adaptive"}, tools=[BASH], tool_choice=choice),
+                             preset("deepseek", "deepseek-flash"))
+    assert body["tool_choice"] == sent and body["thinking"] == {"type": "disabled"} and "reasoning_effort" not in body
+
+
+def test_deepseek_auto_tool_choice_keeps_thinking():
+    body, _ = treq.to_openai(request(thinking={"type": "adaptive"}, tools=[BASH], tool_choice={"type": "auto"}),
+                             preset("deepseek", "deepseek-flash"))
+    assert body["tool_choice"] == "auto" and body["thinking"] == {"type": "enabled"}
+
+
+@pytest.mark.parametrize("choice,note", [
+    ({"type": "tool", "name": "Bash"}, "Answer by calling the function Bash."),
+    ({"type": "any"}, "Answer by calling one of the functions.")])
+def test_glm_forced_tool_choice_becomes_auto_and_an_instruction(choice, note):
+    body, _ = treq.to_openai(request(tools=[BASH], tool_choice=choice), preset("zai", "glm-5.4"))
+    assert body["tool_choice"] == "auto"
+    assert body["messages"][-1] == {"role": "user", "content": f"<system-reminder>\n{note}\n</system-reminder>"}
+    assert body["max_tokens"] == 1000 and "max_completion_tokens" not in body      # GLM reads max_tokens
+
+
+def test_kimi_takes_at_most_128_tools():
+    model = preset("moonshot", "kimi-k3.1-pro")
+    tools = [dict(BASH, name=f"t{i}") for i in range(129)]
+    with pytest.raises(InvalidRequest) as raised:
+        treq.to_openai(request(tools=tools), model)
+    assert "at most 128 tools" in raised.value.message and "offers 129" in raised.value.message
+    assert len(treq.to_openai(request(tools=tools[:128]), model)[0]["tools"]) == 128
+    deferred = tools[:128] + [dict(BASH, name="later1", defer_loading=True), dict(BASH, name="later2", defer_loading=True)]
+    assert len(treq.to_openai(request(tools=deferred), model)[0]["tools"]) == 128   # not loaded: not offered
+
+
+def test_kimi_gets_a_note_for_a_pdf():
+    pdf = {"type": "document", "title": "spec.pdf", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}
+    body, _ = treq.to_openai({"model": "c", "max_tokens": 10, "messages": [
+        {"role": "user", "content": [pdf, {"type": "text", "text": "summarise"}]}]}, preset("moonshot", "kimi-k3.1-pro"))
+    assert body["messages"][-1] == {"role": "user", "content": (
+        "[document omitted: spec.pdf (application/pdf); kimi-k3.1-pro is not sent files]\n\nsummarise")}
+
+
+def test_minimax_thinking_is_adaptive_or_disabled_and_split():
+    model = preset("minimax", "MiniMax-M3")
+    body, _ = treq.to_openai(request(thinking={"type": "enabled", "budget_tokens": 4000}), model)
+    assert (body["thinking"], body["reasoning_split"]) == ({"type": "adaptive"}, True) and "reasoning_effort" not in body
+    body, _ = treq.to_openai(request(), model)
+    assert (body["thinking"], body["reasoning_split"]) == ({"type": "disabled"}, True)
+
+
+def test_qwen_gets_one_system_message_first():
+    body, _ = treq.to_openai({"model": "c", "max_tokens": 10, "system": "You are Claude Code.", "messages": [
+        {"role": "system", "content": "Project rules."}, {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"}, {"role": "system", "content": "Reminder."},
+        {"role": "user", "content": "go"}]}, preset("qwen", "qwen3.8-max"))
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user", "user"]
+    assert body["messages"][0]["content"] == "You are Claude Code.\n\nProject rules."
+    assert body["messages"][3]["content"] == "<system-reminder>\nReminder.\n</system-reminder>"
+
+
+def test_gemini_tool_schema_in_its_subset_losing_nothing():
+    """A schema of the kind Claude Code 2.1.260+ sends, cut to https://ai.google.dev/api/caching#Schema
+    by hand: $ref inlined, const as enum, a type list as nullable, oneOf as anyOf, prefixItems as
+    items; what the subset cannot say stays in the description."""
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "additionalProperties": False,
+        "$defs": {"Range": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}], "items": False}},
+        "properties": {
+            "lines": {"$ref": "#/$defs/Range", "description": "first and last line"},
+            "mode": {"const": "replace"},
+            "limit": {"type": ["integer", "null"], "exclusiveMinimum": 0},
+            "target": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        },
+        "required": ["mode"],
+    }
+    body, _ = treq.to_openai(request(tools=[{"name": "Edit", "input_schema": schema}]), preset("gemini", "gemini-3.8-flash"))
+    note = "JSON Schema constraints not enforced here: "
+    assert body["tools"][0]["function"]["parameters"] == {
+        "type": "object",
+        "properties": {
+            "lines": {"type": "array", "items": {"anyOf": [{"type": "integer"}, {"type": "integer"}]},
+                      "description": "first and last line\n" + note +
+                      '{"prefixItems":[{"type":"integer"},{"type":"integer"}],"items":false}'},
+            "mode": {"enum": ["replace"]},
+            "limit": {"nullable": True, "type": "integer", "description": note + '{"exclusiveMinimum":0}'},
+            "target": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                       "description": note + '{"oneOf":"exactly one of the anyOf branches"}'},
+        },
+        "required": ["mode"],
+        "description": note + '{"additionalProperties":false}',
+    }
+
+
+def test_other_models_get_the_schema_as_sent():
+    schema = {"type": "object", "properties": {"p": {"type": "array", "prefixItems": [{"type": "string"}]}}}
+    body, _ = treq.to_openai(request(tools=[{"name": "T", "input_schema": schema}]), preset("deepseek", "deepseek-flash"))
+    assert body["tools"][0]["function"]["parameters"] == schema
+
+
+# ---------------------------------------------------------------- the providers' own errors
+
+def error_of(path: str, status: int = 400):
+    return errors.from_upstream(status, (CORPUS / path).read_bytes(), provider="p")
+
+
+@pytest.mark.parametrize("path,overflow", [("zai/error_1210_context.json", True), ("zai/error_1210_tokens.json", True),
+                                           ("zai/error_1261.json", True), ("zai/error_1210_other.json", False)])
+def test_zai_overflow_codes_become_prompt_is_too_long(path, overflow):
+    exc = error_of(path)
+    assert isinstance(exc, InvalidRequest) and exc.status == 400
+    assert exc.message.startswith("prompt is too long: ") == overflow
+    assert json.loads((CORPUS / path).read_text())["error"]["message"] in exc.message
+
+
+@pytest.mark.parametrize("path", ["deepseek/error_reasoning_not_passed_back.json", "deepseek/error_tool_choice.json",
+                                  "moonshot/error_too_many_tools.json"])
+def test_provider_words_reach_the_client(path):
+    exc = error_of(path)
+    assert isinstance(exc, InvalidRequest) and not exc.message.startswith("prompt is too long")
+    assert exc.message.startswith(json.loads((CORPUS / path).read_text())["error"]["message"])
+
+
+def test_gemini_error_list_gives_its_message_not_a_printout():
+    exc = error_of("gemini/error_missing_signature.json")
+    assert exc.message.startswith("function call is missing a thought_signature in functioncall parts.")
+    assert "{'error'" not in exc.message and "[{" not in exc.message
