@@ -199,7 +199,7 @@ def test_check_warns_of_dearer_routes_and_unpriced_models_with_both_prices():
     dearer = [w for w in warnings if "costs more" in w]
     # gpt-6-sol ($2 / $16) answers *haiku*: dearer than claude-haiku-5-5 ($0.10 / $0.50)
     assert dearer == ["routes[0] (*haiku*): gpt-6-sol costs more per input and output token than claude-haiku-5-5 "
-                      "($2 in / $16 out / $0.2 cached against $0.1 in / $0.5 out per Mtok)"]
+                      "at this hour's rates ($2 in / $16 out / $0.2 cached against $0.1 in / $0.5 out per Mtok)"]
 
 
 @pytest.mark.parametrize("text, fragment", [

@@ -80,18 +80,31 @@ def rates_at(priced: Priced | None, at: float, prompt: int = 0) -> Rates | None:
 
 def warnings(table: RouteTable, at: float) -> list[str]:
     """What `ccproxyd check` and `route` warn about: a routed model with no price, and a route
-    dearer per token than a Claude model it answers (with both prices)."""
+    dearer per token than a Claude model it answers, at this hour's rates, with both prices: one
+    line per route, naming the newest such Claude id and how many older ones."""
     out = []
     routed = dict.fromkeys(m for r in table.routes for m in (r.model, *r.fallbacks))
     for name in routed:
         if rates_at(table.models[name].prices, at) is None:
             out.append(f"model {name} ({table.models[name].upstream}) has no price: its cost and savings "
                        "show as unknown (add `prices:` or a catalog row)")
+    dearer: dict[str, list[Comparison]] = {}
     for c in comparisons(table, at):
         if c.dearer:
-            out.append(f"{c.route}: {c.model} costs more per {' and '.join(c.dearer)} token than {c.claude_id} "
-                       f"({money_rates(c.upstream)} against {money_rates(c.claude)} per Mtok)")
+            dearer.setdefault(c.route, []).append(c)
+    for route, found in dearer.items():
+        found.sort(key=lambda c: _first_since(table, c.claude_id), reverse=True)
+        c = found[0]
+        more = f" (and {len(found) - 1} older Claude id{'s' * (len(found) > 2)})" if len(found) > 1 else ""
+        out.append(f"{route}: {c.model} costs more per {' and '.join(c.dearer)} token than {c.claude_id}{more} "
+                   f"at this hour's rates ({money_rates(c.upstream)} against {money_rates(c.claude)} per Mtok)")
     return out
+
+
+def _first_since(table: RouteTable, claude_id: str) -> float:
+    """When a Claude id was first priced: newer models first in a warning."""
+    priced = claude_price(table, claude_id)
+    return priced.rows[0].since if priced is not None and priced.rows else 0.0
 
 
 def money_rates(rates: Rates | None) -> str:
