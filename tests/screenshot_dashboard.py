@@ -36,9 +36,9 @@ models:
     max_output_tokens: 8192
     prices: [{{input: 0.28, output: 0.42, cached_input: 0.028}}]
 claude_prices:
-  opus: [{{input: 15.00, output: 75.00, cached_input: 1.50}}]
-  sonnet: [{{input: 3.00, output: 15.00, cached_input: 0.30}}]
-  haiku: [{{input: 1.00, output: 5.00, cached_input: 0.10}}]
+  "claude-opus*": [{{input: 15.00, output: 75.00, cached_input: 1.50}}]
+  "claude-sonnet*": [{{input: 3.00, output: 15.00, cached_input: 0.30}}]
+  "claude-haiku*": [{{input: 1.00, output: 5.00, cached_input: 0.10}}]
 routes:
   - match: "claude-opus*"
     model: gpt-5

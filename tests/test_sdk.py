@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from ccproxyd import tokens
-from ccproxyd.config import PriceTier
+from ccproxyd.money.rates import parse_prices
 
 from .conftest import UPSTREAM_KINDS, sdk_message
 from .fake_upstream import Script, chunk, text_script, tool_script, usage
@@ -362,14 +362,16 @@ def test_models_health_root(daemon, client):
 
 
 @pytest.mark.parametrize("prices, window, expected", [
-    ((PriceTier(None, 1.25, 10.0, 0.125),), 400_000, "$1.25 in / $10 out per Mtok, 400k context"),
-    ((PriceTier(200_000, 0.2, 0.5), PriceTier(None, 0.4, 1.0)), 2_000_000, "$0.2 in / $0.5 out per Mtok, 2000k context"),
-    ((), 128_000, "no price set, 128k context"),
+    ([{"input": 1.25, "output": 10.0, "cached_input": 0.125}], 400_000, "$1.25 in / $10 out per Mtok, 400k context"),
+    ([{"up_to": 200_000, "input": 0.2, "output": 0.5}, {"input": 0.4, "output": 1.0}], 2_000_000,
+     "$0.2 in / $0.5 out per Mtok, 2000k context"),
+    (None, 128_000, "no price known, 128k context"),
 ])
 def test_model_description_is_the_price_claude_codes_picker_shows(prices, window, expected):
     from ccproxyd.config import Model
     from ccproxyd.handlers import _model_object
-    model = Model("m", "p", "up", context_window=window, max_output_tokens=100, prices=prices)
+    priced = parse_prices(prices, model="up", origin="t", source="t")[0] if prices is not None else None
+    model = Model("m", "p", "up", context_window=window, max_output_tokens=100, prices=priced)
     assert _model_object("claude-x", "x", model)["description"] == expected
 
 
