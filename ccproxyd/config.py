@@ -74,7 +74,9 @@ class Model:
     vision: bool = True
     structured_output: str = "json_schema"
     api: str = "chat_completions"        # or "responses" (OpenAI's Responses API)
-    prompt_cache_key: bool = False       # send the hashed Claude Code session as prompt_cache_key
+    prompt_cache_key: bool = False       # send a prompt_cache_key: a hash of the shared prefix (translate/prompt_cache)
+    cache_control: bool = False          # translate Claude Code's cache_control breakpoints (OpenRouter's Claude, Gemini)
+    attribution: str = "strip"           # Claude Code's attribution line: "strip" (consumed here) or "keep" (forwarded)
     web_search: str = "none"             # how the provider searches the web for the web_search server tool
     stream_usage: bool = True            # the server reports usage at the end of a stream
     prices: tuple[PriceTier, ...] = ()
@@ -372,6 +374,8 @@ def _model(name: str, raw: dict) -> Model:
         structured_output=raw.get("structured_output", "json_schema"),
         api=raw.get("api", "chat_completions"),
         prompt_cache_key=raw.get("prompt_cache_key", False),
+        cache_control=raw.get("cache_control", False),
+        attribution=raw.get("attribution", "strip"),
         web_search=raw.get("web_search", "none"),
         stream_usage=raw.get("stream_usage", True),
         prices=prices,

@@ -37,7 +37,8 @@ FLUSH_WAIT = 1.0             # seconds a query waits for the rows queued before 
 REOPEN_SECONDS = 30.0        # between attempts while the ledger cannot be opened
 
 COLUMNS = ("ts", "day", "session", "client", "route", "provider", "model", "requested", "cache",
-           "cost", "savings", "claude_price", "input", "cached_input", "output", "reasoning")
+           "cost", "savings", "claude_price", "input", "cached_input", "output", "reasoning",
+           "cc_version", "miss_cost")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (
   ts REAL NOT NULL, day TEXT NOT NULL, session TEXT, client TEXT, route TEXT, provider TEXT,
@@ -46,12 +47,16 @@ CREATE TABLE IF NOT EXISTS spend (
 CREATE INDEX IF NOT EXISTS spend_day ON spend(day);
 CREATE INDEX IF NOT EXISTS spend_session ON spend(session);
 """
+# Columns added after the first release, each nullable, added to an older ledger when it opens:
+# name -> SQL type.  Rows written before have NULL there (unknown, not zero).
+ADDED = {"cc_version": "TEXT", "miss_cost": "REAL"}
 INSERT = f"INSERT INTO spend ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 _CHECK = ("check",)          # a writer-queue item: a reader found the file damaged
 
 # what `/spend?by=` groups on: the key column of each grouping
-GROUPS = {"model": "model", "route": "route", "session": "session", "client": "client", "day": "day"}
+GROUPS = {"model": "model", "route": "route", "session": "session", "client": "client", "day": "day",
+          "version": "cc_version"}
 
 
 def row_of(record) -> tuple | None:
@@ -63,7 +68,21 @@ def row_of(record) -> tuple | None:
     return (now, time.strftime("%Y-%m-%d", time.gmtime(now)), record.session_id, record.client,
             record.route_match, record.provider, record.upstream_model, record.client_model, record.cache,
             record.cost_usd, record.savings_usd, record.claude_price_usd,
-            record.input_tokens, record.cached_tokens, record.output_tokens, record.reasoning_tokens)
+            record.input_tokens, record.cached_tokens, record.output_tokens, record.reasoning_tokens,
+            record.cc_version, record.miss_cost_usd)
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Add the ADDED columns an older ledger lacks.  Another worker may add one at the same time:
+    a "duplicate column" error from that race is the same result."""
+    present = {row[1] for row in connection.execute("PRAGMA table_info(spend)")}
+    for name, kind in ADDED.items():
+        if name not in present:
+            try:
+                connection.execute(f"ALTER TABLE spend ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -124,6 +143,7 @@ class Ledger:
             connection = _connect(self.path)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(SCHEMA)
+            _migrate(connection)
             connection.execute("SELECT count(*) FROM spend WHERE day = ''").fetchone()
             st = os.stat(self.path)
         except (OSError, sqlite3.Error) as exc:
@@ -289,7 +309,7 @@ class Ledger:
                 "cost_usd": round(cost, 6), "last_at": _iso(last)})
         rows = [_row(values, by_key.get(values[0], [])) for values in totals]
         rows.sort(key=(lambda r: r["key"] or "") if by == "day" else (lambda r: (-r["cost_usd"], -r["requests"])))
-        total = _row((None, *(sum(values[i] for values in totals) for i in range(1, 10))), [])
+        total = _row((None, *(sum(values[i] for values in totals) for i in range(1, 11))), [])
         del total["key"], total["models"]
         return {"by": by, "since": since, **({"session": session} if session is not None else {}),
                 "rows": rows, "total": total}
@@ -299,7 +319,7 @@ class Ledger:
         try:
             totals = connection.execute(
                 f"SELECT {column}, count(*), total(cost), total(savings), total(claude_price), total(input), "
-                f"total(cached_input), total(output), total(reasoning), total(cache = 'hit') "
+                f"total(cached_input), total(output), total(reasoning), total(cache = 'hit'), total(miss_cost) "
                 f"FROM spend WHERE {where} GROUP BY {column}", args).fetchall()
             models = connection.execute(
                 f"SELECT {column}, provider, model, requested, count(*), total(cost), max(ts) "
@@ -311,11 +331,15 @@ class Ledger:
 
 
 def _row(values: tuple, models: list[dict]) -> dict:
-    key, count, cost, savings, claude, fresh, cached, output, reasoning, hits = values
+    key, count, cost, savings, claude, fresh, cached, output, reasoning, hits, misses = values
+    prompt = fresh + cached
     return {"key": key, "requests": int(count), "cache_hits": int(hits), "cost_usd": round(cost, 6),
             "savings_usd": round(savings, 6), "claude_price_usd": round(claude, 6),
             "input_tokens": int(fresh), "cached_input_tokens": int(cached), "output_tokens": int(output),
-            "reasoning_tokens": int(reasoning), "models": models}
+            "reasoning_tokens": int(reasoning),
+            # the share of the input the provider's prompt cache served, and what the rest cost
+            "cached_share": round(cached / prompt, 4) if prompt else None, "miss_cost_usd": round(misses, 6),
+            "models": models}
 
 
 def _iso(ts: float) -> str:

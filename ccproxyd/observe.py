@@ -71,6 +71,14 @@ def request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
 
+def miss_cost(tiers: tuple, usage: dict) -> float | None:
+    """USD the input that the provider's prompt cache did not serve cost: the uncached input alone,
+    priced by pricing.cost (None when the model has no prices).  The one place to re-point when
+    prices move to another catalog."""
+    return pricing.cost(tiers, {"input_tokens": usage.get("input_tokens", 0)
+                                + usage.get("cache_creation_input_tokens", 0)})
+
+
 @dataclass
 class Record:
     """Everything the log line says about one request.  Never keys, never bodies."""
@@ -81,6 +89,8 @@ class Record:
     agent_id: str | None = None           # set on a subagent's requests
     parent_agent_id: str | None = None
     client: str | None = None             # the name of the client key it presented (never the key)
+    cc_version: str | None = None         # Claude Code's version, from its attribution line
+    cc_entrypoint: str | None = None      # cli, sdk-cli, claude-vscode… (the same line)
     route: int | None = None
     route_match: str | None = None        # that route's `match` (or the alias)
     provider: str | None = None
@@ -102,10 +112,16 @@ class Record:
     cost_usd: float | None = None         # what this request paid: 0 for a cache hit or a follower
     savings_usd: float | None = None      # claude_price_usd minus cost_usd
     claude_price_usd: float | None = None  # the same usage at the Claude list price of client_model
+    miss_cost_usd: float | None = None    # what the input the prompt cache did not serve cost (miss_cost)
     finish_reason: str | None = None      # the upstream's own (stop, length, tool_calls, ...)
     # Not a field (kept out of the log line): the request's headers, for the trace context of
     # its OpenTelemetry span; set only while telemetry is on.
     carrier = None
+
+    def attributed(self, found) -> None:
+        """Claude Code's version and entry point, from its attribution line (translate/attribution)."""
+        if found is not None:
+            self.cc_version, self.cc_entrypoint = found.cc_version, found.cc_entrypoint
 
     def answered(self, answer, table: RouteTable, paid: bool = True) -> None:
         """Fill in who answered and what it cost, from a proxy.Answer (None: nobody answered).
@@ -148,6 +164,9 @@ class Record:
         self.cached_tokens = usage.get("cache_read_input_tokens", 0)
         self.web_searches = pricing.searches(usage) if paid else 0     # run by the provider for this request
         cost = pricing.cost(tiers, usage) if paid else 0.0
+        misses = miss_cost(tiers, usage) if paid else 0.0
+        if misses is not None:
+            self.miss_cost_usd = round(misses, 6)
         reference = pricing.cost(pricing.claude_reference(table, self.client_model or ""), usage,
                                  search_default=pricing.CLAUDE_WEB_SEARCH_PER_1K)
         if reference is not None:

@@ -11,8 +11,8 @@ from . import local
 
 COLUMNS = (("key", "key"), ("requests", "requests"), ("cache_hits", "cache hits"), ("cost_usd", "cost $"),
            ("savings_usd", "saved $"), ("claude_price_usd", "Claude price $"), ("input_tokens", "input"),
-           ("cached_input_tokens", "cached input"), ("output_tokens", "output"),
-           ("reasoning_tokens", "reasoning"))
+           ("cached_input_tokens", "cached input"), ("cached_share", "cached %"),
+           ("miss_cost_usd", "misses $"), ("output_tokens", "output"), ("reasoning_tokens", "reasoning"))
 
 
 def costs_by(url: str | None, by: str, since: str | None, session: str | None, fmt: str) -> int:
@@ -45,6 +45,8 @@ def _models(row: dict) -> str:
 def _cell(name: str, value) -> str:
     if value is None:
         return "-"
+    if name == "cached_share":               # the input the provider's prompt cache served
+        return f"{100 * value:.1f}"
     return f"{value:.4f}" if name.endswith("_usd") else str(value)
 
 

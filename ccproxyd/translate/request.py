@@ -13,7 +13,7 @@ import orjson
 
 from ..config import EFFORTS, Model
 from ..errors import InvalidRequest
-from . import citations, signature
+from . import attribution, citations, prompt_cache, signature
 
 _NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _NAME_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
@@ -375,6 +375,8 @@ def to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
 
 def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     names: dict[str, str] = {}
+    if model.attribution == "strip":
+        body = attribution.strip(body)               # Claude Code's per-session first line: not upstream
     out: dict = {"model": model.upstream, "messages": convert_messages(body, model, names),
                  "stream": True, "stream_options": {"include_usage": True}}
     out[model.max_tokens_field] = min(body["max_tokens"], model.max_output_tokens)
@@ -398,8 +400,7 @@ def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     user_id = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
     if user_id:
         out["user"] = _hashed(user_id)
-        if model.prompt_cache_key:
-            out["prompt_cache_key"] = _hashed(session_of(str(user_id)))
+    prompt_cache.apply(out, body, model)             # prompt_cache_key, cache_control breakpoints
     return out, names
 
 
