@@ -1,0 +1,169 @@
+"""Cache economics: Claude Code's attribution line consumed, the prompt_cache_key chosen from the
+shared prefix and kept under OpenAI's per-key rate, cc_version and the cost of cache misses in
+the ledger, and the real-Claude-Code scenario of `make bench` (tests/bench_cache.py) held to the
+issue's acceptance figures."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+
+from ccproxyd import ledger as ledger_module
+from ccproxyd import observe, statusline
+from ccproxyd.config import Model, PriceTier
+from ccproxyd.translate import attribution, prompt_cache
+from ccproxyd.translate.request import to_openai
+
+from .bench_cache import PrefixCacheUpstream, SPAWN, SUB_PROMPT, first_difference, openai_rule, deepseek_rule, scenario
+
+LINE = "x-anthropic-billing-header: cc_version=2.1.332.45d; cc_entrypoint=sdk-cli;"
+MODEL = Model(name="m", provider="p", upstream="up", context_window=100000, max_output_tokens=1000,
+              prompt_cache_key=True)
+
+
+@pytest.mark.parametrize("line, version, entrypoint", [
+    (LINE, "2.1.332", "sdk-cli"),
+    ("x-anthropic-billing-header: cc_version=2.1.119.af2; cc_entrypoint=cli; cch=97bd6;", "2.1.119", "cli"),
+    ("x-anthropic-billing-header: cc_entrypoint=claude-vscode;", None, "claude-vscode"),
+    ("x-anthropic-billing-header: cc_version=3.0.0;", "3.0.0", None),          # no hash: kept whole
+])
+def test_attribution_lines_are_read(line, version, entrypoint):
+    found = attribution.parse(line)
+    assert (found.cc_version, found.cc_entrypoint) == (version, entrypoint)
+
+
+@pytest.mark.parametrize("line", [
+    "x-anthropic-billing-header: cc_version=2.1.332.45d; and then prose",
+    "x-anthropic-billing-header:",
+    "X-Anthropic-Billing-Header: cc_version=2.1.332.45d;",
+    "You are Claude Code. x-anthropic-billing-header: cc_version=2.1.332.45d;",
+])
+def test_lines_that_are_not_attribution_are_left_alone(line):
+    body = {"system": [{"type": "text", "text": line}], "messages": []}
+    assert attribution.parse(line) is None and attribution.strip(body) is body and attribution.read(body) is None
+
+
+def test_sessions_with_other_first_messages_send_the_same_prefix_and_key():
+    """Two sessions (other attribution hashes, other session ids, other first messages) and a
+    cch that changes per request: the same system message, tools and prompt_cache_key upstream."""
+    def body(hash_, cch, session, first):
+        return {"model": "c", "max_tokens": 10,
+                "system": [{"type": "text", "text": f"x-anthropic-billing-header: cc_version=2.1.332.{hash_}; "
+                                                    f"cc_entrypoint=cli; cch={cch};"},
+                           {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+                "tools": [{"name": "Read", "input_schema": {"type": "object"}}],
+                "metadata": {"user_id": json.dumps({"device_id": "d", "session_id": session})},
+                "messages": [{"role": "user", "content": first}]}
+    one, _ = to_openai(body("45d", "97bd6", "s-1", "fix the bug"), MODEL)
+    two, _ = to_openai(body("fff", "24c2d", "s-2", "write the docs"), MODEL)
+    assert one["messages"][0] == two["messages"][0] == {"role": "system", "content": "You are Claude Code."}
+    assert one["tools"] == two["tools"]
+    assert one["prompt_cache_key"] == two["prompt_cache_key"]
+    assert one["user"] != two["user"]                 # who is asking stays distinct
+
+
+def test_a_hot_key_is_spread_over_buckets_by_session():
+    """OpenAI: about 15 requests a minute per prefix + key.  Up to 15 in a minute: one key; the
+    16th to 30th: two buckets, by a hash of the session; a minute later the key cools again."""
+    now = [1000.0]
+    heat = prompt_cache.KeyHeat(lambda: now[0])
+    keys = [heat.spread({"prompt_cache_key": "ccpx-k"}, f"session-{i}")["prompt_cache_key"] for i in range(15)]
+    assert set(keys) == {"ccpx-k"}
+    hot = {heat.spread({"prompt_cache_key": "ccpx-k"}, f"session-{i}")["prompt_cache_key"] for i in range(15, 30)}
+    assert hot == {"ccpx-k", "ccpx-k-1"}
+    same = {heat.spread({"prompt_cache_key": "ccpx-k"}, "session-3")["prompt_cache_key"] for _ in range(3)}
+    assert len(same) == 1                             # one session stays on one bucket
+    now[0] += 61
+    assert heat.spread({"prompt_cache_key": "ccpx-k"}, "session-20")["prompt_cache_key"] == "ccpx-k"
+    assert heat.spread({"model": "m"}, "s") == {"model": "m"}          # no key, nothing to spread
+
+
+def test_miss_cost_is_the_uncached_input_alone():
+    """1,000 uncached and 9,000 cached input tokens at $2 input, $0.20 cached, $8 output per 1M:
+    the misses cost 1,000 x $2 / 1M = $0.002, whatever the cached tokens and the output cost."""
+    tiers = (PriceTier(up_to=None, input=2.0, output=8.0, cached_input=0.2),)
+    usage = {"input_tokens": 1000, "cache_read_input_tokens": 9000, "output_tokens": 500}
+    assert observe.miss_cost(tiers, usage) == pytest.approx(0.002)
+    assert observe.miss_cost((), usage) is None
+
+
+def test_an_older_ledger_gains_the_new_columns(tmp_path):
+    """A ledger written before cc_version and miss_cost existed opens, keeps its rows (NULL in the
+    new columns) and records new rows with both."""
+    old = sqlite3.connect(tmp_path / ledger_module.FILENAME)
+    old.executescript("""CREATE TABLE spend (ts REAL NOT NULL, day TEXT NOT NULL, session TEXT, client TEXT,
+        route TEXT, provider TEXT, model TEXT, requested TEXT, cache TEXT, cost REAL, savings REAL,
+        claude_price REAL, input INTEGER NOT NULL, cached_input INTEGER NOT NULL, output INTEGER NOT NULL,
+        reasoning INTEGER NOT NULL);""")
+    old.execute("INSERT INTO spend VALUES (?, '2026-12-01', 's', NULL, '*', 'p', 'm', 'c', 'miss', 0.5, 0, 0, "
+                "100, 0, 10, 0)", (time.time(),))
+    old.commit()
+    old.close()
+    ledger = ledger_module.Ledger(str(tmp_path), days=0)
+    try:
+        record = observe.Record("r", 0.0, session_id="s", upstream_model="m", provider="p", route_match="*",
+                                client_model="c", input_tokens=300, cached_tokens=700, output_tokens=5,
+                                cost_usd=0.25, cc_version="2.1.332", miss_cost_usd=0.125)
+        ledger.record(record)
+        answer = ledger.spend("session", "2026-01-01")
+        versions = ledger.spend("version", "2026-01-01")
+    finally:
+        ledger.close()
+    row = answer["rows"][0]
+    assert (row["requests"], row["input_tokens"], row["cached_input_tokens"]) == (2, 400, 700)
+    assert row["miss_cost_usd"] == pytest.approx(0.125)                  # the old row's is unknown
+    assert row["cached_share"] == pytest.approx(700 / 1100, abs=5e-5)            # four decimals
+    assert {r["key"]: r["requests"] for r in versions["rows"]} == {None: 1, "2.1.332": 1}
+
+
+def test_the_status_line_says_what_misses_cost():
+    spend = {"rows": [{"models": [{"model": "gpt-5", "provider": "openai", "requested": "c", "last_at": "x"}],
+                       "cost_usd": 0.01, "claude_price_usd": 0, "savings_usd": 0, "input_tokens": 250,
+                       "cached_input_tokens": 750, "miss_cost_usd": 0.002}]}
+    assert statusline.line({"model": {"id": "c"}}, spend) == \
+        "ccproxyd · gpt-5 (openai) · $0.0100 · 75% cached (misses $0.0020)"
+
+
+@pytest.mark.parametrize("shared, openai, deepseek", [(1023, 0, 960), (1024, 1024, 1024), (1151, 1024, 1088),
+                                                      (1152, 1152, 1152), (63, 0, 0)])
+def test_the_simulated_cache_rules(shared, openai, deepseek):
+    """OpenAI: nothing under 1,024 tokens, then steps of 128; DeepSeek: units of 64."""
+    assert (openai_rule(shared), deepseek_rule(shared)) == (openai, deepseek)
+
+
+def _client_system(body: dict) -> str:
+    """What Claude Code sent as its system prompt, without its attribution block: the system
+    blocks and the system-role messages before the first assistant turn, joined by a blank line
+    (PROTOCOL.md §5.1)."""
+    texts = [b["text"] for b in body.get("system") or () if not b["text"].startswith("x-anthropic-billing-header")]
+    for message in body["messages"]:
+        if message["role"] == "assistant":
+            break
+        if message["role"] == "system":
+            texts += [b["text"] for b in message["content"]]
+    return "\n\n".join(t for t in texts if t)
+
+
+def test_real_claude_code_sessions_share_one_prompt_cache(tmp_path):
+    """The bench scenario (tests/bench_cache.py) with the newest Claude Code: sessions A (two
+    turns), B and C, and a subagent of C's, against the simulated OpenAI prefix cache."""
+    from .test_claude_code import NEWEST
+
+    fake = PrefixCacheUpstream().start()
+    try:
+        result = scenario(fake, "strip", tmp_path)
+    finally:
+        fake.stop()
+    shares = result["first_request_share_of_a_head"]
+    assert shares["B"] >= 0.90 and shares["C"] >= 0.90, shares         # later sessions reuse A's prefix
+    assert result["main_agents"]["cached_share_openai"] >= 0.70, result["main_agents"]
+    assert not result["attribution_upstream"]
+    assert result["ledger_versions"] == {NEWEST: result["requests"]}
+    # the subagent's first request: the same upstream prefix as the main agent's, up to the first
+    # character where Claude Code's own prompts for the two differ
+    main = next(b for b in result["bodies"] if SPAWN in json.dumps(b["messages"]))
+    sub = next(b for b in result["bodies"] if SUB_PROMPT in json.dumps(b["messages"]) and SPAWN not in json.dumps(b["messages"]))
+    assert result["subagent_first_difference"] == first_difference(_client_system(main), _client_system(sub)) > 0
