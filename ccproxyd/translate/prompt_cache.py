@@ -97,7 +97,7 @@ def apply(chat: dict, body: dict, model) -> None:
         key = prefix_key(chat)
         if key is not None:
             chat["prompt_cache_key"] = key
-    if model.cache_control:
+    if model.cache_control and model.api == "chat_completions":    # OpenRouter's shape is Chat Completions'
         breakpoints(chat, body)
 
 
