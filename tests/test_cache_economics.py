@@ -17,7 +17,7 @@ from ccproxyd.config import Model, PriceTier
 from ccproxyd.translate import attribution, prompt_cache
 from ccproxyd.translate.request import to_openai
 
-from .bench_cache import PrefixCacheUpstream, SPAWN, SUB_PROMPT, first_difference, openai_rule, deepseek_rule, scenario
+from .bench_cache import SESSIONS, SPAWN, SUB_PROMPT, PrefixCacheUpstream, first_difference, openai_rule, deepseek_rule, scenario
 
 LINE = "x-anthropic-billing-header: cc_version=2.1.332.45d; cc_entrypoint=sdk-cli;"
 MODEL = Model(name="m", provider="p", upstream="up", context_window=100000, max_output_tokens=1000,
@@ -162,6 +162,12 @@ def test_real_claude_code_sessions_share_one_prompt_cache(tmp_path):
     assert result["main_agents"]["cached_share_openai"] >= 0.70, result["main_agents"]
     assert not result["attribution_upstream"]
     assert result["ledger_versions"] == {NEWEST: result["requests"]}
+    # a second session: the same upstream body as A's first up to B's own first message
+    a, b = (result["first_upstream"][f"{label} main"] for label in ("A", "B"))
+    a_text, b_text = json.dumps(a), json.dumps(b)
+    own = a_text.index(json.dumps(SESSIONS[0][1])[1:-1])               # where A's first message begins
+    assert own <= first_difference(a_text, b_text) < own + len(SESSIONS[0][1])
+    assert a["prompt_cache_key"] == b["prompt_cache_key"] and a["tools"] == b["tools"]
     # the subagent's first request: the same upstream prefix as the main agent's, up to the first
     # character where Claude Code's own prompts for the two differ
     main = next(b for b in result["bodies"] if SPAWN in json.dumps(b["messages"]))
