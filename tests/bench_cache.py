@@ -249,6 +249,9 @@ def figures(seen: list[Seen], spend: dict, versions: dict, log: str) -> dict:
                                                                "cached_share", "cost_usd", "miss_cost_usd")}
                             for row in spend["rows"]},
         "ledger_versions": {row["key"]: row["requests"] for row in versions["rows"]},
+        "access": [(line["cc_version"], line["cc_entrypoint"])           # the access lines' attribution
+                   for line in (json.loads(text.split("ccproxyd.access: ", 1)[1]) for text in log.splitlines()
+                                if "ccproxyd.access: {" in text)],
         "first_upstream": {f"{session} {kind}": s.body for (session, kind), s in first.items()},
         "bodies": [json.loads(line.split("ccproxyd.bodies: ", 1)[1].split(" ", 1)[1])   # what Claude Code sent
                    for line in log.splitlines() if "ccproxyd.bodies: " in line],

@@ -162,6 +162,7 @@ def test_real_claude_code_sessions_share_one_prompt_cache(tmp_path):
     assert result["main_agents"]["cached_share_openai"] >= 0.70, result["main_agents"]
     assert not result["attribution_upstream"]
     assert result["ledger_versions"] == {NEWEST: result["requests"]}
+    assert set(result["access"]) == {(NEWEST, "sdk-cli")} and len(result["access"]) == result["requests"]
     # a second session: the same upstream body as A's first up to B's own first message
     a, b = (result["first_upstream"][f"{label} main"] for label in ("A", "B"))
     a_text, b_text = json.dumps(a), json.dumps(b)
@@ -173,3 +174,17 @@ def test_real_claude_code_sessions_share_one_prompt_cache(tmp_path):
     main = next(b for b in result["bodies"] if SPAWN in json.dumps(b["messages"]))
     sub = next(b for b in result["bodies"] if SUB_PROMPT in json.dumps(b["messages"]) and SPAWN not in json.dumps(b["messages"]))
     assert result["subagent_first_difference"] == first_difference(_client_system(main), _client_system(sub)) > 0
+
+
+def test_costs_by_session_shows_the_cached_share_and_what_misses_cost():
+    from ccproxyd import report
+
+    row = {"key": "s-1", "requests": 3, "cache_hits": 0, "cost_usd": 0.01, "savings_usd": 0.05,
+           "claude_price_usd": 0.06, "input_tokens": 250, "cached_input_tokens": 750, "output_tokens": 9,
+           "reasoning_tokens": 0, "cached_share": 0.75, "miss_cost_usd": 0.002, "models": []}
+    total = {k: v for k, v in row.items() if k not in ("key", "models")}
+    header, line, _ = report.as_table([row], total, "session", "2026-12-01").splitlines()[1:]
+    def cell(title: str) -> str:                      # right-aligned under its title
+        end = header.index(title) + len(title)
+        return line[:end].split()[-1]
+    assert (cell("cached %"), cell("misses $")) == ("75.0", "0.0020")
