@@ -188,3 +188,25 @@ def test_costs_by_session_shows_the_cached_share_and_what_misses_cost():
         end = header.index(title) + len(title)
         return line[:end].split()[-1]
     assert (cell("cached %"), cell("misses $")) == ("75.0", "0.0020")
+
+
+def test_a_captured_claude_code_request_gets_openrouters_breakpoints():
+    """Claude Code 2.1.332 marks two system blocks and its last message's last block
+    (tests/fixtures/claude_code/v2332_toolsearch_turn3.json); with `cache_control: true` the
+    upstream request carries two breakpoints in OpenRouter's documented shape (a `text` content
+    part with `cache_control`, https://openrouter.ai/docs/features/prompt-caching): the system
+    message, whose one part holds the whole system text, and the last user message.  Anthropic
+    takes at most four."""
+    from pathlib import Path
+
+    body = json.loads((Path(__file__).parent / "fixtures/claude_code/v2332_toolsearch_turn3.json").read_text())["body"]
+    plain, _ = to_openai(body, MODEL)
+    marked, _ = to_openai(body, Model(**{**MODEL.__dict__, "cache_control": True}))
+    parts = [(i, part) for i, m in enumerate(marked["messages"]) if isinstance(m.get("content"), list)
+             for part in m["content"] if "cache_control" in part]
+    assert [i for i, _ in parts] == [0, max(i for i, m in enumerate(marked["messages"]) if m["role"] == "user")]
+    assert all(part["type"] == "text" and part["cache_control"] == {"type": "ephemeral"} for _, part in parts)
+    assert marked["messages"][0]["content"] == [{"type": "text", "text": plain["messages"][0]["content"],
+                                                  "cache_control": {"type": "ephemeral"}}]
+    assert len(parts) <= 4 and "x-anthropic-billing-header" not in json.dumps(marked)
+    assert marked["tools"] == plain["tools"]
