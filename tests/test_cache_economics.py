@@ -210,3 +210,18 @@ def test_a_captured_claude_code_request_gets_openrouters_breakpoints():
                                                   "cache_control": {"type": "ephemeral"}}]
     assert len(parts) <= 4 and "x-anthropic-billing-header" not in json.dumps(marked)
     assert marked["tools"] == plain["tools"]
+
+
+def test_a_session_keeps_its_prefix_when_tool_search_loads_a_tool():
+    """Claude Code 2.1.332's turns 1-3 with an MCP tool behind ToolSearch (captured): the same
+    system message upstream, and each turn's tools are the earlier turn's followed by the loaded
+    one, so a turn's whole system + tools prefix is the next turn's too."""
+    from pathlib import Path
+
+    turns = [to_openai(json.loads((Path(__file__).parent / f"fixtures/claude_code/v2332_toolsearch_turn{n}.json")
+                                  .read_text())["body"], MODEL)[0] for n in (1, 2, 3)]
+    assert turns[0]["messages"][0] == turns[1]["messages"][0] == turns[2]["messages"][0]
+    for earlier, later in zip(turns, turns[1:]):
+        assert later["tools"][:len(earlier["tools"])] == earlier["tools"]
+    assert [t["function"]["name"] for t in turns[1]["tools"][len(turns[0]["tools"]):]] == ["mcp__demo__lookup"]
+    assert len({t["prompt_cache_key"] for t in turns}) == 1      # the session stays on its cache

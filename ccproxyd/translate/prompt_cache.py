@@ -3,8 +3,10 @@
 Two model flags (config.Model):
 
 - `prompt_cache_key: true` (OpenAI and the servers that copy it): the key is a hash of the shared
-  prefix (the translated system message and tool definitions), so every session and subagent that
-  sends the same system prompt and tools is routed to the same cache, not one cache per session.
+  prefix's head, the translated system message (the tool definitions when there is none), so
+  every session and subagent that sends the same system prompt is routed to the same cache, not
+  one cache per session, and a tool that ToolSearch loads mid-session (appended to the tools) does
+  not move the session to another cache.
   OpenAI routes on a hash of the prompt's first ~256 tokens combined with the key, and a
   prefix+key combination that gets more than about 15 requests per minute overflows to other
   machines (https://developers.openai.com/api/docs/guides/prompt-caching; OpenAI staff on the
@@ -36,15 +38,14 @@ WINDOW = 60.0                # seconds
 
 
 def prefix_key(chat: dict) -> str | None:
-    """`ccpx-` and 32 hex digits of SHA-256 over the system message and the tools, as they go
-    upstream; None when the request has neither."""
+    """`ccpx-` and 32 hex digits of SHA-256 over the system message's content as it goes upstream,
+    in compact JSON (over the tools when there is no system message); None without either."""
     messages = chat.get("messages") or []
     system = messages[0]["content"] if messages and messages[0].get("role") == "system" else None
-    tools = chat.get("tools")
-    if system is None and not tools:
+    head = system if system is not None else chat.get("tools")
+    if not head:
         return None
-    digest = hashlib.sha256(orjson.dumps([system, tools or []])).hexdigest()
-    return f"ccpx-{digest[:32]}"
+    return f"ccpx-{hashlib.sha256(orjson.dumps(head)).hexdigest()[:32]}"
 
 
 def _breakpoint(body: dict) -> tuple[dict | None, dict | None]:
