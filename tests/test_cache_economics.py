@@ -62,7 +62,21 @@ def test_sessions_with_other_first_messages_send_the_same_prefix_and_key():
     assert one["messages"][0] == two["messages"][0] == {"role": "system", "content": "You are Claude Code."}
     assert one["tools"] == two["tools"]
     assert one["prompt_cache_key"] == two["prompt_cache_key"]
-    assert one["user"] != two["user"]                 # who is asking stays distinct
+    assert one["user"] == two["user"]                 # one developer: one `user`, which OpenAI buckets by
+    three, _ = to_openai({**body("45d", "97bd6", "s-3", "fix the bug"),
+                          "metadata": {"user_id": json.dumps({"device_id": "other", "session_id": "s-3"})}}, MODEL)
+    assert three["user"] != one["user"]               # another developer: another
+
+
+@pytest.mark.parametrize("user_id, identity", [
+    ('{"device_id":"5fc8","account_uuid":"","session_id":"e23e"}', '{"account_uuid":"","device_id":"5fc8"}'),
+    ("user_ab12_account_77c1_session_9f0e-41aa", "user_ab12_account_77c1"),
+    ("someone@example.com", "someone@example.com"),
+    ('{"device_id":"5fc8"}', '{"device_id":"5fc8"}'),
+])
+def test_the_user_sent_upstream_leaves_the_session_out(user_id, identity):
+    from ccproxyd.translate.request import identity_of
+    assert identity_of(user_id) == identity
 
 
 def test_a_hot_key_is_spread_over_buckets_by_session():

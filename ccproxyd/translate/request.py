@@ -399,7 +399,7 @@ def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     out.update(_structured_output(body, model, out["messages"]))
     user_id = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
     if user_id:
-        out["user"] = _hashed(user_id)
+        out["user"] = _hashed(identity_of(str(user_id)))     # the same in every session: OpenAI buckets by it
     prompt_cache.apply(out, body, model)             # prompt_cache_key, cache_control breakpoints
     return out, names
 
@@ -421,6 +421,21 @@ def session_of_metadata(body: dict) -> str | None:
         return None
     session = session_of(user_id)
     return session if session != user_id else None
+
+
+def identity_of(user_id: str) -> str:
+    """Who is asking, without the session: Claude Code's user_id less its `session_id` (2.x JSON,
+    as sorted compact JSON) or its `_session_<uuid>` tail (1.x); otherwise the whole value.
+    OpenAI uses `user` to bucket requests for its prompt cache ("Used to boost cache hit rates by
+    better bucketing similar requests", https://platform.openai.com/docs/api-reference/chat/create),
+    so a per-session value would split one developer's sessions across caches."""
+    try:
+        parsed = orjson.loads(user_id)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and "session_id" in parsed:
+        return orjson.dumps({k: v for k, v in parsed.items() if k != "session_id"}, option=orjson.OPT_SORT_KEYS).decode()
+    return _LEGACY_SESSION.sub("", user_id)
 
 
 def session_of(user_id: str) -> str:
