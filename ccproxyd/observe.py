@@ -219,6 +219,9 @@ class Metrics:
             self.inc("ccproxyd_cost_usd_total", (), r.cost_usd, help="Upstream cost in USD")
         if r.savings_usd:
             self.inc("ccproxyd_savings_usd_total", (), r.savings_usd, help="Claude list price minus cost, USD")
+        if r.miss_cost_usd:
+            self.inc("ccproxyd_miss_cost_usd_total", (("route", str(r.route)),), r.miss_cost_usd,
+                     help="What the input that the providers' prompt caches did not serve cost, USD")
         if r.error_type:
             self.inc("ccproxyd_errors_total", (("type", r.error_type),), help="Errors by Anthropic error type")
         if r.cache:

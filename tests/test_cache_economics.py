@@ -104,6 +104,13 @@ def test_miss_cost_is_the_uncached_input_alone():
     assert observe.miss_cost((), usage) is None
 
 
+def test_the_metrics_count_what_misses_cost_by_route():
+    metrics = observe.Metrics()
+    for cost in (0.25, 0.5):
+        metrics.record(observe.Record("r", 0.0, route=2, miss_cost_usd=cost), 0.1)
+    assert 'ccproxyd_miss_cost_usd_total{route="2"} 0.75' in metrics.render()
+
+
 def test_an_older_ledger_gains_the_new_columns(tmp_path):
     """A ledger written before cc_version and miss_cost existed opens, keeps its rows (NULL in the
     new columns) and records new rows with both."""
