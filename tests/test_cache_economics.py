@@ -246,3 +246,15 @@ def test_a_session_keeps_its_prefix_when_tool_search_loads_a_tool():
         assert later["tools"][:len(earlier["tools"])] == earlier["tools"]
     assert [t["function"]["name"] for t in turns[1]["tools"][len(turns[0]["tools"]):]] == ["mcp__demo__lookup"]
     assert len({t["prompt_cache_key"] for t in turns}) == 1      # the session stays on its cache
+
+
+def test_breakpoints_stay_off_the_responses_api():
+    """OpenRouter's breakpoint shape is Chat Completions'; a Responses model with the flag set
+    gets its instructions as plain text."""
+    from ccproxyd.translate.responses import to_responses
+
+    body = {"model": "c", "max_tokens": 10, "system": [{"type": "text", "text": "Be brief.",
+                                                        "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}]}
+    out, _ = to_responses(body, Model(**{**MODEL.__dict__, "api": "responses", "cache_control": True}))
+    assert out["instructions"] == "Be brief." and "cache_control" not in json.dumps(out)
