@@ -87,9 +87,10 @@ test: os-packages $(VENV)/.installed $(VENV)/.llama-server $(CLAUDE_STAMPS) $(NO
 	CCPROXYD_CLAUDE=$(abspath $(CLAUDE_DIR)) CCPROXYD_CLAUDE_VERSIONS="$(CLAUDE_VERSIONS)" \
 		CCPROXYD_NODE_SDK=$(abspath $(NODE_SDK_DIR)) $(PY) -m pytest -n 2 --dist loadfile
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed $(CLAUDE_STAMPS)
 	$(PY) -m tests.bench
 	$(PY) -m tests.bench_team
+	CCPROXYD_CLAUDE=$(abspath $(CLAUDE_DIR)) CCPROXYD_CLAUDE_VERSIONS="$(CLAUDE_VERSIONS)" $(PY) -m tests.bench_cache
 
 clean:
 	rm -rf $(VENV) $(CLAUDE_DIR) $(NODE_SDK_DIR)

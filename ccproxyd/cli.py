@@ -323,7 +323,7 @@ def _refresh(url: str, path: str, force: bool) -> None:
 @main.command()
 @click.option("--url", default=None, envvar="CCPROXYD_URL",
               help="The running daemon [default: http://127.0.0.1:$CCPROXYD_PORT, port 8082].")
-@click.option("--by", type=click.Choice(["model", "route", "session", "client", "day"]), default=None,
+@click.option("--by", type=click.Choice(["model", "route", "session", "client", "day", "version"]), default=None,
               help="Spend from the ledger, grouped so (kept across restarts) instead of since start-up.")
 @click.option("--since", default=None, metavar="YYYY-MM-DD", help="With --by: from this day (UTC) on.")
 @click.option("--session", default=None, help="With --by: one Claude Code session only.")

@@ -67,7 +67,9 @@ class Model:
     vision: bool = True
     structured_output: str = "json_schema"
     api: str = "chat_completions"        # or "responses" (OpenAI's Responses API)
-    prompt_cache_key: bool = False       # send the hashed Claude Code session as prompt_cache_key
+    prompt_cache_key: bool = False       # send a prompt_cache_key: a hash of the shared prefix (translate/prompt_cache)
+    cache_control: bool = False          # translate Claude Code's cache_control breakpoints (OpenRouter's Claude, Gemini)
+    attribution: str = "strip"           # Claude Code's attribution line: "strip" (consumed here) or "keep" (forwarded)
     web_search: str = "none"             # how the provider searches the web for the web_search server tool
     stream_usage: bool = True            # the server reports usage at the end of a stream
     # provider quirks (README "models.<name>"; each checked against the provider's documentation)
@@ -286,6 +288,8 @@ def _model(name: str, raw: dict, provider: dict, catalog: price_catalog.Catalog,
         structured_output=raw.get("structured_output", "json_schema"),
         api=raw.get("api", "chat_completions"),
         prompt_cache_key=raw.get("prompt_cache_key", False),
+        cache_control=raw.get("cache_control", False),
+        attribution=raw.get("attribution", "strip"),
         web_search=raw.get("web_search", "none"),
         stream_usage=raw.get("stream_usage", True),
         forced_tool_choice=raw.get("forced_tool_choice", "send"),

@@ -21,7 +21,7 @@ from .money.compare import rates_at
 from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, Overloaded, RequestTooLarge, to_anthropic
 from .routing import features_of, resolve
 from .sse import encode
-from .translate import server_tools
+from .translate import attribution, server_tools
 from .translate.request import session_of_metadata
 from .translate.response import accumulate
 from .wire import messages as messages_shape
@@ -81,6 +81,7 @@ async def _messages(request: Request):
     record.agent_id = headers.get("x-claude-code-agent-id", "")[:100] or None
     record.parent_agent_id = headers.get("x-claude-code-parent-agent-id", "")[:100] or None
     record.client = getattr(request.ctx, "client_name", None)
+    record.attributed(attribution.read(body))
     if request.app.ctx.settings.log_bodies:
         observe.log_body(record.request_id, body)
     table = request.app.ctx.table                       # read once: a reload never changes this request

@@ -39,27 +39,30 @@ REOPEN_SECONDS = 30.0        # between attempts while the ledger cannot be opene
 
 COLUMNS = ("ts", "day", "session", "client", "route", "provider", "model", "requested", "cache",
            "cost", "savings", "claude_price", "input", "cached_input", "output", "reasoning",
-           "cache_write", "estimated", "rate", "claude_rate", "request_id")
-# cost, savings and claude_price are NULL when unknown (no price on that side), never 0
+           "cache_write", "estimated", "rate", "claude_rate", "request_id", "cc_version", "miss_cost")
+# cost, savings, claude_price and miss_cost are NULL when unknown (no price on that side), never 0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (
   ts REAL NOT NULL, day TEXT NOT NULL, session TEXT, client TEXT, route TEXT, provider TEXT,
   model TEXT, requested TEXT, cache TEXT, cost REAL, savings REAL, claude_price REAL,
   input INTEGER NOT NULL, cached_input INTEGER NOT NULL, output INTEGER NOT NULL, reasoning INTEGER NOT NULL,
   cache_write INTEGER NOT NULL DEFAULT 0, estimated INTEGER NOT NULL DEFAULT 0, rate TEXT, claude_rate TEXT,
-  request_id TEXT);
+  request_id TEXT, cc_version TEXT, miss_cost REAL);
 CREATE INDEX IF NOT EXISTS spend_day ON spend(day);
 CREATE INDEX IF NOT EXISTS spend_session ON spend(session);
 """
-# columns added since the first ledger (as SCHEMA has them): added to an older file when it opens
+# columns added since the first ledger (as SCHEMA has them): added to an older file when it opens;
+# its rows keep their values (NULL, or the default, where the column is new)
 ADDED = (("cache_write", "INTEGER NOT NULL DEFAULT 0"), ("estimated", "INTEGER NOT NULL DEFAULT 0"),
-         ("rate", "TEXT"), ("claude_rate", "TEXT"), ("request_id", "TEXT"))
+         ("rate", "TEXT"), ("claude_rate", "TEXT"), ("request_id", "TEXT"), ("cc_version", "TEXT"),
+         ("miss_cost", "REAL"))
 INSERT = f"INSERT INTO spend ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 _CHECK = ("check",)          # a writer-queue item: a reader found the file damaged
 
 # what `/spend?by=` groups on: the key column of each grouping
-GROUPS = {"model": "model", "route": "route", "session": "session", "client": "client", "day": "day"}
+GROUPS = {"model": "model", "route": "route", "session": "session", "client": "client", "day": "day",
+          "version": "cc_version"}
 
 
 def row_of(record) -> tuple | None:
@@ -72,16 +75,20 @@ def row_of(record) -> tuple | None:
             record.cost_usd, record.savings_usd, record.claude_price_usd,
             record.input_tokens, record.cached_tokens, record.output_tokens, record.reasoning_tokens,
             record.cache_write_tokens, int(record.usage_estimated), record.rate, record.claude_rate,
-            record.request_id)
+            record.request_id, record.cc_version, record.miss_cost_usd)
 
 
 def _add_columns(connection: sqlite3.Connection) -> None:
-    """Bring a ledger written by an older ccproxyd up to COLUMNS (its rows keep their values)."""
+    """Bring a ledger written by an older ccproxyd up to COLUMNS.  Another worker may add a column
+    at the same time: a "duplicate column" error from that race is the same result."""
     present = {row[1] for row in connection.execute("PRAGMA table_info(spend)")}
     for name, kind in ADDED:
         if name not in present:
-            with contextlib.suppress(sqlite3.OperationalError):     # another worker added it just now
+            try:
                 connection.execute(f"ALTER TABLE spend ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -330,15 +337,17 @@ class Ledger:
 
 AGGREGATES = ("count(*)", "total(cost)", "total(savings)", "total(claude_price)", "total(input)",
               "total(cached_input)", "total(output)", "total(reasoning)", "total(cache = 'hit')",
-              "count(cost)", "count(savings)", "count(claude_price)", "total(cache_write)", "total(estimated)")
+              "count(cost)", "count(savings)", "count(claude_price)", "total(cache_write)", "total(estimated)",
+              "total(miss_cost)", "count(miss_cost)")
 
 
 def _row(values: tuple, models: list[dict]) -> dict:
     """One group's totals.  A money figure is the sum over the rows that have it; the rows that
     do not (no price on that side) are counted in `*_unknown`, and a figure no row has is None."""
     (key, count, cost, savings, claude, fresh, cached, output, reasoning, hits,
-     costed, saved, claimed, written, estimated) = values
+     costed, saved, claimed, written, estimated, misses, missed) = values
     count = int(count)
+    prompt = fresh + cached + written
     return {"key": key, "requests": count, "cache_hits": int(hits),
             "cost_usd": round(cost, 6) if costed else None,
             "savings_usd": round(savings, 6) if saved else None,
@@ -346,6 +355,9 @@ def _row(values: tuple, models: list[dict]) -> dict:
             "cost_unknown": count - int(costed), "savings_unknown": count - int(saved),
             "input_tokens": int(fresh), "cached_input_tokens": int(cached), "cache_write_tokens": int(written),
             "output_tokens": int(output), "reasoning_tokens": int(reasoning), "estimated": int(estimated),
+            # the share of the input the provider's prompt cache served, and what the rest cost
+            "cached_share": round(cached / prompt, 4) if prompt else None,
+            "miss_cost_usd": round(misses, 6) if missed else None,
             "models": models}
 
 

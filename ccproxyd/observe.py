@@ -14,7 +14,7 @@ import orjson
 
 from . import clock, logformat, redact
 from .money import compare
-from .money.charge import Charge, charge, searches
+from .money.charge import Charge, charge, miss_cost, searches
 from .config import RouteTable
 from .translate.stream import reasoning_tokens
 
@@ -84,6 +84,8 @@ class Record:
     agent_id: str | None = None           # set on a subagent's requests
     parent_agent_id: str | None = None
     client: str | None = None             # the name of the client key it presented (never the key)
+    cc_version: str | None = None         # Claude Code's version, from its attribution line
+    cc_entrypoint: str | None = None      # cli, sdk-cli, claude-vscode… (the same line)
     route: int | None = None
     route_match: str | None = None        # that route's `match` (or the alias)
     provider: str | None = None
@@ -109,10 +111,16 @@ class Record:
     rate: str | None = None               # the upstream prices that applied (catalog section, model, date, window, tier)
     claude_rate: str | None = None        # the Claude prices that applied
     cache_ttl: str = "5m"                 # the Claude cache-write lifetime the request asked for ("1h" or "5m")
+    miss_cost_usd: float | None = None    # what the input the prompt cache did not serve cost (charge.miss_cost)
     finish_reason: str | None = None      # the upstream's own (stop, length, tool_calls, ...)
     # Not a field (kept out of the log line): the request's headers, for the trace context of
     # its OpenTelemetry span; set only while telemetry is on.
     carrier = None
+
+    def attributed(self, found) -> None:
+        """Claude Code's version and entry point, from its attribution line (translate/attribution)."""
+        if found is not None:
+            self.cc_version, self.cc_entrypoint = found.cc_version, found.cc_entrypoint
 
     def answered(self, answer, table: RouteTable, paid: bool = True) -> None:
         """Fill in who answered and what it cost, from a proxy.Answer (None: nobody answered).
@@ -161,6 +169,8 @@ class Record:
         self.cache_write_tokens = usage.get("cache_creation_input_tokens", 0)
         self.web_searches = searches(usage) if paid else 0     # run by the provider for this request
         cost = charge(prices, usage, self.at, write_ttl=self.cache_ttl) if paid else NOT_PAID
+        misses = miss_cost(prices, usage, self.at, write_ttl=self.cache_ttl) if paid else 0.0
+        self.miss_cost_usd = round(misses, 6) if misses is not None else None
         if cut:
             claude = NO_ANSWER
         else:
@@ -227,6 +237,9 @@ class Metrics:
             if r.savings_usd is None:
                 self.inc("ccproxyd_savings_unknown_total", (),
                          help="Answered requests whose savings are unknown (no price on one side)")
+        if r.miss_cost_usd:
+            self.inc("ccproxyd_miss_cost_usd_total", (("route", str(r.route)),), r.miss_cost_usd,
+                     help="What the input that the providers' prompt caches did not serve cost, USD")
         if r.error_type:
             self.inc("ccproxyd_errors_total", (("type", r.error_type),), help="Errors by Anthropic error type")
         if r.cache:

@@ -25,7 +25,7 @@ from .resilience import OPEN, Breaker, Guards
 from .routing import Decision, Target
 from .sse import SSEDecoder, encode
 from .translate import request as treq
-from .translate import server_tools
+from .translate import prompt_cache, server_tools
 from .translate.openrouter import CitingTranslator
 from .translate.response import accumulate
 from .translate.responses import ResponsesTranslator, to_responses
@@ -135,9 +135,15 @@ TRANSLATORS = {"chat_completions": StreamTranslator, "responses": ResponsesTrans
 def upstream_request(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     """The upstream request body for `model`, in its API, and the tool-name map."""
     if model.api == "responses":
-        return to_responses(body, model)
-    chat, names = treq.to_openai(body, model)
-    return server_tools.with_openrouter(chat, names, body, model)       # OpenRouter's own search, if on
+        upstream, names = to_responses(body, model)
+    else:
+        chat, names = treq.to_openai(body, model)
+        upstream, names = server_tools.with_openrouter(chat, names, body, model)   # OpenRouter's own search, if on
+    return KEY_HEAT.spread(upstream, treq.session_of_metadata(body)), names
+
+
+# prompt_cache_key traffic of this process: a hot key is spread over buckets (translate/prompt_cache)
+KEY_HEAT = prompt_cache.KeyHeat(time.monotonic)
 
 
 def payload(body: dict, target: Target) -> Payload:

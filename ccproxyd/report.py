@@ -12,6 +12,7 @@ from . import local
 COLUMNS = (("key", "key"), ("requests", "requests"), ("cache_hits", "cache hits"), ("cost_usd", "cost $"),
            ("savings_usd", "saved $"), ("claude_price_usd", "Claude price $"), ("input_tokens", "input"),
            ("cached_input_tokens", "cached input"), ("cache_write_tokens", "cache writes"),
+           ("cached_share", "cached %"), ("miss_cost_usd", "misses $"),
            ("output_tokens", "output"), ("reasoning_tokens", "reasoning"),
            ("savings_unknown", "savings unknown"), ("estimated", "estimated"))
 
@@ -47,6 +48,8 @@ def _cell(name: str, value) -> str:
     """A money figure no request of the group has (no price on that side) is "unknown", never 0."""
     if value is None:
         return "unknown" if name.endswith("_usd") else "-"
+    if name == "cached_share":               # the input the provider's prompt cache served
+        return f"{100 * value:.1f}"
     return f"{value:.4f}" if name.endswith("_usd") else str(value)
 
 

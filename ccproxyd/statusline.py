@@ -68,7 +68,10 @@ def line(status: dict, spend: dict) -> str:
     parts.append(savings_text(row))
     prompt = row["input_tokens"] + row["cached_input_tokens"]
     if prompt:
-        parts.append(f"{100 * row['cached_input_tokens'] / prompt:.0f}% cached")
+        cached = f"{100 * row['cached_input_tokens'] / prompt:.0f}% cached"
+        if row.get("miss_cost_usd"):          # what the input the prompt cache did not serve cost
+            cached += f" (misses {money(row['miss_cost_usd'])})"
+        parts.append(cached)
     return " · ".join(parts)
 
 

@@ -98,4 +98,9 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
             self.proc.stderr.close()
-            self.profile.cleanup()
+            for _ in range(50):                 # Chromium's helper processes may still be writing
+                try:                            # their profile files for a moment after it exits
+                    self.profile.cleanup()
+                    break
+                except OSError:
+                    time.sleep(0.1)

@@ -304,11 +304,11 @@ def test_a_fallback_answer_is_served_but_not_stored(cached, fake):
 
 
 def test_two_claude_code_sessions_share_an_answer(cached, fake):
-    """Each session's hashed id goes upstream as `user` and `prompt_cache_key`, but neither is
-    part of the response cache key."""
+    """Each session's hashed id goes upstream as `user`, and a hash of the shared prefix as
+    `prompt_cache_key` (translate/prompt_cache), but neither is part of the response cache key."""
     fake.push(text_script("shared"))
     sessions = [{"user_id": f'{{"device_id":"d","account_uuid":"","session_id":"s-{n}"}}'} for n in (1, 2)]
-    first, second = (post(cached, body(False, metadata=m)) for m in sessions)
+    first, second = (post(cached, body(False, metadata=m, system="You are terse.")) for m in sessions)
     assert first.headers["x-ccproxyd-cache"] == "miss" and second.headers["x-ccproxyd-cache"] == "hit"
     assert len(fake.requests) == 1
     sent = fake.requests[0]["body"]

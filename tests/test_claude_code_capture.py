@@ -31,7 +31,11 @@ def test_captured_claude_code_request(path):
     assert messages[0]["role"] == "system"
     assert [m["role"] for m in messages].count("system") == 1                     # §7.2.1
     client_system = body.get("system") or [m for m in body["messages"] if m["role"] == "system"][0]["content"]
-    assert client_system[0]["text"][:200] in messages[0]["content"]              # the client's instructions
+    first = client_system[0]["text"]
+    if first.startswith("x-anthropic-billing-header:"):                           # Claude Code's attribution:
+        assert "x-anthropic-billing-header" not in json.dumps(out)               # consumed, not sent
+        first = first.partition("\n")[2] or client_system[1]["text"]
+    assert first[:200] in messages[0]["content"]                                 # the client's instructions
     for i, m in enumerate(messages):                                              # §7.2.2
         for call in m.get("tool_calls", ()):
             following = messages[i + 1:i + 1 + len(m["tool_calls"])]

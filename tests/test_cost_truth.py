@@ -117,7 +117,8 @@ def test_a_dearer_route_shows_negative_savings_in_the_log_the_ledger_and_the_sta
     row = session_row(money_daemon, "dear-session")
     assert row["savings_usd"] == pytest.approx(claude - cost) and row["savings_unknown"] == 0
     assert status(money_daemon, "dear-session") == \
-        f"ccproxyd · dear-up (mock) · ${cost:.4f} · ${cost - claude:.4f} more than Claude · 0% cached"
+        f"ccproxyd · dear-up (mock) · ${cost:.4f} · ${cost - claude:.4f} more than Claude · 0% cached" \
+        f" (misses ${1000 * 5.0 / 1e6:.4f})"
 
 
 def test_no_price_on_either_side_is_unknown_everywhere_never_zero(money_daemon, fake):

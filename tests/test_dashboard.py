@@ -48,8 +48,11 @@ def test_dashboard_shows_the_requests_just_made(tmp_path, fake, browser):
     routes.write_text(PRICED.format(url=fake.url))
     daemon = Daemon(routes, log_path=tmp_path / "d.log")
     try:
-        for stream in (True, False):            # 1000 in, 500 out: $0.00625 at gpt-5's, $0.0525 at Opus' prices
-            fake.push(text_script("done", use=usage(1000, 500)))
+        # 1000 in, 500 out: $0.00625 at gpt-5's, $0.0525 at Opus' prices; the first has 800 of its
+        # input from the prompt cache (no cached price: billed as input), so its misses cost 200 x
+        # $1.25/M = $0.00025, the second's 1000 x $1.25/M = $0.00125: $0.0015, 800 of 2000 cached
+        for stream, cached in ((True, 800), (False, 0)):
+            fake.push(text_script("done", use=usage(1000, 500, cached=cached)))
             assert httpx2.post(daemon.url + "/v1/messages", json=dict(BODY, stream=stream)).status_code == 200
         fake.push(Script(status=400, body={"error": {"message": "bad thing", "type": "invalid_request_error"}}))
         assert httpx2.post(daemon.url + "/v1/messages", json=BODY).status_code == 400
@@ -63,6 +66,10 @@ def test_dashboard_shows_the_requests_just_made(tmp_path, fake, browser):
         assert bars(browser, "spend-by-model") == {"gpt-5": pytest.approx(0.0125)}
         assert list(bars(browser, "spend-by-day").values()) == [pytest.approx(0.0125)]
         assert bars(browser, "spend-by-route") == {"*": pytest.approx(0.0125)}
+        cache_row = browser.evaluate("Object.fromEntries([...document.querySelectorAll("
+                                     "'#cache-by-route tr[data-route=\"*\"] td')].map(td => [td.className, td.textContent]))")
+        assert cache_row == {"route": "*", "requests": "2", "input": "2000", "cached": "40.0 %",
+                             "misses": "$0.0015", "spent": "$0.0125"}
         assert bars(browser, "requests-by-model") == {"gpt-5": 3}
         assert bars(browser, "requests-by-status") == {"200": 2, "400": 1}
         assert bars(browser, "errors-by-type") == {"invalid_request_error": 1}

@@ -54,6 +54,7 @@ routes:
 # usage(prompt=1000, completion=200, cached=400): 600 fresh input, 400 read from the prompt cache
 COST = (600 * 2.0 + 400 * 0.5 + 200 * 8.0) / 1e6          # gpt-mock's prices
 CLAUDE = (600 * 3.0 + 400 * 0.3 + 200 * 15.0) / 1e6       # Claude Sonnet's list price
+MISSES = 600 * 2.0 / 1e6                                    # the uncached input alone, at gpt-mock's price
 NOW = "2026-12-07T11:30:00Z"                     # the daemon's clock (CCPROXYD_NOW): no test depends on the wall clock
 TODAY = NOW[:10]
 _n = [0]
@@ -257,7 +258,7 @@ def test_statusline_shows_the_session_spend_or_one_line_when_the_daemon_is_down(
     up = ccproxyd("statusline", stdin=status_json(tag), CCPROXYD_PORT=str(spender.port))
     assert up.returncode == 0 and up.stdout.count("\n") == 1, up.stderr
     assert up.stdout.strip() == (f"ccproxyd · gpt-mock (mock) · ${COST:.4f} · saved ${CLAUDE - COST:.4f} vs Claude"
-                                 " · 40% cached")
+                                 f" · 40% cached (misses ${MISSES:.4f})")
     through_claude_env = ccproxyd("statusline", stdin=status_json(tag), ANTHROPIC_BASE_URL=spender.url)
     assert through_claude_env.stdout == up.stdout
     new = ccproxyd("statusline", stdin=status_json("never-seen"), CCPROXYD_PORT=str(spender.port))
@@ -304,7 +305,7 @@ def test_the_ledger_survives_a_restart_and_client_keys_guard_it(upstream, fake, 
 
 def _row(day: str, session: str, cost: float) -> tuple:
     return (time.time(), day, session, None, "*", "mock", "gpt-mock", "claude-sonnet-4-5", "miss",
-            cost, 0.0, cost, 10, 0, 5, 0, 0, 0, None, None, None)
+            cost, 0.0, cost, 10, 0, 5, 0, 0, 0, None, None, None, None, None)   # no cc_version, miss_cost unknown
 
 
 def test_rows_past_the_retention_limit_are_removed(tmp_path):

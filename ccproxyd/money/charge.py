@@ -44,6 +44,27 @@ def prompt_tokens(usage: dict) -> int:
 def charge(priced: Priced | None, usage: dict, at: float, *, write_ttl: str = "5m",
            search_default: float = 0.0) -> Charge | None:
     """USD for `usage` at `priced`'s prices in force at `at` (epoch seconds, UTC)."""
+    found = _rates(priced, usage, at)
+    if found is None:
+        return None
+    rates, label = found
+    return Charge(usd=_usd(rates, usage, write_ttl, search_default), rate=label)
+
+
+def miss_cost(priced: Priced | None, usage: dict, at: float, *, write_ttl: str = "5m") -> float | None:
+    """What the input the provider's prompt cache did not serve cost (fresh input and cache
+    writes at their rates, at the tier the whole prompt falls in); None when unpriced."""
+    found = _rates(priced, usage, at)
+    if found is None:
+        return None
+    uncached = {"input_tokens": usage.get("input_tokens", 0),
+                "cache_creation_input_tokens": usage.get("cache_creation_input_tokens", 0)}
+    return _usd(found[0], uncached, write_ttl, 0.0)
+
+
+def _rates(priced: Priced | None, usage: dict, at: float) -> tuple[Rates, str] | None:
+    """The rates the row in force at `at` charges this usage (its window, then its tier), and
+    a label saying which: "deepseek:deepseek-flash 2026-09-10 [mon,… 01:00-04:00 UTC]"."""
     if priced is None:
         return None
     row = priced.row_at(at)
@@ -62,7 +83,7 @@ def charge(priced: Priced | None, usage: dict, at: float, *, write_ttl: str = "5
     tier = tier_for(tiers, prompt)
     if len(tiers) > 1:
         label.append(f"[≤{tier.up_to}]" if tier.up_to is not None else f"[>{tiers[-2].up_to}]")
-    return Charge(usd=_usd(tier.rates, usage, write_ttl, search_default), rate=" ".join(label))
+    return tier.rates, " ".join(label)
 
 
 def _usd(r: Rates, usage: dict, write_ttl: str, search_default: float) -> float:

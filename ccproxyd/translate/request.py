@@ -13,31 +13,15 @@ import orjson
 
 from ..config import EFFORTS, Model
 from ..errors import InvalidRequest
-from . import citations, schema_subset, signature
+from . import attribution, citations, prompt_cache, signature
+from .tools import object_schema, convert_tool_choice, convert_tools, loaded_tools, upstream_tool_name
 
-_NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_NAME_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
-
-TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
-# Anthropic server tools (web search, code execution, …) have no function equivalent: dropped.
-SERVER_TOOL_PREFIXES = ("web_search_", "web_fetch_", "code_execution_", "bash_", "text_editor_",
-                        "memory_", "tool_search_tool_", "computer_")
-SCHEMA_DROP = ("$schema", "$id", "$comment")
 INTERRUPTED_RESULT = "Tool call was interrupted; no result."
 EMPTY_RESULT = "(no output)"
 TOOL_LOADED = "Tool loaded, now callable as a function:"
 # Gemini's documented stand-in for a function call that has no thought signature of its own
 # (history written by another model): https://ai.google.dev/gemini-api/docs/thought-signatures
 GEMINI_NO_SIGNATURE = "skip_thought_signature_validator"
-SCHEMA_DIALECTS = {"json_schema": lambda schema: schema, "gemini": schema_subset.to_gemini}
-
-
-def upstream_tool_name(name: str) -> str:
-    """A name the OpenAI function schema accepts: ≤64 chars of [a-zA-Z0-9_-]."""
-    if _NAME_OK.match(name):
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{_NAME_BAD_CHARS.sub('_', name)[:55]}_{digest}"
 
 
 def budget_to_effort(budget: int) -> str:
@@ -274,65 +258,6 @@ def _pair_tool_calls(messages: list[dict]) -> list[dict]:
     return out
 
 
-# ---------------------------------------------------------------- tools
-
-def _schema(schema) -> dict:
-    schema = dict(schema) if isinstance(schema, dict) else {}
-    for key in SCHEMA_DROP:
-        schema.pop(key, None)
-    schema.setdefault("type", "object")
-    if schema["type"] == "object":
-        schema.setdefault("properties", {})
-    return schema
-
-
-def loaded_tools(messages: list) -> set[str]:
-    """Names of the deferred tools the conversation has loaded: each `tool_reference` block in a
-    tool result (what Claude Code's ToolSearch returns) names one."""
-    loaded = set()
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        for block in content if isinstance(content, list) else ():
-            if isinstance(block, dict) and block.get("type") == "tool_result" and isinstance(block.get("content"), list):
-                loaded.update(str(b.get("tool_name")) for b in block["content"]
-                              if isinstance(b, dict) and b.get("type") == "tool_reference")
-    return loaded
-
-
-def convert_tools(tools: list, names: dict[str, str], loaded: set[str] = frozenset(),
-                  dialect: str = "json_schema") -> list[dict]:
-    """Custom tools as functions.  A `defer_loading` tool is offered only once a tool reference in
-    the conversation has loaded it (the flag stays set after that), so the placeholder that keeps
-    Claude Code's tool search on is never callable."""
-    out = []
-    for tool in tools:
-        if not isinstance(tool, dict) or not tool.get("name"):
-            raise InvalidRequest("tools: every tool needs a name")
-        kind = tool.get("type")
-        if kind not in (None, "custom") and kind.startswith(SERVER_TOOL_PREFIXES):
-            continue
-        if tool.get("defer_loading") and tool["name"] not in loaded:
-            continue
-        name = upstream_tool_name(tool["name"])
-        names[name] = tool["name"]
-        fn = {"name": name, "parameters": SCHEMA_DIALECTS[dialect](_schema(tool.get("input_schema")))}
-        if tool.get("description"):
-            fn["description"] = tool["description"]
-        out.append({"type": "function", "function": fn})
-    return out
-
-
-def convert_tool_choice(choice: dict, names: dict[str, str]):
-    kind = choice.get("type")
-    if kind == "tool":
-        name = upstream_tool_name(str(choice.get("name", "")))
-        names[name] = str(choice.get("name", ""))
-        return {"type": "function", "function": {"name": name}}
-    if kind in TOOL_CHOICE:
-        return TOOL_CHOICE[kind]
-    raise InvalidRequest(f"tool_choice.type: expected auto, any, tool or none, got {kind!r}")
-
-
 # ---------------------------------------------------------------- the request
 
 STRUCTURED_OUTPUT_NOTE = "Answer with one JSON object, and nothing else, that matches this JSON schema:\n"
@@ -344,7 +269,7 @@ def _output_schema(body: dict) -> dict | None:
     fmt = config.get("format") or body.get("output_format")
     if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
         return None
-    return _schema(fmt.get("schema"))
+    return object_schema(fmt.get("schema"))
 
 
 def _structured_output(body: dict, model: Model, messages: list[dict]) -> dict:
@@ -424,6 +349,8 @@ def to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
 
 def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     names: dict[str, str] = {}
+    if model.attribution == "strip":
+        body = attribution.strip(body)               # Claude Code's per-session first line: not upstream
     out: dict = {"model": model.upstream, "messages": convert_messages(body, model, names),
                  "stream": True, "stream_options": {"include_usage": True}}
     out[model.max_tokens_field] = min(body["max_tokens"], model.max_output_tokens)
@@ -453,9 +380,8 @@ def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     out.update(_structured_output(body, model, out["messages"]))
     user_id = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
     if user_id:
-        out["user"] = _hashed(user_id)
-        if model.prompt_cache_key:
-            out["prompt_cache_key"] = _hashed(session_of(str(user_id)))
+        out["user"] = _hashed(identity_of(str(user_id)))     # the same in every session: OpenAI buckets by it
+    prompt_cache.apply(out, body, model)             # prompt_cache_key, cache_control breakpoints
     return out, names
 
 
@@ -476,6 +402,21 @@ def session_of_metadata(body: dict) -> str | None:
         return None
     session = session_of(user_id)
     return session if session != user_id else None
+
+
+def identity_of(user_id: str) -> str:
+    """Who is asking, without the session: Claude Code's user_id less its `session_id` (2.x JSON,
+    as sorted compact JSON) or its `_session_<uuid>` tail (1.x); otherwise the whole value.
+    OpenAI uses `user` to bucket requests for its prompt cache ("Used to boost cache hit rates by
+    better bucketing similar requests", https://platform.openai.com/docs/api-reference/chat/create),
+    so a per-session value would split one developer's sessions across caches."""
+    try:
+        parsed = orjson.loads(user_id)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and "session_id" in parsed:
+        return orjson.dumps({k: v for k, v in parsed.items() if k != "session_id"}, option=orjson.OPT_SORT_KEYS).decode()
+    return _LEGACY_SESSION.sub("", user_id)
 
 
 def session_of(user_id: str) -> str:

@@ -79,6 +79,27 @@ function drawSpend(id, spend) {
   bars(figure, spendRows(spend), usd);
 }
 
+const percent = (v) => v == null ? "–" : (100 * v).toFixed(1) + " %";
+
+// One row per route: how much of its input the providers' prompt caches served, what the misses cost.
+function drawCache(byRoute) {
+  const body = $("cache-by-route").tBodies[0];
+  const rows = byRoute ? byRoute.rows : [];
+  body.replaceChildren(...rows.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.route = String(r.key);
+    const cells = [String(r.key), count(r.requests), count(r.input_tokens + r.cached_input_tokens),
+                   percent(r.cached_share), usd(r.miss_cost_usd), usd(r.cost_usd)];
+    for (const [i, value] of cells.entries()) {
+      const td = document.createElement("td");
+      td.textContent = value;
+      td.className = ["route", "requests", "input", "cached", "misses", "spent"][i];
+      tr.append(td);
+    }
+    return tr;
+  }));
+}
+
 function draw(data, byDay, byModel, byRoute) {
   const errors = Object.values(data.requests.errors_by_type).reduce((a, b) => a + b, 0);
   $("cost").textContent = usd(data.money.cost_usd) + unknownNote(data.money.cost_unknown);
@@ -95,6 +116,7 @@ function draw(data, byDay, byModel, byRoute) {
   drawSpend("spend-by-day", byDay);
   drawSpend("spend-by-model", byModel);
   drawSpend("spend-by-route", byRoute);
+  drawCache(byRoute);
   bars($("requests-by-model"), entries(data.requests.by_model), count);
   bars($("requests-by-status"), entries(data.requests.by_status), count);
   bars($("errors-by-type"), entries(data.requests.errors_by_type), count);

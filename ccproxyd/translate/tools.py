@@ -1,0 +1,88 @@
+"""Pure: Anthropic tool definitions and tool_choice -> OpenAI functions, and the names they go by.
+
+An Anthropic tool name may not fit OpenAI's function-name grammar; `upstream_tool_name` maps it to
+one that does, and every converter records the mapping in `names` (upstream name -> the client's
+name) so that the answer's calls are named as the client named them."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from ..errors import InvalidRequest
+from . import schema_subset
+
+_NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_NAME_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
+
+TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+# Anthropic server tools (web search, code execution, …) have no function equivalent: dropped.
+SERVER_TOOL_PREFIXES = ("web_search_", "web_fetch_", "code_execution_", "bash_", "text_editor_",
+                        "memory_", "tool_search_tool_", "computer_")
+SCHEMA_DROP = ("$schema", "$id", "$comment")
+SCHEMA_DIALECTS = {"json_schema": lambda schema: schema, "gemini": schema_subset.to_gemini}
+
+
+def upstream_tool_name(name: str) -> str:
+    """A name the OpenAI function schema accepts: ≤64 chars of [a-zA-Z0-9_-]."""
+    if _NAME_OK.match(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{_NAME_BAD_CHARS.sub('_', name)[:55]}_{digest}"
+
+
+def object_schema(schema) -> dict:
+    schema = dict(schema) if isinstance(schema, dict) else {}
+    for key in SCHEMA_DROP:
+        schema.pop(key, None)
+    schema.setdefault("type", "object")
+    if schema["type"] == "object":
+        schema.setdefault("properties", {})
+    return schema
+
+
+def loaded_tools(messages: list) -> set[str]:
+    """Names of the deferred tools the conversation has loaded: each `tool_reference` block in a
+    tool result (what Claude Code's ToolSearch returns) names one."""
+    loaded = set()
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, dict) and block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+                loaded.update(str(b.get("tool_name")) for b in block["content"]
+                              if isinstance(b, dict) and b.get("type") == "tool_reference")
+    return loaded
+
+
+def convert_tools(tools: list, names: dict[str, str], loaded: set[str] = frozenset(),
+                  dialect: str = "json_schema") -> list[dict]:
+    """Custom tools as functions.  A `defer_loading` tool is offered only once a tool reference in
+    the conversation has loaded it (the flag stays set after that), so the placeholder that keeps
+    Claude Code's tool search on is never callable."""
+    out = []
+    for tool in tools:
+        if not isinstance(tool, dict) or not tool.get("name"):
+            raise InvalidRequest("tools: every tool needs a name")
+        kind = tool.get("type")
+        if kind not in (None, "custom") and kind.startswith(SERVER_TOOL_PREFIXES):
+            continue
+        if tool.get("defer_loading") and tool["name"] not in loaded:
+            continue
+        name = upstream_tool_name(tool["name"])
+        names[name] = tool["name"]
+        fn = {"name": name, "parameters": SCHEMA_DIALECTS[dialect](object_schema(tool.get("input_schema")))}
+        if tool.get("description"):
+            fn["description"] = tool["description"]
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def convert_tool_choice(choice: dict, names: dict[str, str]):
+    kind = choice.get("type")
+    if kind == "tool":
+        name = upstream_tool_name(str(choice.get("name", "")))
+        names[name] = str(choice.get("name", ""))
+        return {"type": "function", "function": {"name": name}}
+    if kind in TOOL_CHOICE:
+        return TOOL_CHOICE[kind]
+    raise InvalidRequest(f"tool_choice.type: expected auto, any, tool or none, got {kind!r}")
