@@ -5,6 +5,8 @@
     │                                  carries every Problem with PATH:LINE:COL)
     └── ClientFacingError              ends as an Anthropic error body + HTTP status
         ├── InvalidRequest             400 invalid_request_error (malformed JSON, missing fields)
+        │   ├── PromptTooLong           a request larger than the routed model's window, or a
+        │   │                          provider's own overflow error (Anthropic's wording)
         │   ├── ThreadAlreadyContinued  400 + details.error_code thread_already_continued
         │   ├── ThreadContinueInFlight  400 + details.error_code thread_continue_in_flight
         │   └── ThreadUnsupported       400 + details.error_code thread_unsupported_request
@@ -98,6 +100,25 @@ class ClientFacingError(CcproxydError):
 
 class InvalidRequest(ClientFacingError):
     status, error_type = 400, "invalid_request_error"
+
+
+class PromptTooLong(InvalidRequest):
+    """A prompt that does not fit the window: ccproxyd's own count against the routed model's
+    `context_window` (`tokens` > `limit`), or a provider's overflow error (`OVERFLOW_CODES`,
+    `OVERFLOW_PHRASES`; no numbers).  Worded as Anthropic words it, which Claude Code 2.1.332
+    matches (case-insensitive "prompt is too long", and the two numbers by
+    /prompt is too long[^0-9]*(\d+)\s*tokens?\s*>\s*(\d+)/) to compact the conversation and
+    retry: `prompt is too long: 200251 tokens > 200000 maximum`
+    (https://github.com/boldsoftware/exe.dev/issues/62, the API's own 400 body)."""
+
+    def __init__(self, tokens: int | None = None, limit: int | None = None, *, upstream: str | None = None,
+                 **kwargs) -> None:
+        if tokens is not None and limit is not None:
+            message = f"prompt is too long: {tokens} tokens > {limit} maximum"
+        else:
+            message = f"prompt is too long: {upstream or 'the provider says the context window is exceeded'}"
+        super().__init__(message, **kwargs)
+        self.tokens, self.limit = tokens, limit
 
 
 class ThreadAlreadyContinued(InvalidRequest):
@@ -220,8 +241,32 @@ TYPE_TO_ERROR: dict[str, type[ClientFacingError]] = {
                 RequestTooLarge, RateLimited, ApiError, UpstreamTimeout, Overloaded)
 }
 
-_CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window",
-                    "prompt is too long", "too many tokens")
+# A provider's own word that a request overflowed the model's window -> PromptTooLong.  Codes are
+# matched exactly against the error's `code` (or `type`), phrases anywhere in its message.
+OVERFLOW_CODES: dict[str, str] = {
+    # OpenAI: https://platform.openai.com/docs/guides/error-codes (400, code context_length_exceeded);
+    # the Responses API reports the same code in `response.failed` and in-stream `error` events
+    "context_length_exceeded": "OpenAI, OpenAI-compatible servers",
+    "model_context_window_exceeded": "Anthropic-shaped upstreams (stop reason turned error)",
+}
+OVERFLOW_PHRASES: tuple[str, ...] = (
+    "prompt is too long",                       # Anthropic-shaped upstreams
+    "maximum context length",                   # OpenAI, vLLM: "This model's maximum context length is N tokens"
+    "context window",                           # "exceeds the context window" (OpenAI Responses, others)
+    "context length",                           # "longer than the model's context length" (vLLM, SGLang)
+    "too many tokens",
+    "exceeds the available context size",       # llama.cpp server
+    "input is too long for requested model",    # Bedrock-hosted models
+    "reduce the length of the messages",        # OpenAI's older wording
+)
+# Statuses a provider answers an overflow with: 400 (OpenAI), 413 (some gateways), 422 (FastAPI servers).
+OVERFLOW_STATUSES = (400, 413, 422)
+
+
+def is_overflow(message: str, code: str) -> bool:
+    """True when a provider's error says the prompt did not fit the model's window."""
+    codes = code.split()
+    return any(c in OVERFLOW_CODES for c in codes) or any(p in message.lower() for p in OVERFLOW_PHRASES)
 
 
 MAX_UPSTREAM_MESSAGE = 300
@@ -310,6 +355,9 @@ def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str
     """Map an upstream HTTP error answer to our tree (PROTOCOL.md §5.7)."""
     message = upstream_message(body)
     code = _upstream_code(body)
+    if status in OVERFLOW_STATUSES and is_overflow(message, code):
+        return PromptTooLong(upstream=f"{message} (provider '{provider}', HTTP {status})" if provider else message,
+                             upstream_status=status, provider=provider)
     if status == 429 and "insufficient_quota" in code:
         cls, retryable = BillingError, False
     elif status in STATUS_TO_ERROR:
@@ -318,8 +366,6 @@ def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str
         cls, retryable = InvalidRequest, False
     else:
         cls, retryable = ApiError, True
-    if cls is InvalidRequest and any(m in (message + code).lower() for m in _CONTEXT_MARKERS):
-        message = f"prompt is too long: {message}"
     if status == 401:
         message = f"upstream provider '{provider}' rejected the proxy's API key: {message}"
     elif provider:                        # an HTTP answer; an in-stream error names no status of its own
@@ -328,15 +374,29 @@ def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str
 
 
 def from_stream_error(obj: dict, provider: str | None = None) -> ClientFacingError:
-    """An error that arrived as a data event inside an upstream stream (OpenRouter, vLLM)."""
+    """An error that arrived as a data event inside an upstream stream (OpenRouter, vLLM, and
+    the Responses API's `error` event, which nests `message` and `code` under `error`)."""
     err = obj.get("error") if isinstance(obj.get("error"), dict) else obj
     message = upstream_message(obj)
     code = err.get("code") if isinstance(err, dict) else None
     if isinstance(code, int) and 400 <= code <= 599:
         return from_upstream(code, obj, provider=provider or "")
     etype = err.get("type") if isinstance(err, dict) else None
-    cls = TYPE_TO_ERROR.get(etype, ApiError) if isinstance(etype, str) else ApiError
+    words = " ".join(w for w in (code, etype) if isinstance(w, str))
+    if is_overflow(message, words):
+        return PromptTooLong(upstream=message, provider=provider)
+    cls = next((STREAM_CODE_TO_ERROR[w] for w in words.split() if w in STREAM_CODE_TO_ERROR), None)
+    if cls is None:
+        cls = TYPE_TO_ERROR.get(etype, ApiError) if isinstance(etype, str) else ApiError
     return cls(message, provider=provider)
+
+
+# An in-stream error's OpenAI code -> our class, where its `type` is not one of Anthropic's.
+# https://platform.openai.com/docs/guides/error-codes: "You exceeded your current quota" is
+# insufficient_quota (a billing matter, never worth a retry).
+STREAM_CODE_TO_ERROR: dict[str, type[ClientFacingError]] = {
+    "insufficient_quota": BillingError,
+}
 
 
 def error_body(exc: ClientFacingError, request_id: str | None = None) -> dict:

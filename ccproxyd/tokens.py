@@ -119,6 +119,21 @@ def count_request(body: dict, encoding_name: str = "o200k_base") -> int:
     return tokens + images * IMAGE_TOKENS + n_messages * MESSAGE_OVERHEAD
 
 
+# What `upper_bound` adds for each `"name"` key in the raw JSON: a tool is counted from its
+# name, description and input_schema re-serialised, and the keys a client left out come back as
+# `"description":null` and `"input_schema":null` (36 bytes, fewer tokens).
+TOOL_SLACK = 48
+
+
+def upper_bound(raw: bytes) -> int:
+    """A bound no lower than `count_request` of the request whose JSON is `raw`, for nothing
+    but counting bytes: every o200k token stands for at least one byte of the text it encodes,
+    the text is no longer than its JSON spelling, and each image or document counted as an image
+    (IMAGE_TOKENS) is found by its `"image"` / `"document"` type string."""
+    pictures = raw.count(b'"image"') + raw.count(b'"document"')
+    return len(raw) + pictures * IMAGE_TOKENS + raw.count(b'"name"') * TOOL_SLACK
+
+
 def count_text(text: str, encoding_name: str = "o200k_base") -> int:
     """Tokens of a plain text (an answer ccproxyd counts itself because the upstream did not)."""
     return len(encoding(encoding_name).encode_ordinary(text)) if text else 0
