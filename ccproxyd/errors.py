@@ -103,7 +103,7 @@ class InvalidRequest(ClientFacingError):
 
 
 class PromptTooLong(InvalidRequest):
-    """A prompt that does not fit the window: ccproxyd's own count against the routed model's
+    r"""A prompt that does not fit the window: ccproxyd's own count against the routed model's
     `context_window` (`tokens` > `limit`), or a provider's overflow error (`OVERFLOW_CODES`,
     `OVERFLOW_PHRASES`; no numbers).  Worded as Anthropic words it, which Claude Code 2.1.332
     matches (case-insensitive "prompt is too long", and the two numbers by
