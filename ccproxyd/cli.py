@@ -383,25 +383,27 @@ def window_env(routed: dict, env: dict[str, str]) -> tuple[dict[str, str], str |
     max_output_tokens), and a note for the user, if any.  Claude Code 2.1.332 does not read a
     gateway's model list for windows; it reads two variables (from its strings):
     CLAUDE_CODE_MAX_CONTEXT_TOKENS, the window of a model id it does not know (an alias), and
-    CLAUDE_CODE_AUTO_COMPACT_WINDOW, the window auto-compaction works to (capped by the window it
-    believes a Claude id has, at least MIN_AUTO_COMPACT_WINDOW).  The compaction window is the
-    input that fits beside a full answer (ccproxyd refuses a prompt that does not leave the
-    model's max_tokens free).  A value the user set is kept."""
+    CLAUDE_CODE_AUTO_COMPACT_WINDOW, the window auto-compaction works to, capped by the model's
+    window, at least MIN_AUTO_COMPACT_WINDOW; compaction before the window is full is armed only
+    when something declares that window (this variable does).  The compaction window is the input
+    that fits beside a full answer (ccproxyd refuses a prompt that does not leave the model's
+    max_tokens free).  A value the user set is kept."""
     window, output = routed.get("max_input_tokens"), routed.get("max_tokens")
     if not isinstance(window, int) or not isinstance(output, int) or window <= 0:
         return {}, None
     out: dict[str, str] = {}
     if "CLAUDE_CODE_MAX_CONTEXT_TOKENS" not in env:
         out["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] = str(window)
-    compact = max(window - output, window // 2)
     if "CLAUDE_CODE_AUTO_COMPACT_WINDOW" in env:
         return out, None
-    if compact < MIN_AUTO_COMPACT_WINDOW:
-        return out, (f"{routed.get('id')} is routed to a {window:,}-token window, smaller than Claude Code's "
-                     f"smallest auto-compact window ({MIN_AUTO_COMPACT_WINDOW:,}): it will compact when ccproxyd "
-                     f"answers that the prompt is too long")
-    out["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] = str(compact)
-    return out, None
+    compact = max(window - output, window // 2)
+    out["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] = str(max(compact, MIN_AUTO_COMPACT_WINDOW))
+    if compact >= MIN_AUTO_COMPACT_WINDOW:
+        return out, None
+    return out, (f"{routed.get('id')} is routed to a {window:,}-token window, under the smallest auto-compact "
+                 f"window Claude Code takes ({MIN_AUTO_COMPACT_WINDOW:,}): under a Claude model's own name it "
+                 f"compacts only when ccproxyd answers that the prompt is too long (an alias from /model "
+                 f"compacts in time)")
 
 
 @main.group()

@@ -138,7 +138,8 @@ WINDOW_ENV = [
     ({"id": "claude-opus-5-5", "max_input_tokens": 1000000, "max_tokens": 384000}, {},
      {"CLAUDE_CODE_MAX_CONTEXT_TOKENS": "1000000", "CLAUDE_CODE_AUTO_COMPACT_WINDOW": "616000"}, False),
     ({"id": "claude-small", "max_input_tokens": 32768, "max_tokens": 8192}, {},
-     {"CLAUDE_CODE_MAX_CONTEXT_TOKENS": "32768"}, True),                 # under Claude Code's 100k floor
+     {"CLAUDE_CODE_MAX_CONTEXT_TOKENS": "32768", "CLAUDE_CODE_AUTO_COMPACT_WINDOW": "100000"},
+     True),                                            # under Claude Code's floor: capped by the window above
     ({"id": "claude-opus-5-5", "max_input_tokens": 128000, "max_tokens": 16384},
      {"CLAUDE_CODE_AUTO_COMPACT_WINDOW": "90000", "CLAUDE_CODE_MAX_CONTEXT_TOKENS": "100000"}, {}, False),
     ({"id": "x"}, {}, {}, False),
