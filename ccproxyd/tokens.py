@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -119,19 +120,20 @@ def count_request(body: dict, encoding_name: str = "o200k_base") -> int:
     return tokens + images * IMAGE_TOKENS + n_messages * MESSAGE_OVERHEAD
 
 
-# What `upper_bound` adds for each `"name"` key in the raw JSON: a tool is counted from its
-# name, description and input_schema re-serialised, and the keys a client left out come back as
-# `"description":null` and `"input_schema":null` (36 bytes, fewer tokens).
-TOOL_SLACK = 48
+# What `upper_bound` adds for each mark it finds in the raw JSON: an image, or a document counted
+# as an image, is IMAGE_TOKENS however few bytes it takes; a tool is counted from its name,
+# description and input_schema re-serialised, and the keys a client left out come back as
+# `"description":null` and `"input_schema":null` (36 bytes, fewer tokens), found by its `"name"`.
+_MARKS = re.compile(rb'"(?:image|document|name)"')
+MARK_TOKENS = {b'"image"': IMAGE_TOKENS, b'"document"': IMAGE_TOKENS, b'"name"': 48}
 
 
 def upper_bound(raw: bytes) -> int:
-    """A bound no lower than `count_request` of the request whose JSON is `raw`, for nothing
-    but counting bytes: every o200k token stands for at least one byte of the text it encodes,
-    the text is no longer than its JSON spelling, and each image or document counted as an image
-    (IMAGE_TOKENS) is found by its `"image"` / `"document"` type string."""
-    pictures = raw.count(b'"image"') + raw.count(b'"document"')
-    return len(raw) + pictures * IMAGE_TOKENS + raw.count(b'"name"') * TOOL_SLACK
+    """A bound no lower than `count_request` of the request whose JSON is `raw`, from its bytes
+    alone (one scan, about a twentieth of the count's time): every o200k token stands for at
+    least one byte of the text it encodes, a text is no longer than its JSON spelling, and the
+    marks (MARK_TOKENS) cover what is counted beyond the bytes."""
+    return len(raw) + sum(MARK_TOKENS[mark] for mark in _MARKS.findall(raw))
 
 
 def count_text(text: str, encoding_name: str = "o200k_base") -> int:
