@@ -258,6 +258,17 @@ OVERFLOW_PHRASES: tuple[str, ...] = (
     "exceeds the available context size",       # llama.cpp server
     "input is too long for requested model",    # Bedrock-hosted models
     "reduce the length of the messages",        # OpenAI's older wording
+    # more providers' wordings, from the list Claude Code 2.1.332 itself keeps of them (its strings)
+    "maximum prompt length",                    # xAI: "This model's maximum prompt length is 131072 but the
+                                                # request contains 136973 tokens." (cline/cline#3120)
+    "input_too_large",                          # xAI's later "[input_too_large] Current message (N tokens)
+                                                # exceeds budget (M tokens)" (UKGovernmentBEIS/inspect_ai#5208)
+    "longer than the maximum model length",
+    "exceeds the maximum number of tokens allowed",
+    "input token length too long",
+    "input tokens exceed the configured limit",
+    "maximum context limit",
+    "but model only supports up to",
 )
 # Statuses a provider answers an overflow with: 400 (OpenAI), 413 (some gateways), 422 (FastAPI servers).
 OVERFLOW_STATUSES = (400, 413, 422)
@@ -382,7 +393,7 @@ def from_stream_error(obj: dict, provider: str | None = None) -> ClientFacingErr
     if isinstance(code, int) and 400 <= code <= 599:
         return from_upstream(code, obj, provider=provider or "")
     etype = err.get("type") if isinstance(err, dict) else None
-    words = " ".join(w for w in (code, etype) if isinstance(w, str))
+    words = " ".join(str(w) for w in (code, etype) if isinstance(w, (str, int)) and not isinstance(w, bool))
     if is_overflow(message, words):
         return PromptTooLong(upstream=message, provider=provider)
     cls = next((STREAM_CODE_TO_ERROR[w] for w in words.split() if w in STREAM_CODE_TO_ERROR), None)

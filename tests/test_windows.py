@@ -111,7 +111,18 @@ OVERFLOWS = [
     (400, {"error": {"code": 400, "message": "the request exceeds the available context size, try increasing it",
                      "type": "exceed_context_size_error"}}, True),                                # llama.cpp
     (413, {"error": {"message": "prompt is too long: 210000 tokens > 200000 maximum"}}, True),   # a gateway
+    (400, {"code": "Client specified an invalid argument", "error": "This model's maximum prompt length is "
+                                                                    "131072 but the request contains 140000 tokens."},
+     True),                                                       # xAI (the wording: cline/cline#3120)
+    (400, {"code": "Client specified an invalid argument", "error": "Failed to start sampling: [input_too_large] "
+           "Current message (1149677 tokens) exceeds budget (975424 tokens)"}, True),   # UKGovernmentBEIS/inspect_ai#5208
+    (400, {"error": {"message": "Please reduce the length of the messages or completion.", "type":
+                     "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}},
+     True),                                                       # Groq (OpenHands/OpenHands#1902)
     (400, {"error": {"message": "temperature: must be at most 2", "code": "invalid_value"}}, False),
+    (400, {"error": {"message": "input length and `max_tokens` exceed context limit: 188059 + 20000 > 200000, "
+                                "decrease input length or `max_tokens` and try again"}}, False),  # Claude Code adjusts
+
 ]
 
 
