@@ -360,7 +360,8 @@ def claude(url: str | None, claude_bin: str, args: tuple[str, ...]) -> None:
 
 
 # The model Claude Code 2.1.332 asks for when neither --model nor ANTHROPIC_MODEL names one (its
-# bundled model catalog's `model_selector_state`: "model":"claude-opus-5-5").
+# bundled model catalog's `model_selector_state`: "model":"claude-opus-5-5"; seen in a `claude -p`
+# run through ccproxyd on 2026-12-07).
 DEFAULT_CLAUDE_MODEL = "claude-opus-5-5"
 # The smallest CLAUDE_CODE_AUTO_COMPACT_WINDOW Claude Code 2.1.332 takes: below it, it warns and
 # uses this ("Set it to a size of at least 100k", the binary's strings).
