@@ -113,12 +113,42 @@ class PromptTooLong(InvalidRequest):
 
     def __init__(self, tokens: int | None = None, limit: int | None = None, *, upstream: str | None = None,
                  **kwargs) -> None:
-        if tokens is not None and limit is not None:
+        if upstream is not None and tokens is None:
+            tokens, limit = overflow_numbers(upstream)
+        if upstream is not None and upstream.lower().startswith("prompt is too long"):
+            message = upstream                        # said the Anthropic way already
+        elif tokens is not None and limit is not None:
             message = f"prompt is too long: {tokens} tokens > {limit} maximum"
+            if upstream is not None:
+                message += f" ({upstream})"
         else:
             message = f"prompt is too long: {upstream or 'the provider says the context window is exceeded'}"
         super().__init__(message, **kwargs)
         self.tokens, self.limit = tokens, limit
+
+
+# Providers' overflow wordings that give both numbers -> (pattern, group of the prompt's tokens,
+# group of the limit), so that the answer carries them where Claude Code reads them.
+OVERFLOW_NUMBERS: tuple[tuple[re.Pattern, int, int], ...] = (
+    # Anthropic-shaped: "prompt is too long: 200251 tokens > 200000 maximum"
+    (re.compile(r"prompt is too long: (\d+) tokens > (\d+) maximum", re.I), 1, 2),
+    # OpenAI, vLLM: "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens"
+    # / "However, your messages resulted in 130000 tokens"
+    (re.compile(r"maximum context length is (\d+) tokens.*?(?:requested|resulted in) (\d+) tokens", re.I | re.S), 2, 1),
+    # xAI: "This model's maximum prompt length is 131072 but the request contains 136973 tokens."
+    (re.compile(r"maximum prompt length is (\d+) but the request contains (\d+) tokens", re.I), 2, 1),
+    # xAI: "[input_too_large] Current message (1149677 tokens) exceeds budget (975424 tokens)"
+    (re.compile(r"\((\d+) tokens\) exceeds budget \((\d+) tokens\)", re.I), 1, 2),
+)
+
+
+def overflow_numbers(message: str) -> tuple[int | None, int | None]:
+    """(prompt tokens, limit) out of a provider's overflow message, or (None, None)."""
+    for pattern, tokens, limit in OVERFLOW_NUMBERS:
+        found = pattern.search(message)
+        if found:
+            return int(found.group(tokens)), int(found.group(limit))
+    return None, None
 
 
 class ThreadAlreadyContinued(InvalidRequest):

@@ -132,6 +132,35 @@ def test_provider_overflow_errors_map_to_prompt_is_too_long(status, body, overfl
     assert isinstance(exc, errors.PromptTooLong) is overflow
     assert exc.status == 400 and exc.error_type == "invalid_request_error"
     assert exc.message.startswith("prompt is too long: ") is overflow
+    assert not exc.message.startswith("prompt is too long: prompt is too long")
+
+
+# The numbers Claude Code reads (/prompt is too long[^0-9]*(\d+)\s*tokens?\s*>\s*(\d+)/, its
+# strings) come first when the provider's words give them; its words follow.
+NUMBERED = [
+    ({"error": {"message": "This model's maximum context length is 128000 tokens. However, your messages resulted "
+                           "in 130000 tokens.", "code": "context_length_exceeded"}},
+     "prompt is too long: 130000 tokens > 128000 maximum (This model's maximum context length is 128000 tokens. "
+     "However, your messages resulted in 130000 tokens. (provider 'prov', HTTP 400))"),
+    ({"code": "Client specified an invalid argument", "error": "This model's maximum prompt length is 131072 but the "
+                                                              "request contains 136973 tokens."},
+     "prompt is too long: 136973 tokens > 131072 maximum (This model's maximum prompt length is 131072 but the "
+     "request contains 136973 tokens. (provider 'prov', HTTP 400))"),
+    ({"error": {"message": "Failed to start sampling: [input_too_large] Current message (1149677 tokens) exceeds "
+                           "budget (975424 tokens)"}},
+     "prompt is too long: 1149677 tokens > 975424 maximum (Failed to start sampling: [input_too_large] Current "
+     "message (1149677 tokens) exceeds budget (975424 tokens) (provider 'prov', HTTP 400))"),
+    ({"error": {"message": "prompt is too long: 210000 tokens > 200000 maximum"}},
+     "prompt is too long: 210000 tokens > 200000 maximum (provider 'prov', HTTP 400)"),
+]
+
+
+@pytest.mark.parametrize("body, message", NUMBERED)
+def test_a_providers_numbers_lead_the_answer(body, message):
+    exc = errors.from_upstream(400, orjson.dumps(body), provider="prov")
+    assert exc.message == message
+    found = re.search(r"prompt is too long[^0-9]*(\d+)\s*tokens?\s*>\s*(\d+)", exc.message, re.I)
+    assert (int(found.group(1)), int(found.group(2))) == (exc.tokens, exc.limit)
 
 
 def test_an_in_stream_overflow_maps_to_prompt_is_too_long():
@@ -231,5 +260,6 @@ def test_a_providers_overflow_error_reaches_the_client_as_prompt_is_too_long(win
     client = anthropic.Anthropic(base_url=windowed.url, api_key="k", max_retries=0)
     with pytest.raises(anthropic.BadRequestError) as caught:
         client.messages.create(model="claude-other", max_tokens=500, messages=[{"role": "user", "content": "hi"}])
-    assert caught.value.body["error"]["message"].startswith(
-        "prompt is too long: This model's maximum context length is 100000 tokens.")
+    assert caught.value.body["error"]["message"] == (
+        "prompt is too long: 100100 tokens > 100000 maximum (This model's maximum context length is 100000 tokens. "
+        "However, your messages resulted in 100100 tokens. (provider 'mock', HTTP 400))")
