@@ -6,6 +6,7 @@ give them."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import anthropic
@@ -175,3 +176,63 @@ def test_openai_web_search_whole_json_answer_reaches_the_client_with_every_cited
     message = sdk_message(client, False, **SEARCH_REQUEST).model_dump()
     found = titles_found(message["content"])
     assert {url: found.get(url) for url in WHOLE_CITED} == WHOLE_CITED
+
+
+# ------------------------------------------------------------ reasoning, replayed on the next turn
+
+def first_response(name: str) -> list[dict]:
+    """The events of the first Response in a file that holds several turns' streams."""
+    events: list[dict] = []
+    for event in chunks(name):
+        if event["type"] == "response.created" and events:
+            break
+        events.append(event)
+    return events
+
+
+def test_openai_reasoning_and_tool_call_come_back_and_the_reasoning_goes_back_next_turn():
+    """openai-reasoning-encrypted-content.1.chunks.txt, first turn (gpt-5.1-codex-max, store false):
+    a reasoning item with a summary and encrypted content, then a calculator call."""
+    from ccproxyd.translate.responses import to_responses
+    from .test_responses import GPT5
+    recorded = first_response("openai-reasoning-encrypted-content.1.chunks.txt")
+    reasoning = next(e["item"] for e in recorded if e["type"] == "response.output_item.done"
+                     and e["item"]["type"] == "reasoning")
+    t = translator()
+    events = t.start()
+    for event in recorded:
+        events += t.feed(event)
+    events += t.finish(True)
+    assert check_stream(events) == "complete"
+    message = accumulate(events)
+    thinking, call = message["content"]
+    assert thinking["thinking"] == ("**Calculating step-by-step using calculator**\n\nI'll compute 12 plus 7, then "
+                                    "multiply the result by 3, and finally multiply that by 10, reporting the final "
+                                    "product.")
+    assert (call["type"], call["id"], call["name"], call["input"]) == (
+        "tool_use", "call_AB6AaRZ1FYZB2RwS6A5vbdqn", "calculator", {"a": 12, "b": 7, "op": "add"})
+    assert message["stop_reason"] == "tool_use"
+    assert (message["usage"]["input_tokens"], message["usage"]["output_tokens"]) == (134, 28)
+    body = {"model": "claude-x", "max_tokens": 1000, "thinking": {"type": "enabled", "budget_tokens": 500},
+            "tools": [{"name": "calculator", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "12 plus 7, times 3, times 10"},
+                         {"role": "assistant", "content": message["content"]},
+                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"],
+                                                       "content": "19"}]}]}
+    sent, _ = to_responses(body, replace(GPT5, upstream="recorded"))     # the model that reasoned
+    replayed = [item for item in sent["input"] if item.get("type") == "reasoning"]
+    assert [(r["id"], r["encrypted_content"]) for r in replayed] == [(reasoning["id"], reasoning["encrypted_content"])]
+
+
+def test_xai_reasoning_text_and_cached_usage():
+    """xai-text-with-reasoning-streaming-store-false.1.chunks.txt (grok-code-fast-1): a reasoning
+    summary of 754 characters, an answer of 2,786, and usage 216 input tokens of which 192 cached,
+    831 output."""
+    events = replay("xai-text-with-reasoning-streaming-store-false.1.chunks.txt", provider="xai")
+    assert check_stream(events) == "complete"
+    message = accumulate(events)
+    thinking, text = message["content"]
+    assert len(thinking["thinking"]) == 754 and thinking["thinking"].startswith('First, the question is: "What')
+    assert len(text["text"]) == 2786 and text["text"].startswith("### Overview of Sonoran Cuisine\n")
+    usage = message["usage"]
+    assert (usage["input_tokens"], usage["cache_read_input_tokens"], usage["output_tokens"]) == (216 - 192, 192, 831)
