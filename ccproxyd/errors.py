@@ -105,7 +105,7 @@ class InvalidRequest(ClientFacingError):
 class PromptTooLong(InvalidRequest):
     r"""A prompt that does not fit the window: ccproxyd's own count against the routed model's
     `context_window` (`tokens` > `limit`), or a provider's overflow error (`OVERFLOW_CODES`,
-    `OVERFLOW_PHRASES`; no numbers).  Worded as Anthropic words it, which Claude Code 2.1.332
+    `OVERFLOW_PHRASES`; its numbers when `OVERFLOW_NUMBERS` finds them, then its own words).  Worded as Anthropic words it, which Claude Code 2.1.332
     matches (case-insensitive "prompt is too long", and the two numbers by
     /prompt is too long[^0-9]*(\d+)\s*tokens?\s*>\s*(\d+)/) to compact the conversation and
     retry: `prompt is too long: 200251 tokens > 200000 maximum`

@@ -130,7 +130,8 @@ MARK_TOKENS = {b'"image"': IMAGE_TOKENS, b'"document"': IMAGE_TOKENS, b'"name"':
 
 def upper_bound(raw: bytes) -> int:
     """A bound no lower than `count_request` of the request whose JSON is `raw`, from its bytes
-    alone (one scan, about a twentieth of the count's time): every o200k token stands for at
+    alone (one scan: 58 us for 120 KB, about an orjson.loads of it, where the count takes 15 to
+    30 ms; measured 2026-12-07 on the project's 2-core VM): every o200k token stands for at
     least one byte of the text it encodes, a text is no longer than its JSON spelling, and the
     marks (MARK_TOKENS) cover what is counted beyond the bytes."""
     return len(raw) + sum(MARK_TOKENS[mark] for mark in _MARKS.findall(raw))
