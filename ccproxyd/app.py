@@ -17,6 +17,7 @@ from .ledger import Ledger
 from .reload import Reloader
 from .resilience import Guards
 from .settings import Settings
+from .stopping import drain
 from .upstream import Upstreams
 
 log = logging.getLogger("ccproxyd")
@@ -35,7 +36,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
     app.config.KEEP_ALIVE_TIMEOUT = 75
     app.config.PING_INTERVAL = settings.ping_interval
     app.config.MOTD = False
-    # Sanic closes the listener, then waits this long for open connections; proxy.drain ends
+    # Sanic closes the listener, then waits this long for open connections; drain (stopping.py) ends
     # what still runs at drain_timeout, and the margin lets those error events reach the clients.
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.drain_timeout + DRAIN_MARGIN
     app.config.ACCESS_LOG = False
@@ -102,7 +103,7 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         app.ctx.stopping = True
         if app.ctx.watchdog is not None:
             app.ctx.watchdog.cancel()
-        app.ctx.drain = asyncio.create_task(proxy.drain(settings.drain_timeout))
+        app.ctx.drain = asyncio.create_task(drain(settings.drain_timeout))
         if app.ctx.snapshots is not None:
             app.ctx.snapshots.cancel()
             with contextlib.suppress(OSError):

@@ -404,33 +404,9 @@ def claude(url: str | None, claude_bin: str, args: tuple[str, ...]) -> None:
     wants client keys); no ANTHROPIC_API_KEY, so it does not ask about a custom key; and
     `ccproxyd statusline` as its status line, by --settings (unless ARGS has one): the user's
     settings files are not touched."""
-    import json
-    import shlex
-    import shutil
+    from .launch import launch
 
-    import httpx2
-
-    base = _daemon_url(url)
-    try:
-        healthy = httpx2.get(base + "/health", timeout=3).status_code == 200
-    except (httpx2.HTTPError, httpx2.InvalidURL, ValueError):
-        healthy = False
-    if not healthy:
-        click.echo(f"ccproxyd: no daemon answers at {base}: start it with `make run` or `ccproxyd serve`", err=True)
-        sys.exit(1)
-    executable = shutil.which(claude_bin)
-    if executable is None:
-        click.echo(f"ccproxyd: cannot find Claude Code ({claude_bin}): install it with "
-                   "`npm install -g @anthropic-ai/claude-code` or pass --claude PATH", err=True)
-        sys.exit(1)
-    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")}
-    env.update(ANTHROPIC_BASE_URL=base, ANTHROPIC_AUTH_TOKEN=os.environ.get("CCPROXYD_CLIENT_KEY") or "ccproxyd",
-               CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY="1")     # /model lists the table's models
-    extra: list[str] = []
-    if not any(arg == "--settings" or arg.startswith("--settings=") for arg in args):
-        command = shlex.join([sys.executable, "-m", "ccproxyd", "statusline", "--url", base])
-        extra = ["--settings", json.dumps({"statusLine": {"type": "command", "command": command}})]
-    os.execve(executable, [executable, *extra, *args], env)
+    launch(_daemon_url(url), claude_bin, args)
 
 
 @main.group()

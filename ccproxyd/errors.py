@@ -5,6 +5,8 @@
     │                                  carries every Problem with PATH:LINE:COL)
     └── ClientFacingError              ends as an Anthropic error body + HTTP status
         ├── InvalidRequest             400 invalid_request_error (malformed JSON, missing fields)
+        │   ├── PromptTooLong           a request larger than the routed model's window, or a
+        │   │                          provider's own overflow error (Anthropic's wording)
         │   ├── ThreadAlreadyContinued  400 + details.error_code thread_already_continued
         │   ├── ThreadContinueInFlight  400 + details.error_code thread_continue_in_flight
         │   └── ThreadUnsupported       400 + details.error_code thread_unsupported_request
@@ -98,6 +100,55 @@ class ClientFacingError(CcproxydError):
 
 class InvalidRequest(ClientFacingError):
     status, error_type = 400, "invalid_request_error"
+
+
+class PromptTooLong(InvalidRequest):
+    r"""A prompt that does not fit the window: ccproxyd's own count against the routed model's
+    `context_window` (`tokens` > `limit`), or a provider's overflow error (`OVERFLOW_CODES`,
+    `OVERFLOW_PHRASES`; its numbers when `OVERFLOW_NUMBERS` finds them, then its own words).  Worded as Anthropic words it, which Claude Code 2.1.332
+    matches (case-insensitive "prompt is too long", and the two numbers by
+    /prompt is too long[^0-9]*(\d+)\s*tokens?\s*>\s*(\d+)/) to compact the conversation and
+    retry: `prompt is too long: 200251 tokens > 200000 maximum`
+    (https://github.com/boldsoftware/exe.dev/issues/62, the API's own 400 body)."""
+
+    def __init__(self, tokens: int | None = None, limit: int | None = None, *, upstream: str | None = None,
+                 **kwargs) -> None:
+        if upstream is not None and tokens is None:
+            tokens, limit = overflow_numbers(upstream)
+        if upstream is not None and upstream.lower().startswith("prompt is too long"):
+            message = upstream                        # said the Anthropic way already
+        elif tokens is not None and limit is not None:
+            message = f"prompt is too long: {tokens} tokens > {limit} maximum"
+            if upstream is not None:
+                message += f" ({upstream})"
+        else:
+            message = f"prompt is too long: {upstream or 'the provider says the context window is exceeded'}"
+        super().__init__(message, **kwargs)
+        self.tokens, self.limit = tokens, limit
+
+
+# Providers' overflow wordings that give both numbers -> (pattern, group of the prompt's tokens,
+# group of the limit), so that the answer carries them where Claude Code reads them.
+OVERFLOW_NUMBERS: tuple[tuple[re.Pattern, int, int], ...] = (
+    # Anthropic-shaped: "prompt is too long: 200251 tokens > 200000 maximum"
+    (re.compile(r"prompt is too long: (\d+) tokens > (\d+) maximum", re.I), 1, 2),
+    # OpenAI, vLLM: "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens"
+    # / "However, your messages resulted in 130000 tokens"
+    (re.compile(r"maximum context length is (\d+) tokens.*?(?:requested|resulted in) (\d+) tokens", re.I | re.S), 2, 1),
+    # xAI: "This model's maximum prompt length is 131072 but the request contains 136973 tokens."
+    (re.compile(r"maximum prompt length is (\d+) but the request contains (\d+) tokens", re.I), 2, 1),
+    # xAI: "[input_too_large] Current message (1149677 tokens) exceeds budget (975424 tokens)"
+    (re.compile(r"\((\d+) tokens\) exceeds budget \((\d+) tokens\)", re.I), 1, 2),
+)
+
+
+def overflow_numbers(message: str) -> tuple[int | None, int | None]:
+    """(prompt tokens, limit) out of a provider's overflow message, or (None, None)."""
+    for pattern, tokens, limit in OVERFLOW_NUMBERS:
+        found = pattern.search(message)
+        if found:
+            return int(found.group(tokens)), int(found.group(limit))
+    return None, None
 
 
 class ThreadAlreadyContinued(InvalidRequest):
@@ -220,15 +271,53 @@ TYPE_TO_ERROR: dict[str, type[ClientFacingError]] = {
                 RequestTooLarge, RateLimited, ApiError, UpstreamTimeout, Overloaded)
 }
 
-_CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window",
-                    "prompt is too long", "too many tokens")
-# Providers' own error codes for a prompt over the window: (error.code, a word the message must
-# hold, "" for none).  All become Anthropic's 400 "prompt is too long", which Claude Code compacts on.
+# A provider's own word that a request overflowed the model's window -> PromptTooLong.  Codes are
+# matched exactly against the error's `code` (or `type`), phrases anywhere in its message.
+OVERFLOW_CODES: dict[str, str] = {
+    # OpenAI: https://platform.openai.com/docs/guides/error-codes (400, code context_length_exceeded);
+    # the Responses API reports the same code in `response.failed` and in-stream `error` events
+    "context_length_exceeded": "OpenAI, OpenAI-compatible servers",
+    "model_context_window_exceeded": "Anthropic-shaped upstreams (stop reason turned error)",
+}
+OVERFLOW_PHRASES: tuple[str, ...] = (
+    "prompt is too long",                       # Anthropic-shaped upstreams
+    "maximum context length",                   # OpenAI, vLLM: "This model's maximum context length is N tokens"
+    "context window",                           # "exceeds the context window" (OpenAI Responses, others)
+    "context length",                           # "longer than the model's context length" (vLLM, SGLang)
+    "too many tokens",
+    "exceeds the available context size",       # llama.cpp server
+    "input is too long for requested model",    # Bedrock-hosted models
+    "reduce the length of the messages",        # OpenAI's older wording
+    # more providers' wordings, from the list Claude Code 2.1.332 itself keeps of them (its strings)
+    "maximum prompt length",                    # xAI: "This model's maximum prompt length is 131072 but the
+                                                # request contains 136973 tokens." (cline/cline#3120)
+    "input_too_large",                          # xAI's later "[input_too_large] Current message (N tokens)
+                                                # exceeds budget (M tokens)" (UKGovernmentBEIS/inspect_ai#5208)
+    "longer than the maximum model length",
+    "exceeds the maximum number of tokens allowed",
+    "input token length too long",
+    "input tokens exceed the configured limit",
+    "maximum context limit",
+    "but model only supports up to",
+)
+# Statuses a provider answers an overflow with: 400 (OpenAI), 413 (some gateways), 422 (FastAPI servers).
+OVERFLOW_STATUSES = (400, 413, 422)
+
+
+# Providers' own numeric codes for a prompt over the window: (error.code, a word the message must
+# hold, "" for none).
 PROVIDER_OVERFLOW_CODES = (
     ("1261", ""),          # Z.AI GLM: "Prompt exceeds max length"
     ("1210", "token"),     # Z.AI GLM: 1210 is any bad parameter; an overflow names the tokens
                            # ("tokens in request more than max tokens allowed")
 )
+
+
+def is_overflow(message: str, code: str) -> bool:
+    """True when a provider's error says the prompt did not fit the model's window."""
+    codes, lowered = code.split(), message.lower()
+    return (any(c in OVERFLOW_CODES for c in codes) or any(p in lowered for p in OVERFLOW_PHRASES)
+            or any(c in codes and w in lowered for c, w in PROVIDER_OVERFLOW_CODES))
 
 
 MAX_UPSTREAM_MESSAGE = 300
@@ -319,16 +408,14 @@ def _upstream_code(body: bytes | str | dict | None) -> str:
     return ""
 
 
-def _provider_overflow(code: str, message: str) -> bool:
-    codes = code.split()
-    return any(c in codes and w in message.lower() for c, w in PROVIDER_OVERFLOW_CODES)
-
-
 def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str,
                   retry_after: float | None = None) -> ClientFacingError:
     """Map an upstream HTTP error answer to our tree (PROTOCOL.md §5.7)."""
     message = upstream_message(body)
     code = _upstream_code(body)
+    if status in OVERFLOW_STATUSES and is_overflow(message, code):
+        return PromptTooLong(upstream=f"{message} (provider '{provider}', HTTP {status})" if provider else message,
+                             upstream_status=status, provider=provider)
     if status == 429 and "insufficient_quota" in code:
         cls, retryable = BillingError, False
     elif status in STATUS_TO_ERROR:
@@ -337,9 +424,6 @@ def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str
         cls, retryable = InvalidRequest, False
     else:
         cls, retryable = ApiError, True
-    if cls is InvalidRequest and (any(m in (message + code).lower() for m in _CONTEXT_MARKERS)
-                                  or _provider_overflow(code, message)):
-        message = f"prompt is too long: {message}"
     if status == 401:
         message = f"upstream provider '{provider}' rejected the proxy's API key: {message}"
     elif provider:                        # an HTTP answer; an in-stream error names no status of its own
@@ -348,15 +432,29 @@ def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str
 
 
 def from_stream_error(obj: dict, provider: str | None = None) -> ClientFacingError:
-    """An error that arrived as a data event inside an upstream stream (OpenRouter, vLLM)."""
+    """An error that arrived as a data event inside an upstream stream (OpenRouter, vLLM, and
+    the Responses API's `error` event, which nests `message` and `code` under `error`)."""
     err = obj.get("error") if isinstance(obj.get("error"), dict) else obj
     message = upstream_message(obj)
     code = err.get("code") if isinstance(err, dict) else None
     if isinstance(code, int) and 400 <= code <= 599:
         return from_upstream(code, obj, provider=provider or "")
     etype = err.get("type") if isinstance(err, dict) else None
-    cls = TYPE_TO_ERROR.get(etype, ApiError) if isinstance(etype, str) else ApiError
+    words = " ".join(str(w) for w in (code, etype) if isinstance(w, (str, int)) and not isinstance(w, bool))
+    if is_overflow(message, words):
+        return PromptTooLong(upstream=message, provider=provider)
+    cls = next((STREAM_CODE_TO_ERROR[w] for w in words.split() if w in STREAM_CODE_TO_ERROR), None)
+    if cls is None:
+        cls = TYPE_TO_ERROR.get(etype, ApiError) if isinstance(etype, str) else ApiError
     return cls(message, provider=provider)
+
+
+# An in-stream error's OpenAI code -> our class, where its `type` is not one of Anthropic's.
+# https://platform.openai.com/docs/guides/error-codes: "You exceeded your current quota" is
+# insufficient_quota (a billing matter, never worth a retry).
+STREAM_CODE_TO_ERROR: dict[str, type[ClientFacingError]] = {
+    "insufficient_quota": BillingError,
+}
 
 
 def error_body(exc: ClientFacingError, request_id: str | None = None) -> dict:

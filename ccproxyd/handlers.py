@@ -19,7 +19,7 @@ from .cache import Flight, cache_key, message_events
 from .money.charge import write_ttl
 from .money.compare import rates_at
 from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, Overloaded, RequestTooLarge, to_anthropic
-from .routing import features_of, resolve
+from .routing import features_of, fit_window, may_overflow, resolve
 from .sse import encode
 from .translate import attribution, server_tools
 from .translate.request import session_of_metadata
@@ -85,8 +85,8 @@ async def _messages(request: Request):
     if request.app.ctx.settings.log_bodies:
         observe.log_body(record.request_id, body)
     table = request.app.ctx.table                       # read once: a reload never changes this request
-    decision = resolve(table, body["model"], features_of(body, partial(tokens.count_request, body),
-                                                         subagent=record.agent_id is not None))
+    features = features_of(body, partial(tokens.count_request, body), subagent=record.agent_id is not None)
+    decision = resolve(table, body["model"], features)
     record.route, record.route_match = decision.route_index, decision.route.match
     if body["max_tokens"] == 0:
         events = proxy.empty_events(decision, body)
@@ -97,6 +97,9 @@ async def _messages(request: Request):
         if turn is not None:
             await turn.keep(accumulate(events))
         return await _local_answer(request, record, events)
+    if may_overflow(decision, body["max_tokens"], tokens.upper_bound(raw)):   # counted only near a window
+        counted = await asyncio.to_thread(lambda: features.input_tokens)
+        decision = fit_window(decision, body["max_tokens"], counted)
     if _cacheable(request, decision) and turn is None:  # a thread point needs the id its client saw
         joined = await _join(request, record, body, decision)
         del body

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import aclosing, contextmanager
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -19,6 +19,7 @@ import orjson
 
 from . import observe, redact, tokens
 from .cache import Flight, Store
+from .stopping import cut_at_drain
 from .config import Model, Provider
 from .errors import ApiError, ClientFacingError, ConnectionDropped, InvalidRequest, MissingCredential, Overloaded, Untranslatable
 from .resilience import OPEN, Breaker, Guards
@@ -35,16 +36,6 @@ from .upstream import Upstreams, map_transport_error
 log = logging.getLogger("ccproxyd.proxy")
 
 
-class Stop:
-    """What the stop needs to know in this process: the tasks relaying or collecting an answer,
-    and whether the drain deadline has passed (an answer that starts after it ends at once)."""
-
-    def __init__(self) -> None:
-        self.relays: set[asyncio.Task] = set()
-        self.over = False
-
-
-STOP = Stop()
 CANCELLED = "the upstream call was cancelled"   # a flight's error when every client left (or at shutdown)
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 Payload = tuple[bytes, dict[str, str]]   # a translated upstream request, serialised, and its tool-name map
@@ -158,7 +149,7 @@ async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, 
     `first` is the primary target's request; a fallback's is translated again from `raw`, the
     client's bytes, so that no parsed request is held while waiting for an upstream.  A wait
     still running at the drain deadline ends as 529, like an answer cut there."""
-    with _cut_at_drain():
+    with cut_at_drain():
         return await _open_answer(upstreams, guards, decision, raw, first, request_id)
 
 
@@ -393,7 +384,7 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
     error: ClientFacingError | None = None
     first_event: float | None = None
     try:
-        with _cut_at_drain():
+        with cut_at_drain():
             async with aclosing(_events(answer)) as batches:
                 async for events in batches:
                     if events:
@@ -414,44 +405,10 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
     return {"error": error, "first_event": first_event}
 
 
-@contextmanager
-def _cut_at_drain():
-    """Around an answer being relayed or collected: at the drain deadline (or when it starts
-    after it) the answer is cancelled and ends as 529, which a client retries elsewhere."""
-    this = asyncio.current_task()
-    STOP.relays.add(this)
-    try:
-        if STOP.over:
-            raise asyncio.CancelledError
-        yield
-    except asyncio.CancelledError:
-        if not STOP.over:
-            raise                               # the client went away: not ours to answer
-        if this.cancelling():
-            this.uncancel()
-        raise Overloaded("ccproxyd is shutting down; the answer was cut off, retry it") from None
-    finally:
-        STOP.relays.discard(this)
-
-
-async def drain(timeout: float) -> None:
-    """On stop, beside Sanic's own wait for open connections: at `timeout` seconds, end every
-    answer still running with an error (a stream's error event, never a clean message_stop on a
-    cut answer; 529 for a whole answer), and any that starts after that at once."""
-    await asyncio.sleep(timeout)
-    STOP.over = True
-    remaining = list(STOP.relays)
-    for task in remaining:
-        task.cancel()
-    if remaining:
-        log.warning("drain timeout: ended %d running streams with an error event", len(remaining))
-        await asyncio.wait(remaining, timeout=2)
-
-
 async def collect(answer: Answer) -> dict:
     """The whole answer as one Anthropic message (non-streaming clients)."""
     events = answer.translator.start()
-    with _cut_at_drain():
+    with cut_at_drain():
         async with aclosing(_events(answer)) as batches:
             async for batch in batches:
                 events += batch

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Callable
 
 from .config import Model, Provider, Route, RouteTable, When
-from .errors import NotFound
+from .errors import NotFound, PromptTooLong
 from .translate.stream import thinking_display
 
 
@@ -87,3 +87,28 @@ def resolve(table: RouteTable, requested: str, features: Features | None = None)
             return Decision(requested=requested, route_index=i, route=route, targets=targets,
                             thinking=features.display)
     raise NotFound(f"model: no route in the routing table matches '{requested}'")
+
+
+def output_reserve(max_tokens: int, model: Model) -> int:
+    """The room an answer needs beside the prompt: the request's max_tokens, as the model's
+    max_output_tokens caps it (the translator sends no more upstream)."""
+    return min(max_tokens, model.max_output_tokens)
+
+
+def may_overflow(decision: Decision, max_tokens: int, bound: int) -> bool:
+    """Cheap: could the request, whose input is at most `bound` tokens, not fit some target?"""
+    return any(bound + output_reserve(max_tokens, t.model) > t.model.context_window for t in decision.targets)
+
+
+def fit_window(decision: Decision, max_tokens: int, input_tokens: int) -> Decision:
+    """The decision with only the targets whose window holds the counted input plus the output
+    reserve (route order kept: the primary when it fits, else the first fallback that does);
+    PromptTooLong, before any upstream call, when none does.  The limit it names is the most
+    input the primary takes beside this request's reserve, so that a client that trims its
+    conversation by the difference fits."""
+    fits = tuple(t for t in decision.targets
+                 if input_tokens + output_reserve(max_tokens, t.model) <= t.model.context_window)
+    if not fits:
+        primary = decision.primary.model
+        raise PromptTooLong(input_tokens, max(0, primary.context_window - output_reserve(max_tokens, primary)))
+    return decision if fits == decision.targets else replace(decision, targets=fits)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -117,6 +118,23 @@ def count_request(body: dict, encoding_name: str = "o200k_base") -> int:
             texts.append(orjson.dumps({k: tool.get(k) for k in ("name", "description", "input_schema")}).decode())
     tokens = sum(len(t) for t in enc.encode_ordinary_batch(texts)) if texts else 0
     return tokens + images * IMAGE_TOKENS + n_messages * MESSAGE_OVERHEAD
+
+
+# What `upper_bound` adds for each mark it finds in the raw JSON: an image, or a document counted
+# as an image, is IMAGE_TOKENS however few bytes it takes; a tool is counted from its name,
+# description and input_schema re-serialised, and the keys a client left out come back as
+# `"description":null` and `"input_schema":null` (36 bytes, fewer tokens), found by its `"name"`.
+_MARKS = re.compile(rb'"(?:image|document|name)"')
+MARK_TOKENS = {b'"image"': IMAGE_TOKENS, b'"document"': IMAGE_TOKENS, b'"name"': 48}
+
+
+def upper_bound(raw: bytes) -> int:
+    """A bound no lower than `count_request` of the request whose JSON is `raw`, from its bytes
+    alone (one scan: 58 us for 120 KB, about an orjson.loads of it, where the count takes 15 to
+    30 ms; measured 2026-12-07 on the project's 2-core VM): every o200k token stands for at
+    least one byte of the text it encodes, a text is no longer than its JSON spelling, and the
+    marks (MARK_TOKENS) cover what is counted beyond the bytes."""
+    return len(raw) + sum(MARK_TOKENS[mark] for mark in _MARKS.findall(raw))
 
 
 def count_text(text: str, encoding_name: str = "o200k_base") -> int:

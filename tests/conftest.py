@@ -54,13 +54,13 @@ providers:
     retries: {{attempts: 3, backoff_base: 0.01, backoff_cap: 0.02}}
     breaker: {{threshold: 5, cooldown: 30}}
 models:
-  flaky-model: {{provider: flaky, upstream: flaky-up, context_window: 1000, max_output_tokens: 100}}
-  limited-model: {{provider: limited, upstream: limited-up, context_window: 1000, max_output_tokens: 100}}
-  cool-model: {{provider: cool, upstream: cool-up, context_window: 1000, max_output_tokens: 100}}
-  slow-model: {{provider: slow, upstream: slow-up, context_window: 1000, max_output_tokens: 100}}
-  narrow-model: {{provider: narrow, upstream: narrow-up, context_window: 1000, max_output_tokens: 100}}
-  probe-model: {{provider: probe, upstream: probe-up, context_window: 1000, max_output_tokens: 100}}
-  sick-model: {{provider: sick, upstream: sick-up, context_window: 1000, max_output_tokens: 100}}
+  flaky-model: {{provider: flaky, upstream: flaky-up, context_window: 200000, max_output_tokens: 100}}
+  limited-model: {{provider: limited, upstream: limited-up, context_window: 200000, max_output_tokens: 100}}
+  cool-model: {{provider: cool, upstream: cool-up, context_window: 200000, max_output_tokens: 100}}
+  slow-model: {{provider: slow, upstream: slow-up, context_window: 200000, max_output_tokens: 100}}
+  narrow-model: {{provider: narrow, upstream: narrow-up, context_window: 200000, max_output_tokens: 100}}
+  probe-model: {{provider: probe, upstream: probe-up, context_window: 200000, max_output_tokens: 100}}
+  sick-model: {{provider: sick, upstream: sick-up, context_window: 200000, max_output_tokens: 100}}
   gpt-mock:
     provider: mock
     context_window: 128000

@@ -17,10 +17,31 @@ from __future__ import annotations
 
 import base64
 import secrets
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
 CITED_TEXT_LIMIT = 150              # Anthropic's cited_text is at most 150 characters of the source
+
+
+# Query parameters a provider adds to the URLs its answer cites, which are no part of the source's
+# address: OpenAI's web search tags each cited URL `utm_source=openai` (`chatgpt.com` in 2025's
+# answers; vercel/ai packages/openai/src/responses/__fixtures__/openai-web-search-tool.1.json and
+# issue-22343-live-web-search-store-false.json).  Its search sources mostly come untagged, so a
+# citation matches its source only without them.
+TRACKING = {("utm_source", "openai"), ("utm_source", "chatgpt.com")}
+
+
+def canonical(url: str) -> str:
+    """`url` without the providers' tracking parameters (TRACKING); any other URL as it is."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [pair for pair in pairs if pair not in TRACKING]
+    if len(kept) == len(pairs):
+        return url
+    return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
 def normalize(annotation) -> dict | None:
@@ -33,7 +54,7 @@ def normalize(annotation) -> dict | None:
     if not isinstance(url, str) or not url:
         return None
     start, end = inner.get("start_index"), inner.get("end_index")
-    return {"url": url, "title": inner.get("title") if isinstance(inner.get("title"), str) else None,
+    return {"url": canonical(url), "title": inner.get("title") if isinstance(inner.get("title"), str) else None,
             "content": inner.get("content") if isinstance(inner.get("content"), str) else None,
             "start": start if isinstance(start, int) else None, "end": end if isinstance(end, int) else None}
 
@@ -47,7 +68,7 @@ def results(sources: list[dict], cited: list[dict]) -> list[dict]:
     they did not list; one per distinct URL, with the best title and snippet any of them gave."""
     merged: dict[str, dict] = {}
     for source in [*sources, *cited]:
-        url = source["url"]
+        url = canonical(source["url"])
         entry = merged.setdefault(url, {"title": None, "content": None, "page_age": None})
         for key in ("title", "content", "page_age"):
             if not entry[key] and source.get(key):

@@ -23,6 +23,10 @@ from . import citations, server_tools
 from .stream import StreamTranslator, _Tool
 
 _PART = {"text": "input_text", "image_url": "input_image", "file": "input_file"}
+# web_search_call actions that look inside a page the search found rather than search again
+# (OpenAI's recorded answers: vercel/ai packages/openai/src/responses/__fixtures__/
+# openai-web-search-tool.1.chunks.txt): folded into that search, as one more of its sources.
+PAGE_ACTIONS = ("open_page", "find_in_page")
 
 
 def to_responses(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
@@ -140,8 +144,8 @@ class ResponsesTranslator(StreamTranslator):
         elif kind == "response.failed":
             error = (event.get("response") or {}).get("error") or {"message": "the upstream response failed"}
             raise from_stream_error({"error": error})
-        elif kind == "error":
-            raise from_stream_error({"error": event})
+        elif kind == "error":                    # OpenAI nests message and code under `error`
+            raise from_stream_error(event if isinstance(event.get("error"), dict) else {"error": event})
         return out
 
     def whole(self, response: dict) -> list[tuple[str, dict]]:
@@ -214,8 +218,9 @@ class ResponsesTranslator(StreamTranslator):
             self.signature = self.plain_signature
 
     def _web_search(self, item: dict) -> None:
-        """OpenAI's or xAI's own search: held until the text that cites it (or any other block)
-        comes, so that its results carry the titles the citations give."""
+        """OpenAI's or xAI's own search: held until the text that cites it (or any block but
+        thinking) comes, so that its results carry the titles the citations give.  URLs are
+        compared without the providers' tracking parameters (citations.canonical)."""
         action = item.get("action") if isinstance(item.get("action"), dict) else {}
         query = action.get("query") if isinstance(action.get("query"), str) else ""
         if not query and isinstance(item.get("arguments"), str):          # xAI's earlier form
@@ -224,11 +229,18 @@ class ResponsesTranslator(StreamTranslator):
             except orjson.JSONDecodeError:
                 arguments = {}
             query = arguments.get("query") if isinstance(arguments, dict) and isinstance(arguments.get("query"), str) else ""
-        sources = [{"url": s["url"], "title": s.get("title")} for s in action.get("sources") or ()
+        sources = [{"url": citations.canonical(s["url"]), "title": s.get("title")} for s in action.get("sources") or ()
                    if isinstance(s, dict) and isinstance(s.get("url"), str)]
+        self.web_searches += 1
+        if action.get("type") in PAGE_ACTIONS and isinstance(action.get("url"), str):
+            page = {"url": citations.canonical(action["url"]), "title": None}
+            if self.pending:                         # a page of the search before it: one of its sources
+                if page["url"] not in {source["url"] for source in self.pending[-1][2]}:
+                    self.pending[-1][2].append(page)
+                return
+            sources = [page]
         self.pending.append((citations.tool_id(item.get("id")), query, sources))
         self.searched = True
-        self.web_searches += 1
 
     def _cite(self, annotation) -> None:
         cited = citations.normalize(annotation)
@@ -249,7 +261,9 @@ class ResponsesTranslator(StreamTranslator):
             self.next_index += 2
 
     def _open(self, out: list, kind: str) -> None:
-        if self.pending and self.open_kind != kind:
+        # Reasoning between searches (GPT-5 thinks before each one) goes out as it comes; the
+        # searches wait for the message whose citations give their results' titles.
+        if self.pending and self.open_kind != kind and kind != "thinking":
             self._flush_searches(out, [])
         super()._open(out, kind)
 
