@@ -104,3 +104,17 @@ def test_a_preset_for_each_provider_of_the_issue():
     names = {p.stem for p in PRESETS}
     assert {"moonshot", "zai", "qwen", "minimax", "gemini", "groq", "cerebras", "openai", "deepseek", "xai",
             "openrouter"} <= names
+
+
+# Presets for servers on the user's own machine: their models have no list price by nature.
+LOCAL = {"llama-cpp.yaml", "ollama.yaml", "vllm.yaml"}
+
+
+@pytest.mark.parametrize("table", [p for p in PRESETS if p.name not in LOCAL], ids=lambda p: p.name)
+def test_every_hosted_preset_model_has_a_price(table):
+    """A hosted preset names only models the catalog (or the table) prices, so cost and savings
+    are never unknown; `ccproxyd check` warns "has no price" for any other."""
+    out = subprocess.run([sys.executable, "-m", "ccproxyd", "check", str(table)], cwd=ROOT,
+                         env={k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+                         capture_output=True, text=True, timeout=60)
+    assert [line for line in (out.stdout + out.stderr).splitlines() if "has no price" in line] == []

@@ -190,7 +190,7 @@ def test_groq_whole_answer_with_reasoning_cut_by_max_tokens():
 def test_xai_reasoning_outside_completion_and_cached_prompt():
     """grok-3-mini, recorded: total 513 = 291 prompt + 26 completion + 196 reasoning, and 290 of
     the prompt tokens cached: output is 26 + 196."""
-    events = replay("xai/tool_call.chunks.txt", preset("xai", "grok-4.5"))
+    events = replay("xai/tool_call.chunks.txt", preset("xai", "grok-4.7"))
     assert summary(blocks(events)) == [("thinking", "First, the user is"),
                                        ("tool_use", "call_55117580", "weather", {"location": "San Francisco"})]
     assert ending(events) == ("tool_use", usage(1, 26 + 196, cached=290))
@@ -214,7 +214,7 @@ def test_minimax_reasoning_details():
 
 
 def test_zai_window_finish_reason_is_anthropics_own():
-    events = replay("zai/window_exceeded.chunks.txt", preset("zai", "glm-5.4"))
+    events = replay("zai/window_exceeded.chunks.txt", preset("zai", "glm-5.3"))
     assert summary(blocks(events)) == [("thinking", "Summarising"), ("text", "The file")]
     assert ending(events) == ("model_context_window_exceeded", usage(2000, 750, cached=200000))
 
@@ -246,9 +246,9 @@ def assistant_turn(body: dict) -> dict:
 REPLAYS = [   # preset, model, recorded answer, the field its thinking goes back in (None: not sent back)
     ("deepseek", "deepseek-flash", "deepseek/tool_call.chunks.txt", "reasoning_content"),
     ("moonshot", "kimi-k3", "moonshot/reasoning_usage.chunks.txt", "reasoning_content"),
-    ("zai", "glm-5.4", "zai/window_exceeded.chunks.txt", "reasoning_content"),
+    ("zai", "glm-5.3", "zai/window_exceeded.chunks.txt", "reasoning_content"),
     ("qwen", "qwen3.8-max", "qwen/reasoning.chunks.txt", None),
-    ("xai", "grok-4.5", "xai/tool_call.chunks.txt", None),
+    ("xai", "grok-4.7", "xai/tool_call.chunks.txt", None),
     ("cerebras", "gpt-oss-120b", "cerebras/tool_call.chunks.txt", None),
     ("minimax", "MiniMax-M3", "minimax/tool_call.chunks.txt", None),
 ]
@@ -283,7 +283,7 @@ def test_thinking_from_another_model_is_not_replayed_but_deepseek_gets_its_field
 def test_gemini_thought_signature_rides_in_the_tool_id_and_goes_back():
     """The call Gemini signed comes back to Gemini with its signature and its own id; the id the
     client saw is a valid tool_use id."""
-    model = preset("gemini", "gemini-3.1-pro-preview")
+    model = preset("gemini", "gemini-4-hydrogen")
     events = replay("gemini/tool_call.chunks.txt", model)
     found = blocks(events)
     call = found[0]
@@ -308,7 +308,7 @@ def test_gemini_history_without_signature_gets_the_documented_stand_in_on_the_fi
 
 
 def test_a_signed_id_goes_to_another_provider_without_its_signature():
-    model = preset("gemini", "gemini-3.1-pro-preview")
+    model = preset("gemini", "gemini-4-hydrogen")
     found = blocks(replay("gemini/tool_call.chunks.txt", model))
     body, _ = treq.to_openai(next_request(found), preset("deepseek", "deepseek-flash"))
     assert assistant_turn(body)["tool_calls"][0]["id"] == "function-call-1"
@@ -355,7 +355,7 @@ def test_deepseek_auto_tool_choice_keeps_thinking():
     ({"type": "tool", "name": "Bash"}, "Answer by calling the function Bash."),
     ({"type": "any"}, "Answer by calling one of the functions.")])
 def test_glm_forced_tool_choice_becomes_auto_and_an_instruction(choice, note):
-    body, _ = treq.to_openai(request(tools=[BASH], tool_choice=choice), preset("zai", "glm-5.4"))
+    body, _ = treq.to_openai(request(tools=[BASH], tool_choice=choice), preset("zai", "glm-5.3"))
     assert body["tool_choice"] == "auto"
     assert body["messages"][-1] == {"role": "user", "content": f"<system-reminder>\n{note}\n</system-reminder>"}
     assert body["max_tokens"] == 1000 and "max_completion_tokens" not in body      # GLM reads max_tokens
