@@ -213,3 +213,37 @@ def test_claude_code_session_every_ledger_row_at_the_exact_ids_list_price(money_
         write = write_1h if _ttl(bodies[request_id]) == "1h" else write_5m
         expected = (fresh * price_in + read * price_read + written * write + out * price_out) / 1e6
         assert claude_price == pytest.approx(expected), (requested, _ttl(bodies[request_id]))
+
+
+@pytest.fixture(scope="module")
+def cached_daemon(upstream, tmp_path_factory):
+    base = tmp_path_factory.mktemp("money-cached")
+    path = base / "routes.yaml"
+    path.write_text(ROUTES.format(url=upstream.url).replace(
+        '{match: "claude-opus-*", model: fair-mock, cache: false}', '{match: "claude-opus-*", model: fair-mock}'))
+    d = Daemon(path, extra_args=("--cache-dir", str(base / "cache"), "--orphan-grace", "0.3",
+                                 "--ledger-dir", str(base / "ledger")), env={"CCPROXYD_NOW": NOW})
+    yield d
+    d.stop()
+
+
+def test_a_call_cancelled_because_every_client_left_is_charged_what_it_produced(cached_daemon, fake):
+    """The provider bills the input and every token generated before ccproxyd cancelled the call."""
+    events: list = [chunk({"role": "assistant", "content": ""})]
+    for i in range(100):
+        events += [chunk({"content": f"w{i} "}), 0.1]
+    fake.push(Script(events=events + [chunk(finish="stop"), chunk(choices=False, usage=usage(10, 100))]))
+    body = {"model": "claude-opus-5-5", "max_tokens": 500, "stream": True,
+            "messages": [{"role": "user", "content": "an answer nobody waits for"}]}
+    with httpx2.stream("POST", cached_daemon.url + "/v1/messages", json=body, timeout=30) as response:
+        request_id = response.headers["request-id"]
+        seen = b""
+        for piece in response.iter_raw():
+            seen += piece
+            if b"w3 " in seen:
+                break                                  # the client leaves; the call is cancelled after the grace
+    line = logged(cached_daemon, request_id)           # written when the cancelled call ends
+    assert line["usage_estimated"] is True and line["input_tokens"] == tokens.count_request(body)
+    assert line["output_tokens"] >= tokens.count_text("w0 w1 w2 w3 ")
+    assert line["cost_usd"] == pytest.approx((line["input_tokens"] * 2.0 + line["output_tokens"] * 8.0) / 1e6)
+    assert line["cost_usd"] > 0 and line["savings_usd"] == pytest.approx(-line["cost_usd"])
