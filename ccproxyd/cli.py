@@ -33,14 +33,15 @@ LISTEN_BACKLOG = 1024
 
 
 @main.command()
-@click.option("--routes", "routes", default="routes.yaml", show_default=True, envvar="CCPROXYD_ROUTES",
+@click.option("--routes", "routes", default=Settings.routes, show_default=True, envvar="CCPROXYD_ROUTES",
               help="Routing table file.")
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="CCPROXYD_HOST")
-@click.option("--port", default=8082, show_default=True, type=int, envvar="CCPROXYD_PORT")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), envvar="CCPROXYD_WORKERS")
+@click.option("--host", default=Settings.host, show_default=True, envvar="CCPROXYD_HOST")
+@click.option("--port", default=Settings.port, show_default=True, type=int, envvar="CCPROXYD_PORT")
+@click.option("--workers", default=Settings.workers, show_default=True, type=click.IntRange(1, 64),
+              envvar="CCPROXYD_WORKERS")
 @click.option("--cache-dir", default=None, envvar="CCPROXYD_CACHE_DIR",
               help="Response cache directory [default: $CACHE_DIRECTORY or ~/.cache/ccproxyd].")
-@click.option("--cache-size-mb", default=1024, show_default=True, type=click.IntRange(1), envvar="CCPROXYD_CACHE_SIZE_MB",
+@click.option("--cache-size-mb", default=Settings.cache_size >> 20, show_default=True, type=click.IntRange(1), envvar="CCPROXYD_CACHE_SIZE_MB",
               help="Response cache size limit.")
 @click.option("--no-cache", is_flag=True, envvar="CCPROXYD_NO_CACHE", help="Disable the response cache.")
 @click.option("--drain-timeout", default=Settings.drain_timeout, show_default=True, type=float,
@@ -69,14 +70,14 @@ LISTEN_BACKLOG = 1024
 @click.option("--redis-timeout", default=Settings.redis_timeout, show_default=True, type=click.FloatRange(0.01),
               envvar="CCPROXYD_REDIS_TIMEOUT",
               help="Seconds a Redis command may take; past it Redis counts as down until a probe answers.")
-@click.option("--log-level", default="INFO", show_default=True, envvar="CCPROXYD_LOG_LEVEL",
+@click.option("--log-level", default=Settings.log_level, show_default=True, envvar="CCPROXYD_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-format", default=Settings.log_format, show_default=True, envvar="CCPROXYD_LOG_FORMAT",
               type=click.Choice(logformat.FORMATS, case_sensitive=False),
               help="json: each log record is one JSON object on one line (the access line's fields at its top level).")
 @click.option("--log-bodies", is_flag=True, envvar="CCPROXYD_LOG_BODIES",
               help="Debug: log each request body (user ids and image/document data redacted).")
-@click.option("--ping-interval", default=10.0, show_default=True, type=float, envvar="CCPROXYD_PING_INTERVAL",
+@click.option("--ping-interval", default=Settings.ping_interval, show_default=True, type=float, envvar="CCPROXYD_PING_INTERVAL",
               help="Seconds of upstream silence before an `event: ping` goes to the client.")
 def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None, cache_size_mb: int,
           no_cache: bool, drain_timeout: float, orphan_grace: float, log_level: str, log_bodies: bool,
@@ -110,7 +111,7 @@ def serve(routes: str, host: str, port: int, workers: int, cache_dir: str | None
     _check_telemetry(say)
     settings = Settings(routes=routes, host=host, port=port, workers=workers,
                         cache_dir="" if no_cache else (cache_dir or default_cache_dir()),
-                        cache_size=cache_size_mb * 1024 * 1024, log_level=log_level.upper(), log_format=log_format,
+                        cache_size=cache_size_mb << 20, log_level=log_level.upper(), log_format=log_format,
                         log_bodies=log_bodies,
                         ping_interval=ping_interval, drain_timeout=drain_timeout, orphan_grace=orphan_grace,
                         thread_ttl=thread_ttl, thread_store_size=thread_store_mb << 20, thread_dir=thread_dir,
@@ -188,7 +189,7 @@ def _forward_to_workers(metrics_dir: str, signum: int, frame) -> None:
 
 
 @main.command()
-@click.argument("path", default="routes.yaml")
+@click.argument("path", default=Settings.routes)
 def check(path: str) -> None:
     """Validate a routing table: exit 0 if valid, 1 if not; one PATH:LINE:COL line per problem."""
     try:
@@ -209,7 +210,7 @@ def check(path: str) -> None:
 
 @main.command()
 @click.argument("model")
-@click.option("--routes", "routes", default="routes.yaml", show_default=True, envvar="CCPROXYD_ROUTES")
+@click.option("--routes", "routes", default=Settings.routes, show_default=True, envvar="CCPROXYD_ROUTES")
 @click.option("--thinking", is_flag=True, help="The request asks for thinking.")
 @click.option("--tools", is_flag=True, help="The request carries tools.")
 @click.option("--input-tokens", default=0, type=int, help="Estimated input size of the request.")
@@ -261,7 +262,7 @@ def _money_warnings(table) -> list[str]:
 
 @main.command()
 @click.argument("models", nargs=-1)
-@click.option("--routes", "routes", default="routes.yaml", show_default=True, envvar="CCPROXYD_ROUTES")
+@click.option("--routes", "routes", default=Settings.routes, show_default=True, envvar="CCPROXYD_ROUTES")
 @click.option("--refresh", is_flag=True, help="Read OpenRouter's public models list into the override file, then show.")
 @click.option("--url", default=None, help="With --refresh: where the models list is read from "
                                           "[default: https://openrouter.ai/api/v1/models].")

@@ -148,10 +148,7 @@ class Limits:
     async def admit(self, policy: ClientPolicy, model: str, estimate: int) -> None:
         check_model(policy, model)
         if self.shared is not None:
-            verdict = await self.shared.admit(policy, estimate)
-            if verdict is not None:                 # Redis answered: the fleet's decision
-                if isinstance(verdict, Exception):
-                    raise verdict
+            if await self.shared.admit(policy, estimate):   # the fleet's decision (it raises a refusal)
                 self.local.count(policy, estimate, self.clock())
                 return
         self.local.admit(policy, estimate)

@@ -20,7 +20,7 @@ import jsonschema
 
 from . import credentials
 from .located import Located as _Located, parse as _parse
-from .errors import ConfigError, Problem
+from .errors import CatalogError, ConfigError, Problem
 from .money import catalog as price_catalog
 from .money.rates import Priced, parse_prices
 from .resilience import BreakerPolicy, RetryPolicy
@@ -269,36 +269,25 @@ def _catalog_price(catalog: price_catalog.Catalog, provider: dict, upstream: str
     return section.models.get(upstream.lower()) if section is not None else None
 
 
+# the keys of a model written as they are (the Model dataclass holds their defaults: one source)
+_MODEL_AS_WRITTEN = ("max_tokens_field", "reasoning_replay", "stop_sequences", "vision", "structured_output", "api",
+                     "prompt_cache_key", "cache_control", "attribution", "web_search", "stream_usage",
+                     "forced_tool_choice", "max_tools", "documents", "tool_schema", "thought_signatures")
+
+
 def _model(name: str, raw: dict, provider: dict, catalog: price_catalog.Catalog, path: str) -> Model:
+    """The defaults that depend on `reasoning` are decided here; every other default is Model's."""
     reasoning = bool(raw.get("reasoning", False))
     upstream = raw.get("upstream", name)
     prices = (_priced(upstream, raw["prices"], path) if "prices" in raw
               else _catalog_price(catalog, provider, upstream))
-    return Model(
-        name=name, provider=raw["provider"], upstream=upstream,
-        context_window=raw["context_window"], max_output_tokens=raw["max_output_tokens"],
-        reasoning=reasoning,
-        max_tokens_field=raw.get("max_tokens_field", "max_completion_tokens"),
-        reasoning_control=raw.get("reasoning_control", "reasoning_effort" if reasoning else "none"),
-        efforts=tuple(raw.get("efforts", ("low", "medium", "high"))),
-        reasoning_replay=raw.get("reasoning_replay", "none"),
-        sampling=raw.get("sampling", not reasoning),
-        stop_sequences=raw.get("stop_sequences", True),
-        vision=raw.get("vision", True),
-        structured_output=raw.get("structured_output", "json_schema"),
-        api=raw.get("api", "chat_completions"),
-        prompt_cache_key=raw.get("prompt_cache_key", False),
-        cache_control=raw.get("cache_control", False),
-        attribution=raw.get("attribution", "strip"),
-        web_search=raw.get("web_search", "none"),
-        stream_usage=raw.get("stream_usage", True),
-        forced_tool_choice=raw.get("forced_tool_choice", "send"),
-        max_tools=raw.get("max_tools"),
-        documents=raw.get("documents", "file"),
-        tool_schema=raw.get("tool_schema", "json_schema"),
-        thought_signatures=raw.get("thought_signatures", "none"),
-        prices=prices,
-    )
+    written = {key: raw[key] for key in _MODEL_AS_WRITTEN if key in raw}
+    if "efforts" in raw:
+        written["efforts"] = tuple(raw["efforts"])
+    return Model(name=name, provider=raw["provider"], upstream=upstream, context_window=raw["context_window"],
+                 max_output_tokens=raw["max_output_tokens"], reasoning=reasoning, prices=prices,
+                 reasoning_control=raw.get("reasoning_control", "reasoning_effort" if reasoning else "none"),
+                 sampling=raw.get("sampling", not reasoning), **written)
 
 
 def _client(name: str, raw: dict) -> ClientPolicy:
@@ -392,7 +381,7 @@ def load_file(path: str, env: Mapping[str, str] | None = None) -> RouteTable:
     text = read_text(path)
     try:
         catalog = price_catalog.current()
-    except price_catalog.CatalogError as exc:
+    except CatalogError as exc:
         raise ConfigError([Problem(exc.origin, 1, 1, f"price catalog: {p}") for p in exc.problems]) from None
     return load(text, path, env, catalog)
 

@@ -3,6 +3,10 @@
     CcproxydError                      anything ccproxyd raises on purpose
     ├── ConfigError                    a routing table that cannot be used (operator-facing;
     │                                  carries every Problem with PATH:LINE:COL)
+    ├── CatalogError                   a price catalog or override file that cannot be used
+    ├── EncodingError                  a tiktoken data file that is missing or damaged
+    ├── Unreachable                    the command line could not ask the running daemon
+    │                                  (str() is one line for the user)
     └── ClientFacingError              ends as an Anthropic error body + HTTP status
         ├── InvalidRequest             400 invalid_request_error (malformed JSON, missing fields)
         │   ├── PromptTooLong           a request larger than the routed model's window, or a
@@ -25,12 +29,16 @@
         │   ├── UntrustedCertificate   the provider's TLS certificate failed verification (names
         │   │                          the provider and the reason; never retried)
         │   ├── ConnectionDropped      the upstream closed the connection without answering
+        │   ├── CallCancelled          an upstream call ccproxyd cancelled (every client left, or
+        │   │                          shutdown); a flight's followers see it
         │   └── Untranslatable         upstream data that cannot be translated (never cached)
         ├── UpstreamTimeout            504 timeout_error
         └── Overloaded                 529 overloaded_error (retry_after)
 
-`UpstreamFailure` is a mixin flag on instances created from an upstream answer or a transport
-failure: `retryable` says whether another attempt (or a fallback target) may succeed.
+`retryable`, on instances created from an upstream answer or a transport failure, says whether
+another attempt (or a fallback target) may succeed.
+
+Standard library only (no orjson): `ccproxyd statusline` imports the tree, and starts in tens of ms.
 
 `from_upstream(status, body)` maps an upstream HTTP error to this tree (one table);
 `to_anthropic(exc)` gives (status, body, headers) for a client.
@@ -38,10 +46,9 @@ failure: `retryable` says whether another attempt (or a fallback target) may suc
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
-
-import orjson
 
 from . import redact
 
@@ -62,6 +69,22 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.col}: {'warning: ' if self.warning else ''}{self.message}"
+
+
+class CatalogError(CcproxydError):
+    """A price catalog file that cannot be used; `problems` lists each as `where: message`."""
+
+    def __init__(self, origin: str, problems: list[str]) -> None:
+        self.origin, self.problems = origin, problems
+        super().__init__(f"{origin}: " + f"\n{origin}: ".join(problems))
+
+
+class EncodingError(CcproxydError):
+    """A tiktoken encoding file that is missing, or whose checksum does not match."""
+
+
+class Unreachable(CcproxydError):
+    """The daemon could not be asked, or did not answer as a ccproxyd does; str() is one line."""
 
 
 class ConfigError(CcproxydError):
@@ -232,6 +255,13 @@ class ConnectionDropped(ApiError):
     HTTP/2 GOAWAY, or a server that went away mid-request."""
 
 
+class CallCancelled(ApiError):
+    """An upstream call ccproxyd cancelled: every client of it left, or the daemon is stopping."""
+
+    def __init__(self, message: str = "the upstream call was cancelled", **kwargs) -> None:
+        super().__init__(message, **kwargs)
+
+
 class Untranslatable(ApiError):
     """Upstream data that cannot be translated: not JSON, the wrong shape, or a translator bug.
     The answer ends in an error (never a clean stop over a hole) and is never cached."""
@@ -368,8 +398,8 @@ def _raw_message(body: bytes | str | dict | None) -> str:
     obj = body
     if isinstance(body, (bytes, str)):
         try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            obj = json.loads(body)
+        except ValueError:                                  # not JSON, or not UTF-8
             text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
             return redact.scrub(text)[:4000]
     obj = _unwrapped(obj)
@@ -398,8 +428,8 @@ def _upstream_code(body: bytes | str | dict | None) -> str:
     obj = body
     if isinstance(body, (bytes, str)):
         try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            obj = json.loads(body)
+        except ValueError:
             return ""
     obj = _unwrapped(obj)
     if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
@@ -475,4 +505,4 @@ def to_anthropic(exc: BaseException, request_id: str | None = None) -> tuple[int
         headers["retry-after"] = str(max(1, int(round(exc.retry_after))))
     if isinstance(exc, (MissingCredential, UntrustedCertificate)):
         headers["x-should-retry"] = "false"
-    return exc.status, orjson.dumps(error_body(exc, request_id)), headers
+    return exc.status, json.dumps(error_body(exc, request_id), separators=(",", ":"), ensure_ascii=False).encode(), headers

@@ -1,6 +1,6 @@
 """Asking the running daemon from the command line (`costs`, `statusline`).
 
-Standard library only (no httpx2, no click, no orjson): `ccproxyd statusline` runs after every
+Standard library only (no httpx2, no click, no orjson; errors.py is too): `ccproxyd statusline` runs after every
 message Claude Code shows and must answer within 300 ms, most of which is interpreter start-up.
 A plain http:// daemon is asked over a bare socket (http.client and the ssl and email modules it
 loads cost more than the request); https goes through http.client.  Every problem reaching the
@@ -14,9 +14,7 @@ import os
 import socket
 from urllib.parse import urlencode, urlsplit
 
-
-class Unreachable(Exception):
-    """The daemon could not be asked, or did not answer as a ccproxyd does; str() is one line."""
+from .errors import Unreachable
 
 
 def daemon_url(url: str | None = None, *fallbacks: str) -> str:

@@ -21,7 +21,7 @@ from . import observe, redact, tokens
 from .cache import Flight, Store
 from .stopping import cut_at_drain
 from .config import Model, Provider
-from .errors import ApiError, ClientFacingError, ConnectionDropped, InvalidRequest, MissingCredential, Overloaded, Untranslatable
+from .errors import ApiError, CallCancelled, ClientFacingError, ConnectionDropped, InvalidRequest, MissingCredential, Overloaded, Untranslatable
 from .resilience import OPEN, Breaker, Guards
 from .routing import Decision, Target
 from .sse import SSEDecoder, encode
@@ -36,7 +36,6 @@ from .upstream import Upstreams, map_transport_error
 log = logging.getLogger("ccproxyd.proxy")
 
 
-CANCELLED = "the upstream call was cancelled"   # a flight's error when every client left (or at shutdown)
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 Payload = tuple[bytes, dict[str, str]]   # a translated upstream request, serialised, and its tool-name map
 
@@ -426,7 +425,7 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
     try:
         answer = await open_answer(upstreams, guards, decision, raw, first, request_id)
     except BaseException as exc:                # an upstream error, or cancelled: every client left
-        flight.error = exc if isinstance(exc, ClientFacingError) else ApiError(CANCELLED)
+        flight.error = exc if isinstance(exc, ClientFacingError) else CallCancelled()
         flight.finish(None)
         if isinstance(exc, ClientFacingError):
             return
@@ -445,7 +444,7 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
     finally:
         await answer.close()
         if flight.error is None and message is None:         # cancelled mid-stream
-            flight.error = ApiError(CANCELLED)
+            flight.error = CallCancelled()
         try:
             if message is None:
                 await charge_cut(answer)        # the provider bills what it produced before the cut

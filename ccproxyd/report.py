@@ -8,6 +8,7 @@ import json
 import sys
 
 from . import local
+from .errors import Unreachable
 
 COLUMNS = (("key", "key"), ("requests", "requests"), ("cache_hits", "cache hits"), ("cost_usd", "cost $"),
            ("savings_usd", "saved $"), ("claude_price_usd", "Claude price $"), ("input_tokens", "input"),
@@ -30,7 +31,7 @@ def costs_by(url: str | None, by: str, since: str | None, session: str | None, f
         text = (json.dumps(answer, indent=2) if fmt == "json" else
                 as_csv(rows, answer["by"]) if fmt == "csv" else
                 as_table(rows, total, answer["by"], answer["since"]) + limits_table(answer.get("limits") or {}))
-    except local.Unreachable as exc:
+    except Unreachable as exc:
         print(f"ccproxyd: {exc}", file=sys.stderr)
         return 1
     except (KeyError, TypeError, ValueError):

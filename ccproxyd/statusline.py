@@ -18,6 +18,7 @@ import os
 import sys
 
 from . import local
+from .errors import Unreachable
 
 TIMEOUT = 0.25               # seconds for the daemon's answer: Claude Code wants the line within 300 ms
 
@@ -98,7 +99,7 @@ def main(argv: list[str]) -> int:
     try:
         spend = local.get_json(base, "/spend", {"by": "session", "session": session, "since": "1970-01-01"},
                                timeout=float(os.environ.get("CCPROXYD_STATUSLINE_TIMEOUT") or TIMEOUT))
-    except local.Unreachable as exc:
+    except Unreachable as exc:
         print(f"ccproxyd: {exc}"[:200])
         return 0
     try:

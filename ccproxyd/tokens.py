@@ -11,6 +11,8 @@ from importlib import resources
 import orjson
 import tiktoken
 
+from .errors import EncodingError
+
 # Split patterns copied from tiktoken_ext.openai_public (data, not code to fetch).
 _PATTERNS = {
     "o200k_base": "|".join([
@@ -31,10 +33,6 @@ _SPECIAL = {
 }
 IMAGE_TOKENS = 1600          # Anthropic's rough cost of one ~1.15 MP image
 MESSAGE_OVERHEAD = 3
-
-
-class EncodingError(RuntimeError):
-    pass
 
 
 @lru_cache(maxsize=None)

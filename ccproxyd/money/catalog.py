@@ -25,19 +25,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from ..errors import CatalogError
 from ..settings import default_state_dir
 from .rates import Priced, parse_row
 
 PACKAGED = "data/prices.yaml"
 CLAUDE = "anthropic"                     # the section the Claude reference prices come from
-
-
-class CatalogError(ValueError):
-    """A catalog file that cannot be used; `problems` lists each as `where: message`."""
-
-    def __init__(self, origin: str, problems: list[str]) -> None:
-        self.origin, self.problems = origin, problems
-        super().__init__(f"{origin}: " + f"\n{origin}: ".join(problems))
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,7 @@ from typing import Awaitable, Callable
 import orjson
 
 from ..cache import Flight, message_events
-from ..errors import TYPE_TO_ERROR, ApiError, ClientFacingError, Overloaded, error_body
-from ..proxy import CANCELLED
+from ..errors import TYPE_TO_ERROR, ApiError, CallCancelled, ClientFacingError, Overloaded, error_body
 from ..sse import encode
 from ..translate.stream import message_id
 from .link import BLOCK_SECONDS, PREFIX, Link
@@ -95,7 +94,7 @@ class FleetCache:
             kind, value = await self.lookup(key)
         except BaseException:
             verdict.set_result("local")
-            flight.error = ApiError(CANCELLED)
+            flight.error = CallCancelled()
             flight.finish(None)
             raise
         verdict.set_result(kind)
@@ -209,9 +208,8 @@ class FleetCache:
 
 
 def _error(obj: dict) -> ClientFacingError:
-    error = TYPE_TO_ERROR.get(obj.get("type"), ApiError)(obj.get("message", "upstream error"),
-                                                          retry_after=obj.get("retry_after"))
-    return error
+    return TYPE_TO_ERROR.get(obj.get("type"), ApiError)(obj.get("message", "upstream error"),
+                                                        retry_after=obj.get("retry_after"))
 
 
 class Publisher:
@@ -242,8 +240,8 @@ class Publisher:
         if message is not None:
             self.queue.append({"end": orjson.dumps(message)})
         else:
-            cancelled = not isinstance(error, ClientFacingError) or error.message == CANCELLED
-            error = error if isinstance(error, ClientFacingError) else ApiError(CANCELLED)
+            cancelled = not isinstance(error, ClientFacingError) or isinstance(error, CallCancelled)
+            error = error if isinstance(error, ClientFacingError) else CallCancelled()
             self.queue.append({"err": orjson.dumps({"type": error.error_type, "message": error.message,
                                                     "retry_after": error.retry_after, "cancelled": cancelled})})
         self.ended = True

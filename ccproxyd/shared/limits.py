@@ -78,7 +78,8 @@ class RedisCounts:
         return [_key("spend", name, f"{p}:{keys[p]}") for p, _ in PERIODS]
 
     async def admit(self, policy: ClientPolicy, estimate: int):
-        """None (Redis down), or an exception to raise (over a limit), or True (admitted)."""
+        """True (admitted by the fleet's counts), None (Redis down: the caller decides alone), or
+        raises the client's error (over a limit or a budget)."""
         keys = [_key("rpm", policy.name), _key("tpm", policy.name), *self._spend_keys(policy.name, wallclock.now())]
         args = [policy.rpm or 0, policy.tpm or 0, estimate, policy.budget_day or 0, policy.budget_month or 0,
                 secrets.token_hex(8)]
@@ -90,8 +91,8 @@ class RedisCounts:
             return True
         if verdict.startswith("budget"):
             period = PERIODS[int(verdict[-1]) - 1][0]
-            return over_budget(policy, period, float(value), wallclock.now())   # the day the spend keys name
-        return over_limit(policy, verdict, float(value))
+            raise over_budget(policy, period, float(value), wallclock.now())    # the day the spend keys name
+        raise over_limit(policy, verdict, float(value))
 
     async def settle(self, policy: ClientPolicy, correction: int, cost: float) -> None:
         if not correction and not cost:
