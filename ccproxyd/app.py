@@ -10,7 +10,7 @@ import signal
 
 from sanic import Sanic
 
-from . import config, connections, handlers, notify, observe, proxy, shared, status, threads, tokens, ui
+from . import config, connections, handlers, notify, observe, shared, status, threads, tokens, ui
 from .cache import Store
 from .clients import Limits
 from .ledger import Ledger

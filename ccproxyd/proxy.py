@@ -21,7 +21,7 @@ from . import observe, redact, tokens
 from .cache import Flight, Store
 from .stopping import cut_at_drain
 from .config import Model, Provider
-from .errors import ApiError, CallCancelled, ClientFacingError, ConnectionDropped, InvalidRequest, MissingCredential, Overloaded, Untranslatable
+from .errors import CallCancelled, ClientFacingError, ConnectionDropped, InvalidRequest, MissingCredential, Overloaded, Untranslatable
 from .resilience import OPEN, Breaker, Guards
 from .routing import Decision, Target
 from .sse import SSEDecoder, encode

@@ -19,7 +19,8 @@ import httpx2
 from . import __version__
 from .config import Provider
 from .errors import (ApiError, ClientFacingError, ConnectionDropped, MissingCredential, Overloaded,
-                     UntrustedCertificate, UpstreamTimeout, from_upstream)
+                     UntrustedCertificate, UpstreamTimeout)
+from .upstream_errors import from_upstream
 from .http11 import Http11Transport
 
 WRITE_TIMEOUT = 60.0     # seconds to send a request body

@@ -23,7 +23,7 @@ import httpx2
 import pytest
 
 from ccproxyd import tokens
-from ccproxyd.errors import MAX_UPSTREAM_MESSAGE, from_upstream
+from ccproxyd.upstream_errors import MAX_UPSTREAM_MESSAGE, from_upstream
 
 from . import tiny_model
 from .conftest import Daemon, free_port

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ccproxyd import config, errors
+from ccproxyd import config, errors, upstream_errors
 from ccproxyd.errors import InvalidRequest
 from ccproxyd.translate import request as treq
 from ccproxyd.translate.stream import StreamTranslator
@@ -440,7 +440,7 @@ def test_other_models_get_the_schema_as_sent():
 # ---------------------------------------------------------------- the providers' own errors
 
 def error_of(path: str, status: int = 400):
-    return errors.from_upstream(status, (CORPUS / path).read_bytes(), provider="p")
+    return upstream_errors.from_upstream(status, (CORPUS / path).read_bytes(), provider="p")
 
 
 @pytest.mark.parametrize("path,overflow", [("zai/error_1210_context.json", True), ("zai/error_1210_tokens.json", True),

@@ -11,7 +11,7 @@ import anthropic
 import orjson
 import pytest
 
-from ccproxyd import errors, tokens
+from ccproxyd import errors, tokens, upstream_errors
 from ccproxyd.launch import window_env
 from ccproxyd.config import Model, Provider, Route
 from ccproxyd.routing import Decision, Target, fit_window, may_overflow
@@ -128,7 +128,7 @@ OVERFLOWS = [
 
 @pytest.mark.parametrize("status, body, overflow", OVERFLOWS)
 def test_provider_overflow_errors_map_to_prompt_is_too_long(status, body, overflow):
-    exc = errors.from_upstream(status, orjson.dumps(body), provider="prov")
+    exc = upstream_errors.from_upstream(status, orjson.dumps(body), provider="prov")
     assert isinstance(exc, errors.PromptTooLong) is overflow
     assert exc.status == 400 and exc.error_type == "invalid_request_error"
     assert exc.message.startswith("prompt is too long: ") is overflow
@@ -157,14 +157,14 @@ NUMBERED = [
 
 @pytest.mark.parametrize("body, message", NUMBERED)
 def test_a_providers_numbers_lead_the_answer(body, message):
-    exc = errors.from_upstream(400, orjson.dumps(body), provider="prov")
+    exc = upstream_errors.from_upstream(400, orjson.dumps(body), provider="prov")
     assert exc.message == message
     found = re.search(r"prompt is too long[^0-9]*(\d+)\s*tokens?\s*>\s*(\d+)", exc.message, re.I)
     assert (int(found.group(1)), int(found.group(2))) == (exc.tokens, exc.limit)
 
 
 def test_an_in_stream_overflow_maps_to_prompt_is_too_long():
-    exc = errors.from_stream_error({"type": "error", "error": {
+    exc = upstream_errors.from_stream_error({"type": "error", "error": {
         "type": "invalid_request_error", "code": "context_length_exceeded",
         "message": "Your input exceeds the context window of this model."}})
     assert isinstance(exc, errors.PromptTooLong)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import orjson
 
 from ..config import Model
-from ..errors import ApiError, from_stream_error
+from ..errors import ApiError
+from ..upstream_errors import from_stream_error
 from . import request as treq
 from . import signature
 from . import citations, server_tools

@@ -18,7 +18,8 @@ import secrets
 
 import orjson
 
-from ..errors import ApiError, ClientFacingError, error_body, from_stream_error
+from ..errors import ApiError, ClientFacingError, error_body
+from ..upstream_errors import from_stream_error
 from . import signature
 
 FINISH_TO_STOP = {
