@@ -169,7 +169,7 @@ class PrefixCacheUpstream(FakeUpstream):
 
 
 def claude_binary() -> Path:
-    from .test_claude_code import NEWEST, claude_binary as binary
+    from .support import NEWEST, claude_binary as binary
     return binary(NEWEST)
 
 

@@ -173,6 +173,24 @@ def responses_script(*, summary: str = "", text: str = "", call: tuple[str, str]
     return Script(events=events, done=False)
 
 
+def web_search_script(query: str, urls: list[str], text: str):
+    """A Responses stream in which OpenAI's own web_search ran, then the model answered."""
+    call = {"type": "web_search_call", "id": "ws_1", "status": "completed",
+            "action": {"type": "search", "query": query, "sources": [{"type": "url", "url": u} for u in urls]}}
+    events = [{"type": "response.created", "response": {"id": "resp_w", "status": "in_progress"}},
+              {"type": "response.output_item.added", "output_index": 0, "item": dict(call, status="in_progress")},
+              {"type": "response.web_search_call.searching", "output_index": 0, "item_id": "ws_1"},
+              {"type": "response.output_item.done", "output_index": 0, "item": call},
+              {"type": "response.output_item.added", "output_index": 1,
+               "item": {"type": "message", "id": "msg_w", "role": "assistant", "content": []}},
+              {"type": "response.output_text.delta", "output_index": 1, "delta": text},
+              {"type": "response.output_item.done", "output_index": 1,
+               "item": {"type": "message", "content": [{"type": "output_text", "text": text}]}},
+              {"type": "response.completed", "response": {"id": "resp_w", "object": "response", "status": "completed",
+                                                           "usage": {"input_tokens": 50, "output_tokens": 20}}}]
+    return Script(events=events, done=False)
+
+
 class LoopbackServer:
     """A server on 127.0.0.1 that runs its own event loop in a thread (tests call it from theirs).
     Subclasses serve connections in `_serve`; `_listen` opens the listener."""

@@ -176,7 +176,7 @@ def _client_system(body: dict) -> str:
 def test_real_claude_code_sessions_share_one_prompt_cache(tmp_path):
     """The bench scenario (tests/bench_cache.py) with the newest Claude Code: sessions A (two
     turns), B and C, and a subagent of C's, against the simulated OpenAI prefix cache."""
-    from .test_claude_code import NEWEST
+    from .support import NEWEST
 
     fake = PrefixCacheUpstream().start()
     try:

@@ -19,42 +19,15 @@ import pytest
 
 from .conftest import UPSTREAM_KINDS
 from .fake_upstream import responses_script, text_script, tool_script
+from .support import NEWEST, VERSIONS, claude_binary, run_claude
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.upstreams(*UPSTREAM_KINDS)
 
 
-VERSIONS = tuple(os.environ.get("CCPROXYD_CLAUDE_VERSIONS", "2.1.197 2.1.332").split())
-NEWEST = max(VERSIONS, key=lambda v: tuple(int(n) for n in v.split(".")))
-
-
-def claude_binary(version: str) -> Path:
-    base = Path(os.environ.get("CCPROXYD_CLAUDE", ROOT / ".claude-code")) / version
-    for candidate in (base / "node_modules/@anthropic-ai/claude-code-linux-x64/claude",
-                      base / "node_modules/.bin/claude"):
-        if candidate.exists():
-            return candidate
-    raise AssertionError(f"Claude Code {version} is not installed under {base}: run `make claude-code`")
-
-
 @pytest.fixture(params=VERSIONS)
 def claude(request) -> Path:
     return claude_binary(request.param)
-
-
-def run_claude(claude: Path, daemon, work: Path, home: Path, *extra: str,
-               prompt: str = "Create hello.txt saying hi", tools: str = "Write") -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
-    env.update(ANTHROPIC_BASE_URL=daemon.url, ANTHROPIC_API_KEY="sk-ant-client-key",
-               CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", HOME=str(home), DISABLE_AUTOUPDATER="1")
-    result = subprocess.run(
-        [str(claude), "-p", prompt, "--output-format", "json",
-         "--permission-mode", "acceptEdits", "--allowedTools", tools, *extra],
-        cwd=work, env=env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, f"stdout={result.stdout[-2000:]}\nstderr={result.stderr[-2000:]}"
-    output = json.loads(result.stdout)
-    assert output.get("is_error") is False, output
-    return output
 
 
 @pytest.fixture
@@ -232,7 +205,7 @@ def test_claude_code_picks_an_alias_and_it_routes_there(daemon, fake, workspace)
 def test_claude_code_web_search_on_a_model_that_searches(daemon, fake, workspace):
     """On a route whose model searches (`web_search: openai`, Responses API), Claude Code's WebSearch
     gets the sources OpenAI's search found, as Anthropic's web_search_tool_result."""
-    from .test_responses import web_search_script
+    from .fake_upstream import web_search_script
     work, home = workspace
 
     def responder(body: dict):

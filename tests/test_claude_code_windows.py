@@ -16,7 +16,7 @@ from ccproxyd import tokens
 
 from .conftest import Daemon
 from .fake_upstream import text_script, tool_script
-from .test_claude_code import NEWEST, ROOT, claude_binary
+from .support import NEWEST, ROOT, claude_binary
 
 ROUTES = """
 providers:

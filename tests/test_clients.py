@@ -12,14 +12,7 @@ from ccproxyd import config
 from ccproxyd.clients import Limits, LocalCounts, resets_at
 from ccproxyd.config import ClientPolicy
 from ccproxyd.errors import BudgetExhausted, ClientLimited, ConfigError, ModelNotAllowed, to_anthropic
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from .support import Clock
 
 
 NOON = calendar.timegm((2026, 12, 31, 12, 0, 0))

@@ -17,7 +17,7 @@ from ccproxyd import tokens
 
 from .conftest import Daemon
 from .fake_upstream import Script, chunk, text_script, tool_script, usage
-from .test_ledger import access_lines, ccproxyd, spend
+from .support import access_lines, ccproxyd, spend
 
 NOW = "2026-12-07T07:00:00Z"          # a Monday, 07:00 UTC: inside the peak window below
 
@@ -186,7 +186,7 @@ def _ttl(body: dict) -> str:
 def test_claude_code_session_every_ledger_row_at_the_exact_ids_list_price(money_daemon, fake, tmp_path):
     """Acceptance (issue 19): Claude Code through priced routes; every ledger row's Claude price is
     the list price of the exact id it sent, cache reads and writes at that id's rates."""
-    from .test_claude_code import NEWEST, claude_binary, run_claude
+    from .support import NEWEST, claude_binary, run_claude
 
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()

@@ -23,6 +23,7 @@ from ccproxyd.ledger import FILENAME, Ledger
 
 from .conftest import Daemon
 from .fake_upstream import Gate, Script, chunk, text_script, tool_script, usage
+from .support import access_lines, ccproxyd, spend
 
 ROUTES = """
 providers:
@@ -83,24 +84,6 @@ def priced_script(gate: Gate | None = None) -> Script:
     events += [gate] if gate else []
     events += [chunk({"content": "answer"}), chunk(finish="stop"), chunk(choices=False, usage=usage(1000, 200, 400))]
     return Script(events=events)
-
-
-def access_lines(daemon) -> dict[str, dict]:
-    """The daemon's access log lines by request id."""
-    lines = {}
-    for text in daemon.log_path.read_text().splitlines():
-        payload = text.split("ccproxyd.access: ", 1)[1] if "ccproxyd.access: " in text else text
-        if payload.startswith("{"):
-            record = json.loads(payload)
-            if "request_id" in record:
-                lines[record["request_id"]] = record
-    return lines
-
-
-def spend(daemon, **query) -> dict:
-    response = httpx2.get(daemon.url + "/spend", params=query, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def open_stream(daemon, body: dict, session: str):
@@ -192,13 +175,6 @@ def test_spend_groups_by_each_key_and_filters_by_day(spender, fake):
     for bad in ({"by": "colour"}, {"by": "day", "since": "yesterday"}, {"by": "day", "since": "2026-02-30"}):
         response = httpx2.get(spender.url + "/spend", params=bad, timeout=10)
         assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
-
-
-def ccproxyd(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CCPROXYD_"))}
-    full["CCPROXYD_STATUSLINE_TIMEOUT"] = "10"        # a loaded test machine; bench measures the real wait
-    return subprocess.run([sys.executable, "-m", "ccproxyd", *args], input=stdin, capture_output=True, text=True,
-                          env={**full, **env}, timeout=60)
 
 
 def test_costs_by_prints_a_table_json_and_csv(spender, fake):
@@ -372,7 +348,7 @@ def test_ccproxyd_claude_sets_the_status_line_by_settings_flag(spender, fake, tm
 def test_claude_code_run_then_statusline_shows_what_the_log_lines_cost(spender, fake, tmp_path):
     """Acceptance: Claude Code through ccproxyd, then `ccproxyd statusline` with that run's session:
     a non-zero cost, equal to the sum of the run's access log lines."""
-    from .test_claude_code import NEWEST, claude_binary, run_claude
+    from .support import NEWEST, claude_binary, run_claude
 
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()

@@ -275,7 +275,7 @@ def test_a_stream_the_server_abandons_ends_in_an_error_naming_the_provider(local
 
 
 def run_claude(url: str, work: Path, home: Path, prompt: str, *extra: str) -> dict:
-    from .test_claude_code import NEWEST, claude_binary
+    from .support import NEWEST, claude_binary
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
     env.update(ANTHROPIC_BASE_URL=url, ANTHROPIC_API_KEY="sk-ant-client-key", HOME=str(home),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ccproxyd import config, errors, upstream_errors
+from ccproxyd import config, upstream_errors
 from ccproxyd.errors import InvalidRequest
 from ccproxyd.translate import request as treq
 from ccproxyd.translate.stream import StreamTranslator

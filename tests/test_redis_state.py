@@ -22,7 +22,7 @@ from ccproxyd.shared.threads import RedisBackend
 from ccproxyd.threads import CONTINUED, FOUND, IN_FLIGHT, MISSING
 
 from .conftest import free_port
-from .test_team import RedisServer
+from .support import RedisServer
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (make test installs it)")

@@ -11,6 +11,7 @@ import httpx2
 import pytest
 
 from .conftest import Daemon
+from .support import wait_for
 
 TABLE = """
 providers:
@@ -46,15 +47,6 @@ class Loop(threading.Thread):
                 self.count += 1
                 if r.status_code != 200:
                     self.failures.append(f"{r.status_code} {r.text}")
-
-
-def wait_for(predicate, timeout: float = 6.0) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

@@ -9,14 +9,7 @@ from ccproxyd.resilience import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerPolicy,
 
 from .conftest import TEST_ROUTES, Daemon, free_port
 from .fake_upstream import Script, text_script
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from .support import Clock
 
 
 def test_retry_delays_full_jitter_and_retry_after_cap():

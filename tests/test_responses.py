@@ -5,22 +5,17 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from ccproxyd.config import Model
 from ccproxyd.errors import ClientFacingError
 from ccproxyd.translate import signature
 from ccproxyd.translate.response import accumulate
 from ccproxyd.translate.responses import ResponsesTranslator, to_responses
 
 from .conftest import sdk_message
-from .fake_upstream import responses_script
+from .fake_upstream import responses_script, web_search_script
 from .grammar import check_stream, parse_sse
+from .support import GPT5
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-GPT5 = Model(name="gpt-5", provider="openai", upstream="gpt-5", api="responses", context_window=400000,
-             max_output_tokens=128000, reasoning=True, reasoning_control="reasoning_effort", sampling=False,
-             efforts=("minimal", "low", "medium", "high"))
-
-
 def test_request_items_tools_reasoning_and_replay():
     sig = signature.make("openai", "gpt-5", {"id": "rs_9", "encrypted_content": "ENC",
                                              "summary": [{"type": "summary_text", "text": "plan"}]})
@@ -166,24 +161,6 @@ def test_two_turns_through_the_sdk_replay_the_reasoning(daemon, fake):
                            "summary": [{"type": "summary_text", "text": "Plan: write it."}]}
     assert replayed[2]["type"] == "function_call" and replayed[3]["type"] == "function_call_output"
 
-
-def web_search_script(query: str, urls: list[str], text: str):
-    """A Responses stream in which OpenAI's own web_search ran, then the model answered."""
-    from .fake_upstream import Script
-    call = {"type": "web_search_call", "id": "ws_1", "status": "completed",
-            "action": {"type": "search", "query": query, "sources": [{"type": "url", "url": u} for u in urls]}}
-    events = [{"type": "response.created", "response": {"id": "resp_w", "status": "in_progress"}},
-              {"type": "response.output_item.added", "output_index": 0, "item": dict(call, status="in_progress")},
-              {"type": "response.web_search_call.searching", "output_index": 0, "item_id": "ws_1"},
-              {"type": "response.output_item.done", "output_index": 0, "item": call},
-              {"type": "response.output_item.added", "output_index": 1,
-               "item": {"type": "message", "id": "msg_w", "role": "assistant", "content": []}},
-              {"type": "response.output_text.delta", "output_index": 1, "delta": text},
-              {"type": "response.output_item.done", "output_index": 1,
-               "item": {"type": "message", "content": [{"type": "output_text", "text": text}]}},
-              {"type": "response.completed", "response": {"id": "resp_w", "object": "response", "status": "completed",
-                                                           "usage": {"input_tokens": 50, "output_tokens": 20}}}]
-    return Script(events=events, done=False)
 
 
 @pytest.mark.parametrize("stream", [True, False])

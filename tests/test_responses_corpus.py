@@ -194,7 +194,7 @@ def test_openai_reasoning_and_tool_call_come_back_and_the_reasoning_goes_back_ne
     """openai-reasoning-encrypted-content.1.chunks.txt, first turn (gpt-5.1-codex-max, store false):
     a reasoning item with a summary and encrypted content, then a calculator call."""
     from ccproxyd.translate.responses import to_responses
-    from .test_responses import GPT5
+    from .support import GPT5
     recorded = first_response("openai-reasoning-encrypted-content.1.chunks.txt")
     reasoning = next(e["item"] for e in recorded if e["type"] == "response.output_item.done"
                      and e["item"]["type"] == "reasoning")

@@ -15,6 +15,7 @@ from ccproxyd.money.rates import parse_prices
 from .conftest import UPSTREAM_KINDS, sdk_message
 from .fake_upstream import Script, chunk, text_script, tool_script, usage
 from .grammar import check_stream, parse_sse
+from .support import parse_prometheus
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.upstreams(*UPSTREAM_KINDS)]
@@ -432,21 +433,6 @@ def test_request_log_line(daemon, client, fake):
     assert "sk-mock-canary-3f9a" not in daemon.log_path.read_text()
     metrics = httpx2.get(daemon.url + "/metrics").text + httpx2.get(daemon.url + "/health").text
     assert "sk-mock-canary-3f9a" not in metrics
-
-
-def parse_prometheus(text: str) -> dict:
-    """A strict little parser of the Prometheus text format: every sample line must parse."""
-    import re as _re
-
-    samples = {}
-    sample = _re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|\+Inf|NaN)$')
-    for line in text.splitlines():
-        if line.startswith("# HELP ") or line.startswith("# TYPE "):
-            continue
-        m = sample.match(line)
-        assert m, f"not Prometheus text: {line!r}"
-        samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return samples
 
 
 def test_metrics_count_requests(daemon, client, fake):

@@ -149,7 +149,7 @@ def test_streams_past_the_drain_timeout_end_with_an_error_event(tmp_path, fake):
 
 
 def test_metrics_are_summed_over_workers(tmp_path, fake):
-    from .test_sdk import parse_prometheus
+    from .support import parse_prometheus
 
     routes = tmp_path / "routes.yaml"
     routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()))

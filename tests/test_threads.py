@@ -392,14 +392,7 @@ def test_threads_are_bound_to_the_client_key(upstream, fake, tmp_path):
 
 from ccproxyd import threads as threads_module                          # noqa: E402
 from ccproxyd.errors import ThreadUnsupported, to_anthropic                 # noqa: E402
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from .support import Clock
 
 
 def run(coro):

@@ -20,7 +20,7 @@ from .fake_proxy import ConnectProxy
 from .fake_tls import TlsFakeUpstream
 from .fake_upstream import GOAWAY, RESET, Barrier, FakeUpstream, Gate, Script, chunk, text_script, usage
 from .grammar import check_stream, parse_sse
-from .test_reload import wait_for
+from .support import wait_for
 
 MODEL = "{{provider: {p}, upstream: up-{p}, context_window: 1000, max_output_tokens: 100}}"
 
