@@ -172,7 +172,7 @@ def _upstream_code(body: bytes | str | dict | None) -> str:
 
 def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str,
                   retry_after: float | None = None) -> ClientFacingError:
-    """Map an upstream HTTP error answer to our tree (PROTOCOL.md §5.7)."""
+    """Map an upstream HTTP error answer to our tree (docs/PROTOCOL.md §5.7)."""
     message = upstream_message(body)
     code = _upstream_code(body)
     if status in OVERFLOW_STATUSES and is_overflow(message, code):

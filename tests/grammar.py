@@ -1,4 +1,4 @@
-"""Strict checker of an Anthropic SSE byte stream (PROTOCOL.md §7.1)."""
+"""Strict checker of an Anthropic SSE byte stream (docs/PROTOCOL.md §7.1)."""
 
 from __future__ import annotations
 

@@ -163,7 +163,7 @@ def test_the_simulated_cache_rules(shared, openai, deepseek):
 def _client_system(body: dict) -> str:
     """What Claude Code sent as its system prompt, without its attribution block: the system
     blocks and the system-role messages before the first assistant turn, joined by a blank line
-    (PROTOCOL.md §5.1)."""
+    (docs/PROTOCOL.md §5.1)."""
     texts = [b["text"] for b in body.get("system") or () if not b["text"].startswith("x-anthropic-billing-header")]
     for message in body["messages"]:
         if message["role"] == "assistant":

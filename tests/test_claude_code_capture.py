@@ -1,5 +1,5 @@
 """Requests captured from Claude Code (tests/fixtures/claude_code/: 2.1.197, and 2.1.332 with an MCP
-server behind its ToolSearch) through the request translator, checked against PROTOCOL.md §7.2."""
+server behind its ToolSearch) through the request translator, checked against docs/PROTOCOL.md §7.2."""
 
 from __future__ import annotations
 

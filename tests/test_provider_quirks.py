@@ -44,7 +44,7 @@ def replay(path: str, model, thinking: str = "summarized") -> list[tuple[str, di
 
 def blocks(events) -> list[dict]:
     """The content blocks a client assembles from the events, checking the stream's grammar on the
-    way (PROTOCOL.md §7.1): indices in order, deltas of the block's own kind, each block stopped
+    way (docs/PROTOCOL.md §7.1): indices in order, deltas of the block's own kind, each block stopped
     once, a signature on every thinking block, message_start first and message_stop last."""
     assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
     out, open_ = [], set()

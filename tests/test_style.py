@@ -1,4 +1,4 @@
-"""Style contracts of DESIGN.md that a test can hold."""
+"""Style contracts of docs/DESIGN.md that a test can hold."""
 
 from __future__ import annotations
 

@@ -163,7 +163,7 @@ def text_events(index: int, text: str, cited: list[dict]) -> tuple[list[tuple[st
 
 def history_text(block: dict) -> str:
     """A search or fetch block of an earlier assistant turn, as text for a model that cannot take
-    Anthropic's blocks (PROTOCOL.md E18): what was searched or fetched and what came back, so
+    Anthropic's blocks (docs/PROTOCOL.md E18): what was searched or fetched and what came back, so
     that a follow-up question about the sources can be answered.  '' for any other block."""
     kind = block.get("type")
     content = block.get("content")

@@ -1,4 +1,4 @@
-"""Pure Anthropic Messages request -> OpenAI Chat Completions request (PROTOCOL.md §5.1, §5.2).
+"""Pure Anthropic Messages request -> OpenAI Chat Completions request (docs/PROTOCOL.md §5.1, §5.2).
 
 No I/O.  `to_openai(body, model)` returns the upstream body and the tool-name map needed to turn
 shortened tool names back into the client's names.

@@ -52,6 +52,6 @@ def accumulate(events: list[tuple[str, dict]], cut: list[int] | None = None) -> 
 
 
 def from_completion(completion: dict, translator: StreamTranslator) -> dict:
-    """A non-streaming chat.completion -> the Anthropic message (PROTOCOL.md §5.3)."""
+    """A non-streaming chat.completion -> the Anthropic message (docs/PROTOCOL.md §5.3)."""
     chunk = completion_as_chunk(completion)
     return accumulate(translator.start() + translator.feed(chunk) + translator.finish(saw_done=True))

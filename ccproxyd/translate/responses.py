@@ -1,4 +1,4 @@
-"""Pure Anthropic Messages <-> OpenAI Responses API (PROTOCOL.md §6), for models with `api: responses`.
+"""Pure Anthropic Messages <-> OpenAI Responses API (docs/PROTOCOL.md §6), for models with `api: responses`.
 
 The request is first translated to Chat Completions (every content, tool and pairing rule lives
 there), then reshaped into Responses input items.  Reasoning items come back encrypted

@@ -1,5 +1,5 @@
 """Opaque signatures for thinking blocks that ccproxyd makes, recognisable when Claude Code
-replays them (PROTOCOL.md §5.8)."""
+replays them (docs/PROTOCOL.md §5.8)."""
 
 from __future__ import annotations
 

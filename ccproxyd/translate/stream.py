@@ -8,7 +8,7 @@ Text and thinking stream live.  With `live_tools` (streaming clients), a tool ca
 fragments go out as they arrive once its name is known and its arguments open an object; a
 second call goes live only once the first one's arguments are a complete object, so calls whose
 fragments interleave are buffered per upstream `index` and emitted whole at the end, as every
-call is without `live_tools` (PROTOCOL.md E23, E24, E26).
+call is without `live_tools` (docs/PROTOCOL.md E23, E24, E26).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ THINKING_DISPLAY = ("summarized", "omitted", "none")   # "none": the request did
 
 
 def thinking_display(body: dict) -> str:
-    """What the request asked to see of the model's reasoning (PROTOCOL.md §2, `thinking`)."""
+    """What the request asked to see of the model's reasoning (docs/PROTOCOL.md §2, `thinking`)."""
     thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
     if thinking.get("type") not in ("enabled", "adaptive"):
         return "none"
@@ -91,7 +91,7 @@ def _first_count(u: dict, paths: tuple) -> int:
 
 
 def map_usage(u: dict) -> dict:
-    """OpenAI usage -> Anthropic usage (PROTOCOL.md §5.6)."""
+    """OpenAI usage -> Anthropic usage (docs/PROTOCOL.md §5.6)."""
     prompt = int(u.get("prompt_tokens") or 0)
     completion = int(u.get("completion_tokens") or 0)
     cached = _first_count(u, CACHED_FIELDS)
