@@ -45,6 +45,16 @@ class Comparison:
             return []
         return [k for k in ("input", "output") if getattr(self.upstream, k) > getattr(self.claude, k)]
 
+    @property
+    def verdict(self) -> str:
+        """"unknown", "DEARER per … token", "same price" or "cheaper" (per input and output token)."""
+        if self.claude is None or self.upstream is None:
+            return "unknown"
+        if self.dearer:
+            return "DEARER per " + " and ".join(self.dearer) + " token"
+        same = all(getattr(self.upstream, k) == getattr(self.claude, k) for k in ("input", "output"))
+        return "same price per token" if same else "cheaper"
+
 
 def claude_ids(table: RouteTable) -> list[str]:
     """The Claude ids the catalog and claude_prices know (primary ids, not their aliases)."""

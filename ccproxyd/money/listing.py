@@ -86,10 +86,8 @@ def table_lines(table: RouteTable, at: float) -> list[str]:
     if not rows:
         lines.append("  (no Claude id of the catalog matches a route)")
     for c in rows:
-        verdict = ("unknown" if c.claude is None or c.upstream is None
-                   else "DEARER per " + " and ".join(c.dearer) + " token" if c.dearer else "cheaper")
         lines.append(f"  {c.route} {c.claude_id}: {c.model} {money_rates(c.upstream)} against "
-                     f"{money_rates(c.claude)}: {verdict}")
+                     f"{money_rates(c.claude)}: {c.verdict}")
     return lines
 
 
