@@ -108,7 +108,8 @@ class ClientFacingError(CcproxydError):
     details: dict | None = None
 
     def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None,
-                 upstream_status: int | None = None, provider: str | None = None, held_back: bool = False):
+                 upstream_status: int | None = None, provider: str | None = None, held_back: bool = False,
+                 attempts: int = 0, upstream_model: str | None = None):
         message = redact.scrub(message)
         super().__init__(message)
         self.message = message
@@ -117,8 +118,23 @@ class ClientFacingError(CcproxydError):
         self.upstream_status = upstream_status
         self.provider = provider
         self.held_back = held_back
-        self.attempts = 0
-        self.upstream_model: str | None = None
+        self.attempts = attempts
+        self.upstream_model = upstream_model
+
+    def within(self, *, provider: str | None = None, attempts: int = 0,
+               upstream_model: str | None = None) -> "ClientFacingError":
+        """This error with the context its raiser did not know (which provider, after how many
+        attempts, for which upstream model): a new error of the same class and message, with the
+        fields it had left empty filled in, and the same traceback; `self` when there is nothing
+        to add.  Nothing is assigned to an exception after it was made (tests/test_style.py)."""
+        fresh = {key: value for key, value in (("provider", provider), ("attempts", attempts),
+                                               ("upstream_model", upstream_model))
+                 if value and not getattr(self, key)}
+        if not fresh:
+            return self
+        new = BaseException.__new__(type(self), *self.args)
+        new.__dict__.update(self.__dict__, **fresh)
+        return new.with_traceback(self.__traceback__)
 
 
 class InvalidRequest(ClientFacingError):

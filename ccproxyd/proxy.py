@@ -73,11 +73,10 @@ async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Brea
         try:
             response = await upstreams.open(provider, content, path)
         except MissingCredential as exc:
-            exc.provider = provider.name
             breaker.abandon()
-            raise
-        except ClientFacingError as exc:
-            exc.provider = provider.name
+            raise exc.within(provider=provider.name) from exc.__cause__
+        except ClientFacingError as failure:
+            exc = failure.within(provider=provider.name)
             if isinstance(exc, ConnectionDropped) and not redialled:
                 redialled = True
                 log.info("provider %s: %s; trying again at once", provider.name, exc.message)
@@ -91,8 +90,7 @@ async def _open_with_retries(upstreams: Upstreams, guards: Guards, breaker: Brea
             retry += 1
             delay = provider.retries.delay(retry, exc.retry_after) if exc.retryable else None
             if delay is None or breaker.state == OPEN or not guards.budget.take():
-                exc.attempts = retry
-                raise
+                raise exc.within(attempts=retry) from failure.__cause__
             log.info("provider %s: %s; retry %d in %.2fs", provider.name, exc.message, retry, delay)
             await asyncio.sleep(delay)
             continue
@@ -202,11 +200,11 @@ async def _open_answer(upstreams: Upstreams, guards: Guards, decision: Decision,
             guards.release(provider.name)
             if not isinstance(exc, ClientFacingError):
                 raise
-            exc.upstream_model = target.model.upstream
-            errors.append(exc)
-            if not (exc.retryable or isinstance(exc, MissingCredential)):
-                raise
-            log.warning("target %s/%s failed: %s", provider.name, target.model.name, exc.message)
+            failed = exc.within(upstream_model=target.model.upstream)
+            errors.append(failed)
+            if not (failed.retryable or isinstance(failed, MissingCredential)):
+                raise failed from exc.__cause__
+            log.warning("target %s/%s failed: %s", provider.name, target.model.name, failed.message)
             continue
         kind = TRANSLATORS[target.model.api]
         if server_tools.SEARCH_KEY in names or server_tools.FETCH_KEY in names:
@@ -282,10 +280,10 @@ async def _events(answer: Answer):
     except httpx2.HTTPError as exc:
         raise map_transport_error(exc, provider) from exc
     except ClientFacingError as exc:
-        exc.provider = exc.provider or provider
-        if isinstance(exc, Untranslatable):
-            _untranslatable(answer, exc, exc)
-        raise
+        error = exc.within(provider=provider)
+        if isinstance(error, Untranslatable):
+            _untranslatable(answer, error, exc)
+        raise error from exc.__cause__
     except Exception as exc:
         error = (Untranslatable(f"provider '{provider}' sent invalid JSON", provider=provider)
                  if isinstance(exc, orjson.JSONDecodeError) else
@@ -397,7 +395,7 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
     finally:
         ping_task.cancel()
     if error is not None:
-        error.attempts = error.attempts or answer.attempts
+        error = error.within(attempts=answer.attempts)
         if not isinstance(error, Untranslatable):             # that one is logged where it arose
             log.warning("%s: stream from %s broke: %s", answer.request_id, answer.target.provider.name, error.message)
         await send(encode(translator.fail(error)))

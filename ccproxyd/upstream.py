@@ -153,7 +153,7 @@ class Upstreams:
             if not key:
                 raise MissingCredential(
                     f"provider '{provider.name}' has no API key: environment variable "
-                    f"{provider.api_key_env} is not set")
+                    f"{provider.api_key_env} is not set", provider=provider.name)
             headers["authorization"] = f"Bearer {key}"
         return headers
 

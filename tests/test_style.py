@@ -49,3 +49,27 @@ def test_every_schema_key_is_in_the_readme():
 def test_modules_stay_small():
     for path in (ROOT / "ccproxyd").rglob("*.py"):
         assert len(path.read_text().splitlines()) <= 500, path
+
+
+ERROR_CONTEXT = {"attempts", "upstream_model", "provider", "held_back", "retryable", "retry_after", "message",
+                 "upstream_status", "details"}
+
+
+def test_errors_carry_their_context_from_construction():
+    """No error's context is assigned after it was made (`error.attempts = …`): it is a constructor
+    argument, or `within()` makes a new error with it.  And no exception travels as a value to be
+    raised by its receiver (`isinstance(verdict, Exception)`): whoever finds the error raises it."""
+    found = []
+    for path in (ROOT / "ccproxyd").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, (ast.AugAssign, ast.AnnAssign)) else []
+            for target in targets:
+                if (isinstance(target, ast.Attribute) and target.attr in ERROR_CONTEXT
+                        and not (isinstance(target.value, ast.Name) and target.value.id == "self")):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(target)} = …")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance"
+                    and len(node.args) == 2 and ast.unparse(node.args[1]) in ("Exception", "BaseException")
+                    and "except" not in ast.unparse(node.args[0])):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, "\n".join(found)

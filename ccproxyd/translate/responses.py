@@ -16,7 +16,7 @@ from __future__ import annotations
 import orjson
 
 from ..config import Model
-from ..errors import ApiError
+from ..errors import Untranslatable
 from ..upstream_errors import from_stream_error
 from . import request as treq
 from . import signature
@@ -152,7 +152,7 @@ class ResponsesTranslator(StreamTranslator):
     def whole(self, response: dict) -> list[tuple[str, dict]]:
         """A whole (non-streamed) Response object, as the events its stream would have carried."""
         if response.get("object") != "response":
-            raise ApiError("upstream answer is not a Responses API response")
+            raise Untranslatable("upstream answer is not a Responses API response")
         out: list[tuple[str, dict]] = []
         for index, item in enumerate(response.get("output") or ()):
             self._item_added(index, item)

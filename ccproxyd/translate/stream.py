@@ -18,7 +18,7 @@ import secrets
 
 import orjson
 
-from ..errors import ApiError, ClientFacingError, error_body
+from ..errors import ApiError, ClientFacingError, Untranslatable, error_body
 from ..upstream_errors import from_stream_error
 from . import signature
 
@@ -133,7 +133,7 @@ def completion_as_chunk(completion: dict) -> dict:
         return completion                     # the translator raises the mapped error
     choices = completion.get("choices")
     if not choices or not isinstance(choices[0], dict):
-        raise ApiError("upstream answer has no choices")
+        raise Untranslatable("upstream answer has no choices")
     choice = choices[0]
     message = choice.get("message") or {}
     if not message.get("content") and message.get("refusal"):
@@ -255,7 +255,7 @@ class StreamTranslator:
         truncated = self.finish_reason == "length"
         if self.live is not None:
             if not truncated and not self.live.complete():
-                raise ApiError(f"the model's arguments for {self.live.name} are not a JSON object, "
+                raise Untranslatable(f"the model's arguments for {self.live.name} are not a JSON object, "
                                "and part of them went out already")
             out.append(("content_block_stop", {"type": "content_block_stop", "index": self.live.block}))
             self.live = None
@@ -359,7 +359,7 @@ class StreamTranslator:
             return
         if tool.block is not None:                 # more for a call whose object was complete
             if fragment.strip():
-                raise ApiError(f"the model sent more arguments for {tool.name} after they were complete")
+                raise Untranslatable(f"the model sent more arguments for {tool.name} after they were complete")
             return                                 # an empty fragment or a repeated id: nothing to add
         if self.live is not None and not self._end_live(out):
             return                                 # interleaved with an unfinished call: buffered
