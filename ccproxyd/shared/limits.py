@@ -133,7 +133,7 @@ class RedisCounts:
             out = {}
             for i, policy in enumerate(policies):
                 requests, tokens, *spent = replies[i * (2 + len(PERIODS)):(i + 1) * (2 + len(PERIODS))]
-                recent = sum(int(v) for s, v in tokens.items() if int(s) > now - window)
+                recent = sum(int(v) for s, v in tokens.items() if int(s) > now - WINDOW)
                 out[policy.name] = {"scope": "fleet", "requests_last_minute": requests, "tokens_last_minute": recent,
                                     "spent_usd": {p: round(float(s or 0), 6) for (p, _), s in zip(PERIODS, spent)}}
             return out
