@@ -41,6 +41,7 @@ import orjson
 from . import observe
 from .cache import BytesDisk
 from .errors import ThreadAlreadyContinued, ThreadContinueInFlight, ThreadNotFound, ThreadUnsupported
+from .outage import Outage
 from .translate.response import accumulate
 
 log = logging.getLogger("ccproxyd.threads")
@@ -192,20 +193,16 @@ class DiskBackend:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self.cache = diskcache.Cache(directory, disk=BytesDisk, size_limit=max_bytes, statistics=False,
                                      eviction_policy="least-recently-stored", cull_limit=4)
-        self._failing = False
+        self.outage = Outage(log)
 
     async def _run(self, fn, *args, failed=None):
         try:
             result = await asyncio.get_running_loop().run_in_executor(None, fn, *args)
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
-            if not self._failing:
-                log.warning("thread store %s cannot be used (%s: %s); continues are answered thread_not_found",
-                            self.directory, type(exc).__name__, exc)
-            self._failing = True
+            self.outage.failed("thread store %s cannot be used (%s: %s); continues are answered thread_not_found",
+                               self.directory, type(exc).__name__, exc)
             return failed
-        if self._failing:
-            log.warning("thread store %s works again", self.directory)
-            self._failing = False
+        self.outage.worked("thread store %s works again", self.directory)
         return result
 
     def _state(self, message_id: str) -> tuple[Point, float] | None:
@@ -257,7 +254,7 @@ class DiskBackend:
     def stats(self) -> dict:
         """What is known without reading the disk (/health calls it on the event loop)."""
         return {"backend": "disk", "directory": self.directory, "max_bytes": self.max_bytes,
-                "available": not self._failing}
+                "available": not self.outage.down}
 
     def close(self) -> None:
         self.cache.close()

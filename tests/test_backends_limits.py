@@ -73,7 +73,8 @@ class Harness:
             buckets = await r.hgetall(_key("tpm", name))
             if buckets:
                 await r.delete(_key("tpm", name))
-                await r.hset(_key("tpm", name), mapping={int(s) - math.ceil(seconds): int(n) for s, n in buckets.items()})
+                shift = math.ceil(seconds)
+                await r.hset(_key("tpm", name), mapping={int(s) - shift: int(n) for s, n in buckets.items()})
 
 
 @pytest.fixture(params=["local", "redis"])

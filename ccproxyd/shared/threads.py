@@ -57,7 +57,8 @@ class RedisBackend:
                         if new is None:
                             return result
                         pipe.multi()
-                        pipe.hset(key, mapping={"claimed_until": repr(new.claimed_until), "spent": "1" if new.spent else "0"})
+                        pipe.hset(key, mapping={"claimed_until": repr(new.claimed_until),
+                                                "spent": "1" if new.spent else "0"})
                         if new.spent:
                             pipe.hdel(key, "record")
                         await pipe.execute()
