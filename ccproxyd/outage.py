@@ -77,4 +77,5 @@ def set_aside(moves: Iterable[tuple[str, str]]) -> None:
         try:
             os.replace(source, destination)
         except FileNotFoundError:
-            pass
+            if os.path.lexists(source):        # it is the destination's directory that is missing
+                raise
