@@ -17,9 +17,10 @@ So a continue is rebuilt here into the request the client would have sent withou
 `system` and `tools`, the stored history and reply, then the new messages; from then on it is an
 ordinary request, and its reply becomes the next thread point.  Each reply can be continued once.
 
-State has one owner, this module; the backend is behind `Backend`: in this process's memory, or in a
-diskcache directory that every worker of the host shares and that outlives a restart (`--thread-dir`).
-A Redis backend for a fleet would keep each entry in a hash with EXPIRE and claim it with one Lua script.  A record is
+State has one owner, this module; the backend is behind `Backend`: in this process's memory, in a
+diskcache directory that every worker of the host shares and that outlives a restart (`--thread-dir`),
+or in Redis for a fleet (shared.threads).  Each applies the one claim rule, `claimed` and `released`
+on a `Point`, inside its own atomic step; tests/test_backends_threads.py is their contract.  A record is
 JSON bytes of `system`, `tools` and `messages`: what the client sent, never a provider key or the
 client's key (the owner is the hash ccproxyd already keeps for the cache key).
 """
