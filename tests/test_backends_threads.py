@@ -14,7 +14,7 @@ import pytest
 
 from ccproxyd import threads as threads_module
 from ccproxyd.shared.link import Link
-from ccproxyd.shared.threads import RedisBackend
+from ccproxyd.shared.threads import KEY, RedisBackend
 from ccproxyd.threads import CLAIM_SECONDS, CONTINUED, FOUND, IN_FLIGHT, MISSING, Point, claimed, released
 
 from .support import Clock, RedisServer
@@ -202,3 +202,25 @@ def test_stats_name_the_backend(harness):
     async def scenario(store) -> None:
         assert store.stats()["backend"] == harness.kind
     harness.run(scenario)
+
+
+def test_redis_decides_again_when_another_daemon_changed_the_point(redis_server):
+    """Redis's atomic step is optimistic: a point changed between the read and the write (here by
+    redis-cli, standing for another daemon's claim) is read and decided again, never overwritten."""
+    async def scenario() -> None:
+        link = Link(redis_server.url)
+        store = RedisBackend(link)
+        await store.put("msg_race", b"rec", "o", 60)
+        seen = []
+
+        def change(point, record, now):
+            seen.append(point)
+            if len(seen) == 1:
+                redis_server.cli("HSET", KEY + "msg_race", "claimed_until", "12345.5")
+                return "first", Point(point.owner, claimed_until=1.0)
+            return "second", None
+        assert await store.transact("msg_race", change, "down") == "second"
+        assert [p.claimed_until for p in seen] == [0.0, 12345.5]
+        assert redis_server.cli("HGET", KEY + "msg_race", "claimed_until") == "12345.5"
+        await link.close()
+    asyncio.run(scenario())

@@ -40,9 +40,10 @@ class RedisBackend:
                 await pipe.execute()
         await self.link.run(write, None)
 
-    async def _change(self, message_id: str, change: Callable, fallback):
+    async def transact(self, message_id: str, change: Callable, fallback):
         """`change(point, record, now)` gives (result, the point to write or None) for the point as
-        it is; written only if nobody changed it meanwhile, else read and decided again."""
+        it is (None if there is none), on Redis's clock; written only if nobody changed the point
+        meanwhile, else read and decided again.  The result, or `fallback` while Redis is down."""
         key = KEY + message_id
 
         async def attempt(r):
@@ -71,10 +72,10 @@ class RedisBackend:
         def claim(point, record, now):
             verdict, new = claimed(point, record is not None, _owner(owner), now)
             return (verdict, record if new is not None else None), new
-        return await self._change(message_id, claim, (MISSING, None))
+        return await self.transact(message_id, claim, (MISSING, None))
 
     async def release(self, message_id: str, continued: bool) -> None:
-        await self._change(message_id, lambda point, record, now: (None, point and released(point, continued)), None)
+        await self.transact(message_id, lambda point, record, now: (None, point and released(point, continued)), None)
 
     def stats(self) -> dict:
         return {"backend": "redis", "url": self.link.where(), "available": self.link.up}
