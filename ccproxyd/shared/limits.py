@@ -2,7 +2,8 @@
 
 One Lua script per admission reads and changes a client's counters atomically, on Redis's own
 clock (TIME), so two daemons never both take the last slot: budgets first, then the rpm window (a
-sorted set of admission times), then the tpm window (a hash of tokens per second).  Spend is
+sorted set of admission times), then the tpm window (a hash of tokens per second); the window's
+length is an argument of the script (clients.WINDOW, its one source).  Spend is
 INCRBYFLOAT on one key per client per UTC day and per UTC month; the keys expire after their
 period.  Every method returns None while Redis is down: the caller then counts locally.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import secrets
 import time
-
 from typing import Callable
 
 from .. import clock as wallclock
