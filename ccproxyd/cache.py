@@ -16,13 +16,13 @@ import os
 import shutil
 import sqlite3
 import threading
-import time
 from typing import Callable
 
 import diskcache
 import orjson
 
 from .batching import BatchWriter
+from .outage import Outage, identity, set_aside
 from .translate.stream import message_id
 
 KEY_VERSION = b"ccpx-cache-1"
@@ -108,10 +108,9 @@ class Store:
         self.evictions = 0                     # by this process, since it started
         self.cache: diskcache.Cache | None = None
         self._inode: tuple[int, int] | None = None   # of the cache.db this process opened
-        self._failed_at: float | None = None   # start of the current outage; None = healthy
+        self.outage = Outage(log)
         self._lock = threading.Lock()           # one rebuild at a time
         self._writer = BatchWriter("ccproxyd-cache-writer", self._write_batch, WRITE_WINDOW, WRITE_BATCH)
-        self._last_try = 0.0
         self._full_logged = False
         self._aside_tried = False              # in this outage: a failure to set aside is logged once
         if not self._open():
@@ -133,21 +132,12 @@ class Store:
             len(cache)                         # reads the database: a damaged one fails here
             st = os.stat(os.path.join(self.directory, "cache.db"))
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
-            self._failing(f"cannot open the response cache in {self.directory}: {exc}; serving without it")
+            self.outage.failed("cannot open the response cache in %s: %s; serving without it", self.directory, exc)
             return False
         self.cache, self._inode, self._aside_tried = cache, (st.st_dev, st.st_ino), False
-        if self._failed_at is not None:
-            log.warning("response cache: %s is working again (after %.0f s without it)", self.directory,
-                        time.monotonic() - self._failed_at)
-        self._failed_at = None
+        self.outage.worked("response cache: %s is working again (after %.0f s without it)", self.directory,
+                           self.outage.seconds)
         return True
-
-    def _failing(self, message: str) -> None:
-        """Log once per outage; count the time since the last attempt from now."""
-        if self._failed_at is None:
-            log.warning("%s", message)
-            self._failed_at = time.monotonic()
-        self._last_try = time.monotonic()
 
     def _damaged(self, exc: BaseException, failed: diskcache.Cache) -> None:
         """A read or write on `failed` failed: stop using it now; the writer thread rebuilds the
@@ -155,8 +145,8 @@ class Store:
         if self.cache is not failed:
             return
         self.cache = None
-        self._failing(f"response cache: {self.directory} is damaged ({type(exc).__name__}: {exc}); "
-                      "answering as misses and rebuilding it")
+        self.outage.failed("response cache: %s is damaged (%s: %s); answering as misses and rebuilding it",
+                           self.directory, type(exc).__name__, exc)
         self._writer.put(_REBUILD)
 
     def _rebuild(self) -> None:
@@ -170,20 +160,17 @@ class Store:
             self._open()
 
     def _set_aside(self, quiet: bool) -> None:
-        database = os.path.join(self.directory, "cache.db")
-        try:
-            st = os.stat(database)
-        except OSError:
+        now = identity(os.path.join(self.directory, "cache.db"))
+        if now is None:
             return                             # gone: nothing to set aside
-        if self._inode is not None and (st.st_dev, st.st_ino) != self._inode:
+        if self._inode is not None and now != self._inode:
             return                             # another worker set it aside and built a new one
         aside = os.path.join(self.directory, "damaged")
         try:
             shutil.rmtree(aside, ignore_errors=True)   # one damaged copy, not one per outage
             os.makedirs(aside, mode=0o700)
-            for name in os.listdir(self.directory):
-                if name != "damaged":
-                    os.replace(os.path.join(self.directory, name), os.path.join(aside, name))
+            set_aside((os.path.join(self.directory, name), os.path.join(aside, name))
+                      for name in os.listdir(self.directory) if name != "damaged")
             log.warning("response cache: the damaged files of %s are now in %s", self.directory, aside)
         except OSError as exc:
             (log.debug if quiet else log.warning)("response cache: cannot set the files of %s aside: %s",
@@ -212,8 +199,8 @@ class Store:
 
     def _retry_later(self) -> None:
         """While the store is down, ask the writer thread to try it again, now and then."""
-        if self._failed_at is not None and time.monotonic() - self._last_try >= REOPEN_SECONDS:
-            self._last_try = time.monotonic()
+        if self.outage.down and self.outage.due(REOPEN_SECONDS):
+            self.outage.tried()
             self._writer.put(_REBUILD)
 
     def put(self, key: str, message: dict, ttl: float) -> None:

@@ -20,13 +20,13 @@ import collections
 import fnmatch
 import time
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 from . import clock as wallclock
 from .config import ClientPolicy
 from .errors import BudgetExhausted, ClientLimited, ModelNotAllowed
 
-WINDOW = 60.0                        # seconds, for rpm and tpm
+WINDOW = 60.0                        # seconds, for rpm and tpm (shared.limits passes it to its Lua script)
 PERIODS = (("day", "daily"), ("month", "monthly"))
 
 
@@ -71,9 +71,30 @@ def over_limit(policy: ClientPolicy, which: str, retry_after: float) -> ClientLi
                          f"(clients.{policy.name}.{which}); retry in {wait:.0f} s", retry_after=wait)
 
 
+@runtime_checkable
+class Counts(Protocol):
+    """A store of clients' counts: this process's (LocalCounts) or the fleet's (shared.limits.
+    RedisCounts).  Coroutines, so that a networked store fits; tests/test_backends_limits.py is the
+    contract both keep."""
+
+    async def admit(self, policy: ClientPolicy, estimate: int) -> bool | None:
+        """Raise the client's error (over_budget, over_limit: budgets first, then rpm, then tpm), or
+        count the request in and return True; None when the store cannot be reached (nothing
+        counted: the caller decides alone).  Atomic: of two admissions for the last slot, one wins."""
+
+    async def settle(self, policy: ClientPolicy, correction: int, cost: float) -> None:
+        """An admitted request has ended: its tokens differ from the estimate by `correction`, and
+        it cost `cost` USD (counted in the UTC day and month)."""
+
+    async def usage(self, policies: list[ClientPolicy]) -> dict[str, dict] | None:
+        """Each client's requests and tokens in the window, and spend in the current periods, by
+        name, with its scope ("process" or "fleet"); None when the store cannot be reached."""
+
+
 class LocalCounts:
-    """One process's counts: sliding windows of request times and token amounts, and spend per
-    (client, period key).  Never shrinks past what the windows and current periods hold."""
+    """One process's counts (a Counts): sliding windows of request times and token amounts, and
+    spend per (client, period key).  Never shrinks past what the windows and current periods hold.
+    No method awaits anything, so each runs whole on the event loop."""
 
     def __init__(self, clock: Callable[[], float] = wallclock.now) -> None:
         self.clock = clock
@@ -85,7 +106,7 @@ class LocalCounts:
         while queue and queue[0][0] <= now - WINDOW:
             queue.popleft()
 
-    def admit(self, policy: ClientPolicy, estimate: int) -> None:
+    async def admit(self, policy: ClientPolicy, estimate: int) -> bool:
         """Raise the client's error, or count the request in (atomic: no await inside)."""
         now = self.clock()
         keys = period_keys(now)
@@ -104,13 +125,14 @@ class LocalCounts:
         if policy.tpm is not None and used > 0 and used + estimate > policy.tpm:
             raise over_limit(policy, "tpm", tokens[0][0] + WINDOW - now)
         self.count(policy, estimate, now)
+        return True
 
     def count(self, policy: ClientPolicy, estimate: int, now: float) -> None:
         """Count an admitted request without checking (what Redis admitted, seen here too)."""
         self.requests.setdefault(policy.name, collections.deque()).append((now, 1))
         self.tokens.setdefault(policy.name, collections.deque()).append((now, estimate))
 
-    def settle(self, policy: ClientPolicy, correction: int, cost: float) -> None:
+    async def settle(self, policy: ClientPolicy, correction: int, cost: float) -> None:
         now = self.clock()
         if correction:
             self.tokens.setdefault(policy.name, collections.deque()).append((now, correction))
@@ -125,22 +147,27 @@ class LocalCounts:
         for slot in [s for s in self.spend if s[1] not in current]:
             del self.spend[slot]
 
-    def usage(self, policy: ClientPolicy) -> dict:
+    async def usage(self, policies: list[ClientPolicy]) -> dict[str, dict]:
         now = self.clock()
         keys = period_keys(now)
-        requests = self.requests.get(policy.name, collections.deque())
-        tokens = self.tokens.get(policy.name, collections.deque())
-        self._window(requests, now)
-        self._window(tokens, now)
-        return {"requests_last_minute": len(requests), "tokens_last_minute": sum(n for _, n in tokens),
-                "spent_usd": {p: round(self.spend.get((policy.name, f"{p}:{keys[p]}"), 0.0), 6) for p, _ in PERIODS}}
+        out = {}
+        for policy in policies:
+            requests = self.requests.get(policy.name, collections.deque())
+            tokens = self.tokens.get(policy.name, collections.deque())
+            self._window(requests, now)
+            self._window(tokens, now)
+            out[policy.name] = {
+                "requests_last_minute": len(requests), "tokens_last_minute": sum(n for _, n in tokens),
+                "spent_usd": {p: round(self.spend.get((policy.name, f"{p}:{keys[p]}"), 0.0), 6) for p, _ in PERIODS},
+                "scope": "process"}
+        return out
 
 
 class Limits:
     """Client policy enforcement: through Redis (shared.limits.RedisCounts) while it is up, else
     this process's LocalCounts, which count every admitted request either way."""
 
-    def __init__(self, shared=None, clock: Callable[[], float] = wallclock.now) -> None:
+    def __init__(self, shared: Counts | None = None, clock: Callable[[], float] = wallclock.now) -> None:
         self.local = LocalCounts(clock)
         self.shared = shared
         self.clock = clock
@@ -151,10 +178,10 @@ class Limits:
             if await self.shared.admit(policy, estimate):   # the fleet's decision (it raises a refusal)
                 self.local.count(policy, estimate, self.clock())
                 return
-        self.local.admit(policy, estimate)
+        await self.local.admit(policy, estimate)
 
     async def settle(self, policy: ClientPolicy, estimate: int, tokens: int, cost: float | None) -> None:
-        self.local.settle(policy, tokens - estimate, cost or 0.0)
+        await self.local.settle(policy, tokens - estimate, cost or 0.0)
         if self.shared is not None:
             await self.shared.settle(policy, tokens - estimate, cost or 0.0)
 
@@ -162,8 +189,9 @@ class Limits:
         """Use against limits, for /health: the fleet's while Redis is up, else this process's."""
         out = {}
         fleet = await self.shared.usage(list(clients.values())) if self.shared is not None and clients else None
+        local = await self.local.usage(list(clients.values()))
         for name, policy in clients.items():
-            use = (fleet or {}).get(name) or dict(self.local.usage(policy), scope="process")
+            use = (fleet or {}).get(name) or local[name]
             now = self.clock()
             use["limits"] = {"rpm": policy.rpm, "tpm": policy.tpm,
                              "budget_usd": {p: budget_of(policy, p) for p, _ in PERIODS}}

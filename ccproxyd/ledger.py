@@ -27,6 +27,7 @@ import time
 
 from . import clock
 from .batching import BatchWriter
+from .outage import Outage, identity, set_aside
 
 log = logging.getLogger("ccproxyd.ledger")
 FILENAME = "ledger.db"
@@ -115,8 +116,7 @@ class Ledger:
         self.connection: sqlite3.Connection | None = None     # the writer's (and the constructor's)
         self._inode: tuple[int, int] | None = None
         self._tried: tuple[int, int] | None = None     # the file the last open tried
-        self._failed_at: float | None = None
-        self._last_try = 0.0
+        self.outage = Outage(log)
         self._pruned_at = 0.0
         self._open_error: BaseException | None = None
         self._dropping = False                 # rows are being dropped (logged once until one is written)
@@ -143,9 +143,7 @@ class Ledger:
         connection = None
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            with contextlib.suppress(OSError):    # the file this try opens: the one set aside if it fails
-                st = os.stat(self.path)
-                self._tried = (st.st_dev, st.st_ino)
+            self._tried = identity(self.path) or self._tried   # the file this try opens: set aside if it fails
             connection = _connect(self.path)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(SCHEMA)
@@ -156,38 +154,24 @@ class Ledger:
             if connection is not None:
                 connection.close()
             self._open_error = exc
-            self._failing(f"spend ledger: cannot open {self.path} ({type(exc).__name__}: {exc}); "
-                          "requests are served but not recorded")
+            self.outage.failed("spend ledger: cannot open %s (%s: %s); requests are served but not recorded",
+                               self.path, type(exc).__name__, exc)
             return False
         self.connection, self._inode = connection, (st.st_dev, st.st_ino)
-        if self._failed_at is not None:
-            log.warning("spend ledger: %s is working again", self.path)
-        self._failed_at = None
+        self.outage.worked("spend ledger: %s is working again", self.path)
         self._prune()
         return True
 
-    def _failing(self, message: str) -> None:
-        if self._failed_at is None:
-            log.warning("%s", message)
-            self._failed_at = time.monotonic()
-        self._last_try = time.monotonic()
-
     def _set_aside(self) -> None:
         """Move a damaged database (and its WAL) aside, unless another worker already did."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return
-        if (st.st_dev, st.st_ino) != (self._inode or self._tried):
+        now = identity(self.path)
+        if now is None or now != (self._inode or self._tried):
             return                              # another worker has set it aside and started anew
-        for suffix in ("", "-wal", "-shm"):
-            try:
-                os.replace(self.path + suffix, self.path + ".damaged" + suffix)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.warning("spend ledger: cannot set %s aside: %s", self.path + suffix, exc)
-                return
+        try:
+            set_aside((self.path + suffix, self.path + ".damaged" + suffix) for suffix in ("", "-wal", "-shm"))
+        except OSError as exc:
+            log.warning("spend ledger: cannot set %s aside: %s", exc.filename, exc)
+            return
         log.warning("spend ledger: the damaged %s is now %s.damaged; a new ledger starts", self.path, self.path)
 
     def _drop_connection(self) -> None:
@@ -198,17 +182,13 @@ class Ledger:
 
     def _damaged(self, exc: BaseException) -> None:
         """On the writer thread: the database failed; set it aside and start a new one."""
-        self._failing(f"spend ledger: {self.path} is damaged ({type(exc).__name__}: {exc}); setting it aside")
+        self.outage.failed("spend ledger: %s is damaged (%s: %s); setting it aside", self.path, type(exc).__name__, exc)
         self._drop_connection()
         self._set_aside()
         self._open()
 
     def _same_file(self) -> bool:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return False
-        return (st.st_dev, st.st_ino) == self._inode
+        return identity(self.path) == self._inode
 
     def _reopen(self) -> None:
         """The file was deleted or replaced (by hand, or by another worker that set it aside):
@@ -242,7 +222,7 @@ class Ledger:
                 self._check()
             if not rows:
                 return
-            if self.connection is None and (time.monotonic() - self._last_try < REOPEN_SECONDS
+            if self.connection is None and (not self.outage.due(REOPEN_SECONDS)
                                             or not self._open_or_rebuild()):
                 return                         # the ledger is down: these rows are lost, serving is not
             try:

@@ -17,9 +17,10 @@ So a continue is rebuilt here into the request the client would have sent withou
 `system` and `tools`, the stored history and reply, then the new messages; from then on it is an
 ordinary request, and its reply becomes the next thread point.  Each reply can be continued once.
 
-State has one owner, this module; the backend is behind `Backend`: in this process's memory, or in a
-diskcache directory that every worker of the host shares and that outlives a restart (`--thread-dir`).
-A Redis backend for a fleet would keep each entry in a hash with EXPIRE and claim it with one Lua script.  A record is
+State has one owner, this module; the backend is behind `Backend`: in this process's memory, in a
+diskcache directory that every worker of the host shares and that outlives a restart (`--thread-dir`),
+or in Redis for a fleet (shared.threads).  Each applies the one claim rule, `claimed` and `released`
+on a `Point`, inside its own atomic step; tests/test_backends_threads.py is their contract.  A record is
 JSON bytes of `system`, `tools` and `messages`: what the client sent, never a provider key or the
 client's key (the owner is the hash ccproxyd already keeps for the cache key).
 """
@@ -32,7 +33,7 @@ import os
 import sqlite3
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Awaitable, Callable, Protocol
 
 import diskcache
@@ -41,6 +42,7 @@ import orjson
 from . import observe
 from .cache import BytesDisk
 from .errors import ThreadAlreadyContinued, ThreadContinueInFlight, ThreadNotFound, ThreadUnsupported
+from .outage import Outage
 from .translate.response import accumulate
 
 log = logging.getLogger("ccproxyd.threads")
@@ -67,12 +69,43 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Point:
+    """What the claim rule reads of a stored thread point (every backend keeps these three beside
+    the record): whose it is, until when a continue holds it, and whether it has been continued."""
+    owner: str | None
+    claimed_until: float = 0.0
+    spent: bool = False
+
+
+def claimed(point: Point | None, has_record: bool, owner: str | None, now: float) -> tuple[str, Point | None]:
+    """The claim rule, the one every backend applies inside its own atomic step: the verdict on a
+    continue by `owner` at `now`, and the point to write back (None: nothing changes).  A point
+    that is missing or another owner's is MISSING (never say whose it is); a continued one is
+    CONTINUED; one held by a continue that has not lapsed is IN_FLIGHT; one whose record is gone
+    (evicted) is MISSING; otherwise the caller holds it for CLAIM_SECONDS."""
+    if point is None or point.owner != owner:
+        return MISSING, None
+    if point.spent:
+        return CONTINUED, None
+    if point.claimed_until > now:
+        return IN_FLIGHT, None
+    if not has_record:
+        return MISSING, None
+    return FOUND, replace(point, claimed_until=now + CLAIM_SECONDS)
+
+
+def released(point: Point, continued: bool) -> Point:
+    """The release rule: the claim is given back; a point whose turn was answered is continued
+    (spent: its record may go, a second continue is CONTINUED)."""
+    return replace(point, claimed_until=0.0, spent=point.spent or continued)
+
+
 @dataclass
 class _Entry:
+    point: Point
     record: bytes | None                 # None once continued (a tombstone, to say so)
-    owner: str | None
     expires: float
-    claimed_until: float = 0.0
 
 
 class MemoryBackend:
@@ -118,28 +151,25 @@ class MemoryBackend:
     async def put(self, message_id: str, record: bytes, owner: str | None, ttl: float) -> None:
         if message_id in self._entries:
             self._drop(message_id)
-        entry = self._entries[message_id] = _Entry(record, owner, self.clock() + ttl)
+        entry = self._entries[message_id] = _Entry(Point(owner), record, self.clock() + ttl)
         self.bytes += self._size(message_id, entry)
         self._trim()
 
     async def claim(self, message_id: str, owner: str | None) -> tuple[str, bytes | None]:
         entry = self._live(message_id)
-        if entry is None or entry.owner != owner:
-            return MISSING, None
-        if entry.record is None:
-            return CONTINUED, None
-        now = self.clock()
-        if entry.claimed_until > now:
-            return IN_FLIGHT, None
-        entry.claimed_until = now + CLAIM_SECONDS
-        return FOUND, entry.record
+        verdict, point = claimed(entry and entry.point, entry is not None and entry.record is not None, owner,
+                                 self.clock())
+        if point is None:
+            return verdict, None
+        entry.point = point
+        return verdict, entry.record
 
     async def release(self, message_id: str, continued: bool) -> None:
         entry = self._entries.get(message_id)
         if entry is None:
             return
-        entry.claimed_until = 0.0
-        if continued and entry.record is not None:
+        entry.point = released(entry.point, continued)
+        if entry.point.spent and entry.record is not None:
             self.bytes -= len(entry.record) - TOMBSTONE_BYTES
             entry.record = None
 
@@ -164,62 +194,54 @@ class DiskBackend:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self.cache = diskcache.Cache(directory, disk=BytesDisk, size_limit=max_bytes, statistics=False,
                                      eviction_policy="least-recently-stored", cull_limit=4)
-        self._failing = False
+        self.outage = Outage(log)
 
     async def _run(self, fn, *args, failed=None):
         try:
             result = await asyncio.get_running_loop().run_in_executor(None, fn, *args)
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
-            if not self._failing:
-                log.warning("thread store %s cannot be used (%s: %s); continues are answered thread_not_found",
-                            self.directory, type(exc).__name__, exc)
-            self._failing = True
+            self.outage.failed("thread store %s cannot be used (%s: %s); continues are answered thread_not_found",
+                               self.directory, type(exc).__name__, exc)
             return failed
-        if self._failing:
-            log.warning("thread store %s works again", self.directory)
-            self._failing = False
+        self.outage.worked("thread store %s works again", self.directory)
         return result
 
-    def _state(self, message_id: str) -> dict | None:
+    def _state(self, message_id: str) -> tuple[Point, float] | None:
+        """The point and its expiry (`s:ID`, JSON: owner, expires, claimed_until, spent)."""
         raw = self.cache.get("s:" + message_id)
-        return orjson.loads(raw) if isinstance(raw, bytes) else None
+        if not isinstance(raw, bytes):
+            return None
+        state = orjson.loads(raw)
+        return Point(state["owner"], state["claimed_until"], state["spent"]), state["expires"]
 
-    def _set_state(self, message_id: str, state: dict) -> None:
-        self.cache.set("s:" + message_id, orjson.dumps(state), expire=max(0.001, state["expires"] - time.time()))
+    def _set_state(self, message_id: str, point: Point, expires: float) -> None:
+        state = {"owner": point.owner, "expires": expires, "claimed_until": point.claimed_until, "spent": point.spent}
+        self.cache.set("s:" + message_id, orjson.dumps(state), expire=max(0.001, expires - time.time()))
 
     def _put(self, message_id: str, record: bytes, owner: str | None, ttl: float) -> None:
         with self.cache.transact():
             self.cache.set("r:" + message_id, record, expire=ttl)
-            self._set_state(message_id, {"owner": owner, "expires": time.time() + ttl, "claimed_until": 0.0,
-                                         "spent": False})
+            self._set_state(message_id, Point(owner), time.time() + ttl)
 
     def _claim(self, message_id: str, owner: str | None) -> tuple[str, bytes | None]:
         with self.cache.transact():
             state = self._state(message_id)
-            if state is None or state["owner"] != owner:
-                return MISSING, None
-            if state["spent"]:
-                return CONTINUED, None
-            now = time.time()
-            if state["claimed_until"] > now:
-                return IN_FLIGHT, None
-            record = self.cache.get("r:" + message_id)
-            if not isinstance(record, bytes):
-                return MISSING, None
-            state["claimed_until"] = now + CLAIM_SECONDS
-            self._set_state(message_id, state)
-            return FOUND, record
+            record = self.cache.get("r:" + message_id) if state is not None else None
+            verdict, point = claimed(state and state[0], isinstance(record, bytes), owner, time.time())
+            if point is None:
+                return verdict, None
+            self._set_state(message_id, point, state[1])
+            return verdict, record
 
     def _release(self, message_id: str, continued: bool) -> None:
         with self.cache.transact():
             state = self._state(message_id)
             if state is None:
                 return
-            state["claimed_until"] = 0.0
-            if continued:
-                state["spent"] = True
+            point = released(state[0], continued)
+            if point.spent:
                 self.cache.delete("r:" + message_id)
-            self._set_state(message_id, state)
+            self._set_state(message_id, point, state[1])
 
     async def put(self, message_id: str, record: bytes, owner: str | None, ttl: float) -> None:
         await self._run(self._put, message_id, record, owner, ttl)
@@ -233,7 +255,7 @@ class DiskBackend:
     def stats(self) -> dict:
         """What is known without reading the disk (/health calls it on the event loop)."""
         return {"backend": "disk", "directory": self.directory, "max_bytes": self.max_bytes,
-                "available": not self._failing}
+                "available": not self.outage.down}
 
     def close(self) -> None:
         self.cache.close()

@@ -16,6 +16,7 @@ from .support import Clock
 
 
 NOON = calendar.timegm((2026, 12, 31, 12, 0, 0))
+run = asyncio.run
 
 
 def test_rpm_slides_over_sixty_seconds():
@@ -24,28 +25,28 @@ def test_rpm_slides_over_sixty_seconds():
     policy = ClientPolicy("K", rpm=3)
     for step in (0, 10, 20):
         clock.now = NOON + step
-        counts.admit(policy, 10)
+        run(counts.admit(policy, 10))
     clock.now = NOON + 59
     with pytest.raises(ClientLimited) as refused:
-        counts.admit(policy, 10)
+        run(counts.admit(policy, 10))
     assert refused.value.retry_after == pytest.approx(1.0)     # the first one leaves the window at +60
     status, body, headers = to_anthropic(refused.value)
     assert status == 429 and b"rate_limit_error" in body and b"clients.K.rpm" in body and headers["retry-after"] == "1"
     clock.now = NOON + 60.5
-    counts.admit(policy, 10)                                   # one slot free again, not three
+    run(counts.admit(policy, 10))                             # one slot free again, not three
     with pytest.raises(ClientLimited):
-        counts.admit(policy, 10)
+        run(counts.admit(policy, 10))
 
 
 def test_tpm_counts_the_estimate_then_what_was_used():
     clock = Clock(NOON)
     counts = LocalCounts(clock)
     policy = ClientPolicy("K", tpm=1000)
-    counts.admit(policy, 5000)                                 # alone in its window: a big request passes
-    counts.settle(policy, 600 - 5000, 0.0)                     # it used 600
-    counts.admit(policy, 300)
+    run(counts.admit(policy, 5000))                           # alone in its window: a big request passes
+    run(counts.settle(policy, 600 - 5000, 0.0))               # it used 600
+    run(counts.admit(policy, 300))
     with pytest.raises(ClientLimited) as refused:
-        counts.admit(policy, 200)                              # 600 + 300 + 200 > 1000
+        run(counts.admit(policy, 200))                        # 600 + 300 + 200 > 1000
     assert "1000 tokens per minute" in refused.value.message
 
 
@@ -53,19 +54,19 @@ def test_budgets_name_the_period_and_when_it_resets():
     clock = Clock(NOON)
     counts = LocalCounts(clock)
     policy = ClientPolicy("K", budget_day=1.0, budget_month=1.5)
-    counts.admit(policy, 1)
-    counts.settle(policy, 0, 1.25)
+    run(counts.admit(policy, 1))
+    run(counts.settle(policy, 0, 1.25))
     with pytest.raises(BudgetExhausted) as day:
-        counts.admit(policy, 1)
+        run(counts.admit(policy, 1))
     assert to_anthropic(day.value)[0] == 402 and day.value.error_type == "billing_error"
     assert day.value.message == ("client K has spent $1.25 of its daily budget of $1.00 (clients.K.budget_usd.day); "
                                  "it resets at 2027-01-01T00:00:00Z")
     clock.now = NOON + 86400                                   # the next day (and month): both reset
-    counts.admit(policy, 1)
-    counts.settle(policy, 0, 0.5)
-    counts.settle(policy, 0, 1.1)
+    run(counts.admit(policy, 1))
+    run(counts.settle(policy, 0, 0.5))
+    run(counts.settle(policy, 0, 1.1))
     with pytest.raises(BudgetExhausted) as month:
-        counts.admit(policy, 1)
+        run(counts.admit(policy, 1))
     assert "daily budget" in month.value.message               # the day is checked first
     assert resets_at("month", calendar.timegm((2026, 2, 10, 0, 0, 0))) == "2026-03-01T00:00:00Z"
 

@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from ..outage import Outage
 from ..settings import Settings
 
 log = logging.getLogger("ccproxyd.redis")
@@ -59,12 +60,19 @@ class Link:
         self.timeout = timeout              # seconds a command may take; past it Redis counts as down
         self.client = _client(url, password, timeout)
         self.blocking = _client(url, password, BLOCK_SECONDS + timeout)   # XREAD BLOCK, SUBSCRIBE
-        self.up = True
+        self.outage = Outage(log)
         self.changed_at = time.time()
-        self.outages = 0
         self.on_up: list[Callable[[], Awaitable[None]]] = []
         self._probe: asyncio.Task | None = None
         self._closed = False
+
+    @property
+    def up(self) -> bool:
+        return not self.outage.down
+
+    @property
+    def outages(self) -> int:
+        return self.outage.count
 
     async def start(self) -> None:
         """One PING at start: a daemon started while Redis is down serves at once, state `down`."""
@@ -98,16 +106,15 @@ class Link:
     def down(self, exc: BaseException) -> None:
         if not self.up or self._closed:
             return
-        self.up, self.changed_at = False, time.time()
-        self.outages += 1
-        log.warning("redis %s is unreachable (%s: %s); serving without it: cache bypassed, limits per daemon, "
-                    "threads and holds local until it is back", self.where(), type(exc).__name__, exc or "timeout")
+        self.changed_at = time.time()
+        self.outage.failed("redis %s is unreachable (%s: %s); serving without it: cache bypassed, limits per "
+                           "daemon, threads and holds local until it is back", self.where(), type(exc).__name__,
+                           exc or "timeout")
         self._probe = asyncio.ensure_future(self._reconnect())
 
     async def _reconnect(self) -> None:
         """Drop every pooled connection (each is stale after a Redis restart, and would make the
         first commands after it fail once more), then PING until Redis answers."""
-        started = time.monotonic()
         for client in (self.client, self.blocking):
             try:
                 await client.connection_pool.disconnect()
@@ -121,9 +128,8 @@ class Link:
             except (*OUTAGE, RedisError):
                 cancelled()
                 continue
-            self.up, self.changed_at = True, time.time()
-            log.warning("redis %s is back after %.1f s; sharing state again", self.where(),
-                        time.monotonic() - started)
+            self.changed_at = time.time()
+            self.outage.worked("redis %s is back after %.1f s; sharing state again", self.where(), self.outage.seconds)
             for callback in self.on_up:
                 try:
                     await callback()
