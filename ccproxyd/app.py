@@ -13,6 +13,7 @@ from sanic import Sanic
 from . import config, connections, handlers, notify, observe, shared, status, threads, tokens, ui
 from .cache import Store
 from .clients import Limits
+from .flights import Flights
 from .ledger import Ledger
 from .reload import Reloader
 from .resilience import Guards
@@ -53,7 +54,6 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         app.ctx.guards = Guards()
         app.ctx.store = (await loop.run_in_executor(None, Store, settings.cache_dir, settings.cache_size)
                          if settings.cache_dir else None)
-        app.ctx.flights = {}
         app.ctx.ledger = (await loop.run_in_executor(None, Ledger, settings.ledger_dir, settings.ledger_days)
                           if settings.ledger_dir else None)
         if app.ctx.ledger is not None:
@@ -69,6 +69,8 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
             app.ctx.threads = None
         app.ctx.stopping = False
         app.ctx.background = set()
+        app.ctx.flights = Flights(app.ctx.upstreams, app.ctx.guards, app.ctx.store, app.ctx.fleet, app.ctx.background,
+                                  settings.orphan_grace, settings.ping_interval)
         app.ctx.reloader = Reloader(app.ctx, settings.routes)
         app.ctx.stop_watch = asyncio.Event()
         app.ctx.watch_task = asyncio.create_task(app.ctx.reloader.watch(app.ctx.stop_watch))

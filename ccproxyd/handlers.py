@@ -1,4 +1,5 @@
-"""Thin HTTP handlers: parse, call the proxy, write."""
+"""Thin HTTP handlers: parse, call the flow, write.  Whether an answer is shared or stored is
+decided in flights.py, who pays and when the access line is written in outcome.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, raw
 
 from . import clock, observe, proxy, spend, status, threads, tokens
-from .cache import Flight, cache_key, message_events
+from .cache import Flight, message_events
+from .outcome import Outcome
 from .money.charge import write_ttl
 from .money.compare import rates_at
 from .errors import ApiError, AuthenticationFailed, ClientFacingError, InvalidRequest, NotFound, Overloaded, RequestTooLarge, to_anthropic
@@ -61,7 +63,9 @@ async def messages(request: Request):
 async def _messages(request: Request):
     """Parse, route, then stream.  The parsed request (about three times its JSON size) is dropped
     as soon as the upstream call is under way, so an open stream holds only what it streams."""
-    record = request.ctx.record = observe.Record(request.ctx.request_id, time.monotonic())
+    record = observe.Record(request.ctx.request_id, time.monotonic())
+    table = request.app.ctx.table                       # read once: a reload never changes this request
+    outcome = request.ctx.outcome = Outcome(record, table)
     if observe.telemetry is not None:
         record.carrier = request.headers                # the client's traceparent, for the span
     body = messages_shape.check_body(request.body)
@@ -84,7 +88,6 @@ async def _messages(request: Request):
     record.attributed(attribution.read(body))
     if request.app.ctx.settings.log_bodies:
         observe.log_body(record.request_id, body)
-    table = request.app.ctx.table                       # read once: a reload never changes this request
     features = features_of(body, partial(tokens.count_request, body), subagent=record.agent_id is not None)
     decision = resolve(table, body["model"], features)
     record.route, record.route_match = decision.route_index, decision.route.match
@@ -100,10 +103,11 @@ async def _messages(request: Request):
     if may_overflow(decision, body["max_tokens"], tokens.upper_bound(raw)):   # counted only near a window
         counted = await asyncio.to_thread(lambda: features.input_tokens)
         decision = fit_window(decision, body["max_tokens"], counted)
-    if _cacheable(request, decision) and turn is None:  # a thread point needs the id its client saw
-        joined = await _join(request, record, body, decision)
+    flights = request.app.ctx.flights
+    if turn is None and flights.shared(decision, headers.get("cache-control", "")):   # a thread point needs
+        joined = await flights.join(body, raw, decision, getattr(request.ctx, "client", None), outcome)   # its own id
         del body
-        return await _from_cache(request, record, decision, joined)
+        return await _shared_answer(request, outcome, decision, joined)
     first = proxy.payload(body, decision.primary)
     del body
     answer = await proxy.open_answer(request.app.ctx.upstreams, request.app.ctx.guards, decision, raw,
@@ -115,7 +119,7 @@ async def _messages(request: Request):
             if turn is not None:
                 await turn.keep(message)
             return json_response(message)
-        request.ctx.log_in_handler = True               # response middleware runs before the stream
+        outcome.streaming = True                        # response middleware runs before the stream
         response = await request.respond(content_type="text/event-stream",
                                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
         send = response.send if turn is None else turn.sender(response.send)
@@ -128,28 +132,15 @@ async def _messages(request: Request):
         await response.eof()
     finally:
         await answer.close()
-        if answer.translator.final_usage is None:      # broken or abandoned: billed all the same, so
-            request.ctx.log_in_handler = True           # logged once its usage is counted (the client
-            proxy.charge_cut_later(answer, partial(_cut_settled, record, answer, table))   # may be gone)
-        else:
-            record.answered(answer, table)
-            if getattr(request.ctx, "log_in_handler", False):
-                observe.emit(record)
-
-
-def _cut_settled(record: observe.Record, answer, table) -> None:
-    record.answered(answer, table)
-    observe.emit(record)
+        outcome.direct(answer)
 
 
 async def _charge_client(request: Request) -> None:
     """Count what an admitted request used against its client's tpm and budgets: nothing for an
     answer from the cache or another request's call."""
-    record = request.ctx.record
-    used = record.cache != "hit"
-    tokens = record.input_tokens + record.cached_tokens + record.output_tokens if used else 0
-    await request.app.ctx.limits.settle(request.ctx.policy, request.ctx.admitted, tokens,
-                                        record.cost_usd if used else None)
+    outcome = request.ctx.outcome
+    await request.app.ctx.limits.settle(request.ctx.policy, request.ctx.admitted, outcome.tokens_used(),
+                                        outcome.cost())
 
 
 async def _local_answer(request: Request, record: observe.Record, events: list):
@@ -162,86 +153,12 @@ async def _local_answer(request: Request, record: observe.Record, events: list):
     return await response.eof()
 
 
-def _cacheable(request: Request, decision) -> bool:
-    control = request.headers.get("cache-control", "").lower()
-    return ((request.app.ctx.store is not None or request.app.ctx.fleet is not None) and decision.route.cache_ttl is not None
-            and "no-cache" not in control and "no-store" not in control)
-
-
-PER_SESSION = ("user", "prompt_cache_key")    # left out of the response cache key: sessions share answers
-
-
-async def _join(request: Request, record: observe.Record, body: dict, decision) -> dict | Flight:
-    """A stored answer (or one that finished and is on its way to disk), or the flight to follow:
-    an identical request's upstream call here or, in team mode, on another daemon (shared.flights),
-    or a new one that runs to completion even if this client goes away."""
-    ctx = request.app.ctx
-    primary = decision.primary
-    upstream_body, names = proxy.upstream_request(body, primary.model)
-    key = cache_key({k: v for k, v in upstream_body.items() if k not in PER_SESSION}, primary.provider.name,
-                    primary.provider.base_url, getattr(request.ctx, "client", None), decision.requested,
-                    decision.thinking)
-    record.cache = "hit"                                # a follower of a running call counts as a hit
-    flight = ctx.flights.get(key)
-    message = flight.message if flight is not None else ctx.store.get(key) if ctx.store is not None else None
-    if message is not None or flight is not None:
-        return message if message is not None else flight
-    flight = ctx.flights[key] = Flight(ctx.settings.orphan_grace)    # identical requests here join it now
-    first = [(orjson.dumps(upstream_body), names)]     # handed over, not held by this closure for the stream
-
-    def lead(store):
-        return proxy.lead(ctx.upstreams, ctx.guards, decision, request.body, first.pop(), flight, store, key,
-                          decision.route.cache_ttl, request.app.config.PING_INTERVAL, record.request_id)
-    if ctx.fleet is None:
-        record.cache = "miss"
-        task = asyncio.create_task(lead(ctx.store))
-    else:                                               # team mode: a stored answer, or lead, or follow
-        verdict = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(ctx.fleet.run(flight, key, lead, ctx.store, verdict, decision.requested))
-    ctx.background.add(task)
-    task.add_done_callback(lambda t: (ctx.background.discard(t), _forget(ctx.flights, key, flight)))
-    flight.on_orphan = partial(_orphaned, ctx, key, flight, task, body["max_tokens"])
-    if ctx.fleet is not None:
-        record.cache = "miss" if await asyncio.shield(verdict) in ("lead", "local") else "hit"
-    return flight
-
-
-def _orphaned(ctx, key: str, flight: Flight, task: asyncio.Task, max_tokens: int) -> None:
-    """Every client here left: cancel the call, unless it is one that another daemon follows."""
-    if flight.mirror is None:
-        return _cancel_orphan(ctx.flights, key, flight, task, max_tokens)
-
-    async def unless_followed() -> None:
-        if not await flight.mirror.followed() and flight.clients == 0 and not flight.done:
-            _cancel_orphan(ctx.flights, key, flight, task, max_tokens)
-    ctx.fleet._spawn(unless_followed())
-
-
-def _forget(flights: dict, key: str, flight: Flight) -> None:
-    if flights.get(key) is flight:
-        del flights[key]
-
-
-def _cancel_orphan(flights: dict, key: str, flight: Flight, task: asyncio.Task, max_tokens: int) -> None:
-    """Every client of this upstream call left and none came back within the grace: stop paying
-    for it.  Forgotten first, so that a request arriving now starts a call of its own."""
-    _forget(flights, key, flight)
-    task.cancel()
-    produced = len(flight.answer.translator.output_text()) // 4 if flight.answer is not None else 0
-    observe.METRICS.inc("ccproxyd_orphans_cancelled_total", help="Upstream calls cancelled because every client left")
-    observe.METRICS.inc("ccproxyd_orphan_tokens_avoided_total", (), max(0, max_tokens - produced),
-                        help="Output tokens the cancelled calls could still have generated (an upper bound: max_tokens "
-                             "minus what was produced)")
-    log.info("every client of an upstream call left %.1f s ago: cancelled it", flight.grace)
-
-
-async def _from_cache(request: Request, record: observe.Record, decision, joined: dict | Flight):
-    ctx = request.app.ctx
-    headers = {"x-ccproxyd-cache": record.cache}
+async def _shared_answer(request: Request, outcome: Outcome, decision, joined: dict | Flight):
+    """A stored answer, written out; or the flight, followed to its end (flights.Flights.join)."""
+    headers = {"x-ccproxyd-cache": outcome.record.cache}
     if not isinstance(joined, Flight):
-        record.hit(joined, decision.primary, ctx.table)
         message = dict(joined, id=message_id(), model=decision.requested)
-        if not record.stream:
+        if not outcome.record.stream:
             return json_response(message, headers=headers)
         response = await request.respond(content_type="text/event-stream", headers=headers)
         await response.send(encode(message_events(message)))
@@ -249,36 +166,37 @@ async def _from_cache(request: Request, record: observe.Record, decision, joined
     flight = joined
     flight.join()
     try:
-        return await _follow(request, record, decision, flight, headers)
-    except asyncio.CancelledError:
-        if record.cache == "miss" and not getattr(request.ctx, "log_in_handler", False):
-            flight.on_finish(partial(_settle, record, flight, ctx))     # see _follow's finally
-        raise
+        if outcome.record.stream:
+            return await _follow(request, outcome, flight, headers)
+        return await _whole(outcome, decision, flight, headers)
     finally:
         flight.leave()
 
 
-def _settle(record: observe.Record, flight: Flight, ctx) -> None:
-    """The log line (and ledger row) of a request that followed `flight`: the request that
-    started the upstream call pays for it; any other costs nothing and saves the Claude price."""
-    record.answered(flight.answer, ctx.table, paid=record.cache == "miss")
-    if flight.error is not None:
-        record.failed(flight.error)
-    observe.emit(record)
-
-
-async def _follow(request: Request, record: observe.Record, decision, flight: Flight, headers: dict):
-    ctx = request.app.ctx
-    await flight.started()
+async def _whole(outcome: Outcome, decision, flight: Flight, headers: dict):
+    try:
+        await flight.finished()
+    except asyncio.CancelledError:
+        outcome.left(flight)
+        raise
     if flight.error is not None and not flight.batches:
         raise flight.error
-    if not record.stream:
-        await flight.finished()
-        record.answered(flight.answer, ctx.table, paid=record.cache == "miss")
-        if flight.message is None:
-            raise flight.error or ApiError("the upstream answer was incomplete")
-        return json_response(dict(flight.message, model=decision.requested), headers=headers)
-    request.ctx.log_in_handler = True
+    outcome.answered_by(flight)
+    if flight.message is None:
+        raise flight.error or ApiError("the upstream answer was incomplete")
+    return json_response(dict(flight.message, model=decision.requested), headers=headers)
+
+
+async def _follow(request: Request, outcome: Outcome, flight: Flight, headers: dict):
+    record = outcome.record
+    try:
+        await flight.started()
+    except asyncio.CancelledError:
+        outcome.left(flight)
+        raise
+    if flight.error is not None and not flight.batches:
+        raise flight.error
+    outcome.streaming = True
     response = await request.respond(content_type="text/event-stream", headers=headers)
     try:
         async for batch in flight.follow():
@@ -287,12 +205,7 @@ async def _follow(request: Request, record: observe.Record, decision, flight: Fl
                 record.ttft_ms = round((time.monotonic() - record.started) * 1000, 2)   # after message_start
         await response.eof()
     finally:
-        if record.cache == "miss" and not flight.done:
-            # this client left before the upstream call it started ended; the call runs on for the
-            # cache and any follower, and is paid for in full: logged and recorded when it ends
-            flight.on_finish(partial(_settle, record, flight, ctx))
-        else:
-            _settle(record, flight, ctx)
+        outcome.followed(flight)
 
 
 async def count_tokens(request: Request):
@@ -391,9 +304,9 @@ async def on_error(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     request_id = getattr(request.ctx, "request_id", None)
     status, body, headers = to_anthropic(exc, request_id)
-    record = getattr(request.ctx, "record", None)
-    if record is not None:
-        record.failed(exc if isinstance(exc, ClientFacingError) else ApiError(type(exc).__name__))
+    outcome = getattr(request.ctx, "outcome", None)
+    if outcome is not None:
+        outcome.record.failed(exc if isinstance(exc, ClientFacingError) else ApiError(type(exc).__name__))
     return raw(body, status=status, headers=headers, content_type="application/json")
 
 
@@ -429,10 +342,9 @@ async def finish_request(request: Request, response: HTTPResponse) -> None:
     response.headers["request-id"] = request_id
     if request.app.ctx.stopping:
         request.stream.keep_alive = False       # the connection closes after this answer
-    record = getattr(request.ctx, "record", None)
-    if record is not None and not getattr(request.ctx, "log_in_handler", False):
-        record.status = response.status
-        observe.emit(record)
+    outcome = getattr(request.ctx, "outcome", None)
+    if outcome is not None:
+        outcome.responded(response.status)
 
 
 def register(app: Sanic) -> None:

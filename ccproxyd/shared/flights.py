@@ -131,13 +131,13 @@ class FleetCache:
     def release(self, key: str, flight_id: str) -> None:
         """The leader is done without storing (an error, a cut answer, a fallback's): the next
         identical request looks again."""
-        self._spawn(self._release(key, flight_id, b"", 0))
+        self.spawn(self._release(key, flight_id, b"", 0))
 
     async def _release(self, key: str, flight_id: str, message: bytes, ttl_ms: int) -> None:
         await self.link.run(lambda r: self.release_script(keys=[f"{PREFIX}flight:{key}", f"{PREFIX}cache:{key}"],
                                                           args=[flight_id, message, ttl_ms], client=r), None)
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -152,7 +152,7 @@ class FleetCache:
         try:
             await self._read(flight, key, flight_id, lead_here, stream)
         finally:
-            self._spawn(self.link.run(lambda r: self._count_follower(r, flight_id, -1), None))
+            self.spawn(self.link.run(lambda r: self._count_follower(r, flight_id, -1), None))
 
     @staticmethod
     async def _count_follower(r, flight_id: str, step: int) -> None:
@@ -225,7 +225,7 @@ class Publisher:
         self.queue: list[dict] = []
         self.ready = asyncio.Event()
         self.ended = False
-        self.task = fleet._spawn(self._write())
+        self.task = fleet.spawn(self._write())
 
     async def followed(self) -> bool:
         """Whether a daemon is following this flight now (then its orphaning here does not end it)."""
@@ -321,4 +321,4 @@ class TeamStore:
                     self.disk.put_later(key, message, ttl, done)
                 else:
                     done()
-        self.fleet._spawn(both())
+        self.fleet.spawn(both())
