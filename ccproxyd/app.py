@@ -13,6 +13,7 @@ from sanic import Sanic
 from . import config, connections, handlers, notify, observe, shared, status, threads, tokens, ui
 from .cache import Store
 from .clients import Limits
+from .context import Context
 from .flights import Flights
 from .ledger import Ledger
 from .reload import Reloader
@@ -29,7 +30,8 @@ TELEMETRY_FLUSH = 5.0        # seconds the last OpenTelemetry export may hold up
 
 def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
     observe.setup_logging(settings.log_level, settings.log_format)
-    app = Sanic(name)
+    # in each worker: the connection cap is a class setting, which does not cross processes
+    app = Sanic(name, ctx=Context(settings, connections.configure()))
     observe.scrub_handlers()                # Sanic's handlers exist now
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     app.config.RESPONSE_TIMEOUT = 3600
@@ -41,8 +43,6 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
     # what still runs at drain_timeout, and the margin lets those error events reach the clients.
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.drain_timeout + DRAIN_MARGIN
     app.config.ACCESS_LOG = False
-    app.ctx.settings = settings
-    app.ctx.cap = connections.configure()        # in each worker: a class setting does not cross processes
     handlers.register(app)
     ui.register(app)
 
@@ -58,7 +58,6 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
                           if settings.ledger_dir else None)
         if app.ctx.ledger is not None:
             observe.SINKS.append(app.ctx.ledger.record)
-        app.ctx.link = app.ctx.fleet = app.ctx.thread_backend = None
         app.ctx.limits = Limits()
         if settings.redis_url:                   # team mode: shared cache, holds, limits, threads
             await shared.attach(app.ctx, settings.redis_url, settings.redis_timeout, cache=bool(settings.cache_dir))
