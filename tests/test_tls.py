@@ -189,15 +189,6 @@ def test_goaway_between_requests_moves_to_a_new_connection(tls_daemon, tfake):
     assert access_line(tls_daemon, second.headers["request-id"])["attempts"] == 1
 
 
-HTTPCORE2_GOAWAY = ("httpcore2 2.16 fails every stream still open on a connection once GOAWAY arrives, even "
-                    "the ones GOAWAY's last_stream_id promises to finish (_receive_events raises on a stored "
-                    "ConnectionTerminated)")
-HTTPCORE2_STREAM_LIMIT = ("httpcore2 2.16 queues streams past the server's SETTINGS_MAX_CONCURRENT_STREAMS on "
-                          "the one connection (a semaphore; RFC 9113 section 9.1 prefers one connection per "
-                          "origin) instead of opening another, so a stream waits for another to end")
-
-
-@pytest.mark.xfail(reason=HTTPCORE2_GOAWAY, strict=True)
 def test_goaway_during_a_stream_lets_it_finish(tls_daemon, tfake):
     """A graceful GOAWAY (a server rotating its connections) names the streams it will still
     finish: the one in flight must complete, and the next request goes to a new connection."""
@@ -252,7 +243,6 @@ def test_a_stale_pooled_connection_is_not_the_clients_problem(tls_daemon, tfake,
     assert tfake.requests[0]["connection"] != tfake.requests[-1]["connection"]
 
 
-@pytest.mark.xfail(reason=HTTPCORE2_STREAM_LIMIT, strict=True)
 def test_concurrent_streams_respect_the_servers_stream_limit(tls_daemon, narrow_fake):
     """Six streams at once to a server that allows two per connection: all six are in flight at the
     same time (a Barrier holds each answer until all have arrived), on three connections."""
