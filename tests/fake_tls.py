@@ -8,7 +8,8 @@ so one server can test both of ccproxyd's clients.
 HTTP/2 extras: `max_streams` (the server's SETTINGS_MAX_CONCURRENT_STREAMS); the markers GOAWAY
 (send GOAWAY for every stream after the current one, finish the ones in flight, refuse new ones,
 then close) and RESET (RST_STREAM this stream) in a Script's events; `close_idle()` closes every
-connection that carries no request, as a server's idle timeout does.
+connection that carries no request, as a server's idle timeout does; each connection counts the
+PINGs it received (`pings`).
 
 Why `h2` rather than hypercorn: the cases here are frame-level (a GOAWAY between two DATA frames,
 RST_STREAM after a given event, a stream limit), which a framework hides; `h2` is already installed
@@ -90,6 +91,7 @@ class TlsFakeUpstream(FakeUpstream):
         if writer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
             return await super()._serve(reader, writer)
         connection = self._connection(writer, "h2")
+        connection["pings"] = 0
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         conn = h2.connection.H2Connection(config=config)
         conn.local_settings = h2.settings.Settings(client=False, initial_values={
@@ -139,6 +141,8 @@ class TlsFakeUpstream(FakeUpstream):
                 task.cancel()
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
             state.window.set()
+        elif isinstance(event, h2.events.PingReceived):         # h2 queues the ACK itself
+            state.connection["pings"] += 1
         elif isinstance(event, h2.events.ConnectionTerminated):
             state.finished = True
 

@@ -1,0 +1,250 @@
+"""The HTTP/2 transport (ccproxyd/http2.py) on its own, against real loopback h2 servers
+(tests/fake_tls.py): streams sharing a connection, the server's stream limit, GOAWAY, RST_STREAM,
+a server that dies mid-stream, flow control both ways, PING and expiry of idle connections, and
+the fallback to HTTP/1.1 when the server does not pick h2 by ALPN.
+
+The rules checked here are RFC 9113's (https://www.rfc-editor.org/rfc/rfc9113): client streams
+have odd ids counting up from 1 (section 5.1.1); the initial flow-control window is 65,535 bytes
+(section 6.9.2); a GOAWAY's last_stream_id names the streams that may still finish (section 6.8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import httpx2
+import orjson
+import pytest
+
+from ccproxyd.errors import ConnectionDropped, Overloaded
+from ccproxyd.http2 import Http2Transport
+from ccproxyd.upstream import map_transport_error
+
+from .conftest import free_port
+from .fake_tls import TlsFakeUpstream
+from .fake_upstream import GOAWAY, RESET, Barrier, Gate, Script, chunk
+from .test_reload import wait_for
+
+TIMEOUT = {"connect": 10.0, "read": 20.0, "write": 20.0, "pool": 20.0}
+REQUEST = b'{"model": "m", "messages": []}'
+
+
+@pytest.fixture
+def fake(certificates):
+    server = TlsFakeUpstream(http2=True, certificates=certificates).start()
+    yield server
+    server.stop()
+
+
+def transport(certificates, ping_interval: float = 20.0, expiry: float = 120.0) -> Http2Transport:
+    context = ssl.create_default_context(cafile=str(certificates.ca_file))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    limits = httpx2.Limits(max_connections=100, max_keepalive_connections=50, keepalive_expiry=expiry)
+    return Http2Transport(limits, context, ping_interval=ping_interval)
+
+
+async def send(t: Http2Transport, url: str, body: bytes = REQUEST) -> httpx2.Response:
+    url = httpx2.URL(url + "/chat/completions")
+    headers = [(b"host", url.netloc), (b"content-type", b"application/json"),
+               (b"content-length", b"%d" % len(body))]
+    return await t.send("POST", url, headers, body, TIMEOUT)
+
+
+async def fetch(t: Http2Transport, url: str, body: bytes = REQUEST) -> tuple[httpx2.Response, bytes]:
+    response = await send(t, url, body)
+    return response, b"".join([piece async for piece in response.stream])
+
+
+def held(n: int, fake_barrier: Barrier):
+    """A responder whose answers all wait at one Barrier: `n` of them are in flight together."""
+    return lambda body: Script(events=[chunk({"content": "x"}), fake_barrier, chunk(finish="stop")])
+
+
+def test_many_streams_share_one_connection(fake, certificates):
+    fake.responder = held(8, Barrier(8))
+
+    async def run():
+        t = transport(certificates)
+        try:
+            return await asyncio.gather(*(fetch(t, fake.url) for _ in range(8)))
+        finally:
+            await t.aclose()
+
+    results = asyncio.run(run())
+    assert [r.status_code for r, _ in results] == [200] * 8
+    assert all(b'"content":"x"' in data and data.endswith(b"data: [DONE]\n\n") for _, data in results)
+    assert fake.peak_in_flight == 8
+    assert {r["connection"] for r in fake.requests} == {1}
+    assert sorted(r["stream"] for r in fake.requests) == [1, 3, 5, 7, 9, 11, 13, 15]
+
+
+def test_streams_past_the_servers_limit_open_another_connection(certificates):
+    narrow = TlsFakeUpstream(http2=True, max_streams=2, certificates=certificates).start()
+    try:
+        narrow.responder = held(5, Barrier(5))
+
+        async def run():
+            t = transport(certificates)
+            try:
+                return await asyncio.gather(*(fetch(t, narrow.url) for _ in range(5)))
+            finally:
+                await t.aclose()
+
+        results = asyncio.run(run())
+        assert [r.status_code for r, _ in results] == [200] * 5
+        assert narrow.peak_in_flight == 5                       # all five at once: 2 + 2 + 1
+        assert len(narrow.connections) == 3
+        assert all(not c["errors"] for c in narrow.connections)   # never over the limit
+    finally:
+        narrow.stop()
+
+
+def test_goaway_lets_the_stream_in_flight_finish_and_moves_new_ones(fake, certificates):
+    gate = Gate()
+    fake.push(Script(events=[chunk({"content": "one"}), GOAWAY, gate, chunk({"content": "two"})]),
+              Script(events=[chunk({"content": "later"})]))
+
+    async def run():
+        t = transport(certificates)
+        try:
+            response = await send(t, fake.url)
+            pieces = response.stream.__aiter__()
+            received = await pieces.__anext__()
+            while b"one" not in received:
+                received += await pieces.__anext__()
+            _, later = await fetch(t, fake.url)
+            gate.open()
+            async for piece in pieces:
+                received += piece
+            return received, later
+        finally:
+            await t.aclose()
+
+    received, later = asyncio.run(run())
+    assert b'"content":"one"' in received and b'"content":"two"' in received
+    assert received.endswith(b"data: [DONE]\n\n")
+    assert b'"content":"later"' in later
+    assert fake.connections[0]["goaway"]
+    assert fake.requests[0]["connection"] == 1 and fake.requests[-1]["connection"] == 2
+
+
+def test_rst_stream_fails_that_stream_only(fake, certificates):
+    fake.push(Script(events=[chunk({"content": "partial"}), RESET]), Script(events=[chunk({"content": "after"})]))
+
+    async def run():
+        t = transport(certificates)
+        try:
+            response = await send(t, fake.url)
+            received = b""
+            with pytest.raises(httpx2.RemoteProtocolError, match="INTERNAL_ERROR") as caught:
+                async for piece in response.stream:
+                    received += piece
+            return received, caught.value, await fetch(t, fake.url)
+        finally:
+            await t.aclose()
+
+    received, error, (_, after) = asyncio.run(run())
+    assert b'"content":"partial"' in received and b"[DONE]" not in received
+    assert isinstance(map_transport_error(error, "p"), ConnectionDropped)
+    assert b'"content":"after"' in after
+    assert [r["connection"] for r in fake.requests] == [1, 1]
+
+
+def test_a_server_dying_mid_stream_is_an_error_never_a_clean_end(fake, certificates):
+    fake.push(Script(events=[chunk({"content": "partial"})], cut=True))
+
+    async def run():
+        t = transport(certificates)
+        try:
+            response = await send(t, fake.url)
+            received = b""
+            with pytest.raises((httpx2.RemoteProtocolError, httpx2.ReadError)) as caught:
+                async for piece in response.stream:
+                    received += piece
+            return received, caught.value
+        finally:
+            await t.aclose()
+
+    received, error = asyncio.run(run())
+    assert b'"content":"partial"' in received and b"[DONE]" not in received
+    assert isinstance(map_transport_error(error, "p"), ConnectionDropped)
+
+
+def test_flow_control_carries_bodies_larger_than_the_windows(fake, certificates):
+    """A 1 MB request (the server's initial window is 65,535 bytes) and a 12 MB answer (more than
+    the transport's 4 MiB stream window): both arrive whole."""
+    request = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "r" * 1_000_000}]})
+    answer = {"id": "x", "choices": [{"message": {"content": "a" * 12_000_000}}]}
+    fake.push(Script(body=answer))
+
+    async def run():
+        t = transport(certificates)
+        try:
+            return await fetch(t, fake.url, request)
+        finally:
+            await t.aclose()
+
+    response, data = asyncio.run(run())
+    assert response.status_code == 200
+    assert orjson.loads(data) == answer
+    assert fake.requests[0]["body"] == orjson.loads(request)
+
+
+def test_an_idle_connection_is_pinged_and_kept(fake, certificates):
+    async def run():
+        t = transport(certificates, ping_interval=0.05)
+        try:
+            await fetch(t, fake.url)
+            await asyncio.to_thread(wait_for, lambda: fake.connections[0]["pings"] >= 3)
+            await fetch(t, fake.url)
+        finally:
+            await t.aclose()
+
+    asyncio.run(run())
+    assert [r["connection"] for r in fake.requests] == [1, 1]       # answered PINGs keep it open
+
+
+def test_an_idle_connection_closes_after_the_keepalive_expiry(fake, certificates):
+    async def run():
+        t = transport(certificates, ping_interval=0.05, expiry=0.1)
+        try:
+            await fetch(t, fake.url)
+            await asyncio.to_thread(wait_for, lambda: fake.connections[0]["closed"])
+            await fetch(t, fake.url)
+        finally:
+            await t.aclose()
+
+    asyncio.run(run())
+    assert [r["connection"] for r in fake.requests] == [1, 2]
+
+
+def test_a_server_without_h2_is_spoken_to_over_http11(certificates):
+    h1 = TlsFakeUpstream(http2=False, certificates=certificates).start()
+    try:
+        async def run():
+            t = transport(certificates)
+            try:
+                return [await fetch(t, h1.url) for _ in range(2)]
+            finally:
+                await t.aclose()
+
+        results = asyncio.run(run())
+        assert [r.extensions["http_version"] for r, _ in results] == [b"HTTP/1.1"] * 2
+        assert all(data.endswith(b"data: [DONE]\n\n") for _, data in results)
+        assert [c["protocol"] for c in h1.connections] == ["http/1.1", "http/1.1"]   # the probe, then one
+    finally:
+        h1.stop()
+
+
+def test_nothing_listening_is_a_connect_error(certificates):
+    async def run():
+        t = transport(certificates)
+        try:
+            with pytest.raises(httpx2.ConnectError) as caught:
+                await fetch(t, f"https://127.0.0.1:{free_port()}/v1")
+            return caught.value
+        finally:
+            await t.aclose()
+
+    assert isinstance(map_transport_error(asyncio.run(run()), "p"), Overloaded)
