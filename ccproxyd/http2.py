@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import struct
 import time
 
 import h2.config
@@ -51,6 +52,53 @@ class _H2(h2.connection.H2Connection):
             self.state_machine.state = state
         self._data_to_send += pending
         return frames, events
+
+
+_HEAD = struct.Struct(">BHBBL")         # a frame header: length (24 bits), type, flags, stream id (RFC 9113 4.1)
+_DATA, _END_STREAM, _PADDED = 0x0, 0x1, 0x8
+
+
+def coalesce(buffer: bytes, limit: int) -> tuple[bytes, bytes]:
+    """The complete frames of `buffer` with each run of unpadded DATA frames of one stream merged
+    into one frame of at most `limit` bytes, and the incomplete rest.  DATA frame boundaries carry
+    no meaning (RFC 9113 section 8.1: the content is the frames' payloads in order), and a merged
+    frame's flow-controlled length is its parts' sum; h2 then parses one frame per stream and read
+    instead of one per server-sent event.  Anything else passes through byte for byte."""
+    out = []
+    run: list[bytes] = []             # payloads of the DATA run being merged
+    run_stream = run_size = 0
+    position, size = 0, len(buffer)
+    while size - position >= 9:
+        high, low, kind, flags, stream = _HEAD.unpack_from(buffer, position)
+        end = position + 9 + (high << 16 | low)
+        if end > size:
+            break
+        if kind == _DATA and not flags & _PADDED and end - position - 9 <= limit:
+            stream &= 0x7FFFFFFF
+            length = end - position - 9
+            if run and (stream != run_stream or run_size + length > limit):
+                out.append(_frame(run, run_size, run_stream, 0))
+                run = []
+            if not run:
+                run_stream, run_size = stream, 0
+            run.append(buffer[position + 9:end])
+            run_size += length
+            if flags & _END_STREAM:
+                out.append(_frame(run, run_size, run_stream, _END_STREAM))
+                run = []
+        else:
+            if run:
+                out.append(_frame(run, run_size, run_stream, 0))
+                run = []
+            out.append(buffer[position:end])
+        position = end
+    if run:
+        out.append(_frame(run, run_size, run_stream, 0))
+    return b"".join(out), buffer[position:]
+
+
+def _frame(payloads: list[bytes], size: int, stream: int, flags: int) -> bytes:
+    return _HEAD.pack(size >> 16, size & 0xFFFF, _DATA, flags, stream) + b"".join(payloads)
 
 
 class _Refused(Exception):
@@ -207,11 +255,13 @@ class _H2Connection:
 
     async def _read(self) -> None:
         error: BaseException = httpx2.RemoteProtocolError("the server closed the connection")
+        rest = b""
         try:
             while True:
                 data = await self.reader.read(READ_SIZE)
                 if not data:
                     break
+                data, rest = coalesce(rest + data if rest else data, self.conn.max_inbound_frame_size)
                 try:
                     events = self.conn.receive_data(data)
                 except h2.exceptions.ProtocolError as exc:

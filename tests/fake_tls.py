@@ -195,11 +195,14 @@ class TlsFakeUpstream(FakeUpstream):
                 state.conn.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
                 state.writer.write(state.conn.data_to_send())
                 return
-            elif await wait_event(event):
-                pass
-            else:
+            elif isinstance(event, (bytes, dict)):
                 data = event if isinstance(event, bytes) else b"data: " + orjson.dumps(event) + b"\n\n"
-                await state.send(stream_id, None, echo(data))
+                await state.send(stream_id, None, echo(data), flush=False)
+            else:
+                state.writer.write(state.conn.data_to_send())
+                await state.writer.drain()
+                await wait_event(event)
+        state.writer.write(state.conn.data_to_send())
         if script.cut:
             await state.writer.drain()
             state.writer.transport.abort()
@@ -234,8 +237,11 @@ class _H2State:
         self.writer.write(frame.serialize())
         self.connection["goaway"] = True
 
-    async def send(self, stream_id: int, headers: list | None, data: bytes = b"", end: bool = False) -> None:
-        """Headers and/or data, within the peer's flow-control windows."""
+    async def send(self, stream_id: int, headers: list | None, data: bytes = b"", end: bool = False,
+                   flush: bool = True) -> None:
+        """Headers and/or data, within the peer's flow-control windows.  `flush=False` leaves the
+        frames in h2's buffer until the next send or wait, as the HTTP/1.1 fake writes an answer's
+        chunks in one go (one DATA frame per event still; one TLS write for a burst of them)."""
         conn = self.conn
         if headers is not None:
             conn.send_headers(stream_id, headers, end_stream=end and not data)
@@ -243,16 +249,19 @@ class _H2State:
         while data:
             size = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size, len(data))
             if size <= 0:
+                self.writer.write(conn.data_to_send())
                 self.window.clear()
                 await self.window.wait()
                 continue
             piece, data = data[:size], data[size:]
             conn.send_data(stream_id, piece, end_stream=end and not data)
-            self.writer.write(conn.data_to_send())
+            if flush:
+                self.writer.write(conn.data_to_send())
         if end and headers is None and not data and not _ended(conn, stream_id):
             conn.end_stream(stream_id)
             self.writer.write(conn.data_to_send())
-        await self.writer.drain()
+        if flush:
+            await self.writer.drain()
 
 
 def _ended(conn: h2.connection.H2Connection, stream_id: int) -> bool:
