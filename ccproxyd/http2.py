@@ -172,40 +172,46 @@ class _H2Connection:
             return 0
         return self.conn.remote_settings.max_concurrent_streams - len(self.streams)
 
-    def open(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], end: bool) -> _Stream:
-        """A new stream with the request's head sent (synchronously: the capacity just checked holds)."""
+    def open(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], body: bytes) -> _Stream:
+        """A new stream with the request's head and as much of its body as the windows allow
+        queued (synchronously: the capacity just checked holds); `send_body` writes them."""
         conn = self.conn
         stream_id = conn.get_next_available_stream_id()
         head = [(b":method", method.encode("ascii")), (b":scheme", b"https"), (b":authority", url.netloc),
                 (b":path", url.raw_path)]
         head += [(name.lower(), value) for name, value in headers if name.lower() not in _DROP]
-        conn.send_headers(stream_id, head, end_stream=end)
+        conn.send_headers(stream_id, head, end_stream=not body)
         stream = self.streams[stream_id] = _Stream(stream_id, asyncio.get_running_loop().create_future())
         self.live += 1
-        self.flush()
         return stream
 
     async def send_body(self, stream: _Stream, body: bytes, timeout: float | None) -> None:
+        """The body in DATA frames, all that the windows allow per write (with the head, the
+        first time): one write for a request within the server's initial window."""
         conn = self.conn
         view = memoryview(body)
-        while view:
+        while True:
             if stream.error is not None:
                 raise stream.error
-            size = min(conn.local_flow_control_window(stream.id), conn.max_outbound_frame_size, len(view))
-            if size <= 0:
-                self.window.clear()
-                await _timed(self.window.wait(), timeout, httpx2.WriteTimeout, "sending the request")
-                continue
             try:
-                conn.send_data(stream.id, bytes(view[:size]), end_stream=size == len(view))
+                while view:
+                    size = min(conn.local_flow_control_window(stream.id), conn.max_outbound_frame_size, len(view))
+                    if size <= 0:
+                        break
+                    conn.send_data(stream.id, bytes(view[:size]), end_stream=size == len(view))
+                    view = view[size:]
             except h2.exceptions.ProtocolError as exc:       # the stream or the connection ended meanwhile
                 raise stream.error or httpx2.WriteError(f"cannot send the request body: {exc}") from None
-            view = view[size:]
             self.flush()
             try:
                 await _timed(self.writer.drain(), timeout, httpx2.WriteTimeout, "sending the request")
             except OSError as exc:
                 raise httpx2.WriteError(str(exc) or type(exc).__name__) from exc
+            if not view:
+                return
+            self.window.clear()
+            if conn.local_flow_control_window(stream.id) <= 0:
+                await _timed(self.window.wait(), timeout, httpx2.WriteTimeout, "sending the request")
 
     def acknowledge(self, stream: _Stream, size: int) -> None:
         if size and not self.closed:
@@ -455,10 +461,9 @@ class Http2Transport(httpx2.AsyncBaseTransport):
                         key: tuple, timeout: dict) -> httpx2.Response:
         connection = await _timed(self._acquire(key, timeout.get("connect")), timeout.get("pool"),
                                   httpx2.PoolTimeout, "waiting for a connection")
-        stream = connection.open(method, url, headers, end=not body)
+        stream = connection.open(method, url, headers, body)
         try:
-            if body:
-                await connection.send_body(stream, body, timeout.get("write"))
+            await connection.send_body(stream, body, timeout.get("write"))
             if not stream.head.done():
                 await _timed(asyncio.shield(stream.head), timeout.get("read"), httpx2.ReadTimeout,
                              "waiting for the response")
