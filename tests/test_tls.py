@@ -78,9 +78,9 @@ def tls_daemon(tls_fake, narrow_fake, certificates, tmp_path_factory):
     path = tmp_path_factory.mktemp("tls") / "routes.yaml"
     path.write_text(table({
         "h2": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: true",
-        "h1": f"base_url: '{tls_fake.url}', ca_file: '{ca}'",
+        "h1": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: false",
         "untrusted": f"base_url: '{tls_fake.url}', http2: true",
-        "untrusted-h1": f"base_url: '{tls_fake.url}'",
+        "untrusted-h1": f"base_url: '{tls_fake.url}', http2: false",
         "narrow": f"base_url: '{narrow_fake.url}', ca_file: '{ca}', http2: true",
     }))
     daemon = Daemon(path)
@@ -116,7 +116,7 @@ def test_untrusted_certificate_is_a_clear_error_and_not_retried(tls_daemon, tfak
 def test_ssl_cert_file_is_trusted_by_both_clients(tls_fake, certificates, tmp_path):
     path = tmp_path / "routes.yaml"
     path.write_text(table({"h2": f"base_url: '{tls_fake.url}', http2: true",
-                           "h1": f"base_url: '{tls_fake.url}'"}))
+                           "h1": f"base_url: '{tls_fake.url}', http2: false"}))
     daemon = Daemon(path, env={"SSL_CERT_FILE": str(certificates.ca_file)})
     try:
         for provider in ("h2", "h1"):
@@ -164,6 +164,26 @@ def test_a_ca_file_gone_after_load_is_named_in_the_error(tls_fake, certificates,
 
 
 # ---------------------------------------------------------------- HTTP/2 connection life
+
+def test_https_speaks_http2_by_default_and_http2_false_keeps_http11(tls_fake, certificates, tmp_path):
+    tls_fake.reset()
+    plain = FakeUpstream().start()
+    path = tmp_path / "routes.yaml"
+    path.write_text(table({"default": f"base_url: '{tls_fake.url}', ca_file: '{certificates.ca_file}'",
+                           "noh2": f"base_url: '{tls_fake.url}', ca_file: '{certificates.ca_file}', http2: false",
+                           "plain": f"base_url: '{plain.url}', http2: true"}))
+    daemon = Daemon(path)
+    try:
+        for provider in ("default", "noh2", "plain"):
+            r = post(daemon, provider)
+            assert r.status_code == 200 and check_stream(parse_sse(r.content)) == "complete", r.text
+    finally:
+        daemon.stop()
+        plain.stop()
+    used = [tls_fake.connections[r["connection"] - 1]["protocol"] for r in tls_fake.requests]
+    assert used == ["h2", "http/1.1"]
+    assert [c["protocol"] for c in plain.connections] == ["http/1.1"]     # plain http never speaks h2c
+
 
 def test_connections_are_reused_across_requests(tls_daemon, tfake):
     for provider in ("h2", "h1", "h2", "h1", "h2", "h1"):
@@ -332,7 +352,7 @@ def test_https_proxy_and_no_proxy(tls_fake, certificates, connect_proxy, tmp_pat
     via = tls_fake.url.replace("127.0.0.1", "localhost")
     path = tmp_path / "routes.yaml"
     path.write_text(table({"via-h2": f"base_url: '{via}', ca_file: '{ca}', http2: true",
-                           "via-h1": f"base_url: '{via}', ca_file: '{ca}'",
+                           "via-h1": f"base_url: '{via}', ca_file: '{ca}', http2: false",
                            "direct": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: true",
                            "plain": f"base_url: '{plain.url.replace('127.0.0.1', 'localhost')}'"}))
     daemon = Daemon(path, env={"HTTPS_PROXY": connect_proxy.url, "http_proxy": connect_proxy.url,
@@ -356,7 +376,7 @@ def test_a_proxy_that_refuses_the_tunnel_is_named(tls_fake, certificates, connec
     path = tmp_path / "routes.yaml"
     ca = certificates.ca_file
     path.write_text(table({"h2": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: true, retries: {{attempts: 1}}",
-                           "h1": f"base_url: '{tls_fake.url}', ca_file: '{ca}', retries: {{attempts: 1}}"}))
+                           "h1": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: false, retries: {{attempts: 1}}"}))
     daemon = Daemon(path, env={"HTTPS_PROXY": connect_proxy.url})
     try:
         for provider in ("h2", "h1"):
