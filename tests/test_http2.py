@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from ccproxyd.errors import ConnectionDropped, Overloaded
+from ccproxyd.h2connection import coalesce
 from ccproxyd.http2 import Http2Transport
 from ccproxyd.upstream import map_transport_error
 
@@ -248,3 +249,38 @@ def test_nothing_listening_is_a_connect_error(certificates):
             await t.aclose()
 
     assert isinstance(map_transport_error(asyncio.run(run()), "p"), Overloaded)
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    """A frame by hand (RFC 9113 section 4.1: 24-bit length, type, flags, 31-bit stream id)."""
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+DATA, HEADERS, END, PADDED = 0, 1, 1, 8
+
+
+@pytest.mark.parametrize("frames, limit, merged, rest", [
+    # two DATA frames of one stream: one frame of 5 bytes
+    ([frame(DATA, 0, 1, b"ab"), frame(DATA, 0, 1, b"cde")], 100, [frame(DATA, 0, 1, b"abcde")], b""),
+    # END_STREAM on the last: kept on the merged frame; a frame after it is not merged into it
+    ([frame(DATA, 0, 1, b"ab"), frame(DATA, END, 1, b"c"), frame(DATA, 0, 3, b"x")], 100,
+     [frame(DATA, END, 1, b"abc"), frame(DATA, 0, 3, b"x")], b""),
+    # another stream between: three frames stay three
+    ([frame(DATA, 0, 1, b"a"), frame(DATA, 0, 3, b"b"), frame(DATA, 0, 1, b"c")], 100,
+     [frame(DATA, 0, 1, b"a"), frame(DATA, 0, 3, b"b"), frame(DATA, 0, 1, b"c")], b""),
+    # a padded DATA frame and a HEADERS frame pass through byte for byte and split runs
+    ([frame(DATA, 0, 1, b"a"), frame(DATA, PADDED, 1, b"\x01bz"), frame(DATA, 0, 1, b"c"),
+      frame(HEADERS, 4, 1, b"hh"), frame(DATA, 0, 1, b"d")], 100,
+     [frame(DATA, 0, 1, b"a"), frame(DATA, PADDED, 1, b"\x01bz"), frame(DATA, 0, 1, b"c"),
+      frame(HEADERS, 4, 1, b"hh"), frame(DATA, 0, 1, b"d")], b""),
+    # never more than the limit in one frame: 3 + 3 > 5
+    ([frame(DATA, 0, 1, b"abc"), frame(DATA, 0, 1, b"def")], 5,
+     [frame(DATA, 0, 1, b"abc"), frame(DATA, 0, 1, b"def")], b""),
+    # an incomplete frame (its header says 4 bytes, 2 arrived) is the rest
+    ([frame(DATA, 0, 1, b"ab"), frame(DATA, 0, 1, b"wxyz")[:11]], 100,
+     [frame(DATA, 0, 1, b"ab")], frame(DATA, 0, 1, b"wxyz")[:11]),
+    # less than a header
+    ([b"\x00\x00"], 100, [], b"\x00\x00"),
+])
+def test_coalesce_merges_runs_of_data_frames_of_one_stream(frames, limit, merged, rest):
+    assert coalesce(b"".join(frames), limit) == (b"".join(merged), rest)
