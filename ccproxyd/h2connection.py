@@ -196,10 +196,12 @@ class Connection:
             except h2.exceptions.ProtocolError as exc:       # the stream or the connection ended meanwhile
                 raise stream.error or httpx2.WriteError(f"cannot send the request body: {exc}") from None
             self.flush()
-            try:
-                await timed(self.writer.drain(), timeout, httpx2.WriteTimeout, "sending the request")
-            except OSError as exc:
-                raise httpx2.WriteError(str(exc) or type(exc).__name__) from exc
+            transport = self.writer.transport
+            if transport.is_closing() or transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+                try:                            # the socket is behind: wait for it (cheap to skip when not)
+                    await timed(self.writer.drain(), timeout, httpx2.WriteTimeout, "sending the request")
+                except OSError as exc:
+                    raise httpx2.WriteError(str(exc) or type(exc).__name__) from exc
             if not view:
                 return
             self.window.clear()

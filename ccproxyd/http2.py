@@ -32,7 +32,7 @@ class _Http11Only(Exception):
 
 def _expire(waiter: asyncio.Future) -> None:
     if not waiter.done():
-        waiter.set_exception(httpx2.ReadTimeout("timed out reading the body"))
+        waiter.set_exception(httpx2.ReadTimeout("timed out reading the response"))
 
 
 class _Body(httpx2.AsyncByteStream):
@@ -116,14 +116,19 @@ class Http2Transport(httpx2.AsyncBaseTransport):
 
     async def _exchange(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], body: bytes,
                         key: tuple, timeout: dict) -> httpx2.Response:
-        connection = await timed(self._acquire(key, timeout.get("connect")), timeout.get("pool"),
-                                  httpx2.PoolTimeout, "waiting for a connection")
+        connection = self._ready(key) or await timed(self._acquire(key, timeout.get("connect")), timeout.get("pool"),
+                                                     httpx2.PoolTimeout, "waiting for a connection")
         stream = connection.open(method, url, headers, body)
         try:
             await connection.send_body(stream, body, timeout.get("write"))
             if not stream.head.done():
-                await timed(asyncio.shield(stream.head), timeout.get("read"), httpx2.ReadTimeout,
-                             "waiting for the response")
+                read = timeout.get("read")
+                handle = asyncio.get_running_loop().call_later(read, _expire, stream.head) if read else None
+                try:
+                    await asyncio.shield(stream.head)
+                finally:
+                    if handle is not None:
+                        handle.cancel()
             received = stream.head.result()
         except BaseException:
             connection.release(stream)
@@ -137,6 +142,13 @@ class Http2Transport(httpx2.AsyncBaseTransport):
                 named.append((name, value))
         return httpx2.Response(status, headers=named, stream=_Body(connection, stream, timeout.get("read")),
                                extensions={"http_version": b"HTTP/2"})
+
+    def _ready(self, key: tuple) -> Connection | None:
+        """An open connection with room for one more stream, if there is one."""
+        for connection in self._pools.get(key, ()):
+            if connection.capacity() > 0:
+                return connection
+        return None
 
     async def _acquire(self, key: tuple, connect_timeout: float | None) -> Connection:
         """A connection with room for one more stream: an open one, else a new one (one dial at a
