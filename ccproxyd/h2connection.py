@@ -51,7 +51,7 @@ class _H2(h2.connection.H2Connection):
         return frames, events
 
 
-_HEAD = struct.Struct(">BHBBL")         # a frame header: length (24 bits), type, flags, stream id (RFC 9113 4.1)
+_HEAD = struct.Struct(">IBL")           # a frame header: length (24 bits) and type, flags, stream id (RFC 9113 4.1)
 _DATA, _END_STREAM, _PADDED = 0x0, 0x1, 0x8
 
 
@@ -65,20 +65,22 @@ def coalesce(buffer: bytes, limit: int) -> tuple[bytes, bytes]:
     run: list[bytes] = []             # payloads of the DATA run being merged
     run_stream = run_size = 0
     position, size = 0, len(buffer)
+    unpack = _HEAD.unpack_from
     while size - position >= 9:
-        high, low, kind, flags, stream = _HEAD.unpack_from(buffer, position)
-        end = position + 9 + (high << 16 | low)
+        word, flags, stream = unpack(buffer, position)
+        length = word >> 8
+        start = position + 9
+        end = start + length
         if end > size:
             break
-        if kind == _DATA and not flags & _PADDED and end - position - 9 <= limit:
+        if word & 0xFF == _DATA and not flags & _PADDED and length <= limit:
             stream &= 0x7FFFFFFF
-            length = end - position - 9
             if run and (stream != run_stream or run_size + length > limit):
                 out.append(_frame(run, run_size, run_stream, 0))
                 run = []
             if not run:
                 run_stream, run_size = stream, 0
-            run.append(buffer[position + 9:end])
+            run.append(buffer[start:end])
             run_size += length
             if flags & _END_STREAM:
                 out.append(_frame(run, run_size, run_stream, _END_STREAM))
@@ -95,7 +97,7 @@ def coalesce(buffer: bytes, limit: int) -> tuple[bytes, bytes]:
 
 
 def _frame(payloads: list[bytes], size: int, stream: int, flags: int) -> bytes:
-    return _HEAD.pack(size >> 16, size & 0xFFFF, _DATA, flags, stream) + b"".join(payloads)
+    return _HEAD.pack(size << 8 | _DATA, flags, stream) + b"".join(payloads)
 
 
 class Refused(Exception):
