@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 
+import h2.config
+import h2.connection
+import h2.events
 import httpx2
 import orjson
 import pytest
@@ -284,3 +288,65 @@ DATA, HEADERS, END, PADDED = 0, 1, 1, 8
 ])
 def test_coalesce_merges_runs_of_data_frames_of_one_stream(frames, limit, merged, rest):
     assert coalesce(b"".join(frames), limit) == (b"".join(merged), rest)
+
+
+class DeafServer:
+    """An h2 server over TLS that answers one request, then stops reading frames (its socket
+    stays open, its bytes are discarded): a PING goes unanswered, as on a dead path.
+    `closed` is set when the client closes the connection."""
+
+    def __init__(self, certificates) -> None:
+        self.context = certificates.server_context(["h2"])
+        self.closed = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context))
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        answered = False
+        while data := await reader.read(65536):
+            if answered:
+                continue                        # deaf from now on: no PING ACK, nothing
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.StreamEnded):
+                    conn.send_headers(event.stream_id, [(":status", "200"), ("content-length", "2")])
+                    conn.send_data(event.stream_id, b"ok", end_stream=True)
+                    answered = True
+            writer.write(conn.data_to_send())
+        self.closed.set()
+        writer.close()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_an_unanswered_ping_closes_the_idle_connection(certificates):
+    deaf = DeafServer(certificates)
+    try:
+        async def run():
+            t = transport(certificates, ping_interval=0.05)
+            try:
+                response, data = await fetch(t, f"https://127.0.0.1:{deaf.port}/v1")
+                assert (response.status_code, data) == (200, b"ok")
+                return await asyncio.to_thread(deaf.closed.wait, 20)   # before the transport is closed
+            finally:
+                await t.aclose()
+
+        assert asyncio.run(run())               # the client gave up on the silent connection itself
+    finally:
+        deaf.stop()
