@@ -36,7 +36,7 @@ class Provider:
     base_url: str
     api_key_env: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
-    http2: bool = True                  # https: HTTP/2 (http2.py) when the server offers h2; false: HTTP/1.1 (http11.py); plain http is always HTTP/1.1
+    http2: bool = False                 # https: HTTP/2 (http2.py) when the server offers h2; off: HTTP/1.1 (http11.py); plain http is always HTTP/1.1
     ca_file: str | None = None          # a PEM bundle to trust instead of the default store (absolute)
     connect_timeout: float = 10.0
     read_timeout: float = 600.0         # longest silence between two upstream chunks

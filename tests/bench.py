@@ -456,8 +456,9 @@ routes:
         current = f'"http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_KEY'
         for label, args, provider in (
                 ("", [], lambda port: f'"http://127.0.0.1:{port}/v1", api_key_env: BENCH_KEY'),
-                (" over https (default protocol)", ["--tls", str(slow_dir)],
-                 lambda port: f'"https://127.0.0.1:{port}/v1", api_key_env: BENCH_KEY, ca_file: "{slow_dir}/ca.pem"')):
+                (" over https (HTTP/2)", ["--tls", str(slow_dir)],
+                 lambda port: f'"https://127.0.0.1:{port}/v1", api_key_env: BENCH_KEY, ca_file: "{slow_dir}/ca.pem", '
+                              'http2: true')):
             slow = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40", "--gap", "0.05", *args])
             slow_port = int(slow.stdout.readline())
             routes.write_text(routes.read_text().replace(current, provider(slow_port)))

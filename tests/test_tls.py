@@ -165,23 +165,23 @@ def test_a_ca_file_gone_after_load_is_named_in_the_error(tls_fake, certificates,
 
 # ---------------------------------------------------------------- HTTP/2 connection life
 
-def test_https_speaks_http2_by_default_and_http2_false_keeps_http11(tls_fake, certificates, tmp_path):
+def test_https_speaks_http11_by_default_and_http2_true_selects_http2(tls_fake, certificates, tmp_path):
     tls_fake.reset()
     plain = FakeUpstream().start()
     path = tmp_path / "routes.yaml"
     path.write_text(table({"default": f"base_url: '{tls_fake.url}', ca_file: '{certificates.ca_file}'",
-                           "noh2": f"base_url: '{tls_fake.url}', ca_file: '{certificates.ca_file}', http2: false",
+                           "withh2": f"base_url: '{tls_fake.url}', ca_file: '{certificates.ca_file}', http2: true",
                            "plain": f"base_url: '{plain.url}', http2: true"}))
     daemon = Daemon(path)
     try:
-        for provider in ("default", "noh2", "plain"):
+        for provider in ("default", "withh2", "plain"):
             r = post(daemon, provider)
             assert r.status_code == 200 and check_stream(parse_sse(r.content)) == "complete", r.text
     finally:
         daemon.stop()
         plain.stop()
     used = [tls_fake.connections[r["connection"] - 1]["protocol"] for r in tls_fake.requests]
-    assert used == ["h2", "http/1.1"]
+    assert used == ["http/1.1", "h2"]
     assert [c["protocol"] for c in plain.connections] == ["http/1.1"]     # plain http never speaks h2c
 
 
