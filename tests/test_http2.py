@@ -16,6 +16,7 @@ import threading
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import httpx2
 import orjson
@@ -293,9 +294,13 @@ def test_coalesce_merges_runs_of_data_frames_of_one_stream(frames, limit, merged
 class DeafServer:
     """An h2 server over TLS that answers one request, then stops reading frames (its socket
     stays open, its bytes are discarded): a PING goes unanswered, as on a dead path.
-    `closed` is set when the client closes the connection."""
+    `closed` is set when the client closes the connection.  With `refuse=n`, it first resets n
+    streams with REFUSED_STREAM (RFC 9113 section 8.7: not processed, safe to send again) and
+    answers the next; `streams` lists the stream ids it saw."""
 
-    def __init__(self, certificates) -> None:
+    def __init__(self, certificates, refuse: int = 0) -> None:
+        self.refuse = refuse
+        self.streams: list[int] = []
         self.context = certificates.server_context(["h2"])
         self.closed = threading.Event()
         self.loop = asyncio.new_event_loop()
@@ -323,6 +328,10 @@ class DeafServer:
                 continue                        # deaf from now on: no PING ACK, nothing
             for event in conn.receive_data(data):
                 if isinstance(event, h2.events.StreamEnded):
+                    self.streams.append(event.stream_id)
+                    if len(self.streams) <= self.refuse:
+                        conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                        continue
                     conn.send_headers(event.stream_id, [(":status", "200"), ("content-length", "2")])
                     conn.send_data(event.stream_id, b"ok", end_stream=True)
                     answered = True
@@ -350,3 +359,40 @@ def test_an_unanswered_ping_closes_the_idle_connection(certificates):
         assert asyncio.run(run())               # the client gave up on the silent connection itself
     finally:
         deaf.stop()
+
+
+def test_a_refused_stream_is_sent_again(certificates):
+    """REFUSED_STREAM says the server did not process the request: the transport sends it again
+    (the caller sees only the answer), on the same connection, which is not going away."""
+    server = DeafServer(certificates, refuse=2)
+    try:
+        async def run():
+            t = transport(certificates)
+            try:
+                return await fetch(t, f"https://127.0.0.1:{server.port}/v1")
+            finally:
+                await t.aclose()
+
+        response, data = asyncio.run(run())
+        assert (response.status_code, data) == (200, b"ok")
+        assert server.streams == [1, 3, 5]
+    finally:
+        server.stop()
+
+
+def test_a_server_that_keeps_refusing_is_an_error(certificates):
+    server = DeafServer(certificates, refuse=100)
+    try:
+        async def run():
+            t = transport(certificates)
+            try:
+                with pytest.raises(httpx2.RemoteProtocolError, match="refused") as caught:
+                    await fetch(t, f"https://127.0.0.1:{server.port}/v1")
+                return caught.value
+            finally:
+                await t.aclose()
+
+        assert isinstance(map_transport_error(asyncio.run(run()), "p"), ConnectionDropped)
+        assert server.streams == [1, 3, 5, 7]               # REFUSED_TRIES sends, then the error
+    finally:
+        server.stop()
