@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from typing import Callable
 
 log = logging.getLogger("ccproxyd.batching")
@@ -25,6 +24,7 @@ class BatchWriter:
         self.limit = limit
         self.closed = False
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._hurry = threading.Event()         # set by flush and close: write without waiting out the window
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
 
@@ -52,6 +52,7 @@ class BatchWriter:
             return True
         marker = _Flush()
         self._queue.put(marker)
+        self._hurry.set()
         return marker.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
@@ -59,6 +60,7 @@ class BatchWriter:
         self.closed = True
         if self._thread is not None:
             self._queue.put(_STOP)
+            self._hurry.set()
             self._thread.join(timeout=timeout)
             self._thread = None
 
@@ -66,10 +68,12 @@ class BatchWriter:
         stop = False
         while not stop:
             batch = [self._queue.get()]
-            deadline = time.monotonic() + self.window
-            while len(batch) < self.limit and batch[-1] is not _STOP and not isinstance(batch[-1], _Flush):
+            if not _ends(batch[-1]) and self._queue.qsize() < self.limit - 1:
+                self._hurry.wait(self.window)
+            self._hurry.clear()
+            while len(batch) < self.limit and not _ends(batch[-1]):
                 try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             stop = batch[-1] is _STOP
@@ -83,6 +87,11 @@ class BatchWriter:
                 for item in batch:
                     if isinstance(item, _Flush):
                         item.set()
+
+
+def _ends(item) -> bool:
+    """A batch ends at a stop or a flush marker."""
+    return item is _STOP or isinstance(item, _Flush)
 
 
 class _Flush(threading.Event):

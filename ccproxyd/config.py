@@ -37,7 +37,7 @@ class Provider:
     base_url: str
     api_key_env: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
-    http2: bool = False                 # HTTP/2 through httpx2; off: the lean HTTP/1.1 transport (README)
+    http2: bool = False                 # https: HTTP/2 (http2.py) when the server offers h2; off: HTTP/1.1 (http11.py); plain http is always HTTP/1.1
     ca_file: str | None = None          # a PEM bundle to trust instead of the default store (absolute)
     prices_from: str | None = None      # the catalog section pricing its models; None: by base_url host
     connect_timeout: float = 10.0

@@ -51,6 +51,20 @@ class ChunkedDecoder:
                 self._crlf = True
                 continue
             end = buffer.find(b"\r\n", position)
+            if end >= 0 and not self._crlf and not self._trailers:
+                line = buffer[position:end]
+                size = _SIZES.get(line)
+                if size is None:
+                    size = _chunk_size(line)
+                start = end + 2
+                if size and buffer[start + size:start + size + 2] == b"\r\n":     # a whole chunk: one step
+                    out.append(buffer[start:start + size])
+                    position = start + size + 2
+                    continue
+                self._left = size
+                self._trailers = size == 0
+                position = start
+                continue
             if end < 0:
                 if len(buffer) - position > MAX_LINE:
                     raise httpx2.RemoteProtocolError("malformed chunked body: a line longer than "
@@ -62,11 +76,8 @@ class ChunkedDecoder:
                 self._crlf = False
                 if line:
                     raise httpx2.RemoteProtocolError("malformed chunked body: no CRLF after a chunk")
-            elif self._trailers:
+            else:                               # a trailer line (size lines are read above)
                 self.done = not line
-            else:
-                self._left = _chunk_size(line)
-                self._trailers = self._left == 0
         self._buffer = buffer[position:]
         return b"".join(out)
 
@@ -87,7 +98,13 @@ def _chunk_size(line: bytes) -> int:
     match = _CHUNK_SIZE.fullmatch(line)
     if match is None:
         raise httpx2.RemoteProtocolError(f"malformed chunk size line {line[:40]!r}")
-    return int(match.group(1), 16)
+    size = int(match.group(1), 16)
+    if len(_SIZES) < 4096:
+        _SIZES[line] = size
+    return size
+
+
+_SIZES: dict[bytes, int] = {}       # chunk-size lines seen, checked: an SSE stream repeats a few hundred
 
 
 class _Connection:

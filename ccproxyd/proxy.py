@@ -357,10 +357,12 @@ def charge_cut_later(answer: Answer, then: Callable[[], None]) -> None:
     task.add_done_callback(_CUTS.discard)
 
 
-async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_interval: float,
+async def relay(answer: Answer, send: Callable[..., Awaitable[None]], ping_interval: float,
                 on_events: Callable[[list], None] | None = None) -> dict:
     """Stream the answer to the client; returns a summary for the log line.
-    `on_events` sees every event list sent (the cache uses it to build the final message)."""
+    `on_events` sees every event list sent (the cache uses it to build the final message).
+    The batch that ends with message_stop goes as `send(data, True)` (Sanic's end_stream: the
+    stream's last chunk and its end in one write); every other one as `send(data)`."""
     translator = answer.translator
     translator.live_tools = True                 # a streaming client sees tool arguments as they come
     last_write = time.monotonic()
@@ -389,7 +391,11 @@ async def relay(answer: Answer, send: Callable[[bytes], Awaitable[None]], ping_i
                         first_event = first_event or last_write
                         if on_events:
                             on_events(events)
-                        await send(encode(events))
+                        if events[-1][0] == "message_stop":     # the end: sent with the stream's end, one write
+                            ping_task.cancel()
+                            await send(encode(events), True)
+                        else:
+                            await send(encode(events))
     except ClientFacingError as exc:
         error = exc
     finally:
@@ -431,7 +437,7 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
     del first                                   # the serialised request: not held for the stream
     flight.answer = answer
     try:
-        async def publish(data: bytes) -> None:
+        async def publish(data: bytes, end: bool = False) -> None:
             flight.publish(data)
         summary = await relay(answer, publish, ping_interval, events.extend)
         flight.error = summary["error"]

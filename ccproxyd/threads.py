@@ -350,14 +350,15 @@ class Turn:
         if events and events[-1][0] == "message_stop":
             self._complete = True
 
-    def sender(self, send: Callable[[bytes], Awaitable[None]]) -> Callable[[bytes], Awaitable[None]]:
-        """`send`, except that the bytes that end the message wait until the reply is kept."""
-        async def send_kept(data: bytes) -> None:
+    def sender(self, send: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """`send`, except that the bytes that end the message wait until the reply is kept
+        (`end`, the stream's end with them, passes through)."""
+        async def send_kept(data: bytes, *end: bool) -> None:
             if self._complete:                  # once: a ping sent while the reply is being kept goes by
                 self._complete = False
                 message, self._events = accumulate(self._events, []), []
                 await self.keep(message)
-            await send(data)
+            await send(data, *end)
         return send_kept
 
     async def keep(self, message: dict) -> None:

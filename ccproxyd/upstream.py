@@ -1,6 +1,6 @@
 """One HTTP client per provider; the one place that maps httpx2 exceptions to ours.
 
-Both clients (httpx2 over HTTP/2, the lean HTTP/1.1 transport) get the same trust and the same
+Both transports (http2.py over HTTP/2, http11.py over HTTP/1.1) get the same trust and the same
 route out: `ssl_context` (the provider's `ca_file`, else `SSL_CERT_FILE` / `SSL_CERT_DIR`, else
 the system store) and `proxy_for` (`HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` unless `NO_PROXY`
 names the host), read when the provider's client is built.
@@ -22,6 +22,7 @@ from .errors import (ApiError, ClientFacingError, ConnectionDropped, MissingCred
                      UntrustedCertificate, UpstreamTimeout)
 from .upstream_errors import from_upstream
 from .http11 import Http11Transport
+from .http2 import Http2Transport
 
 WRITE_TIMEOUT = 60.0     # seconds to send a request body
 POOL_TIMEOUT = 30.0      # seconds to wait for a free connection when max_connections are busy
@@ -69,8 +70,8 @@ def _host_of(exc: httpx2.HTTPError) -> str:
 
 
 def ssl_context(provider: Provider, http2: bool) -> ssl.SSLContext:
-    """The trust of both clients: the provider's `ca_file`, else SSL_CERT_FILE / SSL_CERT_DIR,
-    else the system store.  One context per client: httpcore2 sets its ALPN list on it."""
+    """The trust of both transports: the provider's `ca_file`, else SSL_CERT_FILE / SSL_CERT_DIR,
+    else the system store.  One context per client, with its ALPN list (h2 first for HTTP/2)."""
     if provider.ca_file:
         try:
             context = ssl.create_default_context(cafile=provider.ca_file)
@@ -120,27 +121,26 @@ class Upstreams:
         self._clients: dict[Provider, httpx2.AsyncClient] = {}
         self._in_flight: dict[Provider, int] = {}
         self._retired: dict[Provider, httpx2.AsyncClient] = {}
-        self._http11: dict[Provider, Http11Transport] = {}
+        self._lean: dict[Provider, Http11Transport | Http2Transport] = {}
 
     def client(self, provider: Provider) -> httpx2.AsyncClient:
         client = self._clients.get(provider)
         if client is None:
-            http2 = provider.http2          # off by default, for https too: README, "Why HTTP/1.1 for https"
+            https = provider.base_url.startswith("https://")
+            http2 = provider.http2 and https         # plain http stays HTTP/1.1 (no h2c)
             limits = httpx2.Limits(max_connections=provider.max_connections,
                                   max_keepalive_connections=provider.max_keepalive,
                                   keepalive_expiry=provider.keepalive_expiry)
-            context = ssl_context(provider, http2) if provider.base_url.startswith("https://") else None
+            context = ssl_context(provider, http2) if https else None
             proxy = proxy_for(provider.base_url)
-            transport = None if http2 else Http11Transport(limits, context, proxy)
+            transport = (Http2Transport if http2 else Http11Transport)(limits, context, proxy)
             client = httpx2.AsyncClient(
-                http2=http2, trust_env=False, follow_redirects=False, limits=limits, transport=transport,
-                verify=context if context is not None else True, proxy=proxy if transport is None else None,
+                trust_env=False, follow_redirects=False, transport=transport,
                 timeout=httpx2.Timeout(connect=provider.connect_timeout, read=provider.read_timeout,
                                       write=WRITE_TIMEOUT, pool=POOL_TIMEOUT),
             )
             self._clients[provider] = client
-            if transport is not None:
-                self._http11[provider] = transport
+            self._lean[provider] = transport
         return client
 
     def headers(self, provider: Provider) -> dict[str, str]:
@@ -184,13 +184,10 @@ class Upstreams:
 
     async def _send(self, provider: Provider, client: httpx2.AsyncClient, headers: dict[str, str],
                     content: bytes, url: httpx2.URL) -> httpx2.Response:
-        """HTTP/1.1 providers go straight to the transport, without an httpx2.Request: the client's
-        auth, redirect and cookie layers do nothing for this POST, and building the request costs
-        more than the exchange itself."""
-        transport = self._http11.get(provider)
-        if transport is None:
-            request = client.build_request("POST", url, content=content, headers=headers)
-            return await client.send(request, stream=True)
+        """Straight to the transport, without an httpx2.Request: the client's auth, redirect and
+        cookie layers do nothing for this POST, and building the request costs more than the
+        exchange itself."""
+        transport = self._lean[provider]
         raw = [(b"host", url.netloc), *((name.encode(), value.encode("ascii")) for name, value in headers.items()),
                (b"content-length", b"%d" % len(content))]
         timeout = {"connect": provider.connect_timeout, "read": provider.read_timeout, "write": WRITE_TIMEOUT,
@@ -207,7 +204,7 @@ class Upstreams:
         """After a reload: clients of providers that changed or went away close once idle."""
         for provider in [p for p in self._clients if p not in current]:
             client = self._clients.pop(provider)
-            self._http11.pop(provider, None)
+            self._lean.pop(provider, None)
             if self._in_flight.get(provider, 0) > 0:
                 self._retired[provider] = client
             else:
@@ -215,6 +212,6 @@ class Upstreams:
 
     async def close(self) -> None:
         clients = [*self._clients.values(), *self._retired.values()]
-        self._clients, self._retired, self._http11 = {}, {}, {}
+        self._clients, self._retired, self._lean = {}, {}, {}
         for client in clients:
             await client.aclose()

@@ -6,6 +6,12 @@ worker, its own process) sits in front of it.  A second fake serves the same ans
 `http2: false`, both trusting the fake's CA through `ca_file`.  The same client measures the upstream directly and
 through ccproxyd, so the difference is what the proxy adds.  CPU is read from /proc for the
 ccproxyd process only.
+
+The side-by-side table runs the baseline commit (BENCH_BASELINE, d0c39f5 by default: before
+message threads, the ledger and team mode) as a second daemon, from `git archive` of that commit,
+on the same plain upstream, and alternates it with today's plain HTTP/1.1, TLS HTTP/1.1 and TLS
+HTTP/2 rows over BENCH_ROUNDS rounds (3), so that every ratio comes from one run.
+`BENCH_ONLY=compare` runs only that table (for development).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ N_CONCURRENT = 16
 N_SLOW = int(os.environ.get("BENCH_SLOW", "1000"))
 TTFT_S, GAP_S = 0.02, 0.005
 TICKS = os.sysconf("SC_CLK_TCK")
+BASELINE = os.environ.get("BENCH_BASELINE", "d0c39f5")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def claude_code_like_request() -> dict:
@@ -171,32 +179,92 @@ async def slow_streams(url: str, body: bytes, n: int, pid: int) -> tuple[int, in
     return sum(ok for ok, _ in results), sum(frames for _, frames in results), peak, elapsed
 
 
-def https_rows_of(ca: Path, tls_port: int, proxy_url: str, pid: int):
-    """The https rows: ccproxyd to a TLS upstream over HTTP/2 and over HTTP/1.1 (cache bypassed),
-    interleaved with the same client's requests to that upstream directly (TLS, HTTP/1.1)."""
-    direct_url = f"https://127.0.0.1:{tls_port}/v1/chat/completions"
+def baseline_daemon(commit: str, upstream_port: int) -> tuple[subprocess.Popen, str]:
+    """The baseline commit's ccproxyd (its `ccproxyd` package from `git archive`, run from its own
+    directory so that it imports that copy) in front of the same plain upstream."""
+    work = Path(tempfile.mkdtemp(prefix=f"ccproxyd-{commit}-"))
+    archive = subprocess.run(["git", "archive", commit, "ccproxyd"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+    routes = work / "routes.yaml"
+    routes.write_text(f"""
+providers:
+  bench: {{base_url: "http://127.0.0.1:{upstream_port}/v1", api_key_env: BENCH_KEY}}
+models:
+  gpt-bench: {{provider: bench, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
+routes:
+  - {{match: "*", model: gpt-bench}}
+""")
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port",
+                                str(port), "--log-level", "WARNING", "--cache-dir", str(work / "cache")],
+                               cwd=work, env={**os.environ, "BENCH_KEY": "bench"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/health")
+    return process, url + "/v1/messages?beta=true"
+
+
+def side_by_side(up_port: int, tls_port: int, ca: Path, proxy_url: str, pid: int) -> None:
+    """Plain HTTP/1.1 at the baseline commit and today, TLS HTTP/1.1 and TLS HTTP/2 today: per
+    round, each row's requests alternate with direct ones (plain rows: the plain upstream; TLS
+    rows: the TLS upstream over HTTP/1.1), then 16 clients; ranges over the rounds, and the
+    targets' ratios per round."""
     from ccproxyd.config import load
     from ccproxyd.translate.request import to_openai
     model = load("providers: {p: {base_url: 'http://x/v1'}}\nmodels: {gpt-bench: {provider: p, "
                  "context_window: 400000, max_output_tokens: 128000, reasoning: true}}\nroutes: "
                  "[{match: '*', model: gpt-bench}]\n").models["gpt-bench"]
     openai_body = orjson.dumps(to_openai(claude_code_like_request(), model)[0])
+    plain_direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
+    tls_direct = f"https://127.0.0.1:{tls_port}/v1/chat/completions"
+    anthropic = orjson.dumps(claude_code_like_request())
+    baseline, baseline_url = baseline_daemon(BASELINE, up_port)
+    rows = [(f"{BASELINE}, plain HTTP/1.1", baseline.pid, baseline_url, anthropic, plain_direct),
+            ("plain HTTP/1.1", pid, proxy_url, anthropic, plain_direct),
+            ("TLS HTTP/1.1", pid, proxy_url, orjson.dumps(dict(claude_code_like_request(), model="claude-https-h1")),
+             tls_direct),
+            ("TLS HTTP/2", pid, proxy_url, orjson.dumps(dict(claude_code_like_request(), model="claude-https-h2")),
+             tls_direct)]
     bypass = {"cache-control": "no-cache"}
-    rows, many = [], {}
-    with httpx2.Client(timeout=60, verify=ssl.create_default_context(cafile=str(ca))) as client:
-        timed(client, direct_url, openai_body, 50)
-        for label, protocol in (("https, HTTP/2", "h2"), ("https, HTTP/1.1", "h1")):
-            body = orjson.dumps(dict(claude_code_like_request(), model=f"claude-https-{protocol}"))
-            timed(client, proxy_url, body, 50, bypass)                        # warm-up, pools open
-            cpu0 = cpu_seconds(pid)
-            direct, through = interleaved(client, (direct_url, openai_body), (proxy_url, [body], bypass),
-                                          N_SEQUENTIAL)
-            rows.append((label + " (no-cache)", direct, through, (cpu_seconds(pid) - cpu0) / N_SEQUENTIAL * 1000))
-            total = N_SEQUENTIAL * 2
-            cpu0 = cpu_seconds(pid)
-            elapsed = asyncio.run(concurrent(proxy_url, body, total, bypass))
-            many[label] = (total / elapsed, (cpu_seconds(pid) - cpu0) / total * 1000)
-    return rows, many
+    figures: dict[str, list[tuple[float, float, float, float]]] = {label: [] for label, *_ in rows}
+    try:
+        with httpx2.Client(timeout=60, verify=ssl.create_default_context(cafile=str(ca))) as client:
+            for _, _, url, body, direct in rows:
+                timed(client, url, body, 50, bypass)
+                timed(client, direct, openai_body, 20)
+            for _ in range(ROUNDS):
+                for label, process_id, url, body, direct in rows:
+                    cpu0 = cpu_seconds(process_id)
+                    direct_ms, through = interleaved(client, (direct, openai_body), (url, [body], bypass),
+                                                     N_SEQUENTIAL)
+                    cpu_one = (cpu_seconds(process_id) - cpu0) / N_SEQUENTIAL * 1000
+                    total = N_SEQUENTIAL * 2
+                    cpu0 = cpu_seconds(process_id)
+                    elapsed = asyncio.run(concurrent(url, body, total, bypass))
+                    cpu_many = (cpu_seconds(process_id) - cpu0) / total * 1000
+                    figures[label].append((statistics.median(through) - statistics.median(direct_ms), cpu_one,
+                                           cpu_many, total / elapsed))
+    finally:
+        baseline.terminate()
+        baseline.wait(10)
+
+    def spread(values) -> str:
+        return f"{min(values):.2f}–{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+    print(f"side by side, {ROUNDS} rounds of {N_SEQUENTIAL} requests per row (ranges over the rounds; "
+          "added p50 against the same client straight to the upstream, ms):")
+    print(f"{'':28}{'added p50':>14}{'CPU/req':>14}{'CPU/req @16':>14}{'req/s @16':>14}")
+    for label, values in figures.items():
+        print(f"{label:28}" + "".join(f"{spread([v[i] for v in values]):>14}" for i in range(3))
+              + f"{min(v[3] for v in values):>7.0f}–{max(v[3] for v in values):.0f}")
+    base, plain = figures[rows[0][0]], figures["plain HTTP/1.1"]
+    h1, h2 = figures["TLS HTTP/1.1"], figures["TLS HTTP/2"]
+    print("per round: plain CPU / baseline CPU " + ", ".join(f"{p[1] / b[1]:.2f}" for p, b in zip(plain, base))
+          + " (target <= 0.9); plain added p50 - baseline's " + ", ".join(f"{p[0] - b[0]:+.2f}" for p, b in
+                                                                           zip(plain, base)) + " ms (target <= 0)")
+    print("per round: TLS HTTP/2 CPU / TLS HTTP/1.1 CPU " + ", ".join(f"{a[1] / b[1]:.2f}" for a, b in zip(h2, h1))
+          + " (target <= 1.2); TLS HTTP/2 added p50 " + ", ".join(f"{a[0]:.2f}" for a in h2) + " ms (target <= 1.0)",
+          flush=True)
 
 
 def otel_cpu(routes: Path, body: bytes, n: int) -> tuple[float, float]:
@@ -327,6 +395,9 @@ routes:
                    "--ledger-dir", str(routes.parent / "ledger")], env={"BENCH_KEY": "bench"})
     try:
         wait_ready(f"http://127.0.0.1:{port}/health")
+        if os.environ.get("BENCH_ONLY") == "compare":
+            side_by_side(up_port, tls_port, ca, f"http://127.0.0.1:{port}/v1/messages?beta=true", proxy.pid)
+            return
         anthropic_body = orjson.dumps(claude_code_like_request())
         from ccproxyd.config import load
         from ccproxyd.translate.request import to_openai
@@ -358,7 +429,6 @@ routes:
                 timed(client, paced_direct, openai_body, 1)
                 timed(client, proxy_url, paced_body, 1, bypass)
                 ttft_direct, ttft_proxy = FIRST_MS[paced_direct], FIRST_MS[proxy_url][-min(N_SEQUENTIAL, 200):]
-        https_rows, https_many = https_rows_of(ca, tls_port, proxy_url, proxy.pid)
         total = N_SEQUENTIAL * 2
         ceiling = N_SEQUENTIAL * 2 / asyncio.run(concurrent(direct_url, openai_body, N_SEQUENTIAL * 2, {}))
         cpu0 = cpu_seconds(proxy.pid)
@@ -367,11 +437,7 @@ routes:
         print(f"{'':36}{'median':>9}{'p99':>9}{'added':>9}{'added p99':>11}{'CPU/req':>9}")
         for label, direct, through in rows:
             print_row("upstream directly (ms)", label, direct, through, cpu[label])
-        for label, direct, through, cpu_one in https_rows:
-            print_row("https upstream directly (ms)", label, direct, through, cpu_one)
         print(f"ccproxyd CPU per streamed request, {N_CONCURRENT} clients (cache bypassed): {cpu_many:.2f} ms")
-        for label, (rate, cpu_at_16) in https_many.items():
-            print(f"  {label}, {N_CONCURRENT} clients: {cpu_at_16:.2f} ms CPU per request, {rate:.0f} requests/s")
         print(f"time to first token (upstream: first chunk after {TTFT_S * 1000:.0f} ms, then one every "
               f"{GAP_S * 1000:.0f} ms; median ms): upstream directly {statistics.median(ttft_direct):.2f}, "
               f"via ccproxyd {statistics.median(ttft_proxy):.2f}, "
@@ -380,6 +446,7 @@ routes:
               f"{ceiling:.0f} requests/s against the fake upstream directly (the upstream's and the "
               f"load generator's own ceiling; the generator is Python httpx2 in one process)")
         print(f"ccproxyd RSS after the run: {rss_mb(proxy.pid):.0f} MB")
+        side_by_side(up_port, tls_port, ca, proxy_url, proxy.pid)
         off, on = otel_cpu(routes, anthropic_body, N_SEQUENTIAL)
         print(f"OpenTelemetry: ccproxyd CPU per streamed request (cache bypassed), export off {off:.2f} ms, "
               f"on {on:.2f} ms (spans and metrics to a local OTLP/HTTP sink), added {on - off:.2f} ms")
@@ -389,8 +456,9 @@ routes:
         current = f'"http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_KEY'
         for label, args, provider in (
                 ("", [], lambda port: f'"http://127.0.0.1:{port}/v1", api_key_env: BENCH_KEY'),
-                (" over https (default protocol)", ["--tls", str(slow_dir)],
-                 lambda port: f'"https://127.0.0.1:{port}/v1", api_key_env: BENCH_KEY, ca_file: "{slow_dir}/ca.pem"')):
+                (" over https (HTTP/2)", ["--tls", str(slow_dir)],
+                 lambda port: f'"https://127.0.0.1:{port}/v1", api_key_env: BENCH_KEY, ca_file: "{slow_dir}/ca.pem", '
+                              'http2: true')):
             slow = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40", "--gap", "0.05", *args])
             slow_port = int(slow.stdout.readline())
             routes.write_text(routes.read_text().replace(current, provider(slow_port)))

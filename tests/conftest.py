@@ -239,8 +239,8 @@ class Daemon:
 
 
 # The upstreams a conformance module runs against (`pytestmark = pytest.mark.upstreams(*KINDS)`):
-# plain HTTP and TLS with HTTP/1.1 (the lean HTTP/1.1 transport, the default for both), and TLS
-# with HTTP/2 (`http2: true`: httpx2 + h2).  Other modules get "http".
+# plain HTTP (the HTTP/1.1 transport, the default for both), TLS over HTTP/1.1 (`http2: false`),
+# and TLS with HTTP/2 (`http2: true`: ccproxyd/http2.py on h2).  Other modules get "http".
 UPSTREAM_KINDS = ("http", "https-h1", "https-h2")
 
 
@@ -270,7 +270,7 @@ def tls_keys(kind: str, ca_file: Path) -> str:
     """The provider keys (YAML, indented for TEST_ROUTES) that point a provider at a TLS fake."""
     if kind == "http":
         return ""
-    return f"    ca_file: {ca_file}\n" + ("    http2: true\n" if kind == "https-h2" else "")
+    return f"    ca_file: {ca_file}\n" + f"    http2: {'true' if kind == 'https-h2' else 'false'}\n"
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ so one server can test both of ccproxyd's clients.
 HTTP/2 extras: `max_streams` (the server's SETTINGS_MAX_CONCURRENT_STREAMS); the markers GOAWAY
 (send GOAWAY for every stream after the current one, finish the ones in flight, refuse new ones,
 then close) and RESET (RST_STREAM this stream) in a Script's events; `close_idle()` closes every
-connection that carries no request, as a server's idle timeout does.
+connection that carries no request, as a server's idle timeout does; each connection counts the
+PINGs it received (`pings`).
 
 Why `h2` rather than hypercorn: the cases here are frame-level (a GOAWAY between two DATA frames,
 RST_STREAM after a given event, a stream limit), which a framework hides; `h2` is already installed
@@ -90,6 +91,7 @@ class TlsFakeUpstream(FakeUpstream):
         if writer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
             return await super()._serve(reader, writer)
         connection = self._connection(writer, "h2")
+        connection["pings"] = 0
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         conn = h2.connection.H2Connection(config=config)
         conn.local_settings = h2.settings.Settings(client=False, initial_values={
@@ -139,6 +141,8 @@ class TlsFakeUpstream(FakeUpstream):
                 task.cancel()
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
             state.window.set()
+        elif isinstance(event, h2.events.PingReceived):         # h2 queues the ACK itself
+            state.connection["pings"] += 1
         elif isinstance(event, h2.events.ConnectionTerminated):
             state.finished = True
 
@@ -191,11 +195,14 @@ class TlsFakeUpstream(FakeUpstream):
                 state.conn.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
                 state.writer.write(state.conn.data_to_send())
                 return
-            elif await wait_event(event):
-                pass
-            else:
+            elif isinstance(event, (bytes, dict)):
                 data = event if isinstance(event, bytes) else b"data: " + orjson.dumps(event) + b"\n\n"
-                await state.send(stream_id, None, echo(data))
+                await state.send(stream_id, None, echo(data), flush=False)
+            else:
+                state.writer.write(state.conn.data_to_send())
+                await state.writer.drain()
+                await wait_event(event)
+        state.writer.write(state.conn.data_to_send())
         if script.cut:
             await state.writer.drain()
             state.writer.transport.abort()
@@ -230,8 +237,11 @@ class _H2State:
         self.writer.write(frame.serialize())
         self.connection["goaway"] = True
 
-    async def send(self, stream_id: int, headers: list | None, data: bytes = b"", end: bool = False) -> None:
-        """Headers and/or data, within the peer's flow-control windows."""
+    async def send(self, stream_id: int, headers: list | None, data: bytes = b"", end: bool = False,
+                   flush: bool = True) -> None:
+        """Headers and/or data, within the peer's flow-control windows.  `flush=False` leaves the
+        frames in h2's buffer until the next send or wait, as the HTTP/1.1 fake writes an answer's
+        chunks in one go (one DATA frame per event still; one TLS write for a burst of them)."""
         conn = self.conn
         if headers is not None:
             conn.send_headers(stream_id, headers, end_stream=end and not data)
@@ -239,16 +249,19 @@ class _H2State:
         while data:
             size = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size, len(data))
             if size <= 0:
+                self.writer.write(conn.data_to_send())
                 self.window.clear()
                 await self.window.wait()
                 continue
             piece, data = data[:size], data[size:]
             conn.send_data(stream_id, piece, end_stream=end and not data)
-            self.writer.write(conn.data_to_send())
+            if flush:
+                self.writer.write(conn.data_to_send())
         if end and headers is None and not data and not _ended(conn, stream_id):
             conn.end_stream(stream_id)
             self.writer.write(conn.data_to_send())
-        await self.writer.drain()
+        if flush:
+            await self.writer.drain()
 
 
 def _ended(conn: h2.connection.H2Connection, stream_id: int) -> bool:

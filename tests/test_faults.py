@@ -25,7 +25,7 @@ pytestmark = pytest.mark.upstreams(*UPSTREAM_KINDS)     # garbage and echoes ove
 @pytest.fixture(scope="module")
 def proxy(upstream, upstream_kind, certificates, tmp_path_factory):
     tls = "" if upstream_kind == "http" else f", ca_file: {certificates.ca_file}" + (
-        ", http2: true" if upstream_kind == "https-h2" else "")
+        ", http2: true" if upstream_kind == "https-h2" else ", http2: false")
     path = cached_routes(tmp_path_factory.mktemp("faults"), upstream.url,
                          "retries: {attempts: 1}, breaker: {threshold: 1000}" + tls)
     cache_dir = path.parent / "cache"

@@ -78,9 +78,9 @@ def tls_daemon(tls_fake, narrow_fake, certificates, tmp_path_factory):
     path = tmp_path_factory.mktemp("tls") / "routes.yaml"
     path.write_text(table({
         "h2": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: true",
-        "h1": f"base_url: '{tls_fake.url}', ca_file: '{ca}'",
+        "h1": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: false",
         "untrusted": f"base_url: '{tls_fake.url}', http2: true",
-        "untrusted-h1": f"base_url: '{tls_fake.url}'",
+        "untrusted-h1": f"base_url: '{tls_fake.url}', http2: false",
         "narrow": f"base_url: '{narrow_fake.url}', ca_file: '{ca}', http2: true",
     }))
     daemon = Daemon(path)
@@ -116,7 +116,7 @@ def test_untrusted_certificate_is_a_clear_error_and_not_retried(tls_daemon, tfak
 def test_ssl_cert_file_is_trusted_by_both_clients(tls_fake, certificates, tmp_path):
     path = tmp_path / "routes.yaml"
     path.write_text(table({"h2": f"base_url: '{tls_fake.url}', http2: true",
-                           "h1": f"base_url: '{tls_fake.url}'"}))
+                           "h1": f"base_url: '{tls_fake.url}', http2: false"}))
     daemon = Daemon(path, env={"SSL_CERT_FILE": str(certificates.ca_file)})
     try:
         for provider in ("h2", "h1"):
@@ -165,6 +165,26 @@ def test_a_ca_file_gone_after_load_is_named_in_the_error(tls_fake, certificates,
 
 # ---------------------------------------------------------------- HTTP/2 connection life
 
+def test_https_speaks_http11_by_default_and_http2_true_selects_http2(tls_fake, certificates, tmp_path):
+    tls_fake.reset()
+    plain = FakeUpstream().start()
+    path = tmp_path / "routes.yaml"
+    path.write_text(table({"default": f"base_url: '{tls_fake.url}', ca_file: '{certificates.ca_file}'",
+                           "withh2": f"base_url: '{tls_fake.url}', ca_file: '{certificates.ca_file}', http2: true",
+                           "plain": f"base_url: '{plain.url}', http2: true"}))
+    daemon = Daemon(path)
+    try:
+        for provider in ("default", "withh2", "plain"):
+            r = post(daemon, provider)
+            assert r.status_code == 200 and check_stream(parse_sse(r.content)) == "complete", r.text
+    finally:
+        daemon.stop()
+        plain.stop()
+    used = [tls_fake.connections[r["connection"] - 1]["protocol"] for r in tls_fake.requests]
+    assert used == ["http/1.1", "h2"]
+    assert [c["protocol"] for c in plain.connections] == ["http/1.1"]     # plain http never speaks h2c
+
+
 def test_connections_are_reused_across_requests(tls_daemon, tfake):
     for provider in ("h2", "h1", "h2", "h1", "h2", "h1"):
         assert post(tls_daemon, provider).status_code == 200
@@ -189,15 +209,6 @@ def test_goaway_between_requests_moves_to_a_new_connection(tls_daemon, tfake):
     assert access_line(tls_daemon, second.headers["request-id"])["attempts"] == 1
 
 
-HTTPCORE2_GOAWAY = ("httpcore2 2.16 fails every stream still open on a connection once GOAWAY arrives, even "
-                    "the ones GOAWAY's last_stream_id promises to finish (_receive_events raises on a stored "
-                    "ConnectionTerminated)")
-HTTPCORE2_STREAM_LIMIT = ("httpcore2 2.16 queues streams past the server's SETTINGS_MAX_CONCURRENT_STREAMS on "
-                          "the one connection (a semaphore; RFC 9113 section 9.1 prefers one connection per "
-                          "origin) instead of opening another, so a stream waits for another to end")
-
-
-@pytest.mark.xfail(reason=HTTPCORE2_GOAWAY, strict=True)
 def test_goaway_during_a_stream_lets_it_finish(tls_daemon, tfake):
     """A graceful GOAWAY (a server rotating its connections) names the streams it will still
     finish: the one in flight must complete, and the next request goes to a new connection."""
@@ -252,7 +263,6 @@ def test_a_stale_pooled_connection_is_not_the_clients_problem(tls_daemon, tfake,
     assert tfake.requests[0]["connection"] != tfake.requests[-1]["connection"]
 
 
-@pytest.mark.xfail(reason=HTTPCORE2_STREAM_LIMIT, strict=True)
 def test_concurrent_streams_respect_the_servers_stream_limit(tls_daemon, narrow_fake):
     """Six streams at once to a server that allows two per connection: all six are in flight at the
     same time (a Barrier holds each answer until all have arrived), on three connections."""
@@ -342,7 +352,7 @@ def test_https_proxy_and_no_proxy(tls_fake, certificates, connect_proxy, tmp_pat
     via = tls_fake.url.replace("127.0.0.1", "localhost")
     path = tmp_path / "routes.yaml"
     path.write_text(table({"via-h2": f"base_url: '{via}', ca_file: '{ca}', http2: true",
-                           "via-h1": f"base_url: '{via}', ca_file: '{ca}'",
+                           "via-h1": f"base_url: '{via}', ca_file: '{ca}', http2: false",
                            "direct": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: true",
                            "plain": f"base_url: '{plain.url.replace('127.0.0.1', 'localhost')}'"}))
     daemon = Daemon(path, env={"HTTPS_PROXY": connect_proxy.url, "http_proxy": connect_proxy.url,
@@ -366,7 +376,7 @@ def test_a_proxy_that_refuses_the_tunnel_is_named(tls_fake, certificates, connec
     path = tmp_path / "routes.yaml"
     ca = certificates.ca_file
     path.write_text(table({"h2": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: true, retries: {{attempts: 1}}",
-                           "h1": f"base_url: '{tls_fake.url}', ca_file: '{ca}', retries: {{attempts: 1}}"}))
+                           "h1": f"base_url: '{tls_fake.url}', ca_file: '{ca}', http2: false, retries: {{attempts: 1}}"}))
     daemon = Daemon(path, env={"HTTPS_PROXY": connect_proxy.url})
     try:
         for provider in ("h2", "h1"):

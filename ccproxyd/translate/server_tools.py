@@ -41,8 +41,10 @@ def unanswerable(body: dict, model: Model) -> str | None:
     """The server tool a request needs and the model cannot run, when the request offers no
     other tool (so the answer could only be a guess): 'web_search' or 'web_fetch'."""
     tools = body.get("tools") or []
+    if not tools or server_tool(tools[0]) is None:      # the usual case, a function tool first: no scan
+        return None
     kinds = [server_tool(t) for t in tools]
-    if not tools or None in kinds:
+    if None in kinds:
         return None
     if "web_search" in kinds and model.web_search == "none":
         return "web_search"                     # openai, xai: translate.responses; openrouter: below

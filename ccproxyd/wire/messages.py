@@ -30,17 +30,15 @@ def check_body(raw: bytes) -> dict:
 
 
 def _within(value, limit: int) -> bool:
-    """Whether no array or object lies more than `limit` levels deep (iterative: no recursion
-    on hostile input; about 40 µs for a 116 KB Claude Code request)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return False
-        for child in (node.values() if type(node) is dict else node):
-            if type(child) is dict or type(child) is list:
-                stack.append((child, depth + 1))
-    return True
+    """Whether no array or object lies more than `limit` levels deep: level by level, each a
+    list of the containers at that depth (iterative: no recursion on hostile input)."""
+    level = [value]
+    for _ in range(limit):
+        level = [child for node in level for child in (node.values() if type(node) is dict else node)
+                 if type(child) is dict or type(child) is list]
+        if not level:
+            return True
+    return False
 
 
 def _kind(value) -> str:
@@ -103,21 +101,21 @@ def _content(content, where: str) -> None:
         return
     if not isinstance(content, list):
         raise _fail(where, "a string or an array of content blocks", content)
-    for j, block in enumerate(content):
-        at = f"{where}.{j}"
+    for j, block in enumerate(content):         # field names are formatted only for an error
         if not isinstance(block, dict):
-            raise _fail(at, "a content block object", block)
+            raise _fail(f"{where}.{j}", "a content block object", block)
         kind = block.get("type")
         if not isinstance(kind, str):
-            raise _fail(f"{at}.type", "a string", kind)
+            raise _fail(f"{where}.{j}.type", "a string", kind)
         for field, ok, wanted in BLOCK_FIELDS.get(kind, ()):
-            _optional(block, field, ok, wanted, f"{at}.", null_ok=False)
+            if field in block and not ok(block[field]):
+                raise _fail(f"{where}.{j}.{field}", wanted, block[field])
         source = block.get("source")
         if isinstance(source, dict):
             for key in ("type", "media_type", "url"):
-                _optional(source, key, _is_str, "a string", f"{at}.source.")
+                _optional(source, key, _is_str, "a string", f"{where}.{j}.source.")
         if kind in ("tool_result", "mid_conv_system") and block.get("content") is not None:
-            _content(block["content"], f"{at}.content")
+            _content(block["content"], f"{where}.{j}.content")
 
 
 def _objects(value, field: str, what: str):
@@ -158,9 +156,13 @@ def _tools(tools) -> None:
     for i, tool in _objects(tools, "tools", "tool"):
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise _fail(f"tools.{i}.name", "a non-empty string", tool.get("name"))
-        _optional(tool, "type", _is_str, "a string", f"tools.{i}.")
-        _optional(tool, "description", _is_str, "a string", f"tools.{i}.")
-        _optional(tool, "input_schema", lambda v: isinstance(v, dict), "an object", f"tools.{i}.")
+        for field, kind, wanted in TOOL_FIELDS:      # as _optional, the name formatted only for an error
+            value = tool.get(field)
+            if value is not None and not isinstance(value, kind):
+                raise _fail(f"tools.{i}.{field}", wanted, value)
+
+
+TOOL_FIELDS = (("type", str, "a string"), ("description", str, "a string"), ("input_schema", dict, "an object"))
 
 
 TOP_LEVEL: tuple[tuple[str, object, str], ...] = (

@@ -1,0 +1,370 @@
+"""One HTTP/2 connection of the HTTP/2 transport (http2.py): h2's state machine, its socket, a
+reader task and its streams.
+
+The reader hands each read to h2 with the runs of DATA frames of one stream merged (`coalesce`),
+wakes the streams' readers, and fails every open stream with httpx2's exception types when the
+connection ends; a GOAWAY fails only the streams above its last_stream_id (with `Refused`: the
+transport sends those again).  An idle connection is PINGed every `ping_interval` seconds and
+closed when a PING goes unanswered or it has been idle for the keep-alive expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from typing import TYPE_CHECKING
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import httpx2
+
+from .http11 import READ_SIZE, _Connection
+
+if TYPE_CHECKING:
+    from .http2 import Http2Transport
+
+STREAM_WINDOW = 4 * 1024 * 1024       # SETTINGS_INITIAL_WINDOW_SIZE: a stream is never held up by its window
+CONNECTION_WINDOW = 32 * 1024 * 1024  # the connection's receive window, shared by its streams
+PING_INTERVAL = 20.0                  # seconds idle before a PING; unanswered by the next one: closed
+_DROP = frozenset({b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+                   b"upgrade", b"te"})   # RFC 9113 section 8.2.2: connection-specific, never sent
+
+
+class _H2(h2.connection.H2Connection):
+    """h2 4.x moves its connection state machine to CLOSED on receiving GOAWAY, after which any
+    DATA for the streams GOAWAY lets finish raises ProtocolError (python-hyper/h2 issue #1181,
+    https://github.com/python-hyper/h2/issues/1181, open).  A GOAWAY received while open keeps the
+    connection open here; the transport itself never opens a stream on it again."""
+
+    def _receive_goaway_frame(self, frame):
+        state = self.state_machine.state
+        pending = self.data_to_send()            # the GOAWAY handler drops what was queued to send
+        frames, events = super()._receive_goaway_frame(frame)
+        if state is h2.connection.ConnectionState.CLIENT_OPEN:
+            self.state_machine.state = state
+        self._data_to_send += pending
+        return frames, events
+
+
+_HEAD = struct.Struct(">IBL")           # a frame header: length (24 bits) and type, flags, stream id (RFC 9113 4.1)
+_DATA, _END_STREAM, _PADDED = 0x0, 0x1, 0x8
+
+
+def coalesce(buffer: bytes, limit: int) -> tuple[bytes, bytes]:
+    """The complete frames of `buffer` with each run of unpadded DATA frames of one stream merged
+    into one frame of at most `limit` bytes, and the incomplete rest.  DATA frame boundaries carry
+    no meaning (RFC 9113 section 8.1: the content is the frames' payloads in order), and a merged
+    frame's flow-controlled length is its parts' sum; h2 then parses one frame per stream and read
+    instead of one per server-sent event.  Anything else passes through byte for byte."""
+    out = []
+    run: list[bytes] = []             # payloads of the DATA run being merged
+    run_stream = run_size = 0
+    position, size = 0, len(buffer)
+    unpack = _HEAD.unpack_from
+    while size - position >= 9:
+        word, flags, stream = unpack(buffer, position)
+        length = word >> 8
+        start = position + 9
+        end = start + length
+        if end > size:
+            break
+        if word & 0xFF == _DATA and not flags & _PADDED and length <= limit:
+            stream &= 0x7FFFFFFF
+            if run and (stream != run_stream or run_size + length > limit):
+                out.append(_frame(run, run_size, run_stream, 0))
+                run = []
+            if not run:
+                run_stream, run_size = stream, 0
+            run.append(buffer[start:end])
+            run_size += length
+            if flags & _END_STREAM:
+                out.append(_frame(run, run_size, run_stream, _END_STREAM))
+                run = []
+        else:
+            if run:
+                out.append(_frame(run, run_size, run_stream, 0))
+                run = []
+            out.append(buffer[position:end])
+        position = end
+    if run:
+        out.append(_frame(run, run_size, run_stream, 0))
+    return b"".join(out), buffer[position:]
+
+
+def _frame(payloads: list[bytes], size: int, stream: int, flags: int) -> bytes:
+    return _HEAD.pack(size << 8 | _DATA, flags, stream) + b"".join(payloads)
+
+
+class Refused(Exception):
+    """The server refused a stream before processing it: safe to send again elsewhere."""
+
+
+class Stream:
+    __slots__ = ("id", "head", "data", "unacked", "ended", "error", "waiter")
+
+    def __init__(self, stream_id: int, head: asyncio.Future) -> None:
+        self.id = stream_id
+        self.head = head                # -> (status, headers) once the answer's head arrives
+        self.data: list[bytes] = []     # received, not yet taken by the reader
+        self.unacked = 0                # flow-controlled bytes in `data`
+        self.ended = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future | None = None
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        if self.error is None and not self.ended:
+            self.error = error
+            if not self.head.done():
+                self.head.set_exception(error)
+            self.wake()
+
+
+class Connection:
+    """One HTTP/2 connection: the h2 state machine, its socket, a reader task and its streams."""
+
+    def __init__(self, transport: "Http2Transport", key: tuple, connection: _Connection) -> None:
+        self.transport = transport
+        self.key = key
+        self.reader = connection.reader
+        self.writer = connection.writer
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None,
+                                           validate_outbound_headers=False, normalize_outbound_headers=False)
+        self.conn = conn = _H2(config=config)
+        conn.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW})
+        conn.initiate_connection()
+        conn.increment_flow_control_window(CONNECTION_WINDOW - conn.inbound_flow_control_window)
+        self.streams: dict[int, Stream] = {}   # streams open at the HTTP/2 level
+        self.live = 0                   # bodies not yet released (they may still acknowledge data)
+        self.settled = asyncio.get_running_loop().create_future()    # the server's first SETTINGS
+        self.window = asyncio.Event()   # a window opened: a request body may go on
+        self.going_away = False         # GOAWAY received, or closing: no new streams
+        self.closed = False
+        self.idle_since = time.monotonic()
+        self.pinged = False             # a PING is unanswered
+        self.timer: asyncio.TimerHandle | None = None
+        self.flush()
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and not self.closed:
+            self.writer.write(data)
+
+    def capacity(self) -> int:
+        if self.going_away or self.closed or self.conn.highest_outbound_stream_id >= 2**31 - 3:
+            return 0
+        return self.conn.remote_settings.max_concurrent_streams - len(self.streams)
+
+    def open(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], body: bytes) -> Stream:
+        """A new stream with the request's head and as much of its body as the windows allow
+        queued (synchronously: the capacity just checked holds); `send_body` writes them."""
+        conn = self.conn
+        stream_id = conn.get_next_available_stream_id()
+        head = [(b":method", method.encode("ascii")), (b":scheme", b"https"), (b":authority", url.netloc),
+                (b":path", url.raw_path)]
+        head += [(name.lower(), value) for name, value in headers if name.lower() not in _DROP]
+        conn.send_headers(stream_id, head, end_stream=not body)
+        stream = self.streams[stream_id] = Stream(stream_id, asyncio.get_running_loop().create_future())
+        self.live += 1
+        return stream
+
+    async def send_body(self, stream: Stream, body: bytes, timeout: float | None) -> None:
+        """The body in DATA frames, all that the windows allow per write (with the head, the
+        first time): one write for a request within the server's initial window."""
+        conn = self.conn
+        view = memoryview(body)
+        while True:
+            if stream.error is not None:
+                raise stream.error
+            try:
+                while view:
+                    size = min(conn.local_flow_control_window(stream.id), conn.max_outbound_frame_size, len(view))
+                    if size <= 0:
+                        break
+                    conn.send_data(stream.id, bytes(view[:size]), end_stream=size == len(view))
+                    view = view[size:]
+            except h2.exceptions.ProtocolError as exc:       # the stream or the connection ended meanwhile
+                raise stream.error or httpx2.WriteError(f"cannot send the request body: {exc}") from None
+            self.flush()
+            transport = self.writer.transport
+            if transport.is_closing() or transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+                try:                            # the socket is behind: wait for it (cheap to skip when not)
+                    await timed(self.writer.drain(), timeout, httpx2.WriteTimeout, "sending the request")
+                except OSError as exc:
+                    raise httpx2.WriteError(str(exc) or type(exc).__name__) from exc
+            if not view:
+                return
+            self.window.clear()
+            if conn.local_flow_control_window(stream.id) <= 0:
+                await timed(self.window.wait(), timeout, httpx2.WriteTimeout, "sending the request")
+
+    def acknowledge(self, stream: Stream, size: int) -> None:
+        if size and not self.closed:
+            self.conn.acknowledge_received_data(size, stream.id)
+            self.flush()
+
+    def release(self, stream: Stream) -> None:
+        """The reader is done with `stream`: reset it if the answer is still coming."""
+        self.live -= 1
+        if self.streams.pop(stream.id, None) is not None and not self.closed:
+            try:
+                self.conn.reset_stream(stream.id, h2.errors.ErrorCodes.CANCEL)
+            except h2.exceptions.StreamClosedError:
+                pass
+            self.flush()
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if self.streams or self.closed:
+            return
+        if self.going_away:
+            self.close()
+            return
+        if not self.live:
+            # data that arrived for streams already reset was never acknowledged: give the window back
+            missing = CONNECTION_WINDOW - self.conn.inbound_flow_control_window
+            if missing > CONNECTION_WINDOW // 4:
+                self.conn.increment_flow_control_window(missing)
+                self.flush()
+        self.idle_since = time.monotonic()
+        self.transport._freed(self.key)
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.transport.ping_interval, self._tick)
+
+    def _tick(self) -> None:
+        """While idle: PING; a PING still unanswered a tick later means a dead connection."""
+        self.timer = None
+        if self.closed or self.streams:
+            return
+        if self.pinged or time.monotonic() - self.idle_since >= self.transport.expiry:
+            self.close()
+            return
+        self.pinged = True
+        self.conn.ping(b"ccproxyd")
+        self.flush()
+        self.timer = asyncio.get_running_loop().call_later(self.transport.ping_interval, self._tick)
+
+    async def _read(self) -> None:
+        error: BaseException = httpx2.RemoteProtocolError("the server closed the connection")
+        rest = b""
+        try:
+            while True:
+                data = await self.reader.read(READ_SIZE)
+                if not data:
+                    break
+                data, rest = coalesce(rest + data if rest else data, self.conn.max_inbound_frame_size)
+                try:
+                    events = self.conn.receive_data(data)
+                except h2.exceptions.ProtocolError as exc:
+                    self.flush()                 # h2 queued a GOAWAY naming the error
+                    error = httpx2.RemoteProtocolError(f"HTTP/2 protocol error: {exc}")
+                    break
+                for event in events:
+                    self._on_event(event)
+                self.flush()
+        except OSError as exc:
+            error = httpx2.ReadError(str(exc) or type(exc).__name__)
+        except asyncio.CancelledError:
+            error = httpx2.RemoteProtocolError("the connection was closed")
+        finally:
+            self._lost(error)
+
+    def _on_event(self, event) -> None:
+        kind = type(event)
+        if kind is h2.events.DataReceived:
+            stream = self.streams.get(event.stream_id)
+            if stream is None:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                return
+            stream.data.append(event.data)
+            stream.unacked += event.flow_controlled_length
+            stream.wake()
+        elif kind is h2.events.StreamEnded:
+            stream = self.streams.pop(event.stream_id, None)
+            if stream is not None:
+                stream.ended = True
+                stream.wake()
+                self._maybe_idle()
+        elif kind is h2.events.ResponseReceived:
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and not stream.head.done():
+                stream.head.set_result(event.headers)
+        elif kind is h2.events.StreamReset:
+            stream = self.streams.pop(event.stream_id, None)
+            if stream is not None:
+                code = event.error_code
+                if code == h2.errors.ErrorCodes.REFUSED_STREAM and not stream.head.done():
+                    stream.fail(Refused(f"stream {stream.id} refused"))
+                else:
+                    stream.fail(httpx2.RemoteProtocolError(f"the server reset the stream ({_name(code)})"))
+                self._maybe_idle()
+        elif kind in (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged):
+            self.window.set()
+            if kind is h2.events.RemoteSettingsChanged:
+                if not self.settled.done():
+                    self.settled.set_result(None)
+                self.transport._freed(self.key)
+        elif kind is h2.events.PingAckReceived:
+            self.pinged = False
+        elif kind is h2.events.ConnectionTerminated:
+            self._goaway(event)
+
+    def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        """Streams above last_stream_id were not processed: sent again elsewhere.  The others
+        finish here (an error GOAWAY is followed by the close that ends them)."""
+        self.going_away = True
+        self.transport._forget(self)
+        for stream_id in [i for i in self.streams if i > event.last_stream_id]:
+            self.streams.pop(stream_id).fail(Refused(f"stream {stream_id} was after GOAWAY's last stream"))
+        if event.error_code != h2.errors.ErrorCodes.NO_ERROR and not self.streams:
+            self.close()
+        else:
+            self._maybe_idle()
+
+    def _lost(self, error: BaseException) -> None:
+        self.going_away = True
+        self.transport._forget(self)
+        if not self.settled.done():
+            self.settled.set_exception(error)
+            self.settled.exception()                # retrieved: no "never retrieved" warning
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            stream.fail(error)
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.going_away = True
+        self.flush()
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport._forget(self)
+        self.writer.close()
+        if self.task is not asyncio.current_task():
+            self.task.cancel()
+
+
+def _name(code) -> str:
+    return code.name if isinstance(code, h2.errors.ErrorCodes) else f"error code {code}"
+
+
+async def timed(awaitable, timeout: float | None, error: type[httpx2.TimeoutException], what: str):
+    try:
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    except TimeoutError:
+        raise error(f"timed out {what}") from None

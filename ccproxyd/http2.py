@@ -1,0 +1,213 @@
+"""A lean HTTP/2 transport for httpx2 on h2's state machine, as http11.py is on h11's rules.
+
+One connection per origin carries many streams; a second one opens when every open connection
+has as many streams as the server's SETTINGS_MAX_CONCURRENT_STREAMS allows.  A graceful GOAWAY
+lets the streams it names finish while new streams go to a new connection; streams it refuses
+(above its last_stream_id, or RST_STREAM REFUSED_STREAM) were never processed and are sent again
+on another connection (RFC 9113 sections 6.8 and 8.7).  Windows are sized for long streams and
+consumed data is acknowledged as the reader takes it; an idle connection is PINGed, and closed
+when the PING goes unanswered or when it has been idle for the keep-alive expiry.
+
+Connecting (TLS with ALPN, an outbound proxy's CONNECT tunnel) is the HTTP/1.1 transport's; a
+server that does not pick h2 by ALPN is spoken to over HTTP/1.1 from then on.  Errors are httpx2's
+own exception types, as the HTTP/1.1 transport raises them (upstream.map_transport_error maps both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import httpx2
+
+from .h2connection import PING_INTERVAL, Connection, Refused, Stream, timed
+from .http11 import Http11Transport
+
+REFUSED_TRIES = 4                     # sends of a request the server refused without processing it
+
+
+class _Http11Only(Exception):
+    """The server did not choose h2 by ALPN."""
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpx2.ReadTimeout("timed out reading the response"))
+
+
+class _Body(httpx2.AsyncByteStream):
+    """The answer's DATA as the reader takes it: all that arrived since the last take, at once."""
+
+    def __init__(self, connection: Connection, stream: Stream, timeout: float | None) -> None:
+        self._connection = connection
+        self._stream = stream
+        self._timeout = timeout
+        self._released = False
+
+    async def __aiter__(self):
+        stream = self._stream
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                data = stream.data
+                if data:
+                    piece = data[0] if len(data) == 1 else b"".join(data)
+                    data.clear()
+                    unacked, stream.unacked = stream.unacked, 0
+                    self._connection.acknowledge(stream, unacked)
+                    yield piece
+                elif stream.error is not None:
+                    error = stream.error
+                    raise error if not isinstance(error, Refused) else httpx2.RemoteProtocolError(str(error))
+                elif stream.ended:
+                    break
+                else:
+                    stream.waiter = waiter = loop.create_future()
+                    handle = loop.call_later(self._timeout, _expire, waiter) if self._timeout else None
+                    try:
+                        await waiter
+                    finally:
+                        stream.waiter = None
+                        if handle is not None:
+                            handle.cancel()
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self._released:
+            self._released = True
+            self._connection.release(self._stream)
+
+
+class Http2Transport(httpx2.AsyncBaseTransport):
+    """HTTP/2 to https origins (http ones, and servers without h2, go to `http11`)."""
+
+    def __init__(self, limits: httpx2.Limits, ssl_context: ssl.SSLContext | None = None,
+                 proxy: str | None = None, ping_interval: float = PING_INTERVAL) -> None:
+        self.http11 = Http11Transport(limits, ssl_context, proxy)
+        self.ping_interval = ping_interval
+        self.expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else float("inf")
+        self._max_connections = limits.max_connections or float("inf")
+        self._pools: dict[tuple, list[Connection]] = {}
+        self._dialling: dict[tuple, asyncio.Task] = {}
+        self._waiters: dict[tuple, asyncio.Event] = {}
+        self._http11_only: set[tuple] = set()
+        self._closed = False
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = await request.aread()
+        return await self.send(request.method, request.url, request.headers.raw, body,
+                               request.extensions.get("timeout", {}))
+
+    async def send(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], body: bytes,
+                   timeout: dict) -> httpx2.Response:
+        """As Http11Transport.send; `headers` may include host (it becomes :authority)."""
+        key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        for _ in range(REFUSED_TRIES):
+            if url.scheme != "https" or key in self._http11_only:
+                return await self.http11.send(method, url, headers, body, timeout)
+            try:
+                return await self._exchange(method, url, headers, body, key, timeout)
+            except Refused:
+                continue
+            except _Http11Only:
+                self._http11_only.add(key)
+        raise httpx2.RemoteProtocolError(f"the server refused the stream {REFUSED_TRIES} times")
+
+    async def _exchange(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], body: bytes,
+                        key: tuple, timeout: dict) -> httpx2.Response:
+        connection = self._ready(key) or await timed(self._acquire(key, timeout.get("connect")), timeout.get("pool"),
+                                                     httpx2.PoolTimeout, "waiting for a connection")
+        stream = connection.open(method, url, headers, body)
+        try:
+            await connection.send_body(stream, body, timeout.get("write"))
+            if not stream.head.done():
+                read = timeout.get("read")
+                handle = asyncio.get_running_loop().call_later(read, _expire, stream.head) if read else None
+                try:
+                    await asyncio.shield(stream.head)
+                finally:
+                    if handle is not None:
+                        handle.cancel()
+            received = stream.head.result()
+        except BaseException:
+            connection.release(stream)
+            raise
+        status = 0
+        named = []
+        for name, value in received:
+            if name == b":status":
+                status = int(value)
+            elif not name.startswith(b":"):
+                named.append((name, value))
+        return httpx2.Response(status, headers=named, stream=_Body(connection, stream, timeout.get("read")),
+                               extensions={"http_version": b"HTTP/2"})
+
+    def _ready(self, key: tuple) -> Connection | None:
+        """An open connection with room for one more stream, if there is one."""
+        for connection in self._pools.get(key, ()):
+            if connection.capacity() > 0:
+                return connection
+        return None
+
+    async def _acquire(self, key: tuple, connect_timeout: float | None) -> Connection:
+        """A connection with room for one more stream: an open one, else a new one (one dial at a
+        time per origin; the waiters look again when it is up or a stream ends)."""
+        while True:
+            if self._closed:
+                raise httpx2.ConnectError("the transport is closed")
+            pool = self._pools.get(key, ())
+            for connection in pool:
+                if connection.capacity() > 0:
+                    return connection
+            dial = self._dialling.get(key)
+            if dial is None and len(pool) < self._max_connections:
+                dial = asyncio.get_running_loop().create_task(self._dial(key, connect_timeout))
+                self._dialling[key] = dial
+                dial.add_done_callback(lambda _, key=key: self._dialling.pop(key, None))
+            if dial is not None:
+                await asyncio.shield(dial)
+            else:
+                event = self._waiters.setdefault(key, asyncio.Event())
+                event.clear()
+                await event.wait()
+
+    async def _dial(self, key: tuple, timeout: float | None) -> Connection:
+        raw = await self.http11._connect(key, timeout)
+        ssl_object = raw.writer.get_extra_info("ssl_object")
+        if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+            raw.close()
+            raise _Http11Only()
+        connection = Connection(self, key, raw)
+        try:
+            await timed(asyncio.shield(connection.settled), timeout, httpx2.ConnectTimeout,
+                         "waiting for the server's HTTP/2 settings")
+        except BaseException:
+            connection.close()
+            raise
+        if self._closed:
+            connection.close()
+            raise httpx2.ConnectError("the transport is closed")
+        self._pools.setdefault(key, []).append(connection)
+        return connection
+
+    def _freed(self, key: tuple) -> None:
+        event = self._waiters.get(key)
+        if event is not None:
+            event.set()
+
+    def _forget(self, connection: Connection) -> None:
+        pool = self._pools.get(connection.key)
+        if pool and connection in pool:
+            pool.remove(connection)
+            self._freed(connection.key)
+
+    async def aclose(self) -> None:
+        """Close idle connections now; connections with streams close when their last one ends."""
+        self._closed = True
+        for pool in list(self._pools.values()):
+            for connection in list(pool):
+                connection.going_away = True
+                connection._maybe_idle()
+        self._pools = {}
+        await self.http11.aclose()

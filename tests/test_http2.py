@@ -1,0 +1,398 @@
+"""The HTTP/2 transport (ccproxyd/http2.py) on its own, against real loopback h2 servers
+(tests/fake_tls.py): streams sharing a connection, the server's stream limit, GOAWAY, RST_STREAM,
+a server that dies mid-stream, flow control both ways, PING and expiry of idle connections, and
+the fallback to HTTP/1.1 when the server does not pick h2 by ALPN.
+
+The rules checked here are RFC 9113's (https://www.rfc-editor.org/rfc/rfc9113): client streams
+have odd ids counting up from 1 (section 5.1.1); the initial flow-control window is 65,535 bytes
+(section 6.9.2); a GOAWAY's last_stream_id names the streams that may still finish (section 6.8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import httpx2
+import orjson
+import pytest
+
+from ccproxyd.errors import ConnectionDropped, Overloaded
+from ccproxyd.h2connection import coalesce
+from ccproxyd.http2 import Http2Transport
+from ccproxyd.upstream import map_transport_error
+
+from .conftest import free_port
+from .fake_tls import TlsFakeUpstream
+from .fake_upstream import GOAWAY, RESET, Barrier, Gate, Script, chunk
+from .test_reload import wait_for
+
+TIMEOUT = {"connect": 10.0, "read": 20.0, "write": 20.0, "pool": 20.0}
+REQUEST = b'{"model": "m", "messages": []}'
+
+
+@pytest.fixture
+def fake(certificates):
+    server = TlsFakeUpstream(http2=True, certificates=certificates).start()
+    yield server
+    server.stop()
+
+
+def transport(certificates, ping_interval: float = 20.0, expiry: float = 120.0) -> Http2Transport:
+    context = ssl.create_default_context(cafile=str(certificates.ca_file))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    limits = httpx2.Limits(max_connections=100, max_keepalive_connections=50, keepalive_expiry=expiry)
+    return Http2Transport(limits, context, ping_interval=ping_interval)
+
+
+async def send(t: Http2Transport, url: str, body: bytes = REQUEST) -> httpx2.Response:
+    url = httpx2.URL(url + "/chat/completions")
+    headers = [(b"host", url.netloc), (b"content-type", b"application/json"),
+               (b"content-length", b"%d" % len(body))]
+    return await t.send("POST", url, headers, body, TIMEOUT)
+
+
+async def fetch(t: Http2Transport, url: str, body: bytes = REQUEST) -> tuple[httpx2.Response, bytes]:
+    response = await send(t, url, body)
+    return response, b"".join([piece async for piece in response.stream])
+
+
+def held(n: int, fake_barrier: Barrier):
+    """A responder whose answers all wait at one Barrier: `n` of them are in flight together."""
+    return lambda body: Script(events=[chunk({"content": "x"}), fake_barrier, chunk(finish="stop")])
+
+
+def test_many_streams_share_one_connection(fake, certificates):
+    fake.responder = held(8, Barrier(8))
+
+    async def run():
+        t = transport(certificates)
+        try:
+            return await asyncio.gather(*(fetch(t, fake.url) for _ in range(8)))
+        finally:
+            await t.aclose()
+
+    results = asyncio.run(run())
+    assert [r.status_code for r, _ in results] == [200] * 8
+    assert all(b'"content":"x"' in data and data.endswith(b"data: [DONE]\n\n") for _, data in results)
+    assert fake.peak_in_flight == 8
+    assert {r["connection"] for r in fake.requests} == {1}
+    assert sorted(r["stream"] for r in fake.requests) == [1, 3, 5, 7, 9, 11, 13, 15]
+
+
+def test_streams_past_the_servers_limit_open_another_connection(certificates):
+    narrow = TlsFakeUpstream(http2=True, max_streams=2, certificates=certificates).start()
+    try:
+        narrow.responder = held(5, Barrier(5))
+
+        async def run():
+            t = transport(certificates)
+            try:
+                return await asyncio.gather(*(fetch(t, narrow.url) for _ in range(5)))
+            finally:
+                await t.aclose()
+
+        results = asyncio.run(run())
+        assert [r.status_code for r, _ in results] == [200] * 5
+        assert narrow.peak_in_flight == 5                       # all five at once: 2 + 2 + 1
+        assert len(narrow.connections) == 3
+        assert all(not c["errors"] for c in narrow.connections)   # never over the limit
+    finally:
+        narrow.stop()
+
+
+def test_goaway_lets_the_stream_in_flight_finish_and_moves_new_ones(fake, certificates):
+    gate = Gate()
+    fake.push(Script(events=[chunk({"content": "one"}), GOAWAY, gate, chunk({"content": "two"})]),
+              Script(events=[chunk({"content": "later"})]))
+
+    async def run():
+        t = transport(certificates)
+        try:
+            response = await send(t, fake.url)
+            pieces = response.stream.__aiter__()
+            received = await pieces.__anext__()
+            while b"one" not in received:
+                received += await pieces.__anext__()
+            _, later = await fetch(t, fake.url)
+            gate.open()
+            async for piece in pieces:
+                received += piece
+            return received, later
+        finally:
+            await t.aclose()
+
+    received, later = asyncio.run(run())
+    assert b'"content":"one"' in received and b'"content":"two"' in received
+    assert received.endswith(b"data: [DONE]\n\n")
+    assert b'"content":"later"' in later
+    assert fake.connections[0]["goaway"]
+    assert fake.requests[0]["connection"] == 1 and fake.requests[-1]["connection"] == 2
+
+
+def test_rst_stream_fails_that_stream_only(fake, certificates):
+    fake.push(Script(events=[chunk({"content": "partial"}), RESET]), Script(events=[chunk({"content": "after"})]))
+
+    async def run():
+        t = transport(certificates)
+        try:
+            response = await send(t, fake.url)
+            received = b""
+            with pytest.raises(httpx2.RemoteProtocolError, match="INTERNAL_ERROR") as caught:
+                async for piece in response.stream:
+                    received += piece
+            return received, caught.value, await fetch(t, fake.url)
+        finally:
+            await t.aclose()
+
+    received, error, (_, after) = asyncio.run(run())
+    assert b'"content":"partial"' in received and b"[DONE]" not in received
+    assert isinstance(map_transport_error(error, "p"), ConnectionDropped)
+    assert b'"content":"after"' in after
+    assert [r["connection"] for r in fake.requests] == [1, 1]
+
+
+def test_a_server_dying_mid_stream_is_an_error_never_a_clean_end(fake, certificates):
+    fake.push(Script(events=[chunk({"content": "partial"})], cut=True))
+
+    async def run():
+        t = transport(certificates)
+        try:
+            response = await send(t, fake.url)
+            received = b""
+            with pytest.raises((httpx2.RemoteProtocolError, httpx2.ReadError)) as caught:
+                async for piece in response.stream:
+                    received += piece
+            return received, caught.value
+        finally:
+            await t.aclose()
+
+    received, error = asyncio.run(run())
+    assert b'"content":"partial"' in received and b"[DONE]" not in received
+    assert isinstance(map_transport_error(error, "p"), ConnectionDropped)
+
+
+def test_flow_control_carries_bodies_larger_than_the_windows(fake, certificates):
+    """A 1 MB request (the server's initial window is 65,535 bytes) and a 12 MB answer (more than
+    the transport's 4 MiB stream window): both arrive whole."""
+    request = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "r" * 1_000_000}]})
+    answer = {"id": "x", "choices": [{"message": {"content": "a" * 12_000_000}}]}
+    fake.push(Script(body=answer))
+
+    async def run():
+        t = transport(certificates)
+        try:
+            return await fetch(t, fake.url, request)
+        finally:
+            await t.aclose()
+
+    response, data = asyncio.run(run())
+    assert response.status_code == 200
+    assert orjson.loads(data) == answer
+    assert fake.requests[0]["body"] == orjson.loads(request)
+
+
+def test_an_idle_connection_is_pinged_and_kept(fake, certificates):
+    async def run():
+        t = transport(certificates, ping_interval=0.05)
+        try:
+            await fetch(t, fake.url)
+            await asyncio.to_thread(wait_for, lambda: fake.connections[0]["pings"] >= 3)
+            await fetch(t, fake.url)
+        finally:
+            await t.aclose()
+
+    asyncio.run(run())
+    assert [r["connection"] for r in fake.requests] == [1, 1]       # answered PINGs keep it open
+
+
+def test_an_idle_connection_closes_after_the_keepalive_expiry(fake, certificates):
+    async def run():
+        t = transport(certificates, ping_interval=0.05, expiry=0.1)
+        try:
+            await fetch(t, fake.url)
+            await asyncio.to_thread(wait_for, lambda: fake.connections[0]["closed"])
+            await fetch(t, fake.url)
+        finally:
+            await t.aclose()
+
+    asyncio.run(run())
+    assert [r["connection"] for r in fake.requests] == [1, 2]
+
+
+def test_a_server_without_h2_is_spoken_to_over_http11(certificates):
+    h1 = TlsFakeUpstream(http2=False, certificates=certificates).start()
+    try:
+        async def run():
+            t = transport(certificates)
+            try:
+                return [await fetch(t, h1.url) for _ in range(2)]
+            finally:
+                await t.aclose()
+
+        results = asyncio.run(run())
+        assert [r.extensions["http_version"] for r, _ in results] == [b"HTTP/1.1"] * 2
+        assert all(data.endswith(b"data: [DONE]\n\n") for _, data in results)
+        assert [c["protocol"] for c in h1.connections] == ["http/1.1", "http/1.1"]   # the probe, then one
+    finally:
+        h1.stop()
+
+
+def test_nothing_listening_is_a_connect_error(certificates):
+    async def run():
+        t = transport(certificates)
+        try:
+            with pytest.raises(httpx2.ConnectError) as caught:
+                await fetch(t, f"https://127.0.0.1:{free_port()}/v1")
+            return caught.value
+        finally:
+            await t.aclose()
+
+    assert isinstance(map_transport_error(asyncio.run(run()), "p"), Overloaded)
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    """A frame by hand (RFC 9113 section 4.1: 24-bit length, type, flags, 31-bit stream id)."""
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+DATA, HEADERS, END, PADDED = 0, 1, 1, 8
+
+
+@pytest.mark.parametrize("frames, limit, merged, rest", [
+    # two DATA frames of one stream: one frame of 5 bytes
+    ([frame(DATA, 0, 1, b"ab"), frame(DATA, 0, 1, b"cde")], 100, [frame(DATA, 0, 1, b"abcde")], b""),
+    # END_STREAM on the last: kept on the merged frame; a frame after it is not merged into it
+    ([frame(DATA, 0, 1, b"ab"), frame(DATA, END, 1, b"c"), frame(DATA, 0, 3, b"x")], 100,
+     [frame(DATA, END, 1, b"abc"), frame(DATA, 0, 3, b"x")], b""),
+    # another stream between: three frames stay three
+    ([frame(DATA, 0, 1, b"a"), frame(DATA, 0, 3, b"b"), frame(DATA, 0, 1, b"c")], 100,
+     [frame(DATA, 0, 1, b"a"), frame(DATA, 0, 3, b"b"), frame(DATA, 0, 1, b"c")], b""),
+    # a padded DATA frame and a HEADERS frame pass through byte for byte and split runs
+    ([frame(DATA, 0, 1, b"a"), frame(DATA, PADDED, 1, b"\x01bz"), frame(DATA, 0, 1, b"c"),
+      frame(HEADERS, 4, 1, b"hh"), frame(DATA, 0, 1, b"d")], 100,
+     [frame(DATA, 0, 1, b"a"), frame(DATA, PADDED, 1, b"\x01bz"), frame(DATA, 0, 1, b"c"),
+      frame(HEADERS, 4, 1, b"hh"), frame(DATA, 0, 1, b"d")], b""),
+    # never more than the limit in one frame: 3 + 3 > 5
+    ([frame(DATA, 0, 1, b"abc"), frame(DATA, 0, 1, b"def")], 5,
+     [frame(DATA, 0, 1, b"abc"), frame(DATA, 0, 1, b"def")], b""),
+    # an incomplete frame (its header says 4 bytes, 2 arrived) is the rest
+    ([frame(DATA, 0, 1, b"ab"), frame(DATA, 0, 1, b"wxyz")[:11]], 100,
+     [frame(DATA, 0, 1, b"ab")], frame(DATA, 0, 1, b"wxyz")[:11]),
+    # less than a header
+    ([b"\x00\x00"], 100, [], b"\x00\x00"),
+])
+def test_coalesce_merges_runs_of_data_frames_of_one_stream(frames, limit, merged, rest):
+    assert coalesce(b"".join(frames), limit) == (b"".join(merged), rest)
+
+
+class DeafServer:
+    """An h2 server over TLS that answers one request, then stops reading frames (its socket
+    stays open, its bytes are discarded): a PING goes unanswered, as on a dead path.
+    `closed` is set when the client closes the connection.  With `refuse=n`, it first resets n
+    streams with REFUSED_STREAM (RFC 9113 section 8.7: not processed, safe to send again) and
+    answers the next; `streams` lists the stream ids it saw."""
+
+    def __init__(self, certificates, refuse: int = 0) -> None:
+        self.refuse = refuse
+        self.streams: list[int] = []
+        self.context = certificates.server_context(["h2"])
+        self.closed = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context))
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        answered = False
+        while data := await reader.read(65536):
+            if answered:
+                continue                        # deaf from now on: no PING ACK, nothing
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.StreamEnded):
+                    self.streams.append(event.stream_id)
+                    if len(self.streams) <= self.refuse:
+                        conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                        continue
+                    conn.send_headers(event.stream_id, [(":status", "200"), ("content-length", "2")])
+                    conn.send_data(event.stream_id, b"ok", end_stream=True)
+                    answered = True
+            writer.write(conn.data_to_send())
+        self.closed.set()
+        writer.close()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_an_unanswered_ping_closes_the_idle_connection(certificates):
+    deaf = DeafServer(certificates)
+    try:
+        async def run():
+            t = transport(certificates, ping_interval=0.05)
+            try:
+                response, data = await fetch(t, f"https://127.0.0.1:{deaf.port}/v1")
+                assert (response.status_code, data) == (200, b"ok")
+                return await asyncio.to_thread(deaf.closed.wait, 20)   # before the transport is closed
+            finally:
+                await t.aclose()
+
+        assert asyncio.run(run())               # the client gave up on the silent connection itself
+    finally:
+        deaf.stop()
+
+
+def test_a_refused_stream_is_sent_again(certificates):
+    """REFUSED_STREAM says the server did not process the request: the transport sends it again
+    (the caller sees only the answer), on the same connection, which is not going away."""
+    server = DeafServer(certificates, refuse=2)
+    try:
+        async def run():
+            t = transport(certificates)
+            try:
+                return await fetch(t, f"https://127.0.0.1:{server.port}/v1")
+            finally:
+                await t.aclose()
+
+        response, data = asyncio.run(run())
+        assert (response.status_code, data) == (200, b"ok")
+        assert server.streams == [1, 3, 5]
+    finally:
+        server.stop()
+
+
+def test_a_server_that_keeps_refusing_is_an_error(certificates):
+    server = DeafServer(certificates, refuse=100)
+    try:
+        async def run():
+            t = transport(certificates)
+            try:
+                with pytest.raises(httpx2.RemoteProtocolError, match="refused") as caught:
+                    await fetch(t, f"https://127.0.0.1:{server.port}/v1")
+                return caught.value
+            finally:
+                await t.aclose()
+
+        assert isinstance(map_transport_error(asyncio.run(run()), "p"), ConnectionDropped)
+        assert server.streams == [1, 3, 5, 7]               # REFUSED_TRIES sends, then the error
+    finally:
+        server.stop()
