@@ -404,16 +404,24 @@ def session_of_metadata(body: dict) -> str | None:
     return session if session != user_id else None
 
 
+def _json_object(text: str):
+    """`text` parsed when it looks like a JSON object (2.x user ids); None without trying otherwise
+    (1.x ids and plain strings: an exception per request costs more than the check)."""
+    if not text.startswith("{"):
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def identity_of(user_id: str) -> str:
     """Who is asking, without the session: Claude Code's user_id less its `session_id` (2.x JSON,
     as sorted compact JSON) or its `_session_<uuid>` tail (1.x); otherwise the whole value.
     OpenAI uses `user` to bucket requests for its prompt cache ("Used to boost cache hit rates by
     better bucketing similar requests", https://platform.openai.com/docs/api-reference/chat/create),
     so a per-session value would split one developer's sessions across caches."""
-    try:
-        parsed = orjson.loads(user_id)
-    except orjson.JSONDecodeError:
-        parsed = None
+    parsed = _json_object(user_id)
     if isinstance(parsed, dict) and "session_id" in parsed:
         return orjson.dumps({k: v for k, v in parsed.items() if k != "session_id"}, option=orjson.OPT_SORT_KEYS).decode()
     return _LEGACY_SESSION.sub("", user_id)
@@ -422,10 +430,7 @@ def identity_of(user_id: str) -> str:
 def session_of(user_id: str) -> str:
     """Claude Code's session id inside metadata.user_id: a JSON object with `session_id` (2.x) or
     `user_<hash>_account_<uuid>_session_<uuid>` (1.x); otherwise the whole value."""
-    try:
-        parsed = orjson.loads(user_id)
-    except orjson.JSONDecodeError:
-        parsed = None
+    parsed = _json_object(user_id)
     if isinstance(parsed, dict) and parsed.get("session_id"):
         return str(parsed["session_id"])
     legacy = _LEGACY_SESSION.search(user_id)
