@@ -103,6 +103,7 @@ async def _messages(request: Request):
     if may_overflow(decision, body["max_tokens"], tokens.upper_bound(raw)):   # counted only near a window
         counted = await asyncio.to_thread(lambda: features.input_tokens)
         decision = fit_window(decision, body["max_tokens"], counted)
+    del features                                        # it holds the parsed body (for its count)
     flights = request.app.ctx.flights
     if turn is None and flights.shared(decision, headers.get("cache-control", "")):   # a thread point needs
         joined = await flights.join(body, raw, decision, getattr(request.ctx, "client", None), outcome)   # its own id
