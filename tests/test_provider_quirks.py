@@ -15,6 +15,7 @@ import pytest
 from ccproxyd import config, upstream_errors
 from ccproxyd.errors import InvalidRequest
 from ccproxyd.translate import request as treq
+from ccproxyd.translate.responses import ResponsesTranslator
 from ccproxyd.translate.stream import StreamTranslator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,8 +87,8 @@ def ending(events) -> tuple[str, dict]:
     return delta["delta"]["stop_reason"], delta["usage"]
 
 
-def usage(input_tokens: int, output: int, cached: int = 0) -> dict:
-    return {"input_tokens": input_tokens, "output_tokens": output, "cache_creation_input_tokens": 0,
+def usage(input_tokens: int, output: int, cached: int = 0, written: int = 0) -> dict:
+    return {"input_tokens": input_tokens, "output_tokens": output, "cache_creation_input_tokens": written,
             "cache_read_input_tokens": cached}
 
 
@@ -155,6 +156,14 @@ def test_qwen_tool_call_whose_later_fragments_carry_empty_ids():
     assert ending(events) == ("tool_use", usage(295, 22))
 
 
+def test_qwen_implicit_cache_hit():
+    """Transcribed: Model Studio reports an implicit-cache hit as `prompt_tokens_details.cached_tokens`,
+    part of `prompt_tokens`: 2,560 of 3,100 prompt tokens, so 540 were read fresh."""
+    events = replay("qwen/cached_tokens.chunks.txt", preset("qwen", "qwen3.8-max"))
+    assert summary(blocks(events)) == [("text", "The function reads the file once.")]
+    assert ending(events) == ("end_turn", usage(3100 - 2560, 9, cached=2560))
+
+
 def test_qwen_reasoning_then_answer():
     events = replay("qwen/reasoning.chunks.txt", preset("qwen", "qwen3.8-max"))
     found = summary(blocks(events))
@@ -169,6 +178,14 @@ def test_groq_whole_tool_call_and_usage_beside_x_groq():
     events = replay("groq/tool_call.chunks.txt", preset("groq", "openai/gpt-oss-120b"))
     assert summary(blocks(events)) == [("tool_use", "tk85n1k4m", "weather", {})]
     assert ending(events) == ("tool_use", usage(210, 15))
+
+
+def test_groq_cache_hit_beside_x_groq():
+    """Transcribed: gpt-oss-120b on Groq with 1,536 of 1,800 prompt tokens from its prompt cache, the
+    same usage object in `x_groq` and at the top level."""
+    events = replay("groq/cached_tokens.chunks.txt", preset("groq", "openai/gpt-oss-120b"))
+    assert summary(blocks(events)) == [("text", "All tests pass.")]
+    assert ending(events) == ("end_turn", usage(1800 - 1536, 7, cached=1536))
 
 
 def test_groq_whole_answer_with_reasoning_cut_by_max_tokens():
@@ -213,6 +230,47 @@ def test_minimax_reasoning_details():
     assert ending(events) == ("tool_use", usage(50, 40, cached=150))
 
 
+def test_zai_streamed_tool_call_arguments_in_pieces():
+    """SDK-written (vercel/ai's Z.AI tests): choices without `index`, a call whose later fragment has
+    neither id nor type, the usage on the finishing chunk (5 prompt, 4 completion, nothing cached)."""
+    events = replay("zai/tool_call.chunks.txt", preset("zai", "glm-5.3"))
+    assert summary(blocks(events)) == [("tool_use", "call-weather", "weather", {"city": "Paris"})]
+    assert ending(events) == ("tool_use", usage(5, 4))
+
+
+def test_zai_tool_stream_with_reasoning_and_cache_hit():
+    """Transcribed (tool_stream=true): reasoning_content, then a call in three fragments; 4,096 of
+    4,200 prompt tokens cached."""
+    events = replay("zai/stream_tool.chunks.txt", preset("zai", "glm-5.3"))
+    assert summary(blocks(events)) == [
+        ("thinking", "The user asks about Beijing's weather; I will call get_weather."),
+        ("tool_use", "call_glm_1", "get_weather", {"location": "Beijing"})]
+    assert ending(events) == ("tool_use", usage(4200 - 4096, 48, cached=4096))
+
+
+def test_openrouter_reasoning_tool_call_and_cache_reads_and_writes():
+    """Transcribed: the same thinking in `reasoning` and in `reasoning_details` (shown once), a call in
+    three fragments, and a last chunk whose usage has 1,000 cached and 150 written of 1,200 prompt
+    tokens: Anthropic counts 1,200 - 1,000 - 150 = 50 as plain input; reasoning_tokens (10) are part
+    of completion_tokens (60), not added to it."""
+    events = replay("openrouter/tool_call.chunks.txt", preset("openrouter", "z-ai/glm-5.3"))
+    assert summary(blocks(events)) == [("thinking", "I need the file list; Bash can give it."),
+                                       ("tool_use", "call_or_1", "Bash", {"command": "ls"})]
+    assert ending(events) == ("tool_use", usage(50, 60, cached=1000, written=150))
+
+
+def test_openai_responses_cached_input():
+    """openai-web-search-tool.1.chunks.txt (recorded, tests/corpus/responses): usage 31,073 input of
+    which 3,712 cached, 4,416 output (3,712 of them reasoning, inside output_tokens)."""
+    translator = ResponsesTranslator("claude-x", provider="openai", upstream_model="recorded", thinking="summarized")
+    events = translator.start()
+    for event in chunks("responses/openai-web-search-tool.1.chunks.txt"):
+        events += translator.feed(event)
+    events += translator.finish(True)
+    found = ending(events)[1]
+    assert {k: found[k] for k in usage(0, 0)} == usage(31073 - 3712, 4416, cached=3712)
+
+
 def test_zai_window_finish_reason_is_anthropics_own():
     events = replay("zai/window_exceeded.chunks.txt", preset("zai", "glm-5.3"))
     assert summary(blocks(events)) == [("thinking", "Summarising"), ("text", "The file")]
@@ -247,6 +305,8 @@ REPLAYS = [   # preset, model, recorded answer, the field its thinking goes back
     ("deepseek", "deepseek-flash", "deepseek/tool_call.chunks.txt", "reasoning_content"),
     ("moonshot", "kimi-k3", "moonshot/reasoning_usage.chunks.txt", "reasoning_content"),
     ("zai", "glm-5.3", "zai/window_exceeded.chunks.txt", "reasoning_content"),
+    ("zai", "glm-5.3", "zai/stream_tool.chunks.txt", "reasoning_content"),
+    ("openrouter", "z-ai/glm-5.3", "openrouter/tool_call.chunks.txt", "reasoning"),
     ("qwen", "qwen3.8-max", "qwen/reasoning.chunks.txt", None),
     ("xai", "grok-4.7", "xai/tool_call.chunks.txt", None),
     ("cerebras", "gpt-oss-120b", "cerebras/tool_call.chunks.txt", None),
@@ -254,7 +314,7 @@ REPLAYS = [   # preset, model, recorded answer, the field its thinking goes back
 ]
 
 
-@pytest.mark.parametrize("name,model_name,path,field", REPLAYS, ids=[r[0] for r in REPLAYS])
+@pytest.mark.parametrize("name,model_name,path,field", REPLAYS, ids=[r[2].split(".")[0] for r in REPLAYS])
 def test_thinking_turn_replayed_on_the_next_request(name, model_name, path, field):
     model = preset(name, model_name)
     found = blocks(replay(path, model))
