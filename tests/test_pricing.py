@@ -295,3 +295,20 @@ def test_responses_usage_keeps_its_reasoning_count():
     usage = {"input_tokens": 100, "output_tokens": 80, "input_tokens_details": {"cached_tokens": 20},
              "output_tokens_details": {"reasoning_tokens": 64}}
     assert reasoning_tokens(_chat_usage(usage)) == 64
+
+
+@pytest.mark.parametrize("usage, expected", [
+    # (fresh, written, read): every provider's names for the cache's reads and writes
+    ({"prompt_tokens": 1000, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 600}}, (400, 0, 600)),
+    ({"prompt_tokens": 1000, "completion_tokens": 5, "prompt_cache_hit_tokens": 600}, (400, 0, 600)),      # DeepSeek
+    ({"prompt_tokens": 1000, "completion_tokens": 5, "cached_tokens": 600}, (400, 0, 600)),                # Moonshot
+    ({"prompt_tokens": 1000, "completion_tokens": 5,
+      "prompt_tokens_details": {"cached_tokens": 600, "cache_write_tokens": 300}}, (100, 300, 600)),     # OpenRouter
+    ({"prompt_tokens": 1000, "completion_tokens": 5,
+      "prompt_tokens_details": {"cached_tokens": 0, "cache_creation_input_tokens": 700}}, (300, 700, 0)),  # Alibaba
+])
+def test_cache_reads_and_writes_by_each_providers_names(usage, expected):
+    from ccproxyd.translate.stream import map_usage
+
+    mapped = map_usage(usage)
+    assert (mapped["input_tokens"], mapped["cache_creation_input_tokens"], mapped["cache_read_input_tokens"]) == expected

@@ -77,7 +77,10 @@ def parse_arguments(raw: str) -> dict | None:
 # OpenRouter), DeepSeek's `prompt_cache_hit_tokens` (https://api-docs.deepseek.com/api/create-chat-completion),
 # Moonshot's top-level `cached_tokens` (Kimi).
 CACHED_FIELDS = (("prompt_tokens_details", "cached_tokens"), ("prompt_cache_hit_tokens",), ("cached_tokens",))
-WRITTEN_FIELDS = (("prompt_tokens_details", "cache_write_tokens"), ("prompt_tokens_details", "cache_creation_tokens"))
+# cache writes: OpenRouter's and OpenAI's cache_write_tokens; Alibaba Model Studio's explicit cache
+# reports cache_creation_input_tokens (https://www.alibabacloud.com/help/en/model-studio/context-cache)
+WRITTEN_FIELDS = (("prompt_tokens_details", "cache_write_tokens"), ("prompt_tokens_details", "cache_creation_tokens"),
+                  ("prompt_tokens_details", "cache_creation_input_tokens"))
 
 
 def _first_count(u: dict, paths: tuple) -> int:
