@@ -6,10 +6,10 @@ import sys
 
 def entry() -> None:
     if sys.argv[1:2] == ["statusline"]:
-        from .statusline import main as statusline
+        from .cli.statusline import main as statusline
 
         sys.exit(statusline(sys.argv[2:]))
-    from .cli import main
+    from .cli.main import main
 
     main()
 

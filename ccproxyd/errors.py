@@ -50,7 +50,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from . import redact
+from .observe import redact
 
 
 class CcproxydError(Exception):

@@ -209,7 +209,7 @@ def side_by_side(up_port: int, tls_port: int, ca: Path, proxy_url: str, pid: int
     round, each row's requests alternate with direct ones (plain rows: the plain upstream; TLS
     rows: the TLS upstream over HTTP/1.1), then 16 clients; ranges over the rounds, and the
     targets' ratios per round."""
-    from ccproxyd.config import load
+    from ccproxyd.config.table import load
     from ccproxyd.translate.request import to_openai
     model = load("providers: {p: {base_url: 'http://x/v1'}}\nmodels: {gpt-bench: {provider: p, "
                  "context_window: 400000, max_output_tokens: 128000, reasoning: true}}\nroutes: "
@@ -399,7 +399,7 @@ routes:
             side_by_side(up_port, tls_port, ca, f"http://127.0.0.1:{port}/v1/messages?beta=true", proxy.pid)
             return
         anthropic_body = orjson.dumps(claude_code_like_request())
-        from ccproxyd.config import load
+        from ccproxyd.config.table import load
         from ccproxyd.translate.request import to_openai
         model = load(routes.read_text(), env={"BENCH_KEY": "x"}).models["gpt-bench"]
         openai_body = orjson.dumps(to_openai(claude_code_like_request(), model)[0])

@@ -43,7 +43,7 @@ from pathlib import Path
 import httpx2
 import orjson
 
-from ccproxyd.tokens import encoding
+from ccproxyd.translate.tokens import encoding
 
 from .conftest import Daemon
 from .fake_upstream import FakeUpstream, Script, chunk, text_script, tool_script, usage

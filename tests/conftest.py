@@ -240,7 +240,7 @@ class Daemon:
 
 # The upstreams a conformance module runs against (`pytestmark = pytest.mark.upstreams(*KINDS)`):
 # plain HTTP (the HTTP/1.1 transport, the default for both), TLS over HTTP/1.1 (`http2: false`),
-# and TLS with HTTP/2 (`http2: true`: ccproxyd/http2.py on h2).  Other modules get "http".
+# and TLS with HTTP/2 (`http2: true`: ccproxyd/upstream/http2.py on h2).  Other modules get "http".
 UPSTREAM_KINDS = ("http", "https-h1", "https-h2")
 
 

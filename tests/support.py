@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx2
 
-from ccproxyd.config import Model
+from ccproxyd.config.table import Model
 
 from .conftest import free_port
 

@@ -18,11 +18,11 @@ import shutil
 
 import pytest
 
-from ccproxyd.clients import WINDOW, Counts, LocalCounts
-from ccproxyd.config import ClientPolicy
+from ccproxyd.state.clients import WINDOW, Counts, LocalCounts
+from ccproxyd.config.table import ClientPolicy
 from ccproxyd.errors import BudgetExhausted, ClientLimited
-from ccproxyd.shared.limits import RedisCounts, _key
-from ccproxyd.shared.link import Link
+from ccproxyd.state.limits import RedisCounts, _key
+from ccproxyd.state.link import Link
 
 from .conftest import free_port
 from .support import Clock, RedisServer

@@ -12,10 +12,10 @@ import shutil
 
 import pytest
 
-from ccproxyd import threads as threads_module
-from ccproxyd.shared.link import Link
-from ccproxyd.shared.threads import KEY, RedisBackend
-from ccproxyd.threads import CLAIM_SECONDS, CONTINUED, FOUND, IN_FLIGHT, MISSING, Point, claimed, released
+from ccproxyd.state import thread_store
+from ccproxyd.state.link import Link
+from ccproxyd.state.threads import KEY, RedisBackend
+from ccproxyd.state.thread_store import CLAIM_SECONDS, CONTINUED, FOUND, IN_FLIGHT, MISSING, Point, claimed, released
 
 from .support import Clock, RedisServer
 
@@ -83,9 +83,9 @@ class Harness:
         async def main() -> None:
             link = None
             if self.kind == "memory":
-                store = threads_module.MemoryBackend(1 << 22, self.clock)
+                store = thread_store.MemoryBackend(1 << 22, self.clock)
             elif self.kind == "disk":
-                store = threads_module.DiskBackend(str(self.tmp_path / "threads"), 1 << 22)
+                store = thread_store.DiskBackend(str(self.tmp_path / "threads"), 1 << 22)
             else:
                 link = Link(self.redis_url)
                 store = RedisBackend(link)

@@ -11,7 +11,8 @@ import diskcache
 import httpx2
 import pytest
 
-from ccproxyd.cache import Store, cache_key
+from ccproxyd.flow.cache import cache_key
+from ccproxyd.state.answers import Store
 
 from .conftest import Daemon
 from .fake_upstream import Script, chunk, text_script, usage
@@ -278,7 +279,7 @@ def test_a_write_after_close_is_refused_not_lost_in_a_thread(tmp_path, caplog):
 def test_resolving_a_cancelled_wait_is_harmless():
     import asyncio
 
-    from ccproxyd.proxy import _resolve
+    from ccproxyd.flow.proxy import _resolve
 
     async def scenario() -> bool:
         future = asyncio.get_running_loop().create_future()

@@ -11,7 +11,7 @@ import time
 import httpx2
 import pytest
 
-from ccproxyd.cache import Store
+from ccproxyd.state.answers import Store
 
 from .conftest import Daemon, cached_routes
 from .fake_upstream import text_script

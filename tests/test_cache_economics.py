@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from ccproxyd import ledger as ledger_module
-from ccproxyd import observe, statusline
-from ccproxyd.config import Model
+from ccproxyd.state import ledger as ledger_module
+from ccproxyd.observe import access as observe
+from ccproxyd.cli import statusline
+from ccproxyd.config.table import Model
 from ccproxyd.money.charge import miss_cost
 from ccproxyd.money.rates import parse_prices
 from ccproxyd.translate import attribution, prompt_cache
@@ -203,7 +204,7 @@ def test_real_claude_code_sessions_share_one_prompt_cache(tmp_path):
 
 
 def test_costs_by_session_shows_the_cached_share_and_what_misses_cost():
-    from ccproxyd import report
+    from ccproxyd.cli import report
 
     row = {"key": "s-1", "requests": 3, "cache_hits": 0, "cost_usd": 0.01, "savings_usd": 0.05,
            "claude_price_usd": 0.06, "input_tokens": 250, "cached_input_tokens": 750, "output_tokens": 9,

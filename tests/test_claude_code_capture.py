@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ccproxyd.config import Model
+from ccproxyd.config.table import Model
 from ccproxyd.translate.request import to_openai
 
 CAPTURES = sorted((Path(__file__).parent / "fixtures" / "claude_code").glob("*.json"))

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from ccproxyd import tokens
+from ccproxyd.translate import tokens
 
 from .conftest import Daemon
 from .fake_upstream import text_script, tool_script

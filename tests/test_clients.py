@@ -8,9 +8,9 @@ import calendar
 
 import pytest
 
-from ccproxyd import config
-from ccproxyd.clients import Limits, LocalCounts, resets_at
-from ccproxyd.config import ClientPolicy
+from ccproxyd.config import table as config
+from ccproxyd.state.clients import Limits, LocalCounts, resets_at
+from ccproxyd.config.table import ClientPolicy
 from ccproxyd.errors import BudgetExhausted, ClientLimited, ConfigError, ModelNotAllowed, to_anthropic
 from .support import Clock
 

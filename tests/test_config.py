@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ccproxyd import config
+from ccproxyd.config import table as config
 from ccproxyd.errors import ConfigError, NotFound
-from ccproxyd.routing import resolve
+from ccproxyd.config.routing import resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 DESIGN_MINIMAL = """\
@@ -180,7 +180,7 @@ routes:
     ("claude-opus-4", False, False, 99999, "gpt-mock"),
 ])
 def test_when_conditions(name, thinking, tools, tokens, expected):
-    from ccproxyd.routing import Features
+    from ccproxyd.config.routing import Features
 
     table = config.load(CONDITIONAL, env={})
     counted = []

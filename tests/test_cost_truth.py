@@ -13,7 +13,7 @@ import time
 import httpx2
 import pytest
 
-from ccproxyd import tokens
+from ccproxyd.translate import tokens
 
 from .conftest import Daemon
 from .fake_upstream import Script, chunk, text_script, tool_script, usage

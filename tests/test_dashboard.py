@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from ccproxyd import dashboard
-from ccproxyd.observe import BUCKETS, Metrics
+from ccproxyd.server import dashboard
+from ccproxyd.observe.access import BUCKETS, Metrics
 
 from .browser import Browser
 from .conftest import TEST_ROUTES, Daemon, free_port

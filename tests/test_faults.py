@@ -11,7 +11,7 @@ import time
 import httpx2
 import pytest
 
-from ccproxyd import redact
+from ccproxyd.observe import redact
 
 from .conftest import CANARY, UPSTREAM_KINDS, Daemon, cached_routes
 from .fake_upstream import Script, chunk, text_script, usage

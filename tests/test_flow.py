@@ -10,13 +10,15 @@ import time
 import orjson
 import pytest
 
-from ccproxyd import config, observe
-from ccproxyd.cache import Flight, Store
-from ccproxyd.flights import Flights
-from ccproxyd.outcome import Outcome
-from ccproxyd.resilience import Guards
-from ccproxyd.routing import resolve
-from ccproxyd.upstream import Upstreams
+from ccproxyd.config import table as config
+from ccproxyd.observe import access as observe
+from ccproxyd.flow.cache import Flight
+from ccproxyd.state.answers import Store
+from ccproxyd.flow.flights import Flights
+from ccproxyd.flow.outcome import Outcome
+from ccproxyd.upstream.resilience import Guards
+from ccproxyd.config.routing import resolve
+from ccproxyd.upstream.pool import Upstreams
 
 from .fake_upstream import Script, chunk, text_script, usage
 

@@ -8,7 +8,7 @@ import random
 import httpx2
 import pytest
 
-from ccproxyd.http11 import ChunkedDecoder, Http11Transport
+from ccproxyd.upstream.http11 import ChunkedDecoder, Http11Transport
 
 
 def test_chunked_decoder_any_split():

@@ -1,4 +1,4 @@
-"""The HTTP/2 transport (ccproxyd/http2.py) on its own, against real loopback h2 servers
+"""The HTTP/2 transport (ccproxyd/upstream/http2.py) on its own, against real loopback h2 servers
 (tests/fake_tls.py): streams sharing a connection, the server's stream limit, GOAWAY, RST_STREAM,
 a server that dies mid-stream, flow control both ways, PING and expiry of idle connections, and
 the fallback to HTTP/1.1 when the server does not pick h2 by ALPN.
@@ -23,9 +23,9 @@ import orjson
 import pytest
 
 from ccproxyd.errors import ConnectionDropped, Overloaded
-from ccproxyd.h2connection import coalesce
-from ccproxyd.http2 import Http2Transport
-from ccproxyd.upstream import map_transport_error
+from ccproxyd.upstream.h2connection import coalesce
+from ccproxyd.upstream.http2 import Http2Transport
+from ccproxyd.upstream.pool import map_transport_error
 
 from .conftest import free_port
 from .fake_tls import TlsFakeUpstream

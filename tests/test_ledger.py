@@ -18,8 +18,8 @@ import time
 import httpx2
 import pytest
 
-from ccproxyd import clock
-from ccproxyd.ledger import FILENAME, Ledger
+from ccproxyd.money import clock
+from ccproxyd.state.ledger import FILENAME, Ledger
 
 from .conftest import Daemon
 from .fake_upstream import Gate, Script, chunk, text_script, tool_script, usage

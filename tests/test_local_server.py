@@ -22,8 +22,8 @@ import anthropic
 import httpx2
 import pytest
 
-from ccproxyd import tokens
-from ccproxyd.upstream_errors import MAX_UPSTREAM_MESSAGE, from_upstream
+from ccproxyd.translate import tokens
+from ccproxyd.translate.provider_errors import MAX_UPSTREAM_MESSAGE, from_upstream
 
 from . import tiny_model
 from .conftest import Daemon, free_port

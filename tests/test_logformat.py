@@ -10,8 +10,8 @@ import sys
 import httpx2
 import pytest
 
-from ccproxyd import logformat, redact
-from ccproxyd.observe import Scrubbing
+from ccproxyd.observe import logformat, redact
+from ccproxyd.observe.access import Scrubbing
 
 from .conftest import CANARY, TEST_ROUTES, Daemon, free_port
 from .fake_upstream import Script, chunk, text_script

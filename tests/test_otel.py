@@ -11,7 +11,7 @@ import sys
 import httpx2
 import pytest
 
-from ccproxyd import otel
+from ccproxyd.observe import otel
 
 from .conftest import CANARY, ROOT, TEST_ROUTES, Daemon, free_port
 from .fake_upstream import Script, text_script, usage
@@ -114,9 +114,9 @@ def test_one_genai_span_per_request_and_the_client_metrics(tmp_path, fake, recei
 
 
 def test_off_by_default_imports_nothing_of_opentelemetry():
-    code = ("import sys, ccproxyd.app, ccproxyd.cli, ccproxyd.handlers, ccproxyd.observe as o; "
+    code = ("import sys, ccproxyd.server.app, ccproxyd.cli.main, ccproxyd.server.handlers, ccproxyd.observe.access as o; "
             "assert not o.telemetry_wanted(); "
-            "print([m for m in sys.modules if m.startswith('opentelemetry') or m == 'ccproxyd.otel'])")
+            "print([m for m in sys.modules if m.startswith('opentelemetry') or m == 'ccproxyd.observe.otel'])")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

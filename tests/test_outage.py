@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from ccproxyd.outage import Outage, identity, set_aside
+from ccproxyd.state.outage import Outage, identity, set_aside
 
 from .support import Clock
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ccproxyd import config
+from ccproxyd.config import table as config
 from ccproxyd.money import catalog, charge, compare
 from ccproxyd.money.rates import parse_prices
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ccproxyd import config, upstream_errors
+from ccproxyd.config import table as config
+from ccproxyd.translate import provider_errors as upstream_errors
 from ccproxyd.errors import InvalidRequest
 from ccproxyd.translate import request as treq
 from ccproxyd.translate.responses import ResponsesTranslator

@@ -13,13 +13,13 @@ import time
 
 import pytest
 
-from ccproxyd.clients import Limits
-from ccproxyd.config import ClientPolicy
+from ccproxyd.state.clients import Limits
+from ccproxyd.config.table import ClientPolicy
 from ccproxyd.errors import ClientLimited
-from ccproxyd.shared.limits import RedisCounts
-from ccproxyd.shared.link import Link
-from ccproxyd.shared.threads import RedisBackend
-from ccproxyd.threads import CONTINUED, FOUND, IN_FLIGHT, MISSING
+from ccproxyd.state.limits import RedisCounts
+from ccproxyd.state.link import Link
+from ccproxyd.state.threads import RedisBackend
+from ccproxyd.state.thread_store import CONTINUED, FOUND, IN_FLIGHT, MISSING
 
 from .conftest import free_port
 from .support import RedisServer
@@ -105,8 +105,8 @@ def test_rediss_with_the_password_from_the_credentials_directory(tmp_path, certi
     password read from $CREDENTIALS_DIRECTORY/CCPROXYD_REDIS_PASSWORD; never shown in /health."""
     from types import SimpleNamespace
 
-    from ccproxyd import shared
-    from ccproxyd.resilience import Guards
+    from ccproxyd.server import team as shared
+    from ccproxyd.upstream.resilience import Guards
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     certificates.server.cert_chain_pems[0].write_to_path(str(cert))

@@ -5,7 +5,14 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from ccproxyd.resilience import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerPolicy, Guards, RetryBudget, RetryPolicy
+from ccproxyd.upstream.resilience import (CLOSED,
+                                          HALF_OPEN,
+                                          OPEN,
+                                          Breaker,
+                                          BreakerPolicy,
+                                          Guards,
+                                          RetryBudget,
+                                          RetryPolicy)
 
 from .conftest import TEST_ROUTES, Daemon, free_port
 from .fake_upstream import Script, text_script
@@ -255,9 +262,10 @@ def test_a_fallback_that_cannot_take_the_request_is_skipped_cleanly():
 
     import orjson
 
-    from ccproxyd import config, proxy
+    from ccproxyd.config import table as config
+    from ccproxyd.flow import proxy
     from ccproxyd.errors import Overloaded
-    from ccproxyd.routing import resolve
+    from ccproxyd.config.routing import resolve
 
     table = config.load("""
 providers:

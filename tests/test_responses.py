@@ -185,7 +185,7 @@ def test_web_search_runs_on_openai_and_comes_back_as_anthropic_sends_it(daemon, 
 
 
 def test_web_search_openai_needs_the_responses_api():
-    from ccproxyd import config
+    from ccproxyd.config import table as config
     from ccproxyd.errors import ConfigError
     text = """
 providers: {p: {base_url: "http://127.0.0.1:1/v1"}}
@@ -197,7 +197,7 @@ routes: [{match: "*", model: m}]
 
 
 def test_a_stored_web_search_answer_replays_with_the_live_grammar():
-    from ccproxyd.cache import message_events
+    from ccproxyd.flow.cache import message_events
     message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "end_turn",
                "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 2}, "content": [
                    {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}},

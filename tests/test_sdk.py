@@ -9,7 +9,7 @@ import anthropic
 import httpx2
 import pytest
 
-from ccproxyd import tokens
+from ccproxyd.translate import tokens
 from ccproxyd.money.rates import parse_prices
 
 from .conftest import UPSTREAM_KINDS, sdk_message
@@ -369,8 +369,8 @@ def test_models_health_root(daemon, client):
     (None, 128_000, "no price known, 128k context"),
 ])
 def test_model_description_is_the_price_claude_codes_picker_shows(prices, window, expected):
-    from ccproxyd.config import Model
-    from ccproxyd.handlers import _model_object
+    from ccproxyd.config.table import Model
+    from ccproxyd.server.handlers import _model_object
     priced = parse_prices(prices, model="up", origin="t", source="t")[0] if prices is not None else None
     model = Model("m", "p", "up", context_window=window, max_output_tokens=100, prices=priced)
     assert _model_object("claude-x", "x", model)["description"] == expected

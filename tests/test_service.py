@@ -115,7 +115,7 @@ def test_client_keys(tmp_path, fake):
 
 
 def test_unset_client_key_variable_is_a_located_error():
-    from ccproxyd import config
+    from ccproxyd.config import table as config
     from ccproxyd.errors import ConfigError
     import pytest
 
@@ -233,7 +233,7 @@ def test_port_in_use_is_one_clear_line(tmp_path, fake):
 def test_watchdog_is_answered_by_the_main_process_or_its_workers(monkeypatch):
     import os
 
-    from ccproxyd import notify
+    from ccproxyd.server import notify
 
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")
     for pid, expected in ((os.getpid(), 15.0), (os.getppid(), 15.0), (999999999, None)):

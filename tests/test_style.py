@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = ["translate/request.py", "translate/response.py", "translate/stream.py", "translate/signature.py",
-        "sse.py", "routing.py", "config.py", "tokens.py"]
+        "translate/tools.py", "translate/provider_errors.py", "money/rates.py", "money/charge.py",
+        "translate/sse.py", "config/routing.py", "config/table.py", "translate/tokens.py"]
 
 
 @pytest.mark.parametrize("module", PURE)
@@ -73,3 +74,47 @@ def test_errors_carry_their_context_from_construction():
                     and "except" not in ast.unparse(node.args[0])):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert not found, "\n".join(found)
+
+
+# The packages, top to bottom: a module may import the packages below its own, not above.
+LAYERS = ["cli", "server", "flow", "state", "upstream", "observe", "translate", "money", "config", "errors"]
+# The exceptions, each said in its package's docstring: observe.redact imports nothing of ccproxyd,
+# so every package may scrub with it; the routing table resolves its models' prices when it loads
+# (the price shapes and the packaged catalog) and holds each provider's retry and breaker policy.
+ALSO = {"*": {"observe.redact"}, "config": {"money.rates", "money.catalog", "upstream.resilience"}}
+
+
+def _imports(path: Path) -> set[str]:
+    """The ccproxyd modules a file imports, as dotted names below ccproxyd ("money.rates")."""
+    parts = list(path.relative_to(ROOT / "ccproxyd").with_suffix("").parts)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = parts[:-1][: len(parts) - node.level]
+            module = base + (node.module.split(".") if node.module else [])
+            names = [module + [a.name] for a in node.names] if len(module) < 2 else [module]
+            found |= {".".join(n) for n in names}
+    return found
+
+
+def test_each_package_imports_only_the_packages_below_it():
+    wrong = []
+    for path in (ROOT / "ccproxyd").rglob("*.py"):
+        own = path.relative_to(ROOT / "ccproxyd").parts[0].removesuffix(".py")
+        if own not in LAYERS:
+            continue                                   # __init__, __main__
+        below = LAYERS[LAYERS.index(own):]
+        for target in _imports(path):
+            package = target.split(".")[0]
+            if package in below or package not in LAYERS:   # its own, a lower one, or ccproxyd's __version__
+                continue
+            if any(target == allowed or target.startswith(allowed + ".") for allowed in ALSO["*"] | ALSO.get(own, set())):
+                continue
+            wrong.append(f"{path.relative_to(ROOT)} imports {target}")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_every_package_says_what_it_owns_and_may_import():
+    for package in LAYERS[:-1]:
+        doc = ast.get_docstring(ast.parse((ROOT / "ccproxyd" / package / "__init__.py").read_text())) or ""
+        assert "May import" in doc or "may import" in doc, package

@@ -390,8 +390,9 @@ def test_threads_are_bound_to_the_client_key(upstream, fake, tmp_path):
 
 # ------------------------------------------------------------ the store itself (no daemon)
 
-from ccproxyd import threads as threads_module                          # noqa: E402
-from ccproxyd.errors import ThreadUnsupported, to_anthropic                 # noqa: E402
+from ccproxyd.flow import threads as threads_module
+from ccproxyd.state import thread_store  # noqa: E402
+from ccproxyd.errors import ThreadUnsupported, to_anthropic  # noqa: E402
 from .support import Clock
 
 
@@ -402,24 +403,24 @@ def run(coro):
 
 def test_memory_backend_ttl_claims_and_tombstones():
     clock = Clock()
-    store = threads_module.MemoryBackend(10_000, clock)
+    store = thread_store.MemoryBackend(10_000, clock)
     run(store.put("msg_a", b"x" * 100, None, ttl=60))
-    assert run(store.claim("msg_a", "someone")) == (threads_module.MISSING, None)     # not this owner's
-    assert run(store.claim("msg_a", None)) == (threads_module.FOUND, b"x" * 100)
-    assert run(store.claim("msg_a", None))[0] == threads_module.IN_FLIGHT
+    assert run(store.claim("msg_a", "someone")) == (thread_store.MISSING, None)     # not this owner's
+    assert run(store.claim("msg_a", None)) == (thread_store.FOUND, b"x" * 100)
+    assert run(store.claim("msg_a", None))[0] == thread_store.IN_FLIGHT
     run(store.release("msg_a", continued=False))                                      # the turn failed
-    assert run(store.claim("msg_a", None))[0] == threads_module.FOUND
+    assert run(store.claim("msg_a", None))[0] == thread_store.FOUND
     run(store.release("msg_a", continued=True))
-    assert run(store.claim("msg_a", None))[0] == threads_module.CONTINUED
-    assert store.bytes == len("msg_a") + threads_module.TOMBSTONE_BYTES               # the record is gone
+    assert run(store.claim("msg_a", None))[0] == thread_store.CONTINUED
+    assert store.bytes == len("msg_a") + thread_store.TOMBSTONE_BYTES               # the record is gone
     clock.now += 61
-    assert run(store.claim("msg_a", None))[0] == threads_module.MISSING
+    assert run(store.claim("msg_a", None))[0] == thread_store.MISSING
     assert store.bytes == 0 and store.stats()["entries"] == 0
 
 
 def test_memory_backend_stays_within_its_bytes_oldest_first():
     clock = Clock()
-    store = threads_module.MemoryBackend(1000, clock)
+    store = thread_store.MemoryBackend(1000, clock)
     for i in range(10):
         run(store.put(f"msg_{i}", b"y" * 300, None, ttl=60))
         clock.now += 1
@@ -432,7 +433,7 @@ def test_memory_backend_stays_within_its_bytes_oldest_first():
 
 
 def test_a_kept_turn_holds_only_the_conversation():
-    store = threads_module.MemoryBackend(1 << 20)
+    store = thread_store.MemoryBackend(1 << 20)
     threads = threads_module.Threads(store, ttl=60, max_record_bytes=1 << 20)
     body = {"model": "claude-x", "max_tokens": 10, "system": "sys", "tools": [{"name": "t"}], "stream": True,
             "metadata": {"user_id": "u"}, "temperature": 0.2, "thread": {"type": "create"},
@@ -447,7 +448,7 @@ def test_a_kept_turn_holds_only_the_conversation():
 
 
 def test_a_conversation_over_the_limit_cannot_be_threaded():
-    store = threads_module.MemoryBackend(1 << 20)
+    store = thread_store.MemoryBackend(1 << 20)
     threads = threads_module.Threads(store, ttl=60, max_record_bytes=300)
     run(store.put("msg_1", orjson.dumps({"messages": [{"role": "user", "content": "x" * 200}]}), None, 60))
     body = {"model": "m", "max_tokens": 1, "thread": {"type": "continue", "previous_message_id": "msg_1"},
@@ -461,20 +462,20 @@ def test_a_conversation_over_the_limit_cannot_be_threaded():
 
 def test_disk_backend_claims_tombstones_and_ttl(tmp_path):
     import time
-    store = threads_module.DiskBackend(str(tmp_path / "threads"), 1 << 20)
+    store = thread_store.DiskBackend(str(tmp_path / "threads"), 1 << 20)
     try:
         run(store.put("msg_a", b"x" * 100_000, "o", ttl=60))                # past diskcache's file threshold
-        assert run(store.claim("msg_a", None)) == (threads_module.MISSING, None)
-        assert run(store.claim("msg_a", "o")) == (threads_module.FOUND, b"x" * 100_000)
-        assert run(store.claim("msg_a", "o"))[0] == threads_module.IN_FLIGHT
+        assert run(store.claim("msg_a", None)) == (thread_store.MISSING, None)
+        assert run(store.claim("msg_a", "o")) == (thread_store.FOUND, b"x" * 100_000)
+        assert run(store.claim("msg_a", "o"))[0] == thread_store.IN_FLIGHT
         run(store.release("msg_a", continued=False))
-        assert run(store.claim("msg_a", "o"))[0] == threads_module.FOUND
+        assert run(store.claim("msg_a", "o"))[0] == thread_store.FOUND
         run(store.release("msg_a", continued=True))
-        assert run(store.claim("msg_a", "o"))[0] == threads_module.CONTINUED
+        assert run(store.claim("msg_a", "o"))[0] == thread_store.CONTINUED
         assert store.cache.get("r:msg_a") is None                             # the record is gone
         run(store.put("msg_b", b"y", None, ttl=0.3))
         time.sleep(0.4)
-        assert run(store.claim("msg_b", None))[0] == threads_module.MISSING
+        assert run(store.claim("msg_b", None))[0] == thread_store.MISSING
         assert (tmp_path / "threads").stat().st_mode & 0o777 == 0o700
     finally:
         store.close()
@@ -528,7 +529,7 @@ def test_the_end_of_a_stream_waits_for_the_reply_to_be_kept():
     meanwhile goes by without keeping it twice."""
     import asyncio
 
-    class SlowBackend(threads_module.MemoryBackend):
+    class SlowBackend(thread_store.MemoryBackend):
         async def put(self, *args, **kwargs):
             await asyncio.sleep(0.05)
             self.puts = getattr(self, "puts", 0) + 1

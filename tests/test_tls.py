@@ -400,7 +400,7 @@ def test_a_proxy_that_refuses_the_tunnel_is_named(tls_fake, certificates, connec
     ({}, "https://api.openai.com/v1", None),
 ])
 def test_proxy_for_reads_the_standard_variables(monkeypatch, env, url, expected):
-    from ccproxyd.upstream import proxy_for
+    from ccproxyd.upstream.pool import proxy_for
     for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)
@@ -411,7 +411,7 @@ def test_proxy_for_reads_the_standard_variables(monkeypatch, env, url, expected)
 
 def test_a_socks_proxy_is_refused_by_name(monkeypatch):
     from ccproxyd.errors import ApiError
-    from ccproxyd.upstream import proxy_for
+    from ccproxyd.upstream.pool import proxy_for
     monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
     with pytest.raises(ApiError, match="socks5"):
         proxy_for("https://api.openai.com/v1")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ccproxyd import tokens
+from ccproxyd.translate import tokens
 
 
 def test_bundled_encodings_give_tiktoken_ids():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ccproxyd.config import Model
+from ccproxyd.config.table import Model
 from ccproxyd.errors import InvalidRequest
 from ccproxyd.translate import request as treq
 
@@ -68,7 +68,7 @@ def test_unsupported_input_is_invalid_request(body, needle):
 
 
 def test_debug_body_log_is_redacted():
-    from ccproxyd.observe import redacted
+    from ccproxyd.observe.access import redacted
 
     body = {"model": "c", "metadata": {"user_id": "user_abc_account_x"}, "messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo"}},

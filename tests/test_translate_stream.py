@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ccproxyd.errors import ApiError, Overloaded, RateLimited
-from ccproxyd.sse import SSEDecoder, encode
+from ccproxyd.translate.sse import SSEDecoder, encode
 from ccproxyd.translate import signature
 from ccproxyd.translate.response import accumulate, from_completion
 from ccproxyd.translate.stream import FINISH_TO_STOP, UNKNOWN_FINISH_STOP, StreamTranslator

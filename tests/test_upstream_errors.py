@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ccproxyd.upstream_errors import MAX_UPSTREAM_MESSAGE, from_upstream, upstream_message
+from ccproxyd.translate.provider_errors import MAX_UPSTREAM_MESSAGE, from_upstream, upstream_message
 
 LLAMA_CPP_TRACE = """Traceback (most recent call last):
   File "/root/.venv/lib/python3.11/site-packages/llama_cpp/server/errors.py", line 173, in custom_route_handler

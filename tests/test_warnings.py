@@ -11,9 +11,10 @@ from unittest import mock
 
 from click.testing import CliRunner
 
-from ccproxyd import cli, config
-from ccproxyd.reload import Reloader
-from ccproxyd.settings import Settings
+from ccproxyd.cli import main as cli
+from ccproxyd.config import table as config
+from ccproxyd.config.reload import Reloader
+from ccproxyd.config.settings import Settings
 
 from .conftest import ROOT
 

@@ -11,12 +11,12 @@ import anthropic
 import httpx2
 import pytest
 
-from ccproxyd import config
+from ccproxyd.config import table as config
 from ccproxyd.money import catalog
 from ccproxyd.money.charge import charge
 from ccproxyd.money.compare import CLAUDE_WEB_SEARCH_PER_1K
 from ccproxyd.money.rates import parse_prices
-from ccproxyd.config import Model
+from ccproxyd.config.table import Model
 from ccproxyd.translate import citations, server_tools
 
 from .conftest import sdk_message
@@ -320,7 +320,7 @@ def test_fetch_on_a_model_that_cannot_fetch_says_so(client, fake, stream):
 
 
 def test_a_stored_cited_answer_replays_its_citations():
-    from ccproxyd.cache import message_events
+    from ccproxyd.flow.cache import message_events
     from ccproxyd.translate.response import accumulate
     cite = {"type": "web_search_result_location", "url": NOTES, "title": "n", "cited_text": "c", "encrypted_index": "e"}
     message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "end_turn",

@@ -11,10 +11,12 @@ import anthropic
 import orjson
 import pytest
 
-from ccproxyd import errors, tokens, upstream_errors
-from ccproxyd.launch import window_env
-from ccproxyd.config import Model, Provider, Route
-from ccproxyd.routing import Decision, Target, fit_window, may_overflow
+from ccproxyd import errors
+from ccproxyd.translate import tokens
+from ccproxyd.translate import provider_errors as upstream_errors
+from ccproxyd.cli.launch import window_env
+from ccproxyd.config.table import Model, Provider, Route
+from ccproxyd.config.routing import Decision, Target, fit_window, may_overflow
 
 from .conftest import Daemon
 from .fake_upstream import text_script

@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from ccproxyd import cli, config
+from ccproxyd.cli import main as cli
+from ccproxyd.config import table as config
 from ccproxyd.errors import ConfigError
-from ccproxyd.reload import Reloader
+from ccproxyd.config.reload import Reloader
 
 GOOD = """\
 providers:

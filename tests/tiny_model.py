@@ -144,7 +144,7 @@ def write(path: Path) -> Path:
     """Write the model to `path` (about 50 MB) and return it."""
     import gguf
 
-    from ccproxyd.tokens import encoding
+    from ccproxyd.translate.tokens import encoding
 
     enc = encoding("o200k_base")
     word_ids = []

@@ -11,5 +11,10 @@ the difference.
   dearer, None when either side has no price: never a guess).
 - `refresh`: OpenRouter's public models list -> the override file.
 
+- `compare`, `listing`: the Claude side of each route, for `check`, `route` and `prices`.
+- `clock`: the wall clock money and days read (`CCPROXYD_NOW` in tests).
+
 Protocol code: no sockets, no event loop; the only I/O is reading the catalog files.
+May import config, errors and observe.redact.  (config imports `rates` and `catalog` back, which
+import nothing of config but its settings.)
 """

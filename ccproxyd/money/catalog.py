@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from ..errors import CatalogError
-from ..settings import default_state_dir
+from ..config.settings import default_state_dir
 from .rates import Priced, parse_row
 
 PACKAGED = "data/prices.yaml"

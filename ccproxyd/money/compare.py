@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from ..config import RouteTable
+from ..config.table import RouteTable
 from ..errors import NotFound
-from ..routing import ALIAS_ROUTE, resolve
+from ..config.routing import ALIAS_ROUTE, resolve
 from .rates import Priced, Rates, tier_rates
 
 # Anthropic's web search tool: $10 per 1,000 searches

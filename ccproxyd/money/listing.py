@@ -3,7 +3,7 @@ and sources, and each route against the Claude models it answers.  Pure: returns
 
 from __future__ import annotations
 
-from ..config import RouteTable
+from ..config.table import RouteTable
 from .compare import claude_price, comparisons, money_rates
 from .rates import Priced, Rates, Tier
 

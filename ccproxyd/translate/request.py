@@ -11,7 +11,7 @@ import re
 
 import orjson
 
-from ..config import EFFORTS, Model
+from ..config.table import EFFORTS, Model
 from ..errors import InvalidRequest
 from . import attribution, citations, prompt_cache, signature
 from .tools import object_schema, convert_tool_choice, convert_tools, loaded_tools, upstream_tool_name

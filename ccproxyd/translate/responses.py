@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import orjson
 
-from ..config import Model
+from ..config.table import Model
 from ..errors import Untranslatable
-from ..upstream_errors import from_stream_error
+from .provider_errors import from_stream_error
 from . import request as treq
 from . import signature
 from . import citations, server_tools

@@ -20,7 +20,7 @@ import secrets
 
 import orjson
 
-from ..config import Model
+from ..config.table import Model
 from .stream import StreamTranslator
 
 SEARCH_PREFIXES = {"web_search_": "web_search", "web_fetch_": "web_fetch"}

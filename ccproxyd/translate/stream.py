@@ -19,7 +19,7 @@ import secrets
 import orjson
 
 from ..errors import ApiError, ClientFacingError, Untranslatable, error_body
-from ..upstream_errors import from_stream_error
+from .provider_errors import from_stream_error
 from . import signature
 
 FINISH_TO_STOP = {
@@ -32,15 +32,6 @@ FINISH_TO_STOP = {
     "model_context_window_exceeded": "model_context_window_exceeded",
 }
 UNKNOWN_FINISH_STOP = "end_turn"      # explicit path for finish reasons not in the table
-THINKING_DISPLAY = ("summarized", "omitted", "none")   # "none": the request did not ask for thinking
-
-
-def thinking_display(body: dict) -> str:
-    """What the request asked to see of the model's reasoning (docs/PROTOCOL.md §2, `thinking`)."""
-    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
-    if thinking.get("type") not in ("enabled", "adaptive"):
-        return "none"
-    return "omitted" if thinking.get("display") == "omitted" else "summarized"
 _TOOL_ID_OK = re.compile(r"^[a-zA-Z0-9_-]+$")
 _TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -178,7 +169,7 @@ class StreamTranslator:
                  tool_names: dict[str, str] | None = None, input_estimate: int = 0,
                  thinking: str = "summarized", live_tools: bool = False) -> None:
         self.requested_model = requested_model
-        self.thinking = thinking                   # THINKING_DISPLAY: what the request asked to see
+        self.thinking = thinking                   # config.routing.THINKING_DISPLAY: what it asked to see
         self.tool_names = tool_names or {}
         self.input_estimate = input_estimate
         self.output_tokens: int | None = None      # counted by the caller when no usage came

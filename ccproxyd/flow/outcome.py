@@ -1,0 +1,121 @@
+"""The one account of a request: who pays for its answer, and its access line, written once.
+
+A request's `Record` (observe.py) becomes a log line, metrics, a span and a ledger row exactly
+once, by `Outcome`, when both of these hold:
+
+- the answer is over: the response went out whole (`responded`, from the response middleware,
+  with its status), or a stream ended (`streaming` tells the middleware, which runs before a
+  stream's body, to leave it to the stream's end), or the call was cut and no response will come;
+- nothing is still being waited for: the usage of a call cut before its end, counted in a task of
+  its own (proxy.charge_cut_later: the handler may be cancelled by then), or the end of a shared
+  upstream call this request started and left (it runs on for the cache and any follower, and
+  this request pays for all of it).
+
+Who pays: the request that ran the upstream call (`pays`); a follower of another request's call
+and a cache hit cost nothing and save the whole Claude price.  Client limits charge only a payer.
+"""
+
+from __future__ import annotations
+
+from ..observe import access as observe
+from . import proxy
+from .cache import Flight
+from ..config.table import RouteTable
+
+
+class Outcome:
+    def __init__(self, record: observe.Record, table: RouteTable) -> None:
+        self.record = record
+        self.table = table                # the request's one reading of the routing table
+        self.pays = True                  # False: a cache hit, or a follower of another's call
+        self.streaming = False            # the response middleware runs before the body
+        self.ended = False                # the answer is over for this request
+        self.waiting = 0                  # counts and calls still to end before the line
+        self.emitted = False
+
+    # ------------------------------------------------------------ when the line is written
+
+    def responded(self, status: int) -> None:
+        """The response middleware: a whole answer (or an error) is going out now."""
+        if self.streaming:
+            return
+        self.record.status = status
+        self._end()
+
+    def _end(self) -> None:
+        self.ended = True
+        self._emit_when_done()
+
+    def _wait(self) -> None:
+        self.waiting += 1
+
+    def _waited(self) -> None:
+        self.waiting -= 1
+        self._emit_when_done()
+
+    def _emit_when_done(self) -> None:
+        if self.ended and not self.waiting and not self.emitted:
+            self.emitted = True
+            observe.emit(self.record)
+
+    # ------------------------------------------------------------ who pays, for what
+
+    def direct(self, answer: proxy.Answer) -> None:
+        """This request's own upstream call is over: whole, broken, or left by its client.  A call
+        cut before its usage came is billed all the same: counted first, then written."""
+        if answer.translator.final_usage is None:
+            self._wait()
+            proxy.charge_cut_later(answer, lambda: (self.record.answered(answer, self.table), self._waited()))
+            self._end()
+            return
+        self.record.answered(answer, self.table)
+        if self.streaming:
+            self._end()
+
+    def hit(self, message: dict, target) -> None:
+        """A stored answer served again: nothing paid, the whole Claude price saved."""
+        self.pays = False
+        self.record.cache = "hit"
+        self.record.hit(message, target, self.table)
+
+    def sharing(self, leads: bool) -> None:
+        """This request follows a flight: the one that leads it pays."""
+        self.pays = leads
+        self.record.cache = "miss" if leads else "hit"
+
+    def answered_by(self, flight: Flight) -> None:
+        """A whole (non-streamed) answer from `flight`: written when the response goes out."""
+        self.record.answered(flight.answer, self.table, paid=self.pays)
+
+    def followed(self, flight: Flight) -> None:
+        """A streamed answer from `flight` ended for this request, or its client left mid-stream."""
+        self._account_when_over(flight)
+        self._end()
+
+    def left(self, flight: Flight) -> None:
+        """The client left before a whole (non-streamed) answer came: no response will go out.
+        A payer is accounted for when the call it started ends; anyone else got and paid nothing."""
+        if self.pays:
+            self._account_when_over(flight)
+            self._end()
+
+    def _account_when_over(self, flight: Flight) -> None:
+        if flight.done or not self.pays:
+            return self._account(flight)
+        self._wait()
+        flight.on_finish(lambda: (self._account(flight), self._waited()))
+
+    def _account(self, flight: Flight) -> None:
+        self.record.answered(flight.answer, self.table, paid=self.pays)
+        if flight.error is not None:
+            self.record.failed(flight.error)
+
+    # ------------------------------------------------------------ the client's limits
+
+    def tokens_used(self) -> int:
+        """What a client's tpm is charged: nothing for an answer it did not pay for."""
+        r = self.record
+        return r.input_tokens + r.cached_tokens + r.output_tokens if self.pays else 0
+
+    def cost(self) -> float | None:
+        return self.record.cost_usd if self.pays else None

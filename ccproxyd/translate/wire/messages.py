@@ -1,0 +1,238 @@
+"""The shape of an Anthropic Messages request, checked before anything else reads it.
+
+Pure (no I/O).  `check_body(raw)` parses the bytes and bounds their nesting; `validate(body)` and
+`validate_count(body)` walk the fields that ccproxyd reads and raise InvalidRequest naming the
+field and what it must be, so that no odd value reaches translation as a 500.  Fields ccproxyd
+does not read pass through unchecked, as Anthropic's own API accepts new fields over time.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from ...errors import InvalidRequest
+
+MAX_NESTING = 100            # levels of arrays and objects in a request body (orjson itself
+                             # stops at 254 when writing, 1024 when reading; translation adds a few)
+
+
+def check_body(raw: bytes) -> dict:
+    """The request body as a dict, at most MAX_NESTING levels deep."""
+    try:
+        body = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    if not _within(body, MAX_NESTING):
+        raise InvalidRequest(f"request body is nested more than {MAX_NESTING} levels deep")
+    return body
+
+
+def _within(value, limit: int) -> bool:
+    """Whether no array or object lies more than `limit` levels deep: level by level, each a
+    list of the containers at that depth (iterative: no recursion on hostile input)."""
+    level = [value]
+    for _ in range(limit):
+        level = [child for node in level for child in (node.values() if type(node) is dict else node)
+                 if type(child) is dict or type(child) is list]
+        if not level:
+            return True
+    return False
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _fail(field: str, wanted: str, value) -> InvalidRequest:
+    return InvalidRequest(f"{field}: must be {wanted}, got {_kind(value)}")
+
+
+def _is_str(value) -> bool:
+    return isinstance(value, str)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _optional(body: dict, field: str, ok, wanted: str, where: str = "", null_ok: bool = True) -> None:
+    """A field that may be absent (or null, when `null_ok`), and otherwise must pass `ok`."""
+    if field in body and not (null_ok and body[field] is None) and not ok(body[field]):
+        raise _fail(f"{where}{field}", wanted, body[field])
+
+
+# What each content block field must be, by block type (the fields translation reads).
+BLOCK_FIELDS: dict[str, tuple[tuple[str, object, str], ...]] = {
+    "text": (("text", _is_str, "a string"),),
+    "thinking": (("thinking", _is_str, "a string"),
+                 ("signature", _is_str, "a string")),
+    "redacted_thinking": (("data", _is_str, "a string"),),
+    "tool_use": (("id", _is_str, "a string"), ("name", _is_str, "a string"),
+                 ("input", lambda v: isinstance(v, dict), "an object")),
+    "tool_result": (("tool_use_id", _is_str, "a string"),
+                    ("is_error", lambda v: isinstance(v, bool), "a boolean")),
+    "image": (("source", lambda v: isinstance(v, dict), "an object"),),
+    "document": (("source", lambda v: isinstance(v, dict), "an object"),
+                 ("title", _is_str, "a string")),
+}
+
+
+def _content(content, where: str) -> None:
+    """A message's (or a tool result's) content: a string or an array of typed blocks."""
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _fail(where, "a string or an array of content blocks", content)
+    for j, block in enumerate(content):         # field names are formatted only for an error
+        if not isinstance(block, dict):
+            raise _fail(f"{where}.{j}", "a content block object", block)
+        kind = block.get("type")
+        if not isinstance(kind, str):
+            raise _fail(f"{where}.{j}.type", "a string", kind)
+        for field, ok, wanted in BLOCK_FIELDS.get(kind, ()):
+            if field in block and not ok(block[field]):
+                raise _fail(f"{where}.{j}.{field}", wanted, block[field])
+        source = block.get("source")
+        if isinstance(source, dict):
+            for key in ("type", "media_type", "url"):
+                _optional(source, key, _is_str, "a string", f"{where}.{j}.source.")
+        if kind in ("tool_result", "mid_conv_system") and block.get("content") is not None:
+            _content(block["content"], f"{where}.{j}.content")
+
+
+def _objects(value, field: str, what: str):
+    """(index, item) of an array whose every item must be an object."""
+    if not isinstance(value, list):
+        raise _fail(field, f"an array of {what}s", value)
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _fail(f"{field}.{i}", f"a {what} object", item)
+        yield i, item
+
+
+def _system(system) -> None:
+    if system is None or isinstance(system, str):
+        return
+    if not isinstance(system, list):
+        raise _fail("system", "a string or an array of text blocks", system)
+    for i, block in _objects(system, "system", "text block"):
+        _optional(block, "type", _is_str, "a string", f"system.{i}.")
+        _optional(block, "text", _is_str, "a string", f"system.{i}.")
+
+
+def _messages(messages) -> None:
+    if messages is None:
+        raise InvalidRequest("messages: field required (an array of messages)")
+    for i, message in _objects(messages, "messages", "message"):
+        role = message.get("role")
+        if role not in ("user", "assistant", "system"):
+            raise InvalidRequest(f"messages.{i}.role: must be 'user' or 'assistant', got {role!r}"[:300])
+        if "content" not in message:
+            raise InvalidRequest(f"messages.{i}.content: field required")
+        _content(message["content"], f"messages.{i}.content")
+
+
+def _tools(tools) -> None:
+    if tools is None:
+        return
+    for i, tool in _objects(tools, "tools", "tool"):
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise _fail(f"tools.{i}.name", "a non-empty string", tool.get("name"))
+        for field, kind, wanted in TOOL_FIELDS:      # as _optional, the name formatted only for an error
+            value = tool.get(field)
+            if value is not None and not isinstance(value, kind):
+                raise _fail(f"tools.{i}.{field}", wanted, value)
+
+
+TOOL_FIELDS = (("type", str, "a string"), ("description", str, "a string"), ("input_schema", dict, "an object"))
+
+
+TOP_LEVEL: tuple[tuple[str, object, str], ...] = (
+    ("stream", lambda v: isinstance(v, bool), "a boolean"),
+    ("temperature", _is_number, "a number"),
+    ("top_p", _is_number, "a number"),
+    ("top_k", _is_int, "an integer"),
+    ("stop_sequences", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v), "an array of strings"),
+    ("tool_choice", lambda v: isinstance(v, dict) and isinstance(v.get("type"), str), "an object with a string type"),
+    ("metadata", lambda v: isinstance(v, dict) and (v.get("user_id") is None or isinstance(v["user_id"], str)),
+     "an object whose user_id is a string"),
+    ("thinking", lambda v: isinstance(v, dict) and isinstance(v.get("type"), str)
+     and (v.get("budget_tokens") is None or _is_int(v["budget_tokens"])),
+     "an object with a string type and an integer budget_tokens"),
+    ("output_config", lambda v: isinstance(v, dict), "an object"),
+    ("output_format", lambda v: isinstance(v, dict), "an object"),
+    ("service_tier", _is_str, "a string"),
+)
+
+
+THREAD_KEYS = {"create": ("type",), "continue": ("type", "previous_message_id")}
+
+
+def _thread(body: dict) -> None:
+    """`thread` (beta message-threads-2026-08-12): {"type": "create"}, or {"type": "continue",
+    "previous_message_id": "msg_…"} without `system` and `tools`, which the thread keeps."""
+    thread = body.get("thread")
+    if thread is None:
+        return
+    if not isinstance(thread, dict):
+        raise _fail("thread", "an object", thread)
+    kind = thread.get("type")
+    if kind not in THREAD_KEYS:
+        raise InvalidRequest(f"thread.type: must be 'create' or 'continue', got {kind!r}"[:300])
+    for key in thread:
+        if key not in THREAD_KEYS[kind]:
+            raise InvalidRequest(f"thread.{key}: not a field of a thread of type {kind!r}"[:300])
+    if kind == "continue":
+        previous = thread.get("previous_message_id")
+        if previous is None:
+            raise InvalidRequest("thread.previous_message_id: field required (a string) with type 'continue'")
+        if not isinstance(previous, str) or not previous:
+            raise _fail("thread.previous_message_id", "a non-empty string", previous)
+        for field in ("system", "tools"):
+            if body.get(field) is not None:
+                raise InvalidRequest(f"{field}: must not be sent with thread.type 'continue': the thread keeps "
+                                     f"the {field} it was created with")
+
+
+def validate(body: dict) -> None:
+    """A /v1/messages body: the fields every request needs, and the types of those ccproxyd reads."""
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise (_fail("model", "a non-empty string", body["model"]) if body.get("model") is not None
+               else InvalidRequest("model: field required (a string)"))
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise InvalidRequest("max_tokens: field required (an integer >= 0)")
+    if not _is_int(max_tokens) or max_tokens < 0:
+        raise _fail("max_tokens", "an integer >= 0", max_tokens) if not _is_int(max_tokens) else \
+            InvalidRequest(f"max_tokens: must be an integer >= 0, got {max_tokens}")
+    validate_count(body)
+    for field, ok, wanted in TOP_LEVEL:
+        _optional(body, field, ok, wanted)
+    _thread(body)
+
+
+def validate_count(body: dict) -> None:
+    """A /v1/messages/count_tokens body: model, messages, system and tools."""
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise InvalidRequest("model: field required (a string)")
+    _messages(body.get("messages"))
+    _system(body.get("system"))
+    _tools(body.get("tools"))
