@@ -19,7 +19,7 @@ import orjson
 
 from ..observe import access as observe, redact
 from ..translate import tokens
-from ..state.answers import Store
+from ..state.answers import AnswerSink
 from .cache import Flight
 from .stopping import cut_at_drain
 from ..config.table import Model, Provider
@@ -427,7 +427,7 @@ async def collect(answer: Answer) -> dict:
 
 
 async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: bytes, first: Payload,
-               flight: Flight, store: Store | None, key: str, ttl: float | None,
+               flight: Flight, store: AnswerSink | None, key: str, ttl: float | None,
                ping_interval: float, request_id: str = "") -> None:
     """Run one upstream call for every request that follows `flight`, to its end even if they all
     go away, and store a complete answer from the primary target.  A fallback's answer is served

@@ -1,6 +1,10 @@
-"""The answer store on disk (the response cache): `Store` keeps complete answers, bytes only
-(`BytesDisk`: a row that claims to be a pickle is refused, never loaded), an optimisation that
-never fails a request.  flow.cache has the key and the Flight that fill it."""
+"""The answer store: where complete answers are kept for identical requests to come.
+
+`AnswerSink` is the protocol flow.proxy.lead stores a finished answer through: `Store` (the disk
+cache of this host: bytes only, `BytesDisk` refuses a row that claims to be a pickle) and, in team
+mode, flow.fleet.TeamStore (the fleet's Redis first, then this host's disk).  Each is an
+optimisation that never fails a request; tests/test_backends_answers.py is their contract.
+flow.cache has the key and the Flight that fill them."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import os
 import shutil
 import sqlite3
 import threading
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import diskcache
 import orjson
@@ -20,6 +24,14 @@ from .batching import BatchWriter
 from .outage import Outage, identity, set_aside
 
 log = logging.getLogger("ccproxyd.cache")
+
+
+@runtime_checkable
+class AnswerSink(Protocol):
+    def put_later(self, key: str, message: dict, ttl: float, done: Callable[[], None]) -> None:
+        """Keep `message` under `key` for `ttl` seconds, off the event loop; `done()` runs once on
+        the loop's side when it is over, stored or not (a full disk, Redis down: the answer is
+        simply not kept)."""
 WRITE_WINDOW = 0.05          # seconds the writer waits for more answers to commit together
 WRITE_BATCH = 64             # answers per transaction at most
 
