@@ -120,3 +120,44 @@ def test_a_key_never_kept_is_not_found(sinks):
         finally:
             await sinks.close()
     assert all(message is None for message in asyncio.run(scenario()))
+
+
+# ------------------------------------------------------------ the flight mirror
+
+def test_a_mirrored_flight_reaches_a_follower_on_another_daemon_in_order(redis_server):
+    """flow.cache.FlightMirror's one implementation, flow.fleet.Publisher: what the leader's flight
+    publishes, then its end, reach a follower reading through another Redis connection (as another
+    daemon would), and `followed()` says so while it follows."""
+    from ccproxyd.flow.cache import Flight, FlightMirror
+
+    async def scenario():
+        links = [Link(redis_server.url), Link(redis_server.url)]
+        for link in links:
+            await link.start()
+        leader, follower = FleetCache(links[0]), FleetCache(links[1])
+        try:
+            kind, lease = await leader.lookup("k-mirror")
+            assert kind == "lead"
+            mirror = leader.publisher("k-mirror", lease)
+            assert isinstance(mirror, FlightMirror)
+            copy = Flight()
+            following = asyncio.ensure_future(follower.follow(copy, "k-mirror", lease, lead_here=None))
+            for _ in range(100):                          # the follower has counted itself in
+                if await mirror.followed():
+                    break
+                await asyncio.sleep(0.02)
+            seen_followed = await mirror.followed()
+            for piece in (b"event: a\n\n", b"event: b\n\n"):
+                mirror.publish(piece)
+            mirror.finish(MESSAGE, None)
+            await asyncio.wait_for(following, 10)
+            return seen_followed, copy.batches, copy.message
+        finally:
+            for fleet in (leader, follower):
+                await fleet.close()
+            for link in links:
+                await link.close()
+    seen_followed, batches, message = asyncio.run(scenario())
+    assert seen_followed is True
+    # the publisher may gather what came together into one write: the bytes, in order, are the contract
+    assert b"".join(batches) == b"event: a\n\nevent: b\n\n" and message == MESSAGE

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import orjson
 
@@ -65,6 +65,19 @@ def message_events(message: dict) -> list[tuple[str, dict]]:
     return events
 
 
+@runtime_checkable
+class FlightMirror(Protocol):
+    """Where a flight's bytes go beside its own followers (team mode: flow.fleet.Publisher, to a
+    Redis stream other daemons follow).  Never fails the flight: a mirror that cannot write stops."""
+
+    def publish(self, data: bytes) -> None: ...
+
+    def finish(self, message: dict | None, error: BaseException | None) -> None: ...
+
+    async def followed(self) -> bool:
+        """Whether another daemon follows this call now (then it runs on when every client here left)."""
+
+
 class Flight:
     """One upstream call shared by identical concurrent requests.
 
@@ -80,7 +93,7 @@ class Flight:
         self.clients = 0
         self.grace = grace
         self.on_orphan = on_orphan
-        self.mirror = None                     # shared.flights.Publisher: the fleet follows this call too
+        self.mirror: FlightMirror | None = None   # fleet.Publisher: the fleet follows this call too
         self._orphan_timer: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         self._on_finish: list[Callable[[], None]] = []
