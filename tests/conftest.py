@@ -300,3 +300,18 @@ def fake(upstream):
     upstream.reset()
     yield upstream
     upstream.reset()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A redis-server of the module's own on a loopback port (team mode's tests, the Redis backends'
+    contracts); skipped where redis-server is missing (make test installs it)."""
+    import shutil
+
+    from .support import RedisServer
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make test installs it)")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.kill()

@@ -14,7 +14,6 @@ from ccproxyd.flow.fleet import FleetCache, TeamStore
 from ccproxyd.state.answers import AnswerSink, Store
 from ccproxyd.state.link import Link
 
-from .support import RedisServer
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (make test installs it)")
@@ -22,13 +21,6 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
 MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
            "content": [{"type": "text", "text": "kept"}], "stop_reason": "end_turn", "stop_sequence": None,
            "usage": {"input_tokens": 3, "output_tokens": 1}}
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis-answers")).start()
-    yield server
-    server.kill()
 
 
 class Sinks:

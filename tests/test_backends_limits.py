@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import calendar
 import math
-import shutil
 
 import pytest
 
@@ -25,18 +24,9 @@ from ccproxyd.state.limits import RedisCounts, _key
 from ccproxyd.state.link import Link
 
 from .conftest import free_port
-from .support import Clock, RedisServer
+from .support import Clock
 
 NOON = calendar.timegm((2026, 12, 31, 12, 0, 0))     # a day and a month end 12 hours later
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (make test installs it)")
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.kill()
 
 
 class Harness:

@@ -8,7 +8,6 @@ on its own clock: a claim's lapse after CLAIM_SECONDS is tested there, not by wa
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 import pytest
 
@@ -17,7 +16,7 @@ from ccproxyd.state.link import Link
 from ccproxyd.state.threads import KEY, RedisBackend
 from ccproxyd.state.thread_store import CLAIM_SECONDS, CONTINUED, FOUND, IN_FLIGHT, MISSING, Point, claimed, released
 
-from .support import Clock, RedisServer
+from .support import Clock
 
 # ------------------------------------------------------------ the rule, pure
 
@@ -61,15 +60,6 @@ def test_the_release_rule(point, continued, expected):
 
 
 # ------------------------------------------------------------ the contract, on every backend
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (make test installs it)")
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.kill()
-
 
 class Harness:
     """Builds one backend inside the test's event loop; `lapse` lets a TTL pass (the memory backend

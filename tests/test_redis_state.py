@@ -53,13 +53,6 @@ def test_a_link_started_without_redis_serves_fallbacks_then_reconnects(tmp_path)
             server.kill()
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.kill()
-
-
 def test_the_rpm_script_admits_exactly_the_limit_from_two_daemons(redis_server):
     policy = ClientPolicy("ATOMIC_KEY", rpm=20)
 

@@ -17,7 +17,6 @@ import pytest
 
 from .conftest import ROOT, Daemon, free_port
 from .fake_upstream import FakeUpstream, Gate, Script, chunk, text_script, usage
-from .support import RedisServer
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (make test installs it)")
@@ -49,13 +48,6 @@ clients:
 """
 
 NOW = "2026-12-07T12:00:00Z"      # the daemons' clock (CCPROXYD_NOW): budgets' days do not depend on when tests run
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture(scope="module")
