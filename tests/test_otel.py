@@ -14,7 +14,7 @@ import pytest
 from ccproxyd.observe import otel
 
 from .conftest import CANARY, ROOT, TEST_ROUTES, Daemon, free_port
-from .fake_upstream import Script, usage
+from .fake_upstream import text_script, usage
 from .otlp_receiver import OtlpReceiver
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
