@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 CLAUDE_VERSIONS ?= 2.1.197 2.1.332
 CLAUDE_DIR := .claude-code
 CLAUDE_STAMPS := $(foreach v,$(CLAUDE_VERSIONS),$(CLAUDE_DIR)/$(v)/.installed)
-NODE_SDK_VERSION ?= 1.15.0
+NODE_SDK_VERSION ?= 1.17.0
 NODE_SDK_DIR := .node-sdk
 # A real local model server for the tests: llama-cpp-python's server, built once from its source
 # package (vendored llama.cpp, about 3 minutes on 2 idle cores) into a wheel cached in
@@ -85,7 +85,7 @@ os-packages:
 
 test: os-packages $(VENV)/.installed $(VENV)/.llama-server $(CLAUDE_STAMPS) $(NODE_SDK_DIR)/.installed-$(NODE_SDK_VERSION)
 	CCPROXYD_CLAUDE=$(abspath $(CLAUDE_DIR)) CCPROXYD_CLAUDE_VERSIONS="$(CLAUDE_VERSIONS)" \
-		CCPROXYD_NODE_SDK=$(abspath $(NODE_SDK_DIR)) $(PY) -m pytest -n 2 --dist loadfile
+		CCPROXYD_NODE_SDK=$(abspath $(NODE_SDK_DIR)) CCPROXYD_NODE_SDK_VERSION=$(NODE_SDK_VERSION) $(PY) -m pytest -n 2 --dist loadfile
 
 bench: $(VENV)/.installed $(CLAUDE_STAMPS)
 	$(PY) -m tests.bench
