@@ -247,3 +247,34 @@ def test_a_call_cancelled_because_every_client_left_is_charged_what_it_produced(
     assert line["output_tokens"] >= tokens.count_text("w0 w1 w2 w3 ")
     assert line["cost_usd"] == pytest.approx((line["input_tokens"] * 2.0 + line["output_tokens"] * 8.0) / 1e6)
     assert line["cost_usd"] > 0 and line["savings_usd"] == pytest.approx(-line["cost_usd"])
+
+
+def test_a_cut_call_is_charged_to_its_clients_budget_and_a_whole_one_is_written_with_its_error(upstream, fake,
+                                                                                                tmp_path):
+    """A client's budget counts what a broken call cost (its usage is counted after the handler has
+    ended), and a non-streamed answer that breaks is written with the error the client saw."""
+    path = tmp_path / "routes.yaml"
+    path.write_text(ROUTES.format(url=upstream.url) + "clients:\n  SPENDER_KEY: {budget_usd: {day: 100}}\n")
+    daemon = Daemon(path, extra_args=("--no-cache", "--no-ledger"),
+                    env={"CCPROXYD_NOW": NOW, "SPENDER_KEY": "sk-client-spender"})
+    try:
+        for stream in (True, False):
+            fake.push(Script(events=[chunk({"role": "assistant", "content": ""}), chunk({"content": "half an answer"})],
+                             cut=True))
+            answer = httpx2.post(daemon.url + "/v1/messages", timeout=30, headers={"x-api-key": "sk-client-spender"},
+                                 json={"model": "claude-opus-5-5", "max_tokens": 50, "stream": stream,
+                                       "messages": [{"role": "user", "content": f"cut {stream}"}]})
+            line = logged(daemon, answer.headers["request-id"])
+            assert line["usage_estimated"] is True and line["cost_usd"] > 0
+            if not stream:
+                assert answer.status_code >= 500 and line["status"] == answer.status_code and line["error_type"]
+        lines = access_lines(daemon)
+        spent = sum(line["cost_usd"] for line in lines.values())
+        for _ in range(100):                              # settled in a task once each line is written
+            use = httpx2.get(daemon.url + "/health", timeout=10).json()["clients"]["SPENDER_KEY"]
+            if use["spent_usd"]["day"] == pytest.approx(spent):
+                break
+            time.sleep(0.05)
+        assert use["spent_usd"]["day"] == pytest.approx(spent) and spent > 0
+    finally:
+        daemon.stop()

@@ -108,3 +108,15 @@ def test_prices_without_models_lists_the_table_and_each_route_against_claude(tmp
     assert result.stdout.splitlines()[0] == "catalog: ccproxyd/data/prices.yaml"
     assert "opus-via-openrouter = openrouter:anthropic/claude-opus-5.5" in result.stdout
     assert "routes[0] (*) claude-opus-5-5: opus-via-openrouter" in result.stdout
+
+
+def test_a_model_priced_nan_is_left_out_and_a_varying_search_price_is_not_a_price(tmp_path, served):
+    entries = json.loads(RECORDED)["data"]
+    odd = [dict(entries[0], id="odd/nan", pricing={"prompt": "NaN", "completion": "0.000001"}),
+           dict(entries[1], id="odd/search", pricing={"prompt": "0.000001", "completion": "0.000002", "web_search": "-1"})]
+    result = prices(tmp_path, "--refresh", "--url", served(json.dumps({"data": entries + odd}).encode()))
+    assert result.returncode == 0, result.stderr
+    written = yaml.safe_load((tmp_path / "prices.yaml").read_text())["openrouter"]["models"]
+    assert "odd/nan" not in written
+    assert written["odd/search"]["rows"][-1] == {"since": NOW, "source": "https://openrouter.ai/api/v1/models",
+                                                 "input": 1.0, "output": 2.0}

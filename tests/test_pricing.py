@@ -312,3 +312,24 @@ def test_cache_reads_and_writes_by_each_providers_names(usage, expected):
 
     mapped = map_usage(usage)
     assert (mapped["input_tokens"], mapped["cache_creation_input_tokens"], mapped["cache_read_input_tokens"]) == expected
+
+
+def test_an_override_reaches_every_id_of_the_model_it_prices():
+    """claude-opus-5-5 and claude-opus-5-5[1m] are one model: an override of the first prices both."""
+    override = catalog.parse("""
+anthropic:
+  hosts: []
+  models:
+    claude-opus-5-5:
+      rows: [{since: 2026-11-01, source: override, input: 3, output: 15}]
+""", "override.yaml")
+    merged = CATALOG.merged(override)
+    for model_id in ("claude-opus-5-5", "claude-opus-5-5[1m]"):
+        assert compare.rates_at(merged.claude(model_id), DEC).input == 3.0, model_id
+    assert compare.rates_at(merged.claude("claude-opus-5-5[1m]"), at("2026-10-01 00:00")).input == 4.0   # history kept
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_a_rate_that_is_not_a_finite_number_of_dollars_is_refused(value):
+    _, problems = parse_prices({"input": value, "output": 1}, model="m", origin="t", source="t")
+    assert problems and "at least 0" in problems[0][1]

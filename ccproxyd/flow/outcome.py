@@ -17,6 +17,8 @@ and a cache hit cost nothing and save the whole Claude price.  Client limits cha
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..observe import access as observe
 from . import proxy
 from .cache import Flight
@@ -32,6 +34,8 @@ class Outcome:
         self.ended = False                # the answer is over for this request
         self.waiting = 0                  # counts and calls still to end before the line
         self.emitted = False
+        self.answered_here = False        # this request's own call is over (direct)
+        self.on_emit: Callable[[], None] | None = None   # then: the client's limits are charged
 
     # ------------------------------------------------------------ when the line is written
 
@@ -57,20 +61,34 @@ class Outcome:
         if self.ended and not self.waiting and not self.emitted:
             self.emitted = True
             observe.emit(self.record)
+            if self.on_emit is not None:
+                self.on_emit()
+
+    def abandoned(self) -> None:
+        """The handler was cancelled (its client left): no response will go out, so a request
+        whose own call is over is written once its figures are in."""
+        if self.answered_here and not self.streaming:
+            self._end()
 
     # ------------------------------------------------------------ who pays, for what
 
     def direct(self, answer: proxy.Answer) -> None:
         """This request's own upstream call is over: whole, broken, or left by its client.  A call
         cut before its usage came is billed all the same: counted first, then written."""
+        self.answered_here = True
         if answer.translator.final_usage is None:
             self._wait()
-            proxy.charge_cut_later(answer, lambda: (self.record.answered(answer, self.table), self._waited()))
+            proxy.charge_cut_later(answer, lambda: self._then_waited(self.record.answered, answer, self.table))
+        else:
+            self.record.answered(answer, self.table)
+        if self.streaming:                # a whole answer ends when its response (an error) goes out
             self._end()
-            return
-        self.record.answered(answer, self.table)
-        if self.streaming:
-            self._end()
+
+    def _then_waited(self, account: Callable, *args) -> None:
+        try:
+            account(*args)
+        finally:
+            self._waited()
 
     def hit(self, message: dict, target) -> None:
         """A stored answer served again: nothing paid, the whole Claude price saved."""
@@ -103,7 +121,7 @@ class Outcome:
         if flight.done or not self.pays:
             return self._account(flight)
         self._wait()
-        flight.on_finish(lambda: (self._account(flight), self._waited()))
+        flight.on_finish(lambda: self._then_waited(self._account, flight))
 
     def _account(self, flight: Flight) -> None:
         self.record.answered(flight.answer, self.table, paid=self.pays)

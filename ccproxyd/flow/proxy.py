@@ -345,10 +345,13 @@ async def charge_cut(answer: Answer) -> None:
         return {"input_tokens": tokens.count_request(orjson.loads(raw)), "output_tokens": tokens.count_text(produced),
                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     usage = await asyncio.to_thread(count)
+    if translator.web_searches or translator.web_fetches:     # the searches it ran before the cut
+        usage["server_tool_use"] = {"web_search_requests": translator.web_searches,
+                                    "web_fetch_requests": translator.web_fetches}
     translator.final_usage, translator.usage_estimated, translator.cut = usage, True, True
 
 
-_CUTS: set[asyncio.Task] = set()           # charge_cut_later's tasks, held until they end
+CUTS: set[asyncio.Task] = set()            # charge_cut_later's tasks: held until they end, waited for at stop
 
 
 def charge_cut_later(answer: Answer, then: Callable[[], None]) -> None:
@@ -359,10 +362,11 @@ def charge_cut_later(answer: Answer, then: Callable[[], None]) -> None:
             await charge_cut(answer)
         except Exception:                       # a bug here must not lose the log line
             log.exception("%s: cannot count the usage of a cut call", answer.request_id)
-        then()
+        finally:
+            then()
     task = asyncio.create_task(run())
-    _CUTS.add(task)
-    task.add_done_callback(_CUTS.discard)
+    CUTS.add(task)
+    task.add_done_callback(CUTS.discard)
 
 
 async def relay(answer: Answer, send: Callable[..., Awaitable[None]], ping_interval: float,

@@ -65,7 +65,12 @@ class Catalog:
             else:
                 models = dict(mine.models)
                 for key, priced in section.models.items():
-                    models[key] = _on_top(models.get(key), priced)
+                    base = models.get(key)
+                    on_top = _on_top(base, priced)
+                    for alias, same in mine.models.items():   # every id of that model: "[1m]", snapshots
+                        if base is not None and same is base:
+                            models[alias] = on_top
+                    models[key] = on_top
                 sections[name] = Section(name, tuple(dict.fromkeys(mine.hosts + section.hosts)),
                                          MappingProxyType(models))
         return Catalog(MappingProxyType(sections), self.origins + other.origins)

@@ -199,7 +199,7 @@ def _rates(raw: dict, where: tuple, problems: Problems) -> Rates | None:
     for key in RATE_KEYS:
         if key in raw and raw[key] is not None:
             value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
                 problems.append((where + (key,), "must be a number of USD, at least 0"))
                 continue
             values[key] = float(value)

@@ -12,6 +12,7 @@ changes nothing and says why.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from typing import Any
@@ -78,16 +79,18 @@ def _row(entry: dict, since: str, source: str) -> dict | str | None:
             return "variable"
         row[ours] = round(value * PER_TOKENS, 6)
     search = _number(pricing.get("web_search", "0"))
-    if search:
+    if search and search > 0:                           # "-1": varies; left out, the tokens still priced
         row["web_search_per_1k"] = round(search * 1000, 6)
     return row
 
 
 def _number(value: Any) -> float | None:
+    """A finite number, else None (NaN and infinity are no price)."""
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
 
 
 def merge(old: dict | None, fresh: dict[str, dict]) -> dict:

@@ -61,9 +61,14 @@ def json_response(obj, status: int = 200, headers: dict | None = None) -> HTTPRe
 async def messages(request: Request):
     try:
         return await _messages(request)
+    except asyncio.CancelledError:
+        outcome = getattr(request.ctx, "outcome", None)
+        if outcome is not None:                 # the client left: no response will go out
+            outcome.abandoned()
+        raise
     finally:
-        if getattr(request.ctx, "admitted", None) is not None:  # the client's tokens and spend
-            await _charge_client(request)
+        if getattr(request.ctx, "admitted", None) is not None:  # the client's tokens and spend, once
+            await _charge_client(request)                       # the figures are in (a cut call's later)
         turn = getattr(request.ctx, "turn", None)
         if turn is not None:                    # a continue that produced no reply can be tried again
             await turn.close()
@@ -149,10 +154,26 @@ async def _messages(request: Request):
 
 async def _charge_client(request: Request) -> None:
     """Count what an admitted request used against its client's tpm and budgets: nothing for an
-    answer from the cache or another request's call."""
-    outcome = request.ctx.outcome
-    await request.app.ctx.limits.settle(request.ctx.policy, request.ctx.admitted, outcome.tokens_used(),
-                                        outcome.cost())
+    answer from the cache or another request's call.  Counted now when the figures are in (before
+    the response goes out, so the client's next request sees it); a call cut before its usage came,
+    or one its leader left running, is counted when its line is written."""
+    outcome = getattr(request.ctx, "outcome", None)
+    if outcome is None:                         # refused before its account was opened
+        return
+    limits = request.app.ctx.limits
+
+    def settle():
+        return limits.settle(request.ctx.policy, request.ctx.admitted, outcome.tokens_used(), outcome.cost())
+    if not outcome.waiting:
+        await settle()
+        return
+    background = request.app.ctx.background
+
+    def later() -> None:
+        task = asyncio.ensure_future(settle())
+        background.add(task)
+        task.add_done_callback(background.discard)
+    outcome.on_emit = later
 
 
 async def _local_answer(request: Request, record: observe.Record, events: list):
