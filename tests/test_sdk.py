@@ -321,8 +321,8 @@ def test_dead_provider_without_fallback_is_overloaded(client):
     (b'{"model": "claude-x", "max_tokens": "five", "messages": []}', "max_tokens: must be an integer >= 0, got a string"),
     (b'{"model": "claude-x", "max_tokens": 5, "messages": [], "metadata": {"user_id": [[[1]]]}}',
      "metadata: must be an object whose user_id is a string"),
-    (b'{"model": "claude-x", "max_tokens": 5, "messages": [], "x": ' + b"[" * 300 + b"]" * 300 + b"}",
-     "nested more than 100 levels"),
+    (b'{"model": "claude-x", "max_tokens": 5, "messages": [], "x": ' + b"[" * 250 + b"]" * 250 + b"}",
+     "nested more than 250 levels"),
 ])
 def test_bad_requests_are_400_invalid_request(daemon, fake, body, needle):
     r = httpx2.post(daemon.url + "/v1/messages", content=body, headers={"content-type": "application/json"})
@@ -519,7 +519,8 @@ def test_a_streamed_tool_call_reaches_the_client_as_it_is_written(daemon, client
     pieces = [args[i:i + 500] for i in range(0, len(args), 500)]
     events = [chunk({"tool_calls": [{"index": 0, "id": "call_w", "type": "function",
                                      "function": {"name": "Write", "arguments": ""}}]})]
-    events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces]
+    # each piece written 10 ms after the one before (the pieces of one read go out as one delta)
+    events += [e for p in pieces for e in (0.01, chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}))]
     fake.push(Script(events=events + [chunk(finish="tool_calls"), chunk(choices=False, usage=usage())]))
     streamed = raw_stream(daemon, tools=[{"name": "Write", "input_schema": {"type": "object"}}])
     assert check_stream(streamed) == "complete"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ccproxyd.errors import ApiError, Overloaded, RateLimited
-from ccproxyd.translate.sse import SSEDecoder, encode
+from ccproxyd.translate.sse import SSEDecoder, coalesce, encode
 from ccproxyd.translate import signature
 from ccproxyd.translate.response import accumulate, from_completion
 from ccproxyd.translate.stream import FINISH_TO_STOP, UNKNOWN_FINISH_STOP, StreamTranslator
@@ -257,3 +257,47 @@ def test_a_cut_live_call_is_left_out_of_the_whole_message_when_asked():
     message = accumulate(events, cut)
     assert cut == [1] and message["content"] == [{"type": "text", "text": "Writing."}]
     assert message["stop_reason"] == "max_tokens"
+
+
+def _delta(index: int, kind: str, piece: str) -> tuple[str, dict]:
+    field = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json",
+             "signature_delta": "signature"}[kind]
+    return ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": kind, field: piece}})
+
+
+STOP0 = ("content_block_stop", {"type": "content_block_stop", "index": 0})
+START1 = ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}})
+
+# (events of one upstream read, what goes out): runs of one block's deltas of one type join; nothing else
+COALESCE = [
+    ([_delta(0, "text_delta", "Hel"), _delta(0, "text_delta", "lo"), _delta(0, "text_delta", "!")],
+     [_delta(0, "text_delta", "Hello!")]),
+    ([_delta(0, "thinking_delta", "a"), _delta(0, "thinking_delta", "b"), _delta(0, "signature_delta", "s"),
+      _delta(0, "signature_delta", "t"), STOP0, START1, _delta(1, "text_delta", "x"), _delta(1, "text_delta", "y")],
+     [_delta(0, "thinking_delta", "ab"), _delta(0, "signature_delta", "s"), _delta(0, "signature_delta", "t"), STOP0,
+      START1, _delta(1, "text_delta", "xy")]),
+    ([_delta(2, "input_json_delta", '{"pa'), _delta(2, "input_json_delta", 'th": 1}'), _delta(3, "input_json_delta", "{}")],
+     [_delta(2, "input_json_delta", '{"path": 1}'), _delta(3, "input_json_delta", "{}")]),
+    ([_delta(0, "text_delta", "one")], [_delta(0, "text_delta", "one")]),
+    ([], []),
+]
+
+
+@pytest.mark.parametrize("events, expected", COALESCE)
+def test_one_reads_deltas_go_out_joined(events, expected):
+    before = json.dumps(events)
+    assert coalesce(events) == expected
+    assert json.dumps(events) == before              # the translator's own events are left as they were
+
+
+def test_a_burst_of_chunks_streams_the_same_message_in_fewer_events():
+    chunks = [{"choices": [{"index": 0, "delta": {"content": f"w{i} "}}]} for i in range(40)]
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 5, "completion_tokens": 40}})
+    one_by_one, burst = (StreamTranslator("claude-x", provider="p", upstream_model="u") for _ in range(2))
+    singly = one_by_one.start() + [e for c in chunks for e in one_by_one.feed(c)] + one_by_one.finish(True)
+    joined = coalesce(burst.start() + [e for c in chunks for e in burst.feed(c)] + burst.finish(True))
+    assert len(joined) == len(singly) - 39
+    assert accumulate(joined)["content"] == accumulate(singly)["content"] == [
+        {"type": "text", "text": "".join(f"w{i} " for i in range(40))}]
+    check_stream(parse_sse(encode(joined)))

@@ -10,6 +10,7 @@ import re
 import anthropic
 import orjson
 import pytest
+from hypothesis import given, strategies as st
 
 from ccproxyd import errors
 from ccproxyd.translate import tokens
@@ -98,6 +99,13 @@ BODIES = [
 def test_the_byte_bound_is_never_below_the_count(body):
     raw = orjson.dumps(body)
     assert tokens.upper_bound(raw) >= tokens.count_request(body)
+    assert tokens.rough_bound(raw) >= tokens.upper_bound(raw)      # the unscanned bound is looser still
+
+
+@given(st.lists(st.sampled_from([b'"name"', b'"image"', b'"document"', b"x", b'"', b"{}"]), max_size=60))
+def test_the_rough_bound_holds_whatever_the_marks(pieces):
+    raw = b"".join(pieces)
+    assert tokens.rough_bound(raw) >= tokens.upper_bound(raw)
 
 
 # A provider's own overflow error -> PromptTooLong (400, "prompt is too long: ..."), in each way

@@ -11,7 +11,7 @@ import json
 import os
 import re
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -48,6 +48,14 @@ class Provider:
     max_concurrency: int | None = None  # requests in flight; over it, a fast 529
     retries: RetryPolicy = RetryPolicy()
     breaker: BreakerPolicy = BreakerPolicy()
+
+    def __hash__(self) -> int:
+        """Hashed once (a dict key of upstream.pool on every request); equal by value, so that a
+        reload that leaves a provider as it was keeps its connections."""
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = self.__dict__["_hash"] = hash(tuple(getattr(self, f.name) for f in fields(self)))
+        return cached
 
 
 @dataclass(frozen=True)

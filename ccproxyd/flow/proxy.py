@@ -32,7 +32,7 @@ from ..errors import (CallCancelled,
                       Untranslatable)
 from ..upstream.resilience import OPEN, Breaker, Guards
 from ..config.routing import Decision, Target
-from ..translate.sse import SSEDecoder, encode
+from ..translate.sse import SSEDecoder, coalesce, encode
 from ..translate import request as treq
 from ..translate import prompt_cache, server_tools
 from ..translate.openrouter import CitingTranslator
@@ -259,7 +259,7 @@ def _decode(datas: list[bytes], answer: Answer) -> tuple[list[tuple[str, dict]],
             raise Untranslatable(f"provider '{answer.target.provider.name}' sent a data line that is not a "
                                  f"JSON object: {redact.scrub_bytes(data)[:200].decode('utf-8', 'replace')!r}")
         events += answer.translator.feed(chunk)
-    return events, done
+    return coalesce(events), done
 
 
 async def _events(answer: Answer):

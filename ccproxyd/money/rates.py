@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 RATE_KEYS = ("input", "output", "cached_input", "cache_write", "cache_write_1h", "web_search_per_1k")
@@ -72,7 +73,7 @@ class Row:
         moment = dt.datetime.fromtimestamp(at, dt.timezone.utc)
         return next((w for w in self.windows if w.holds(moment)), None)
 
-    @property
+    @cached_property
     def since_text(self) -> str:
         return "always" if not self.since else _when(self.since)
 

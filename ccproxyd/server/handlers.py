@@ -116,7 +116,8 @@ async def _messages(request: Request):
         if turn is not None:
             await turn.keep(accumulate(events))
         return await _local_answer(request, record, events)
-    if may_overflow(decision, body["max_tokens"], tokens.upper_bound(raw)):   # counted only near a window
+    if (may_overflow(decision, body["max_tokens"], tokens.rough_bound(raw))     # counted only near a window
+            and may_overflow(decision, body["max_tokens"], tokens.upper_bound(raw))):
         counted = await asyncio.to_thread(getattr, features, "input_tokens")     # counted once, off the loop
         decision = fit_window(decision, body["max_tokens"], counted)
     del features                                        # it holds the parsed body (for its count)
