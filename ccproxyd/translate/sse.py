@@ -48,23 +48,25 @@ JOINABLE = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delt
 def coalesce(events: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
     """The events with each run of deltas of one block and one type joined into one delta: what
     one upstream read brought is written as Anthropic might have chunked it (its deltas vary in
-    size), and a burst of 40 chunks costs one encode instead of 40.  A joined delta is a copy."""
+    size), and a burst of 40 chunks is one event to encode and send.  A run's delta is a copy."""
     if len(events) < 2:
         return events
     out: list[tuple[str, dict]] = []
-    joined: dict | None = None              # the copy that took the deltas after it in
+    run: dict | None = None                 # the delta the following ones join
+    kind = field = index = None
     for event in events:
-        name, data = event
-        if name == "content_block_delta" and out and out[-1][0] == "content_block_delta":
-            last = out[-1][1]
-            kind = data["delta"]["type"]
-            field = JOINABLE.get(kind)
-            if field is not None and last["index"] == data["index"] and last["delta"]["type"] == kind:
-                if last is not joined:
-                    last = joined = {"type": "content_block_delta", "index": last["index"], "delta": dict(last["delta"])}
-                    out[-1] = (name, last)
-                last["delta"][field] += data["delta"][field]
+        if event[0] == "content_block_delta":
+            data = event[1]
+            delta = data["delta"]
+            if run is not None and delta["type"] == kind and data["index"] == index:
+                run[field] += delta[field]
                 continue
+            field = JOINABLE.get(delta["type"])
+            if field is not None:
+                kind, index, run = delta["type"], data["index"], dict(delta)
+                out.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": run}))
+                continue
+        run = None
         out.append(event)
     return out
 
