@@ -1,5 +1,8 @@
 """Token counting with the bundled encodings (no network)."""
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from ccproxyd.translate import tokens
@@ -61,3 +64,18 @@ def test_tool_calls_images_and_pdfs_count():
     empty = _count([])
     assert _count([image]) - empty == _count([pdf]) - empty == tokens.IMAGE_TOKENS
     assert _count([{"type": "tool_result", "tool_use_id": "t", "content": [image]}]) - empty == tokens.IMAGE_TOKENS
+
+
+def test_the_encoding_loads_once_whichever_thread_asks_first(monkeypatch):
+    loads, real = [], tokens._load
+
+    def slow(name):
+        loads.append(name)
+        time.sleep(0.2)                             # the others ask while this one loads
+        return real(name)
+    monkeypatch.setattr(tokens, "_LOADED", {})
+    monkeypatch.setattr(tokens, "_load", slow)
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda _: tokens.encoding("cl100k_base"), range(4)))
+    assert loads == ["cl100k_base"] and all(f is found[0] for f in found)
+    assert tokens.count_text("hello world", "cl100k_base") == 2

@@ -12,6 +12,7 @@ import os
 import re
 import ssl
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from importlib import resources
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -136,6 +137,12 @@ class RouteTable:
     path: str = "<string>"
     warnings: tuple[Problem, ...] = field(default=())
     notes: tuple[str, ...] = field(default=())     # plain remarks (providers no route uses), not problems
+
+    @cached_property
+    def counts_input(self) -> bool:
+        """Whether routing may count a request's input tokens (a `min_input_tokens` condition)."""
+        return any(route.when is not None and route.when.min_input_tokens is not None
+                   for route in (*self.routes, *self.aliases.values()))
 
 
 # ---------------------------------------------------------------- checks

@@ -16,7 +16,6 @@ from ..observe import access as observe
 from . import team
 from ..flow import proxy, threads
 from ..state import thread_store
-from ..translate import tokens
 from ..state.answers import Store
 from ..state.clients import Limits
 from .context import Context
@@ -85,8 +84,6 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
             log.warning("SIGHUP reload is not available in this process")
         if settings.metrics_dir:                 # the manager forwards SIGHUP to workers with a snapshot
             write_snapshot(app, settings.metrics_dir)
-        # Load the tokenizer off the event loop so the first count_tokens does not stall others.
-        app.ctx.tokenizer = asyncio.get_running_loop().run_in_executor(None, tokens.encoding)
         if observe.telemetry_wanted():          # OpenTelemetry: imported only when asked for
             from ..observe import otel
             observe.telemetry = otel.Telemetry()

@@ -48,7 +48,6 @@ class Context:
     reloader: Reloader
     stop_watch: asyncio.Event
     watch_task: asyncio.Task
-    tokenizer: asyncio.Future                 # the o200k encoding, loading in a thread at start
     snapshots: asyncio.Task | None            # with several workers: this one's metrics snapshots
     watchdog: asyncio.Task | None             # systemd's watchdog pings
     drain: asyncio.Task                       # set at stop: ends what still runs at the deadline

@@ -105,13 +105,15 @@ async def _messages(request: Request):
     if request.app.ctx.settings.log_bodies:
         observe.log_body(record.request_id, body)
     features = features_of(body, partial(tokens.count_request, body), subagent=record.agent_id is not None)
+    if table.counts_input:                              # a min_input_tokens route: counted off the loop
+        await asyncio.to_thread(getattr, features, "input_tokens")
     decision = resolve(table, body["model"], features)
     record.route, record.route_match = decision.route_index, decision.route.match
-    if body["max_tokens"] == 0:
-        events = proxy.empty_events(decision, body)
+    if body["max_tokens"] == 0:                         # answered here, its input counted (in a thread)
+        events = await asyncio.to_thread(proxy.empty_events, decision, body)
     else:
         tool = server_tools.unanswerable(body, decision.primary.model)
-        events = proxy.unavailable_events(decision, body, tool) if tool is not None else None
+        events = await asyncio.to_thread(proxy.unavailable_events, decision, body, tool) if tool is not None else None
     if events is not None:
         if turn is not None:
             await turn.keep(accumulate(events))
@@ -245,7 +247,7 @@ async def _follow(request: Request, outcome: Outcome, flight: Flight, headers: d
 async def count_tokens(request: Request):
     body = messages_shape.check_body(request.body)
     messages_shape.validate_count(body)
-    return json_response({"input_tokens": tokens.count_request(body)})
+    return json_response({"input_tokens": await asyncio.to_thread(tokens.count_request, body)})
 
 
 def served_models(table) -> list[dict]:
