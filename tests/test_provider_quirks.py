@@ -6,6 +6,7 @@ The models are the presets' own (config/*.yaml), so a preset that loses a flag f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -36,7 +37,7 @@ def chunks(path: str) -> list[dict]:
 
 def replay(path: str, model, thinking: str = "summarized") -> list[tuple[str, dict]]:
     translator = StreamTranslator("claude-sonnet-4-5", provider=model.provider, upstream_model=model.upstream,
-                                  thinking=thinking, live_tools=True)
+                                  thinking=thinking, live_tools=True, details=model.reasoning_details)
     events = translator.start()
     for chunk in chunks(path):
         events += translator.feed(chunk)
@@ -307,11 +308,11 @@ REPLAYS = [   # preset, model, recorded answer, the field its thinking goes back
     ("moonshot", "kimi-k3", "moonshot/reasoning_usage.chunks.txt", "reasoning_content"),
     ("zai", "glm-5.3", "zai/window_exceeded.chunks.txt", "reasoning_content"),
     ("zai", "glm-5.3", "zai/stream_tool.chunks.txt", "reasoning_content"),
-    ("openrouter", "z-ai/glm-5.3", "openrouter/tool_call.chunks.txt", "reasoning"),
+    ("openrouter", "z-ai/glm-5.3", "openrouter/tool_call.chunks.txt", None),     # as reasoning_details, below
     ("qwen", "qwen3.8-max", "qwen/reasoning.chunks.txt", None),
     ("xai", "grok-4.7", "xai/tool_call.chunks.txt", None),
     ("cerebras", "gpt-oss-120b", "cerebras/tool_call.chunks.txt", None),
-    ("minimax", "MiniMax-M3", "minimax/tool_call.chunks.txt", None),
+    ("minimax", "MiniMax-M3", "minimax/tool_call.chunks.txt", None),               # as reasoning_details, below
 ]
 
 
@@ -337,6 +338,173 @@ def test_thinking_from_another_model_is_not_replayed_but_deepseek_gets_its_field
              {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}]
     body, _ = treq.to_openai(next_request(found, {"type": "adaptive"}), preset("deepseek", "deepseek-flash"))
     assert assistant_turn(body)["reasoning_content"] == ""
+
+
+# ---------------------------------------------------------------- reasoning_details, back as they came
+
+GLM_THOUGHT = "The user wants to know the weather in Florence, Italy. Let me call the weather function."
+CLAUDE_THOUGHT = ("The user is asking for weather information in Florence, Italy. I have access to a weather function "
+                  "that takes a location parameter. I should call the weather function with \"Florence, Italy\" or "
+                  "\"Florence\" as the location.\n\nLet me call the weather function with the location being Florence, "
+                  "Italy (or I could try just \"Florence\" - but \"Florence, Italy\" would be more specific and accurate).")
+MINIMAX_PROOF = ("The user wants a proof that the sum of two odd numbers is even. This is a straightforward number "
+                 "theory proof. I should present it concisely in caveman style.")
+
+
+GPT5_SUMMARY = ("I'm thinking that I need to provide both calls in a structured manner. I should use the 'commentary' "
+                "channel for the tool calls, making sure to keep everything clear and organized. After I receive the "
+                "tool responses, I'll proceed to give a final output based on that information. It seems "
+                "straightforward, but I want to ensure I'm being thorough and accurate throughout the process! "
+                "Let's move forward!")
+CLAUDE = "openrouter/claude_signed_tool_call.chunks.txt"
+GPT5 = "openrouter/gpt5_summary_encrypted_tool_calls.chunks.txt"
+
+
+def recorded(path: str, field: str) -> str:
+    """A field the recording streams once, in a reasoning_details fragment of its own: Claude's
+    `signature`, OpenAI's encrypted `data`."""
+    return next(d[field] for c in chunks(path) for d in c["choices"][0]["delta"].get("reasoning_details", ())
+                if d.get(field))
+
+
+def openrouter_as(upstream: str):
+    """A recording of a model the preset does not list: the preset's flags, that model's id."""
+    return dataclasses.replace(preset("openrouter", "z-ai/glm-5.3"), name=upstream, upstream=upstream)
+
+
+DETAILS = [   # preset, model, answer, [(kind, text or tool call)], usage, the items, read off the chunks by hand
+    ("minimax", "MiniMax-M3", "minimax/tool_call.chunks.txt",
+     [("thinking", "The user wants the weather. I will call get_weather."),
+      ("tool_use", "call_function_1", "get_weather", {"location": "Shanghai"})], ("tool_use", usage(50, 40, cached=150)),
+     [{"type": "reasoning.text", "id": "reasoning-text-1", "format": "MiniMax-response-v1", "index": 0,
+       "text": "The user wants the weather. I will call get_weather."}]),
+    ("minimax", "MiniMax-M3", "minimax/reasoning_split.chunks.txt",      # recorded: reasoning_content beside them
+     [("thinking", MINIMAX_PROOF), ("text", "**Proof.**\n\nOdd numbers: $2a + 1$ and $2b + 1$ for integers $a, b$.\n\n"
+                                            "Add:\n\n$$(2a + 1) + (2b + 1) = 2a + 2b + 2 = 2(a + b + 1)$$\n\n"
+                                            "Result divisible by 2. Even. \u220e")],
+     ("end_turn", usage(769 - 443, 116, cached=443)),
+     [{"type": "reasoning.text", "id": "reasoning-text-1", "format": "MiniMax-response-v1", "index": 0,
+       "text": MINIMAX_PROOF}]),
+    ("openrouter", "z-ai/glm-5.3", "openrouter/tool_call.chunks.txt",
+     [("thinking", "I need the file list; Bash can give it."), ("tool_use", "call_or_1", "Bash", {"command": "ls"})],
+     ("tool_use", usage(50, 60, cached=1000, written=150)),
+     [{"type": "reasoning.text", "text": "I need the file list; Bash can give it.", "format": "unknown", "index": 0}]),
+    ("openrouter", "z-ai/glm-5.3", "openrouter/glm_tool_call.chunks.txt",      # recorded, one fragment a word
+     [("thinking", GLM_THOUGHT), ("tool_use", "call_9400b8b3405c4d74b5b97e12", "weather", {"location": "Florence, Italy"})],
+     ("tool_use", usage(173 - 128, 33, cached=128)),
+     [{"type": "reasoning.text", "text": GLM_THOUGHT, "format": "unknown", "index": 0}]),
+    ("openrouter", "anthropic/claude-haiku-4.5", CLAUDE,      # recorded: the signature comes alone, last
+     [("thinking", CLAUDE_THOUGHT),
+      ("tool_use", "toolu_bdrk_01N8hD5cYDw4WfvnjKXAkA2W", "weather", {"location": "Florence, Italy"})],
+     ("tool_use", usage(607, 143)),
+     [{"type": "reasoning.text", "text": CLAUDE_THOUGHT, "format": "anthropic-claude-v1", "index": 0,
+       "signature": "<recorded>"}]),
+    ("openrouter", "openai/gpt-5", GPT5,        # recorded: a summary, then an encrypted item, both index 0
+     [("thinking", GPT5_SUMMARY), ("tool_use", "call_FS6r3jejWrnsF9udNRMPiyfM", "add", {"a": 2, "b": 3}),
+      ("tool_use", "call_Rlgo1THqC0e9mGnzP18pESCO", "multiply", {"a": 2, "b": 3})],
+     ("tool_use", usage(109, 306)),
+     [{"type": "reasoning.summary", "summary": GPT5_SUMMARY, "format": "openai-responses-v1", "index": 0},
+      {"type": "reasoning.encrypted", "data": "<recorded>", "id": "rs_0dc8a771bc4d29200169b2c6a26a248195aafcaec10e972cd4",
+       "format": "openai-responses-v1", "index": 0}]),
+]
+
+
+def details_model(name: str, model_name: str):
+    models = config.load((ROOT / "config" / f"{name}.yaml").read_text(), env={}).models
+    return models[model_name] if model_name in models else openrouter_as(model_name)
+
+
+def expected_items(path: str, items: list[dict]) -> list[dict]:
+    return [{k: recorded(path, k) if v == "<recorded>" else v for k, v in item.items()} for item in items]
+
+
+@pytest.mark.parametrize("display", ["summarized", "omitted"])
+@pytest.mark.parametrize("name,model_name,path,content,stop,items", DETAILS, ids=[d[2].split(".")[0] for d in DETAILS])
+def test_reasoning_details_go_back_as_they_came(name, model_name, path, content, stop, items, display):
+    """The answer as Claude Code sees it, and Claude Code's next request (the thinking block with
+    its text, or none with `display: omitted`, and its signature): the assistant message carries
+    `reasoning_details` equal to the items the provider streamed, fragments joined per index, every
+    other field (id, format, index, Claude's signature) as sent; nothing else of the thinking."""
+    model = details_model(name, model_name)
+    assert model.reasoning_details
+    events = replay(path, model, thinking=display)
+    found = blocks(events)
+    shown = [(b[0], b[1] if display == "summarized" else "") if b[0] == "thinking" else b for b in content]
+    assert summary(found) == shown
+    assert ending(events) == stop
+    body, _ = treq.to_openai(next_request(found, {"type": "adaptive", "display": display}), model)
+    turn = assistant_turn(body)
+    assert turn["reasoning_details"] == expected_items(path, items)
+    assert not {"reasoning", "reasoning_content"} & set(turn)
+
+
+SENT_BY_THE_SDK = {   # the items the SDK that made each recording sent back on its next request (the
+    # second request of its cassette, PROVENANCE.md): the same items, field for field
+    CLAUDE: [{"format": "anthropic-claude-v1", "index": 0, "signature": "<recorded>", "text": CLAUDE_THOUGHT,
+              "type": "reasoning.text"}],
+    GPT5: [{"format": "openai-responses-v1", "index": 0, "summary": GPT5_SUMMARY, "type": "reasoning.summary"},
+           {"data": "<recorded>", "format": "openai-responses-v1", "id": "rs_0dc8a771bc4d29200169b2c6a26a248195aafcaec10e972cd4",
+            "index": 0, "type": "reasoning.encrypted"}],
+}
+
+
+@pytest.mark.parametrize("path,upstream", [(CLAUDE, "anthropic/claude-haiku-4.5"), (GPT5, "openai/gpt-5")])
+def test_the_items_are_those_the_recording_sdk_sent_back(path, upstream):
+    model = openrouter_as(upstream)
+    found = blocks(replay(path, model))
+    body, _ = treq.to_openai(next_request(found, {"type": "adaptive"}), model)
+    assert assistant_turn(body)["reasoning_details"] == expected_items(path, SENT_BY_THE_SDK[path])
+
+
+def test_a_whole_minimax_answer_keeps_its_items():
+    """Not streamed: MiniMax's documented message (https://platform.minimax.io/docs/api-reference/
+    text-chat-openai, ChatCompletionResp) with reasoning_content and reasoning_details."""
+    model = preset("minimax", "MiniMax-M3")
+    item = {"type": "reasoning.text", "id": "reasoning-text-1", "format": "MiniMax-response-v1", "index": 0,
+            "text": "The user asks for the weather in San Francisco; get_weather gives it."}
+    completion = {"id": "066b13237d4accbb697b81f696876915", "object": "chat.completion", "model": "MiniMax-M3",
+                  "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                      "role": "assistant", "name": "MiniMax AI", "content": "", "reasoning_content": item["text"],
+                      "reasoning_details": [item], "tool_calls": [{"id": "call_function_a1nrtksph4pi_1", "type": "function",
+                      "function": {"name": "get_weather", "arguments": "{\"location\": \"San Francisco, US\"}"}}]}}],
+                  "usage": {"total_tokens": 473, "prompt_tokens": 418, "completion_tokens": 55}}
+    translator = StreamTranslator("claude-x", provider=model.provider, upstream_model=model.upstream, details=True)
+    found = blocks(translator.start() + translator.whole(completion) + translator.finish(saw_done=True))
+    assert summary(found) == [("thinking", item["text"]),
+                              ("tool_use", "call_function_a1nrtksph4pi_1", "get_weather", {"location": "San Francisco, US"})]
+    body, _ = treq.to_openai(next_request(found, {"type": "adaptive"}), model)
+    assert assistant_turn(body)["reasoning_details"] == [item]
+
+
+def test_items_go_back_only_to_the_model_that_wrote_them():
+    """GLM's items go back to GLM; on a turn that goes to Kimi (a fallback of the same route) Kimi
+    is not sent them but, as before, the thinking as `reasoning`; MiniMax, which has no plain
+    field, is sent nothing of it; Anthropic's own thinking goes to none of them."""
+    glm = preset("openrouter", "z-ai/glm-5.3")
+    found = blocks(replay("openrouter/glm_tool_call.chunks.txt", glm))
+    body, _ = treq.to_openai(next_request(found, {"type": "adaptive"}), glm)
+    assert [d["text"] for d in assistant_turn(body)["reasoning_details"]] == [GLM_THOUGHT]
+    body, _ = treq.to_openai(next_request(found, {"type": "adaptive"}), preset("openrouter", "moonshotai/kimi-k3"))
+    turn = assistant_turn(body)
+    assert "reasoning_details" not in turn and turn["reasoning"] == GLM_THOUGHT
+    body, _ = treq.to_openai(next_request(found, {"type": "adaptive"}), preset("minimax", "MiniMax-M3"))
+    assert not {"reasoning_details", "reasoning", "reasoning_content"} & set(assistant_turn(body))
+    anthropic = [{"type": "thinking", "thinking": "secret", "signature": "EqQBCkYIBxgCKkB"}, found[1]]
+    for name, model_name in (("openrouter", "z-ai/glm-5.3"), ("minimax", "MiniMax-M3")):
+        body, _ = treq.to_openai(next_request(anthropic, {"type": "adaptive"}), preset(name, model_name))
+        assert not {"reasoning_details", "reasoning", "reasoning_content"} & set(assistant_turn(body))
+
+
+def test_a_thinking_text_that_changed_is_not_sent_as_the_items():
+    """The items' texts are rebuilt from the block's text by length; a block whose text is not the
+    one it was sent with falls back to the plain field (OpenRouter) rather than send wrong items."""
+    model = preset("openrouter", "z-ai/glm-5.3")
+    found = blocks(replay("openrouter/glm_tool_call.chunks.txt", model))
+    turn = assistant_turn(treq.to_openai(next_request(found, {"type": "adaptive"}), model)[0])
+    assert [d["text"] for d in turn["reasoning_details"]] == [GLM_THOUGHT] and "reasoning" not in turn
+    found[0] = dict(found[0], thinking=found[0]["thinking"] + " (edited)")
+    turn = assistant_turn(treq.to_openai(next_request(found, {"type": "adaptive"}), model)[0])
+    assert "reasoning_details" not in turn and turn["reasoning"] == GLM_THOUGHT + " (edited)"
 
 
 # ---------------------------------------------------------------- Gemini's thought signatures

@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PURE = ["translate/request.py", "translate/response.py", "translate/stream.py", "translate/signature.py",
         "translate/tools.py", "translate/provider_errors.py", "money/rates.py", "money/charge.py",
-        "translate/sse.py", "config/routing.py", "config/table.py", "translate/tokens.py"]
+        "translate/sse.py", "config/routing.py", "config/table.py", "translate/tokens.py",
+        "translate/reasoning_details.py"]
 
 
 @pytest.mark.parametrize("module", PURE)

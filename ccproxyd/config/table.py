@@ -87,6 +87,7 @@ class Model:
     documents: str = "file"              # "text": a PDF is replaced by a note (servers without file parts)
     tool_schema: str = "json_schema"     # "gemini": tool schemas cut to Gemini's documented subset
     thought_signatures: str = "none"     # "gemini": Gemini's thought signatures ride in tool_use ids
+    reasoning_details: bool = False      # reasoning_details ride in thinking signatures and go back as sent
     prices: Priced | None = None         # routes.yaml's `prices`, else the catalog's; None: unknown
 
 
@@ -287,7 +288,8 @@ def _catalog_price(catalog: price_catalog.Catalog, provider: dict, upstream: str
 # the keys of a model written as they are (the Model dataclass holds their defaults: one source)
 _MODEL_AS_WRITTEN = ("max_tokens_field", "reasoning_replay", "stop_sequences", "vision", "structured_output", "api",
                      "prompt_cache_key", "cache_control", "attribution", "web_search", "stream_usage",
-                     "forced_tool_choice", "max_tools", "documents", "tool_schema", "thought_signatures")
+                     "forced_tool_choice", "max_tools", "documents", "tool_schema", "thought_signatures",
+                     "reasoning_details")
 
 
 def _model(name: str, raw: dict, provider: dict, catalog: price_catalog.Catalog, path: str) -> Model:

@@ -219,7 +219,8 @@ async def _open_answer(upstreams: Upstreams, guards: Guards, decision: Decision,
             kind = CitingTranslator                 # OpenRouter searches: translate.openrouter
         translator = kind(decision.requested, provider=provider.name,
                                       upstream_model=target.model.upstream, tool_names=names,
-                                      input_estimate=estimate, thinking=decision.thinking)
+                                      input_estimate=estimate, thinking=decision.thinking,
+                                      details=target.model.reasoning_details)
         return Answer(target, response, translator, raw, attempts, guards, upstreams, decision, request_id)
     raise _final_error(errors)
 

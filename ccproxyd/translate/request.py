@@ -13,7 +13,7 @@ import orjson
 
 from ..config.table import EFFORTS, Model
 from ..errors import InvalidRequest
-from . import attribution, citations, prompt_cache, signature
+from . import attribution, citations, prompt_cache, reasoning_details, signature
 from .tools import object_schema, convert_tool_choice, convert_tools, loaded_tools, upstream_tool_name
 
 INTERRUPTED_RESULT = "Tool call was interrupted; no result."
@@ -165,11 +165,17 @@ def _assistant_message(blocks: list, model: Model, names: dict[str, str]) -> dic
         items = (signature.reasoning_item(b.get("signature"), model.provider, model.upstream)
                  for b in blocks if b.get("type") == "thinking")
         msg["reasoning_items"] = [item for item in items if item]
-    elif model.reasoning_replay != "none":
-        reasoning = "".join(b.get("thinking", "") for b in blocks
-                            if b.get("type") == "thinking" and signature.is_ours(b.get("signature")))
-        if reasoning or (calls and model.reasoning_replay == "reasoning_content"):
-            msg[model.reasoning_replay] = reasoning
+    elif model.reasoning_replay != "none" or model.reasoning_details:
+        ours = [b for b in blocks if b.get("type") == "thinking" and signature.is_ours(b.get("signature"))]
+        details: list[dict] = []
+        if model.reasoning_details:           # this model's own items, as it sent them
+            details, ours = reasoning_details.replayed(ours, model.provider, model.upstream)
+            if details:
+                msg["reasoning_details"] = details
+        if model.reasoning_replay != "none":  # thinking from elsewhere (another model, another route)
+            reasoning = "".join(b.get("thinking", "") for b in ours)
+            if reasoning or (calls and not details and model.reasoning_replay == "reasoning_content"):
+                msg[model.reasoning_replay] = reasoning
     return msg
 
 

@@ -10,12 +10,15 @@ import orjson
 PREFIX = "ccpx1."
 
 
-def make(provider: str, upstream_model: str, reasoning: dict | None = None) -> str:
-    """`reasoning`: an OpenAI Responses reasoning item (id, encrypted_content, summary), carried
-    so that the next turn can hand it back to the model that wrote it."""
+def make(provider: str, upstream_model: str, reasoning: dict | None = None, details: dict | None = None) -> str:
+    """`reasoning`: an OpenAI Responses reasoning item (id, encrypted_content, summary); `details`:
+    a block's `reasoning_details` items as translate.reasoning_details packs them.  Either is
+    carried so that the next turn can hand it back to the model that wrote it."""
     fields: dict = {"p": provider, "m": upstream_model}
     if reasoning:
         fields["r"] = {k: reasoning[k] for k in ("id", "encrypted_content", "summary") if reasoning.get(k) is not None}
+    if details:
+        fields["d"] = details
     return PREFIX + base64.urlsafe_b64encode(orjson.dumps(fields)).decode().rstrip("=")
 
 
@@ -33,11 +36,19 @@ def decode(sig: str) -> dict | None:
         return None
 
 
-def reasoning_item(sig, provider: str, upstream_model: str) -> dict | None:
-    """The Responses reasoning item a signature carries, if the same provider and model wrote it
-    (encrypted reasoning is only readable by the model that produced it)."""
+def bound(sig, provider: str, upstream_model: str) -> dict | None:
+    """A signature's fields if ccproxyd made it for this provider and model, else None: what a
+    model wrote into its reasoning (encrypted, signed) is only read by that model."""
     fields = decode(sig) if is_ours(sig) else None
-    if not fields or fields.get("p") != provider or fields.get("m") != upstream_model:
+    if not isinstance(fields, dict) or fields.get("p") != provider or fields.get("m") != upstream_model:
+        return None
+    return fields
+
+
+def reasoning_item(sig, provider: str, upstream_model: str) -> dict | None:
+    """The Responses reasoning item a signature carries, if the same provider and model wrote it."""
+    fields = bound(sig, provider, upstream_model)
+    if fields is None:
         return None
     item = fields.get("r")
     if not isinstance(item, dict) or not item.get("encrypted_content"):

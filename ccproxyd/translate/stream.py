@@ -20,6 +20,7 @@ import orjson
 
 from ..errors import ApiError, ClientFacingError, Untranslatable, error_body
 from .provider_errors import from_stream_error
+from .reasoning_details import Details
 from . import signature
 
 FINISH_TO_STOP = {
@@ -163,17 +164,23 @@ class _Tool:
 class StreamTranslator:
     """`input_estimate` is message_start's input count.  When the upstream reports no usage, the
     caller sets `input_estimate` (if it was a guess) and `output_tokens` (counted once, over
-    `output_text()`) before `finish`, and the final usage is marked `usage_estimated`."""
+    `output_text()`) before `finish`, and the final usage is marked `usage_estimated`.
+    With `details` (the model's `reasoning_details` flag), the `reasoning_details` items that
+    come with the reasoning ride in the signature of the thinking block they came in
+    (translate.reasoning_details), made once when the block closes."""
 
     def __init__(self, requested_model: str, *, provider: str, upstream_model: str,
                  tool_names: dict[str, str] | None = None, input_estimate: int = 0,
-                 thinking: str = "summarized", live_tools: bool = False) -> None:
+                 thinking: str = "summarized", live_tools: bool = False, details: bool = False) -> None:
         self.requested_model = requested_model
         self.thinking = thinking                   # config.routing.THINKING_DISPLAY: what it asked to see
         self.tool_names = tool_names or {}
         self.input_estimate = input_estimate
         self.output_tokens: int | None = None      # counted by the caller when no usage came
+        self.provider, self.upstream_model = provider, upstream_model
         self.signature = signature.make(provider, upstream_model)
+        self.details = Details() if details and thinking != "none" else None
+        self.block_text: list[str] = []            # with details: the open thinking block's text as shown
         self.id = message_id()
         self.next_index = 0
         self.open_kind: str | None = None          # "text" | "thinking" | None
@@ -219,6 +226,8 @@ class StreamTranslator:
             thinking = reasoning_text(delta)
             if thinking:
                 self._thinking(out, thinking)
+            if self.details is not None and delta.get("reasoning_details"):
+                self._details(out, delta["reasoning_details"])
             text = delta.get("content") or delta.get("refusal")
             if text and isinstance(text, str):
                 self.output_parts.append(text)
@@ -257,6 +266,9 @@ class StreamTranslator:
             if self.tools[key].block is None:
                 self._emit_tool(out, self.tools[key], drop_invalid=truncated)
         self._flush_held(out)
+        if self.details:                        # items that came while no thinking block could open
+            self._open(out, "thinking")
+            self._close(out)
         stop = FINISH_TO_STOP.get(self.finish_reason, UNKNOWN_FINISH_STOP) if self.finish_reason else "end_turn"
         if stop == "tool_use" and not self.emitted_tool:
             stop = "end_turn"
@@ -301,8 +313,19 @@ class StreamTranslator:
             return
         self._open(out, "thinking")
         if self.thinking == "summarized":
+            if self.details is not None:
+                self.block_text.append(text)
             out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
                                                 "delta": {"type": "thinking_delta", "thinking": text}}))
+
+    def _details(self, out: list, items) -> None:
+        """A chunk's `reasoning_details`: kept for the thinking block they belong to, which they
+        open if none is (an item with no text, such as an encrypted one, still needs a block)."""
+        if not isinstance(items, list):
+            return
+        self.details.add(items)
+        if self.open_kind != "thinking" and self.live is None:
+            self._open(out, "thinking")
 
     def _open(self, out: list, kind: str) -> None:
         if self.open_kind == kind:
@@ -319,8 +342,14 @@ class StreamTranslator:
             return
         index = self.next_index - 1
         if self.open_kind == "thinking":
+            sig = self.signature
+            if self.details is not None:
+                if self.details:
+                    shown = "".join(self.block_text) if self.thinking == "summarized" else None
+                    sig = signature.make(self.provider, self.upstream_model, details=self.details.pack(shown))
+                self.block_text.clear()
             out.append(("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                "delta": {"type": "signature_delta", "signature": self.signature}}))
+                                                "delta": {"type": "signature_delta", "signature": sig}}))
         out.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
         self.open_kind = None
 
@@ -397,6 +426,8 @@ class StreamTranslator:
             else:
                 self._open(out, "thinking")
                 if self.thinking == "summarized":
+                    if self.details is not None:
+                        self.block_text.append(text)
                     out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
                                                         "delta": {"type": "thinking_delta", "thinking": text}}))
         self._close(out)
