@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import orjson
 import pytest
 
 from ccproxyd.config.table import Model
 from ccproxyd.errors import InvalidRequest
 from ccproxyd.translate import request as treq
+from ccproxyd.translate import tools as ttools
 
 CASES = json.loads((Path(__file__).parent / "fixtures" / "request_cases.json").read_text())
 
@@ -197,3 +199,25 @@ def test_the_strict_schema_refuses_what_llama_cpp_python_refuses():
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(old, STRICT_REQUEST)
     assert _nulls(old) == [".messages.1.content"]
+
+
+def test_tools_converted_once_give_every_request_its_names():
+    deferred = {"name": "mcp__db__query", "input_schema": {"type": "object"}, "defer_loading": True}
+    tools = [{"name": "Read", "input_schema": {"type": "object", "$schema": "x"}}, {"name": "a.b", "input_schema": {}}, deferred]
+    first, second = {}, {}
+    out = ttools.convert_tools(tools, first)
+    again = ttools.convert_tools(orjson.loads(orjson.dumps(tools)), second)      # a later request, same tools
+    assert again is out and first == second == {"Read": "Read", ttools.upstream_tool_name("a.b"): "a.b"}
+    assert [t["function"]["name"] for t in out] == ["Read", ttools.upstream_tool_name("a.b")]
+    loaded = ttools.convert_tools(tools, {}, {"mcp__db__query"})                  # what the conversation loaded counts
+    assert [t["function"]["name"] for t in loaded][-1] == "mcp__db__query"
+    assert ttools.convert_tools(tools, {}, dialect="gemini") is not out
+    for i in range(ttools.CONVERTED_KEPT + 5):                                    # bounded
+        ttools.convert_tools([{"name": f"T{i}"}], {})
+    assert len(ttools._CONVERTED) <= ttools.CONVERTED_KEPT
+
+
+def test_bad_tools_are_refused_every_time():
+    for _ in range(2):
+        with pytest.raises(InvalidRequest, match="every tool needs a name"):
+            ttools.convert_tools([{"input_schema": {}}], {})

@@ -360,7 +360,9 @@ def _to_openai(body: dict, model: Model) -> tuple[dict, dict[str, str]]:
     out: dict = {"model": model.upstream, "messages": convert_messages(body, model, names),
                  "stream": True, "stream_options": {"include_usage": True}}
     out[model.max_tokens_field] = min(body["max_tokens"], model.max_output_tokens)
-    tools = convert_tools(body.get("tools") or [], names, loaded_tools(body["messages"]), model.tool_schema)
+    declared = body.get("tools") or []
+    deferred = any(isinstance(tool, dict) and tool.get("defer_loading") for tool in declared)
+    tools = convert_tools(declared, names, loaded_tools(body["messages"]) if deferred else frozenset(), model.tool_schema)
     if model.max_tools is not None and len(tools) > model.max_tools:
         raise InvalidRequest(f"tools: {model.upstream} takes at most {model.max_tools} tools in a request, and this "
                              f"one offers {len(tools)}: leave some MCP servers or tools out, or route to another model")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+import orjson
+
 from ..errors import InvalidRequest
 from . import schema_subset
 
@@ -54,11 +56,32 @@ def loaded_tools(messages: list) -> set[str]:
     return loaded
 
 
+# Claude Code sends the same tools on every turn of a session: their conversions are kept, keyed
+# by the tools' JSON (about 6 us where converting 20 tools takes 21 us), the oldest dropped first.
+_CONVERTED: dict[tuple, tuple[list[dict], dict[str, str]]] = {}
+CONVERTED_KEPT = 64
+
+
 def convert_tools(tools: list, names: dict[str, str], loaded: set[str] = frozenset(),
                   dialect: str = "json_schema") -> list[dict]:
-    """Custom tools as functions.  A `defer_loading` tool is offered only once a tool reference in
-    the conversation has loaded it (the flag stays set after that), so the placeholder that keeps
-    Claude Code's tool search on is never callable."""
+    """Custom tools as functions (a list shared by every request with the same tools: read only).
+    A `defer_loading` tool is offered only once a tool reference in the conversation has loaded it
+    (the flag stays set after that), so the placeholder that keeps Claude Code's tool search on
+    is never callable."""
+    if not tools:
+        return []
+    key = (orjson.dumps(tools), dialect, frozenset(loaded))
+    found = _CONVERTED.get(key)
+    if found is None:
+        converted: dict[str, str] = {}
+        found = _CONVERTED[key] = (_convert_tools(tools, converted, loaded, dialect), converted)
+        if len(_CONVERTED) > CONVERTED_KEPT:
+            _CONVERTED.pop(next(iter(_CONVERTED), None), None)
+    names.update(found[1])
+    return found[0]
+
+
+def _convert_tools(tools: list, names: dict[str, str], loaded: set[str], dialect: str) -> list[dict]:
     out = []
     for tool in tools:
         if not isinstance(tool, dict) or not tool.get("name"):
