@@ -1,7 +1,9 @@
 """Helpers the test modules share (one home for each; no test module imports another):
 a manual clock, waiting for a condition, Claude Code's pinned binaries and a headless run of one,
 reading a test daemon's access lines and ledger, running the ccproxyd command line, a strict
-Prometheus parser, and a redis-server on a loopback port."""
+Prometheus parser, a redis-server on a loopback port, and replaying the providers' recorded answers
+(tests/corpus) through the translator with a preset's model, then building Claude Code's next
+request from what a client would have assembled."""
 
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ from pathlib import Path
 
 import httpx2
 
+from ccproxyd.config import table as config
 from ccproxyd.config.table import Model
+from ccproxyd.translate.stream import StreamTranslator
 
 from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(__file__).parent / "corpus"
 
 
 class Clock:
@@ -145,3 +150,83 @@ class RedisServer:
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(5)
+
+
+# ---------------------------------------------------------------- the providers' recorded answers
+
+def preset(name: str, model: str):
+    return config.load((ROOT / "config" / f"{name}.yaml").read_text(), env={}).models[model]
+
+
+def chunks(path: str) -> list[dict]:
+    return [json.loads(line) for line in (CORPUS / path).read_text().splitlines() if line.strip()]
+
+
+def replay(path: str, model, thinking: str = "summarized") -> list[tuple[str, dict]]:
+    translator = StreamTranslator("claude-sonnet-4-5", provider=model.provider, upstream_model=model.upstream,
+                                  thinking=thinking, live_tools=True, details=model.reasoning_details)
+    events = translator.start()
+    for chunk in chunks(path):
+        events += translator.feed(chunk)
+    events += translator.finish(saw_done=True)
+    return events
+
+
+def blocks(events) -> list[dict]:
+    """The content blocks a client assembles from the events, checking the stream's grammar on the
+    way (docs/PROTOCOL.md §7.1): indices in order, deltas of the block's own kind, each block stopped
+    once, a signature on every thinking block, message_start first and message_stop last."""
+    assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
+    out, open_ = [], set()
+    for name, payload in events[1:-2]:
+        if name == "content_block_start":
+            assert payload["index"] == len(out)
+            out.append(dict(payload["content_block"], _json=""))
+            open_.add(payload["index"])
+        elif name == "content_block_delta":
+            block, delta = out[payload["index"]], payload["delta"]
+            assert payload["index"] in open_
+            kind = {"text_delta": "text", "thinking_delta": "thinking", "signature_delta": "thinking",
+                    "input_json_delta": "tool_use"}[delta["type"]]
+            assert block["type"] == kind
+            if delta["type"] == "text_delta":
+                block["text"] += delta["text"]
+            elif delta["type"] == "thinking_delta":
+                block["thinking"] += delta["thinking"]
+            elif delta["type"] == "signature_delta":
+                block["signature"] += delta["signature"]
+            else:
+                block["_json"] += delta["partial_json"]
+        else:
+            assert name == "content_block_stop" and payload["index"] in open_
+            open_.remove(payload["index"])
+    assert not open_
+    for block in out:
+        if block["type"] == "tool_use":
+            block["input"] = json.loads(block["_json"])
+        if block["type"] == "thinking":
+            assert block["signature"]
+        del block["_json"]
+    return out
+
+
+def ending(events) -> tuple[str, dict]:
+    name, delta = events[-2]
+    assert name == "message_delta"
+    return delta["delta"]["stop_reason"], delta["usage"]
+
+
+def next_request(found: list[dict], thinking: dict | None = None) -> dict:
+    """Claude Code's next request: the answer as history, each call answered."""
+    results = [{"type": "tool_result", "tool_use_id": b["id"], "content": "sunny"} for b in found if b["type"] == "tool_use"]
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 2000, "messages": [
+        {"role": "user", "content": "weather?"}, {"role": "assistant", "content": found},
+        {"role": "user", "content": results or "thanks"}],
+        "tools": [{"name": b["name"], "input_schema": {"type": "object"}} for b in found if b["type"] == "tool_use"]}
+    if thinking:
+        body["thinking"] = thinking
+    return body
+
+
+def assistant_turn(body: dict) -> dict:
+    return next(m for m in body["messages"] if m["role"] == "assistant")

@@ -20,74 +20,14 @@ from ccproxyd.translate import request as treq
 from ccproxyd.translate.responses import ResponsesTranslator
 from ccproxyd.translate.stream import StreamTranslator
 
+from .support import assistant_turn, blocks, chunks, ending, next_request, preset, replay
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).parent / "corpus"
 TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 
-def preset(name: str, model: str):
-    return config.load((ROOT / "config" / f"{name}.yaml").read_text(), env={}).models[model]
-
-
 # ---------------------------------------------------------------- replaying recorded answers
-
-def chunks(path: str) -> list[dict]:
-    return [json.loads(line) for line in (CORPUS / path).read_text().splitlines() if line.strip()]
-
-
-def replay(path: str, model, thinking: str = "summarized") -> list[tuple[str, dict]]:
-    translator = StreamTranslator("claude-sonnet-4-5", provider=model.provider, upstream_model=model.upstream,
-                                  thinking=thinking, live_tools=True, details=model.reasoning_details)
-    events = translator.start()
-    for chunk in chunks(path):
-        events += translator.feed(chunk)
-    events += translator.finish(saw_done=True)
-    return events
-
-
-def blocks(events) -> list[dict]:
-    """The content blocks a client assembles from the events, checking the stream's grammar on the
-    way (docs/PROTOCOL.md §7.1): indices in order, deltas of the block's own kind, each block stopped
-    once, a signature on every thinking block, message_start first and message_stop last."""
-    assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
-    out, open_ = [], set()
-    for name, payload in events[1:-2]:
-        if name == "content_block_start":
-            assert payload["index"] == len(out)
-            out.append(dict(payload["content_block"], _json=""))
-            open_.add(payload["index"])
-        elif name == "content_block_delta":
-            block, delta = out[payload["index"]], payload["delta"]
-            assert payload["index"] in open_
-            kind = {"text_delta": "text", "thinking_delta": "thinking", "signature_delta": "thinking",
-                    "input_json_delta": "tool_use"}[delta["type"]]
-            assert block["type"] == kind
-            if delta["type"] == "text_delta":
-                block["text"] += delta["text"]
-            elif delta["type"] == "thinking_delta":
-                block["thinking"] += delta["thinking"]
-            elif delta["type"] == "signature_delta":
-                block["signature"] += delta["signature"]
-            else:
-                block["_json"] += delta["partial_json"]
-        else:
-            assert name == "content_block_stop" and payload["index"] in open_
-            open_.remove(payload["index"])
-    assert not open_
-    for block in out:
-        if block["type"] == "tool_use":
-            block["input"] = json.loads(block["_json"])
-        if block["type"] == "thinking":
-            assert block["signature"]
-        del block["_json"]
-    return out
-
-
-def ending(events) -> tuple[str, dict]:
-    name, delta = events[-2]
-    assert name == "message_delta"
-    return delta["delta"]["stop_reason"], delta["usage"]
-
 
 def usage(input_tokens: int, output: int, cached: int = 0, written: int = 0) -> dict:
     return {"input_tokens": input_tokens, "output_tokens": output, "cache_creation_input_tokens": written,
@@ -286,22 +226,6 @@ def test_thinking_not_shown_when_not_asked_still_counts():
 
 
 # ---------------------------------------------------------------- the next request
-
-def next_request(found: list[dict], thinking: dict | None = None) -> dict:
-    """Claude Code's next request: the answer as history, each call answered."""
-    results = [{"type": "tool_result", "tool_use_id": b["id"], "content": "sunny"} for b in found if b["type"] == "tool_use"]
-    body = {"model": "claude-sonnet-4-5", "max_tokens": 2000, "messages": [
-        {"role": "user", "content": "weather?"}, {"role": "assistant", "content": found},
-        {"role": "user", "content": results or "thanks"}],
-        "tools": [{"name": b["name"], "input_schema": {"type": "object"}} for b in found if b["type"] == "tool_use"]}
-    if thinking:
-        body["thinking"] = thinking
-    return body
-
-
-def assistant_turn(body: dict) -> dict:
-    return next(m for m in body["messages"] if m["role"] == "assistant")
-
 
 REPLAYS = [   # preset, model, recorded answer, the field its thinking goes back in (None: not sent back)
     ("deepseek", "deepseek-flash", "deepseek/tool_call.chunks.txt", "reasoning_content"),
