@@ -30,7 +30,7 @@ from ccproxyd.upstream.pool import map_transport_error
 from .conftest import free_port
 from .fake_tls import TlsFakeUpstream
 from .fake_upstream import GOAWAY, RESET, Barrier, Gate, Script, chunk
-from .test_reload import wait_for
+from .support import wait_for
 
 TIMEOUT = {"connect": 10.0, "read": 20.0, "write": 20.0, "pool": 20.0}
 REQUEST = b'{"model": "m", "messages": []}'

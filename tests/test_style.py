@@ -119,3 +119,12 @@ def test_every_package_says_what_it_owns_and_may_import():
     for package in LAYERS[:-1]:
         doc = ast.get_docstring(ast.parse((ROOT / "ccproxyd" / package / "__init__.py").read_text())) or ""
         assert "May import" in doc or "may import" in doc, package
+
+
+def test_no_test_module_imports_another():
+    """Shared test helpers live in tests/support.py (or a fake's module), never in a test module."""
+    tests = Path(__file__).parent
+    found = [f"{path.name}: {line.strip()}" for path in sorted(tests.glob("*.py"))
+             for line in path.read_text().splitlines()
+             if re.match(r"\s*(from\s+(\.|tests\.)test_\w+\s+import|import\s+tests\.test_)", line)]
+    assert found == []
