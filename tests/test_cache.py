@@ -264,7 +264,7 @@ def test_a_write_that_fails_still_reports_done(tmp_path, caplog):
     store.put_later("k", {"not": object()}, 600, lambda: finished.append(True))   # cannot serialise
     store.close()
     assert finished == [True]
-    assert "cannot store 1 answer(s)" in caplog.text
+    assert "cannot store an answer, it cannot be written as JSON" in caplog.text
 
 
 def test_a_write_after_close_is_refused_not_lost_in_a_thread(tmp_path, caplog):

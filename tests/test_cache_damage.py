@@ -110,3 +110,18 @@ def test_store_sets_a_damaged_database_aside_at_open(tmp_path):
     assert store.get("k2") == {"content": []}
     assert os.path.exists(os.path.join(directory, "damaged", "cache.db"))
     store.close()
+
+
+def test_an_answer_too_deep_to_write_is_left_out_and_its_batch_stored(tmp_path):
+    """A model's tool input deeper than orjson writes (it reads 1024 levels, writes 254): that
+    answer is not stored; the others written with it are (the batch was lost before)."""
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    store = Store(str(tmp_path / "c"))
+    store.put_many([("a", {"content": []}, 600.0),
+                    ("deep", {"content": [{"type": "tool_use", "input": {"x": deep}}]}, 600.0),
+                    ("b", {"content": [{"type": "text", "text": "kept"}]}, 600.0)])
+    assert store.get("a") == {"content": []} and store.get("b")["content"][0]["text"] == "kept"
+    assert store.get("deep") is None
+    store.close()

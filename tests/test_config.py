@@ -192,6 +192,33 @@ def test_when_conditions(name, thinking, tools, tokens, expected):
         assert counted == []
 
 
+LONG_ROUTE = """  - match: "claude-*"
+    when: {min_input_tokens: 100000}
+    model: long-ctx
+"""
+
+
+@pytest.mark.parametrize("name,thinking,counts", [
+    ("claude-opus-4", False, True),      # the first route that matches asks for the count
+    ("gpt-4", False, False),             # no route with min_input_tokens matches the name
+    ("claude-opus-4", True, True),
+])
+def test_the_input_is_counted_first_only_where_routing_asks(name, thinking, counts):
+    from ccproxyd.config.routing import Features, counts_input
+
+    table = config.load(CONDITIONAL, env={})
+    features = Features(thinking=thinking, count_input=lambda: pytest.fail("counted while deciding"))
+    assert counts_input(table, name, features) is counts
+    plain = config.load(CONDITIONAL.replace("when: {min_input_tokens: 100000}", "when: {tools: true}"), env={})
+    assert not plain.counts_input and not counts_input(plain, name, features)
+    thinker = """  - match: "claude-*"
+    when: {thinking: true}
+    model: thinker
+"""
+    later = config.load(CONDITIONAL.replace(LONG_ROUTE, "").replace(thinker, thinker + LONG_ROUTE), env={})
+    assert counts_input(later, name, features) is (counts and not thinking)   # a thinking request stops first
+
+
 def test_route_command_shows_conditions(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(CONDITIONAL)

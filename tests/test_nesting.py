@@ -4,14 +4,18 @@ without an error (no RecursionError, no value orjson refuses to write)."""
 
 from __future__ import annotations
 
+import base64
+
 import orjson
 import pytest
 
-from ccproxyd.config.table import Model
+from ccproxyd.config.routing import Target
+from ccproxyd.config.table import Model, Provider
 from ccproxyd.errors import InvalidRequest
+from ccproxyd.flow import proxy
 from ccproxyd.flow.cache import cache_key
 from ccproxyd.observe.access import redacted
-from ccproxyd.translate import tokens
+from ccproxyd.translate import signature, tokens
 from ccproxyd.translate.request import to_openai
 from ccproxyd.translate.responses import to_responses
 from ccproxyd.translate.wire.messages import MAX_NESTING, check_body, validate
@@ -91,3 +95,32 @@ def test_the_deepest_body_allowed_goes_everywhere(place, kind):
     assert len(cache_key(upstream, "p", "http://x/v1", "client", "claude-sonnet-4-5", "summarized")) == 64
     assert tokens.count_request(body) > 0
     assert depth(redacted(body)) == MAX_NESTING
+
+
+def test_a_gemini_schema_that_translation_deepens_past_what_orjson_writes_is_a_400():
+    """Gemini's subset turns each `prefixItems` level into two: within MAX_NESTING as sent, too deep
+    once translated; refused like a body too deep as sent (was a 500)."""
+    node = {"type": "string"}
+    for _ in range(120):
+        node = {"type": "array", "prefixItems": [node, {"type": "string"}]}
+    body = check_body(orjson.dumps(dict(body_with(PLACES["metadata"], 10), tools=[{"name": "T", "input_schema": node}])))
+    target = Target(MODELS["gemini schemas"], Provider("p", "http://x/v1"))
+    with pytest.raises(InvalidRequest, match="nested too deep once translated for up"):
+        proxy.payload(body, target)
+    assert proxy.payload(body, Target(MODELS["chat"], Provider("p", "http://x/v1")))     # as sent, it fits
+
+
+def test_a_forged_signature_that_carries_deep_json_is_a_400():
+    """A signature is a string the depth check does not open; what it carries goes upstream."""
+    carried = (b'{"p":"p","m":"up","d":{"i":[{"type":"reasoning.text","text":"","x":' + b"[" * 300 + b"1"
+               + b"]" * 300 + b'}],"f":["text"]}}')
+    forged = signature.PREFIX + base64.urlsafe_b64encode(carried).decode().rstrip("=")
+    model = Model(name="m", provider="p", upstream="up", context_window=128000, max_output_tokens=8000,
+                  reasoning=True, reasoning_control="reasoning_effort", reasoning_details=True)
+    body = check_body(orjson.dumps({"model": "claude-x", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "", "signature": forged},
+                                          {"type": "text", "text": "ok"}]},
+        {"role": "user", "content": "on"}]}))
+    with pytest.raises(InvalidRequest, match="nested too deep once translated"):
+        proxy.payload(body, Target(model, Provider("p", "http://x/v1")))

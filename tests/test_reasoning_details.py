@@ -58,6 +58,11 @@ CASES = {   # deltas, then the blocks Claude Code is shown [(type, text)], then 
         [{"reasoning": "what was shown", "reasoning_details": [summary_item("a summary")]}, {"content": "ok"}],
         [("thinking", "what was shown"), ("text", "ok")],
         [summary_item("a summary")]),
+    "an item with two text fields: its text goes back to the one it came in": (
+        [{"reasoning_details": [{"type": "reasoning.summary", "summary": "S", "text": "", "index": 0}]},
+         {"reasoning_details": [{"type": "reasoning.summary", "summary": "T", "index": 0}]}, {"content": "ok"}],
+        [("thinking", "ST"), ("text", "ok")],
+        [{"type": "reasoning.summary", "summary": "ST", "text": "", "index": 0}]),
     "a null text, then text": (
         [{"reasoning_details": [text_item(None)]}, {"reasoning_details": [text_item("abc")]}, {"content": "ok"}],
         [("thinking", "abc"), ("text", "ok")],
@@ -110,13 +115,16 @@ def test_without_the_flag_the_signature_is_the_plain_one():
 
 
 @pytest.mark.parametrize("carried", [
-    {"i": "not a list"}, {"i": [{"type": "reasoning.text", "text": ""}], "n": ["3"]},
-    {"i": [{"type": "reasoning.text", "text": ""}], "n": [-1, 4]}, {"i": [1, 2]}, "not an object"])
+    {"i": "not a list"}, {"i": [{"type": "reasoning.text", "text": ""}], "f": ["text"], "n": ["3"]},
+    {"i": [{"type": "reasoning.text", "text": ""}], "f": ["text"], "n": [-1, 4]}, {"i": [1, 2]}, "not an object",
+    {"i": [{"type": "reasoning.text", "text": ""}], "n": [3]},                       # no text fields named
+    {"i": [{"type": "reasoning.text", "text": ""}], "f": ["data"], "n": [3]}])
 def test_a_damaged_signature_falls_back_to_the_plain_field(carried):
     block = {"type": "thinking", "thinking": "abc", "signature": signature.make("p", "m", details=carried)}
     turn = sent_back([block, {"type": "text", "text": "ok"}])
     assert "reasoning_details" not in turn and turn["reasoning"] == "abc"
     good = {"type": "thinking", "thinking": "abc",
-            "signature": signature.make("p", "m", details={"i": [{"type": "reasoning.text", "text": ""}], "n": [3]})}
+            "signature": signature.make("p", "m", details={"i": [{"type": "reasoning.text", "text": ""}], "f": ["text"],
+                                                           "n": [3]})}
     assert sent_back([good, {"type": "text", "text": "ok"}])["reasoning_details"] == [
         {"type": "reasoning.text", "text": "abc"}]

@@ -556,3 +556,19 @@ def test_the_end_of_a_stream_waits_for_the_reply_to_be_kept():
         return sent, store
     sent, store = run(scenario())
     assert sent[0] == (b"start", 0) and (b"end", 1) in sent and store.puts == 1
+
+
+def test_a_reply_too_deep_to_keep_still_ends_whole(daemon, fake):
+    """A model's tool input deeper than orjson writes cannot be kept as a thread point: the
+    stream still ends with message_stop (it ended in an exception before), and a continue of it
+    is thread_not_found."""
+    arguments = json.dumps({"x": json.loads("[" * 300 + "]" * 300)})
+    fake.push(tool_script("Read", arguments))
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": True, "thread": {"type": "create"},
+            "tools": [{"name": "Read", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "hello"}]}
+    r = httpx2.post(daemon.url + "/v1/messages", json=body, timeout=20)
+    assert r.status_code == 200 and r.text.rstrip().endswith('data: {"type":"message_stop"}'), r.text[-300:]
+    reply_id = next(json.loads(line[6:]) for line in r.text.splitlines()
+                    if line.startswith("data: ") and '"message_start"' in line)["message"]["id"]
+    assert_thread_error(cont(daemon, reply_id), 404, "not_found_error", "thread_not_found")

@@ -212,9 +212,19 @@ def test_tools_converted_once_give_every_request_its_names():
     loaded = ttools.convert_tools(tools, {}, {"mcp__db__query"})                  # what the conversation loaded counts
     assert [t["function"]["name"] for t in loaded][-1] == "mcp__db__query"
     assert ttools.convert_tools(tools, {}, dialect="gemini") is not out
-    for i in range(ttools.CONVERTED_KEPT + 5):                                    # bounded
+    for i in range(ttools.CONVERTED_KEPT + 5):                                    # bounded in number
         ttools.convert_tools([{"name": f"T{i}"}], {})
     assert len(ttools._CONVERTED) <= ttools.CONVERTED_KEPT
+
+
+def test_kept_tool_conversions_are_bounded_in_bytes():
+    big = [{"name": f"T{i}", "description": "x" * (ttools.CONVERTED_ONE // 4)} for i in range(5)]
+    assert ttools.convert_tools(big, {})[0]["function"]["name"] == "T0"
+    assert ttools.convert_tools(big, {}) is not ttools.convert_tools(big, {})        # too large to keep
+    for i in range(40):                                   # 40 sets of 200 KB: more than CONVERTED_BYTES
+        ttools.convert_tools([{"name": f"U{i}", "description": "y" * (200 << 10)}], {})
+    kept = sum(len(key[0]) for key in ttools._CONVERTED)
+    assert kept == ttools._KEPT_BYTES[0] and kept <= ttools.CONVERTED_BYTES
 
 
 def test_bad_tools_are_refused_every_time():

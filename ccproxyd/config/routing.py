@@ -99,6 +99,26 @@ def resolve(table: RouteTable, requested: str, features: Features | None = None)
     raise NotFound(f"model: no route in the routing table matches '{requested}'")
 
 
+def counts_input(table: RouteTable, requested: str, features: Features) -> bool:
+    """Whether resolving `requested` reaches a `min_input_tokens` condition whose other conditions
+    hold, so that the input must be counted (the caller counts it off the event loop first)."""
+    if not table.counts_input:
+        return False
+    name = requested.lower()
+    if name in table.aliases:
+        return False
+    for route in table.routes:
+        if not fnmatchcase(name, route.match.lower()):
+            continue
+        when = route.when
+        if when is not None and when.min_input_tokens is not None:
+            if holds(replace(when, min_input_tokens=None), features):
+                return True
+        elif holds(when, features):
+            return False
+    return False
+
+
 def output_reserve(max_tokens: int, model: Model) -> int:
     """The room an answer needs beside the prompt: the request's max_tokens, as the model's
     max_output_tokens caps it (the translator sends no more upstream)."""

@@ -51,8 +51,12 @@ class Flights:
                    outcome: Outcome) -> dict | Flight:
         primary = decision.primary
         upstream_body, names = proxy.upstream_request(body, primary.model)
-        key = cache_key({k: v for k, v in upstream_body.items() if k not in PER_SESSION}, primary.provider.name,
-                        primary.provider.base_url, client, decision.requested, decision.thinking)
+        try:
+            content = orjson.dumps(upstream_body)
+            key = cache_key({k: v for k, v in upstream_body.items() if k not in PER_SESSION}, primary.provider.name,
+                            primary.provider.base_url, client, decision.requested, decision.thinking)
+        except TypeError as exc:            # deeper than orjson writes once translated
+            raise proxy.too_deep(primary, exc) from None
         flight = self.running.get(key)
         message = flight.message if flight is not None else self.store.get(key) if self.store is not None else None
         if message is not None:
@@ -62,7 +66,8 @@ class Flights:
             outcome.sharing(leads=False)
             return flight
         flight = self.running[key] = Flight(self.orphan_grace)    # identical requests here join it now
-        first = [(orjson.dumps(upstream_body), names)]    # handed over, not held by this closure for the stream
+        first = [(content, names)]                       # handed over, not held by this closure for the stream
+        del content
         request_id = outcome.record.request_id
 
         def lead(store):

@@ -39,6 +39,7 @@ from ..translate.openrouter import CitingTranslator
 from ..translate.response import accumulate
 from ..translate.responses import ResponsesTranslator, to_responses
 from ..translate.stream import StreamTranslator, map_usage
+from ..translate.wire.messages import deeper_than_written
 from ..upstream.pool import Upstreams, map_transport_error
 
 log = logging.getLogger("ccproxyd.proxy")
@@ -145,7 +146,20 @@ KEY_HEAT = prompt_cache.KeyHeat(time.monotonic)
 def payload(body: dict, target: Target) -> Payload:
     """The upstream request for `target`, serialised, and its tool-name map."""
     upstream_body, names = upstream_request(body, target.model)
-    return orjson.dumps(upstream_body), names
+    try:
+        return orjson.dumps(upstream_body), names
+    except TypeError as exc:
+        raise too_deep(target, exc) from None
+
+
+def too_deep(target: Target, exc: TypeError) -> InvalidRequest:
+    """A request within MAX_NESTING that translation made deeper than orjson writes (Gemini's
+    schema subset turns each `prefixItems` level into two and inlines `$ref`s; a replayed
+    signature carries JSON of its own): refused, as the client's own depth is.  orjson's other
+    TypeError (a value that is not JSON) would be a bug here: raised as it is."""
+    if not deeper_than_written(exc):
+        raise exc
+    return InvalidRequest(f"request body is nested too deep once translated for {target.model.upstream}")
 
 
 async def open_answer(upstreams: Upstreams, guards: Guards, decision: Decision, raw: bytes,

@@ -134,12 +134,16 @@ class Turn:
         threads = self.threads
         record = {field: self.body[field] for field in KEPT_FIELDS if field in self.body}
         record["messages"] = self.body["messages"] + [{"role": "assistant", "content": message["content"]}]
-        data = orjson.dumps(record)
-        if len(data) <= threads.max_record_bytes:
-            await threads.backend.put(message["id"], data, self.owner, threads.ttl)
+        try:
+            data = orjson.dumps(record)
+        except TypeError as exc:                # a model's tool input deeper than orjson writes, say
+            log.warning("thread point %s not kept: it cannot be written as JSON (%s)", message["id"], exc)
         else:
-            log.info("thread point %s not kept: %d bytes is over the limit of %d", message["id"], len(data),
-                     threads.max_record_bytes)
+            if len(data) <= threads.max_record_bytes:
+                await threads.backend.put(message["id"], data, self.owner, threads.ttl)
+            else:
+                log.info("thread point %s not kept: %d bytes is over the limit of %d", message["id"], len(data),
+                         threads.max_record_bytes)
         if self.previous is not None:
             await threads.backend.release(self.previous, continued=True)
         self.kept = True

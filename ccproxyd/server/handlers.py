@@ -32,7 +32,7 @@ from ..errors import (ApiError,
                       Overloaded,
                       RequestTooLarge,
                       to_anthropic)
-from ..config.routing import features_of, fit_window, may_overflow, resolve
+from ..config.routing import counts_input, features_of, fit_window, may_overflow, resolve
 from ..translate.sse import encode
 from ..translate import attribution, server_tools
 from ..translate.request import session_of_metadata
@@ -105,7 +105,7 @@ async def _messages(request: Request):
     if request.app.ctx.settings.log_bodies:
         observe.log_body(record.request_id, body)
     features = features_of(body, partial(tokens.count_request, body), subagent=record.agent_id is not None)
-    if table.counts_input:                              # a min_input_tokens route: counted off the loop
+    if counts_input(table, body["model"], features):    # a min_input_tokens route: counted off the loop
         await asyncio.to_thread(getattr, features, "input_tokens")
     decision = resolve(table, body["model"], features)
     record.route, record.route_match = decision.route_index, decision.route.match

@@ -171,13 +171,19 @@ class Store:
         cache = self.cache
         if cache is None:
             return
+        rows = []
+        for key, message, ttl in entries:
+            try:
+                rows.append((key, orjson.dumps(message), ttl))
+            except TypeError as exc:            # a model's tool input deeper than orjson writes, say
+                log.warning("response cache: cannot store an answer, it cannot be written as JSON (%s)", exc)
         try:
             with cache.transact():
                 before = len(cache)
                 new = 0
-                for key, message, ttl in entries:
+                for key, data, ttl in rows:
                     new += key not in cache
-                    cache.set(key, orjson.dumps(message), expire=ttl)
+                    cache.set(key, data, expire=ttl)
                 self.evictions += max(0, before + new - len(cache))
         except (OSError, sqlite3.Error) as exc:
             if getattr(exc, "errno", None) == errno.ENOSPC or "full" in str(exc).lower():

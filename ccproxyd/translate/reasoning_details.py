@@ -74,7 +74,7 @@ class Details:
         texts when `shown`, the block's text as the client saw it, is those texts joined."""
         entries = list(self.entries.values())
         texts = ["".join(entry[1]) for entry in entries]
-        packed: dict = {}
+        packed: dict = {"f": [entry[2] for entry in entries]}     # each item's text field (or None)
         if shown is not None and "".join(texts) == shown:
             packed["i"] = [entry[0] for entry in entries]
             packed["n"] = [len(text) for text in texts]
@@ -89,34 +89,32 @@ class Details:
         return packed
 
 
-def _with_text(item: dict, text: str) -> dict:
-    """A packed item with its text back in its place (the first text field left empty)."""
-    name = next((name for name in TEXT_FIELDS if item.get(name) == ""), None)
-    return dict(item, **{name: text}) if name else dict(item)
-
-
-def _items(fields: dict, thinking: str) -> tuple[list[dict], bool] | None:
-    """The items one block's signature fields carry, with their texts; None if they do not fit."""
+def _items(fields: dict, thinking: str) -> tuple[list[dict], list, bool] | None:
+    """The items one block's signature fields carry, with their texts, and each one's text field;
+    None if they do not fit."""
     packed = fields.get("d")
     items = packed.get("i") if isinstance(packed, dict) else None
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         return None
+    names = packed.get("f")
+    if (not isinstance(names, list) or len(names) != len(items)
+            or not all(name is None or name in TEXT_FIELDS for name in names)):
+        return None
     lengths = packed.get("n")
     if lengths is None:
-        return [dict(item) for item in items], bool(packed.get("c"))
+        return [dict(item) for item in items], names, bool(packed.get("c"))
     if (not isinstance(lengths, list) or len(lengths) != len(items)
             or not all(isinstance(n, int) and n >= 0 for n in lengths) or sum(lengths) != len(thinking)):
         return None                            # not the text the block was sent with
     out, start = [], 0
-    for item, length in zip(items, lengths):
-        out.append(_with_text(item, thinking[start:start + length]))
+    for item, name, length in zip(items, names, lengths):
+        out.append(dict(item, **{name: thinking[start:start + length]}) if name else dict(item))
         start += length
-    return out, bool(packed.get("c"))
+    return out, names, bool(packed.get("c"))
 
 
-def _join(item: dict, more: dict) -> None:
-    """`more`, the rest of `item` from the next block, folded into it."""
-    name = next((name for name in TEXT_FIELDS if isinstance(more.get(name), str)), None)
+def _join(item: dict, more: dict, name: str | None) -> None:
+    """`more`, the rest of `item` from the next block, folded into it (`name`: its text field)."""
     for key, value in more.items():
         if key == name:
             item[key] = (item.get(key) or "") + value
@@ -136,8 +134,8 @@ def replayed(blocks: list[dict], provider: str, upstream_model: str) -> tuple[li
         if found is None:
             rest.append(block)
             continue
-        items, continues = found
+        items, names, continues = found
         if continues and details and items:
-            _join(details[-1], items.pop(0))
+            _join(details[-1], items.pop(0), names.pop(0))
         details += items
     return details, rest

@@ -111,7 +111,6 @@ class ResponsesTranslator(StreamTranslator):
 
     def __init__(self, requested_model: str, *, provider: str, upstream_model: str, **kwargs) -> None:
         super().__init__(requested_model, provider=provider, upstream_model=upstream_model, **kwargs)
-        self.provider, self.upstream_model = provider, upstream_model
         self.plain_signature = self.signature
         self.summary_parts = 0                   # summary parts seen in the current reasoning item
         self.searched = False                    # a web search ran: the text that follows is held

@@ -311,6 +311,10 @@ class StreamTranslator:
         if self.live is not None and not self._end_live(out):
             self.held.append(("thinking", text))   # rare: reasoning in the middle of a live tool call
             return
+        self._thinking_delta(out, text)
+
+    def _thinking_delta(self, out: list, text: str) -> None:
+        """`text` in the thinking block (opened if it is not), shown when the client asked to see it."""
         self._open(out, "thinking")
         if self.thinking == "summarized":
             if self.details is not None:
@@ -424,12 +428,7 @@ class StreamTranslator:
             if kind == "text":
                 self._text(out, text)
             else:
-                self._open(out, "thinking")
-                if self.thinking == "summarized":
-                    if self.details is not None:
-                        self.block_text.append(text)
-                    out.append(("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
-                                                        "delta": {"type": "thinking_delta", "thinking": text}}))
+                self._thinking_delta(out, text)
         self._close(out)
 
     def _json_delta(self, out: list, index: int, fragment: str) -> None:

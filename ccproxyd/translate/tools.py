@@ -57,9 +57,14 @@ def loaded_tools(messages: list) -> set[str]:
 
 
 # Claude Code sends the same tools on every turn of a session: their conversions are kept, keyed
-# by the tools' JSON (about 6 us where converting 20 tools takes 21 us), the oldest dropped first.
+# by the tools' JSON (about 6 us where converting 20 tools takes 21 us), the oldest dropped first
+# once more than CONVERTED_KEPT or more than CONVERTED_BYTES of tools' JSON are kept (a kept
+# conversion holds about three times its JSON); tools larger than CONVERTED_ONE are not kept.
 _CONVERTED: dict[tuple, tuple[list[dict], dict[str, str]]] = {}
 CONVERTED_KEPT = 64
+CONVERTED_BYTES = 4 << 20
+CONVERTED_ONE = 512 << 10
+_KEPT_BYTES = [0]                       # bytes of tools' JSON in _CONVERTED's keys
 
 
 def convert_tools(tools: list, names: dict[str, str], loaded: set[str] = frozenset(),
@@ -74,9 +79,15 @@ def convert_tools(tools: list, names: dict[str, str], loaded: set[str] = frozens
     found = _CONVERTED.get(key)
     if found is None:
         converted: dict[str, str] = {}
-        found = _CONVERTED[key] = (_convert_tools(tools, converted, loaded, dialect), converted)
-        if len(_CONVERTED) > CONVERTED_KEPT:
-            _CONVERTED.pop(next(iter(_CONVERTED), None), None)
+        found = (_convert_tools(tools, converted, loaded, dialect), converted)
+        if len(key[0]) <= CONVERTED_ONE:
+            _CONVERTED[key] = found
+            _KEPT_BYTES[0] += len(key[0])
+            while len(_CONVERTED) > CONVERTED_KEPT or _KEPT_BYTES[0] > CONVERTED_BYTES:
+                oldest = next(iter(_CONVERTED), None)
+                if oldest is None or _CONVERTED.pop(oldest, None) is None:
+                    break
+                _KEPT_BYTES[0] -= len(oldest[0])
     names.update(found[1])
     return found[0]
 

@@ -39,9 +39,16 @@ def _within(body: dict) -> bool:
         wrapped = [wrapped]
     try:
         orjson.dumps(wrapped)
-    except TypeError:                   # "Recursion limit reached": the only way a parsed body fails
+    except TypeError as exc:            # a parsed body holds JSON values only: depth is the one way
+        if not deeper_than_written(exc):
+            raise
         return False
     return True
+
+
+def deeper_than_written(exc: TypeError) -> bool:
+    """Whether orjson refused to write a value for its depth (its other TypeError: not JSON)."""
+    return "Recursion limit" in str(exc)
 
 
 def _kind(value) -> str:
