@@ -235,7 +235,7 @@ REPLAYS = [   # preset, model, recorded answer, the field its thinking goes back
     ("openrouter", "z-ai/glm-5.3", "openrouter/tool_call.chunks.txt", None),     # as reasoning_details, below
     ("qwen", "qwen3.8-max", "qwen/reasoning.chunks.txt", None),
     ("xai", "grok-4.7", "xai/tool_call.chunks.txt", None),
-    ("cerebras", "gpt-oss-120b", "cerebras/tool_call.chunks.txt", None),
+    ("cerebras", "gpt-oss-120b", "cerebras/tool_call.chunks.txt", None),           # in `content`, below
     ("minimax", "MiniMax-M3", "minimax/tool_call.chunks.txt", None),               # as reasoning_details, below
 ]
 
@@ -249,6 +249,10 @@ def test_thinking_turn_replayed_on_the_next_request(name, model_name, path, fiel
     turn = assistant_turn(body)
     sent = {k: turn[k] for k in ("reasoning_content", "reasoning") if k in turn}
     assert sent == ({field: thought} if field else {})
+    if name == "cerebras":     # prepend_to_content: the thinking is the content (no text came with the call)
+        assert turn["content"] == thought
+    else:
+        assert thought not in turn.get("content", "")
     calls = [b for b in found if b["type"] == "tool_use"]
     assert [c["id"] for c in turn.get("tool_calls", [])] == [c["id"] for c in calls]
     assert [m["tool_call_id"] for m in body["messages"] if m["role"] == "tool"] == [c["id"] for c in calls]
