@@ -38,7 +38,7 @@ class Row:
     sent_as: str                  # where the next request carries it; "none": nowhere
     why: str                      # the provider's page for that field, or why nothing is sent
     cached: tuple[str, int]       # an answer whose usage has cached prompt tokens, and how many
-    api: str | None = None        # the preset's model over another API (OpenAI's Chat Completions)
+    api: str | None = None        # the preset's model over another API (OpenAI's, xAI's Chat Completions)
 
 
 ROWS = [
@@ -91,11 +91,17 @@ ROWS = [
         "`reasoning_content` field gets a 400, https://github.com/Kilo-Org/kilocode/issues/10375)",
         ("cerebras/tool_call.chunks.txt", 256)),
     Row("xai", "grok-4.7",
+        ("xai/responses_tool_call.chunks.txt", "get_temperature", {"location": "Paris"}),
+        "responses/xai-text-with-reasoning-streaming-store-false.1.chunks.txt", "encrypted_content",
+        "https://docs.x.ai/developers/model-capabilities/text/best-practices (\"Send the encrypted reasoning "
+        "content back to the API with every turn\", through the Responses API)",
+        ("xai/responses_function_call.json", 256)),
+    Row("xai", "grok-4.7",
         ("xai/tool_call.chunks.txt", "weather", {"location": "San Francisco"}),
         "xai/tool_call.chunks.txt", "none",
-        "xAI's Chat Completions API \"has no field for the model's encrypted reasoning\" "
+        "xAI's Chat Completions API, deprecated, \"has no field for the model's encrypted reasoning\" "
         "(https://docs.x.ai/developers/model-capabilities/text/best-practices); only its Responses API carries it back",
-        ("xai/tool_call.chunks.txt", 290)),
+        ("xai/tool_call.chunks.txt", 290), api="chat_completions"),
     Row("openrouter", "z-ai/glm-5.3",
         ("openrouter/glm_tool_call.chunks.txt", "weather", {"location": "Florence, Italy"}),
         "openrouter/glm_tool_call.chunks.txt", "reasoning_details",
@@ -153,8 +159,8 @@ def deltas(path: str) -> list[dict]:
 
 def recorded(path: str, sent_as: str):
     """What the next request must carry, read off the recording: the reasoning text (for a `none` row,
-    whatever reasoning the answer had), the items' text, Gemini's signature on the call, OpenAI's
-    encrypted reasoning, Cerebras' content (reasoning, then the answer)."""
+    whatever reasoning the answer had), the items' text, Gemini's signature on the call, the
+    encrypted reasoning (OpenAI's, xAI's), Cerebras' content (reasoning, then the answer)."""
     if sent_as == "encrypted_content":
         return next(e["item"]["encrypted_content"] for e in first_response(path)
                     if e["type"] == "response.output_item.done" and e["item"]["type"] == "reasoning")
@@ -188,6 +194,7 @@ def check_thinking_replayed(row: Row, model) -> None:
     if row.sent_as == "encrypted_content":
         body, _ = to_responses(request, model)
         assert shown
+        assert body["store"] is False and "reasoning.encrypted_content" in body["include"]
         assert [i["encrypted_content"] for i in body["input"] if i.get("type") == "reasoning"] == [
             recorded(row.thinking, row.sent_as)]
         return
