@@ -7,8 +7,9 @@ SDK-written or transcribed), replayed through the translator with the preset's m
 The expected values are read off the files here, not off ccproxyd: the tool call's name and
 arguments and the cached count by hand (in the table), the thinking that must go back straight from
 the recorded chunks.  A provider that documents no way to send thinking back has a `none` cell with
-the reason and the page; the test then checks that nothing of the thinking goes back (Groq and
-Cerebras answer 400 to a field they do not know) while the calls still do."""
+the reason and the page; the test then checks that nothing of the thinking goes back (Groq answers
+400 to a field it does not know) while the calls still do.  Cerebras takes it inside the assistant's
+`content`, before the answer (`sent_as` "content")."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class Row:
     sent_as: str                  # where the next request carries it; "none": nowhere
     why: str                      # the provider's page for that field, or why nothing is sent
     cached: tuple[str, int]       # an answer whose usage has cached prompt tokens, and how many
-    api: str | None = None        # the preset's model over another API (OpenAI's Chat Completions)
+    api: str | None = None        # the preset's model over another API (OpenAI's, xAI's Chat Completions)
 
 
 ROWS = [
@@ -84,17 +85,23 @@ ROWS = [
         ("groq/cached_reasoning.json", 256)),
     Row("cerebras", "gpt-oss-120b",
         ("cerebras/tool_call.chunks.txt", "nonUsefulTool", {}),
-        "cerebras/tool_call.chunks.txt", "none",
-        "Cerebras takes earlier reasoning only inside the assistant's `content` (\"Reasoning Context "
-        "Retention\", https://inference-docs.cerebras.ai/capabilities/reasoning), not built here, and "
-        "answers 400 \"property 'reasoning_content' is unsupported\" (https://github.com/Kilo-Org/kilocode/issues/10375)",
+        "cerebras/tool_call.chunks.txt", "content",
+        "\"Reasoning Context Retention\", https://inference-docs.cerebras.ai/capabilities/reasoning: \"for "
+        "GPT-OSS, prepend reasoning text directly before the answer\" in the assistant's `content` (a "
+        "`reasoning_content` field gets a 400, https://github.com/Kilo-Org/kilocode/issues/10375)",
         ("cerebras/tool_call.chunks.txt", 256)),
+    Row("xai", "grok-4.7",
+        ("xai/responses_tool_call.chunks.txt", "get_temperature", {"location": "Paris"}),
+        "responses/xai-text-with-reasoning-streaming-store-false.1.chunks.txt", "encrypted_content",
+        "https://docs.x.ai/developers/model-capabilities/text/best-practices (\"Send the encrypted reasoning "
+        "content back to the API with every turn\", through the Responses API)",
+        ("xai/responses_function_call.json", 256)),
     Row("xai", "grok-4.7",
         ("xai/tool_call.chunks.txt", "weather", {"location": "San Francisco"}),
         "xai/tool_call.chunks.txt", "none",
-        "xAI's Chat Completions API \"has no field for the model's encrypted reasoning\" "
+        "xAI's Chat Completions API, deprecated, \"has no field for the model's encrypted reasoning\" "
         "(https://docs.x.ai/developers/model-capabilities/text/best-practices); only its Responses API carries it back",
-        ("xai/tool_call.chunks.txt", 290)),
+        ("xai/tool_call.chunks.txt", 290), api="chat_completions"),
     Row("openrouter", "z-ai/glm-5.3",
         ("openrouter/glm_tool_call.chunks.txt", "weather", {"location": "Florence, Italy"}),
         "openrouter/glm_tool_call.chunks.txt", "reasoning_details",
@@ -152,8 +159,8 @@ def deltas(path: str) -> list[dict]:
 
 def recorded(path: str, sent_as: str):
     """What the next request must carry, read off the recording: the reasoning text (for a `none` row,
-    whatever reasoning the answer had), the items' text, Gemini's signature on the call, OpenAI's
-    encrypted reasoning."""
+    whatever reasoning the answer had), the items' text, Gemini's signature on the call, the
+    encrypted reasoning (OpenAI's, xAI's), Cerebras' content (reasoning, then the answer)."""
     if sent_as == "encrypted_content":
         return next(e["item"]["encrypted_content"] for e in first_response(path)
                     if e["type"] == "response.output_item.done" and e["item"]["type"] == "reasoning")
@@ -162,6 +169,9 @@ def recorded(path: str, sent_as: str):
                     for d in deltas(path) for call in d.get("tool_calls") or () if call.get("extra_content"))
     if sent_as == "reasoning_details":
         return "".join(item.get("text", "") for d in deltas(path) for item in d.get("reasoning_details") or ())
+    if sent_as == "content":                  # Cerebras: the reasoning, then (after a space) the answer
+        reasoning, answer = recorded(path, "none"), "".join(d.get("content") or "" for d in deltas(path))
+        return f"{reasoning} {answer}" if answer else reasoning
     fields = (sent_as,) if sent_as != "none" else ("reasoning_content", "reasoning")
     return "".join(next((d[f] for f in fields if d.get(f)), "") for d in deltas(path))
 
@@ -184,6 +194,7 @@ def check_thinking_replayed(row: Row, model) -> None:
     if row.sent_as == "encrypted_content":
         body, _ = to_responses(request, model)
         assert shown
+        assert body["store"] is False and "reasoning.encrypted_content" in body["include"]
         assert [i["encrypted_content"] for i in body["input"] if i.get("type") == "reasoning"] == [
             recorded(row.thinking, row.sent_as)]
         return
@@ -201,6 +212,9 @@ def check_thinking_replayed(row: Row, model) -> None:
         assert "".join(item["text"] for item in sent["reasoning_details"]) == shown
     elif row.sent_as == "thought_signature":
         assert signed == [recorded(row.thinking, row.sent_as)] and not sent
+    elif row.sent_as == "content":
+        assert shown == recorded(row.thinking, "none") != ""
+        assert turn["content"] == recorded(row.thinking, row.sent_as) and not sent and not signed
     else:
         assert row.sent_as == "none" and "https://" in row.why
         assert shown == recorded(row.thinking, "none")     # the client saw it, as recorded

@@ -17,7 +17,7 @@ from ccproxyd.config import table as config
 from ccproxyd.translate import provider_errors as upstream_errors
 from ccproxyd.errors import InvalidRequest
 from ccproxyd.translate import request as treq
-from ccproxyd.translate.responses import ResponsesTranslator
+from ccproxyd.translate.responses import ResponsesTranslator, to_responses
 from ccproxyd.translate.stream import StreamTranslator
 
 from .support import assistant_turn, blocks, chunks, ending, next_request, preset, replay
@@ -155,6 +155,28 @@ def test_xai_reasoning_outside_completion_and_cached_prompt():
     assert ending(events) == ("tool_use", usage(1, 26 + 196, cached=290))
 
 
+def test_xai_responses_whole_answer_with_a_call_and_cached_input():
+    """grok-4.5 over the Responses API, recorded (a whole answer, `store` on: no encrypted_content):
+    a reasoning summary, a call of getFigure with no arguments, 256 of 335 input tokens cached and 79
+    output tokens (74 of them reasoning, inside output_tokens).  The next request sends the call back
+    under xAI's call_id, and no reasoning item, since none came encrypted."""
+    model = preset("xai", "grok-4.7")
+    assert model.api == "responses"
+    answer = json.loads((CORPUS / "xai/responses_function_call.json").read_text())
+    translator = ResponsesTranslator("claude-x", provider=model.provider, upstream_model=model.upstream,
+                                     thinking="summarized")
+    events = translator.start() + translator.whole(answer) + translator.finish(saw_done=True)
+    found = blocks(events)
+    assert summary(found) == [("thinking", "The user says: \"Call getFigure. Then read the single uppercase word in the "
+                                           "returned image. Reply with only that word. If no image is available, reply "
+                                           "exactly NO_IMAGE.\"\n"),
+                              ("tool_use", "call-07409b09-2aa0-435f-b577-2095dc465b94-0", "getFigure", {})]
+    assert ending(events) == ("tool_use", usage(335 - 256, 79, cached=256))
+    body, _ = to_responses(next_request(found, {"type": "adaptive"}), model)
+    assert [i["type"] for i in body["input"] if "type" in i] == ["function_call", "function_call_output"]
+    assert body["input"][1]["call_id"] == "call-07409b09-2aa0-435f-b577-2095dc465b94-0"
+
+
 def test_cerebras_reasoning_field_and_cached_prompt():
     events = replay("cerebras/tool_call.chunks.txt", preset("cerebras", "gpt-oss-120b"))
     found = summary(blocks(events))
@@ -234,21 +256,25 @@ REPLAYS = [   # preset, model, recorded answer, the field its thinking goes back
     ("zai", "glm-5.3", "zai/stream_tool.chunks.txt", "reasoning_content"),
     ("openrouter", "z-ai/glm-5.3", "openrouter/tool_call.chunks.txt", None),     # as reasoning_details, below
     ("qwen", "qwen3.8-max", "qwen/reasoning.chunks.txt", None),
-    ("xai", "grok-4.7", "xai/tool_call.chunks.txt", None),
-    ("cerebras", "gpt-oss-120b", "cerebras/tool_call.chunks.txt", None),
+    ("xai", "grok-4.7", "xai/tool_call.chunks.txt", None),                      # over Chat Completions
+    ("cerebras", "gpt-oss-120b", "cerebras/tool_call.chunks.txt", None),           # in `content`, below
     ("minimax", "MiniMax-M3", "minimax/tool_call.chunks.txt", None),               # as reasoning_details, below
 ]
 
 
 @pytest.mark.parametrize("name,model_name,path,field", REPLAYS, ids=[r[2].split(".")[0] for r in REPLAYS])
 def test_thinking_turn_replayed_on_the_next_request(name, model_name, path, field):
-    model = preset(name, model_name)
+    model = dataclasses.replace(preset(name, model_name), api="chat_completions")   # these are Chat Completions answers
     found = blocks(replay(path, model))
     thought = next(b["thinking"] for b in found if b["type"] == "thinking")
     body, _ = treq.to_openai(next_request(found, {"type": "adaptive"}), model)
     turn = assistant_turn(body)
     sent = {k: turn[k] for k in ("reasoning_content", "reasoning") if k in turn}
     assert sent == ({field: thought} if field else {})
+    if name == "cerebras":     # prepend_to_content: the thinking is the content (no text came with the call)
+        assert turn["content"] == thought
+    else:
+        assert thought not in turn.get("content", "")
     calls = [b for b in found if b["type"] == "tool_use"]
     assert [c["id"] for c in turn.get("tool_calls", [])] == [c["id"] for c in calls]
     assert [m["tool_call_id"] for m in body["messages"] if m["role"] == "tool"] == [c["id"] for c in calls]

@@ -231,3 +231,11 @@ def test_bad_tools_are_refused_every_time():
     for _ in range(2):
         with pytest.raises(InvalidRequest, match="every tool needs a name"):
             ttools.convert_tools([{"input_schema": {}}], {})
+
+
+def test_every_reasoning_replay_mode_is_one_the_schema_takes():
+    """routes.yaml's enum and the translation's table of in-content forms name the same modes."""
+    from ccproxyd.config.table import SCHEMA
+
+    modes = SCHEMA["$defs"]["model"]["properties"]["reasoning_replay"]["enum"]
+    assert set(modes) == {"none", "reasoning_content", "reasoning", *treq.REASONING_IN_CONTENT}

@@ -75,7 +75,7 @@ class Model:
     stop_sequences: bool = True
     vision: bool = True
     structured_output: str = "json_schema"
-    api: str = "chat_completions"        # or "responses" (OpenAI's Responses API)
+    api: str = "chat_completions"        # or "responses" (the Responses API: OpenAI's, xAI's)
     prompt_cache_key: bool = False       # send a prompt_cache_key: a hash of the shared prefix (translate/prompt_cache)
     cache_control: bool = False          # translate Claude Code's cache_control breakpoints (OpenRouter's Claude, Gemini)
     attribution: str = "strip"           # Claude Code's attribution line: "strip" (consumed here) or "keep" (forwarded)

@@ -22,6 +22,17 @@ TOOL_LOADED = "Tool loaded, now callable as a function:"
 # Gemini's documented stand-in for a function call that has no thought signature of its own
 # (history written by another model): https://ai.google.dev/gemini-api/docs/thought-signatures
 GEMINI_NO_SIGNATURE = "skip_thought_signature_validator"
+# reasoning_replay modes that send the thinking inside the assistant's `content`, before its answer
+# (reasoning, answer -> content).  Cerebras' "Reasoning Context Retention" (it answers 400 to a
+# `reasoning_content` field), https://inference-docs.cerebras.ai/capabilities/reasoning: "Use the same
+# format the model outputs: for GLM and Qwen, include reasoning in <think>...</think> tags; for
+# GPT-OSS, prepend reasoning text directly before the answer", with the examples "I need to multiply
+# 25 by 4. 25 * 4 = 100. The answer is 100." and "<think>I need to multiply 25 by 4. 25 * 4 =
+# 100.</think>The answer is 100." (a space before GPT-OSS's answer, none after </think>).
+REASONING_IN_CONTENT = {
+    "prepend_to_content": lambda reasoning, answer: f"{reasoning} {answer}" if answer else reasoning,
+    "think_tags_in_content": lambda reasoning, answer: f"<think>{reasoning}</think>{answer}",
+}
 
 
 def budget_to_effort(budget: int) -> str:
@@ -174,7 +185,11 @@ def _assistant_message(blocks: list, model: Model, names: dict[str, str]) -> dic
                 msg["reasoning_details"] = details
         if model.reasoning_replay != "none":  # thinking from elsewhere (another model, another route)
             reasoning = "".join(b.get("thinking", "") for b in ours)
-            if reasoning or (calls and not details and model.reasoning_replay == "reasoning_content"):
+            in_content = REASONING_IN_CONTENT.get(model.reasoning_replay)
+            if in_content is not None:
+                if reasoning:
+                    msg["content"] = in_content(reasoning, msg.get("content", ""))
+            elif reasoning or (calls and not details and model.reasoning_replay == "reasoning_content"):
                 msg[model.reasoning_replay] = reasoning
     return msg
 
