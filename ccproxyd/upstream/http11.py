@@ -131,6 +131,33 @@ async def _timed(awaitable, timeout: float | None, error: type[httpx2.TimeoutExc
         raise error(f"timed out {what}") from None
 
 
+class _Watch:
+    """A read timeout for a whole body: `since` is when the read now waiting began (None between
+    reads); the timer, when it fires, fails the reader with ReadTimeout if that read has waited
+    `timeout`, else sets itself for when it would have."""
+
+    __slots__ = ("loop", "reader", "timeout", "since", "handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader, timeout: float) -> None:
+        self.loop, self.reader, self.timeout = loop, reader, timeout
+        self.since: float | None = None
+        self.handle = loop.call_later(timeout, self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        since = self.since
+        if since is not None and now - since >= self.timeout:
+            self.handle = None
+            self.reader.set_exception(httpx2.ReadTimeout("timed out reading the body"))
+            return
+        self.handle = self.loop.call_at((since if since is not None else now) + self.timeout, self._check)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
 class _Body(httpx2.AsyncByteStream):
     """The response body; gives the connection back to the pool once read to its end."""
 
@@ -156,25 +183,36 @@ class _Body(httpx2.AsyncByteStream):
         await self.aclose()
 
     async def _pieces(self):
-        """The decoded body of each socket read (possibly empty), until the body is complete."""
+        """The decoded body of each socket read (possibly empty), until the body is complete.
+        A read that waits `read_timeout` fails with ReadTimeout: one timer for the whole body,
+        moved on lazily (`_watch`), instead of a timeout scope for each read."""
         reader = self._connection.reader
-        while not self._done:
-            try:
+        loop = asyncio.get_running_loop()
+        watch = _Watch(loop, reader, self._timeout) if self._timeout is not None else None
+        try:
+            while not self._done:
                 try:
-                    data = await _timed(reader.read(READ_SIZE), self._timeout, httpx2.ReadTimeout,
-                                        "reading the body")
-                except OSError as exc:
-                    raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
-                if not data:
-                    if self._framing is None:
-                        self._done = True
-                        break
-                    raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
-                body = self._decode(data)
-            except Exception:
-                self._broken = True             # never drained, never reused
-                raise
-            yield body
+                    if watch is not None:
+                        watch.since = loop.time()
+                    try:
+                        data = await reader.read(READ_SIZE)
+                    except OSError as exc:
+                        raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
+                    if watch is not None:
+                        watch.since = None
+                    if not data:
+                        if self._framing is None:
+                            self._done = True
+                            break
+                        raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
+                    body = self._decode(data)
+                except Exception:
+                    self._broken = True             # never drained, never reused
+                    raise
+                yield body
+        finally:
+            if watch is not None:
+                watch.stop()
 
     def _decode(self, data: bytes) -> bytes:
         framing = self._framing
@@ -331,8 +369,10 @@ class Http11Transport(httpx2.AsyncBaseTransport):
         head = [f"{method} {target} HTTP/1.1\r\n".encode("ascii")]
         head += [name + b": " + value + b"\r\n" for name, value in (*headers, *connection.proxy_headers)]
         try:
-            connection.writer.write(b"".join(head) + b"\r\n" + body)
-            await _timed(connection.writer.drain(), timeout.get("write"), httpx2.WriteTimeout, "sending the request")
+            writer = connection.writer
+            writer.write(b"".join(head) + b"\r\n" + body)
+            if writer.transport.is_closing() or writer.transport.get_write_buffer_size():   # else all went out
+                await _timed(writer.drain(), timeout.get("write"), httpx2.WriteTimeout, "sending the request")
         except OSError as exc:
             raise httpx2.WriteError(str(exc) or type(exc).__name__) from exc
         version, status, reason, received = await _read_head(connection.reader, timeout.get("read"))
