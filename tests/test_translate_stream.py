@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from ccproxyd.errors import ApiError, Overloaded, RateLimited
 from ccproxyd.translate.sse import SSEDecoder, coalesce, encode
@@ -301,3 +302,34 @@ def test_a_burst_of_chunks_streams_the_same_message_in_fewer_events():
     assert accumulate(joined)["content"] == accumulate(singly)["content"] == [
         {"type": "text", "text": "".join(f"w{i} " for i in range(40))}]
     check_stream(parse_sse(encode(joined)))
+
+
+def _sse_by_the_spec(stream: bytes) -> list[bytes]:
+    """The data of each event, read line by line as the SSE spec reads them (the oracle)."""
+    out, data = [], []
+    for line in stream.replace(b"\r\n", b"\n").split(b"\n"):
+        if not line:
+            if data:
+                out.append(b"\n".join(data))
+            data = []
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+    return out
+
+
+_SSE_VALUE = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12).map(str.encode)
+_SSE_LINE = st.one_of(_SSE_VALUE.map(lambda v: b"data: " + v), _SSE_VALUE.map(lambda v: b"data:" + v),
+                      _SSE_VALUE.map(lambda v: b": " + v), _SSE_VALUE.map(lambda v: b"event: " + v))
+
+
+@given(events=st.lists(st.lists(_SSE_LINE, min_size=1, max_size=3), max_size=8),
+       crlf=st.booleans(), cuts=st.lists(st.integers(0, 400), max_size=6))
+def test_sse_decoder_reads_as_the_spec_does_however_the_bytes_are_cut(events, crlf, cuts):
+    end = b"\r\n" if crlf else b"\n"
+    stream = b"".join(b"".join(line + end for line in event) + end for event in events)
+    decoder, out, last = SSEDecoder(), [], 0
+    for cut in sorted(c for c in cuts if c <= len(stream)) + [len(stream)]:
+        out += decoder.feed(stream[last:cut])
+        last = cut
+    assert out + decoder.close() == _sse_by_the_spec(stream)

@@ -9,36 +9,38 @@ class SSEDecoder:
     """Feed raw bytes; get back the `data` payload (bytes) of each complete event, in order.
 
     Comment lines (`: keep-alive`) and fields other than `data` are skipped; `\\r\\n` and `\\n`
-    line endings both work; an event's several data lines are joined with `\\n`.
+    line endings both work; an event's several data lines are joined with `\\n`.  An event ends
+    at a blank line; what follows the last one waits, raw, for the next read.
     """
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[bytes]:
         buffer = self._buffer + chunk
-        lines = buffer.split(b"\n")
-        self._buffer = lines.pop()
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = buffer
+            return []
+        complete, self._buffer = buffer[:end], buffer[end + 2:]
+        if complete.startswith(b"data: ") and complete.count(b"\n") == 2 * complete.count(b"\n\ndata: "):
+            return complete[6:].split(b"\n\ndata: ")      # every event one data line: split in C
         out: list[bytes] = []
-        data = self._data
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
-                if data:
+        for event in complete.split(b"\n\n"):
+            if event.startswith(b"data: ") and b"\n" not in event:     # one data line: nearly every event
+                out.append(event[6:])
+            elif event:
+                data = [line[6:] if line.startswith(b"data: ") else line[5:]
+                        for line in event.split(b"\n") if line.startswith(b"data:")]
+                if data:                         # comments (":…"), event:, id:, retry: carry nothing we use
                     out.append(b"\n".join(data))
-                    data.clear()
-            elif line.startswith(b"data:"):
-                value = line[5:]
-                data.append(value[1:] if value.startswith(b" ") else value)
-            # comments (":…"), event:, id:, retry: lines carry nothing we use
         return out
 
     def close(self) -> list[bytes]:
         """Flush an event left without its trailing blank line at EOF."""
-        tail = self.feed(b"\n\n") if self._buffer or self._data else []
-        return tail
+        return self.feed(b"\n\n") if self._buffer.strip() else []
 
 
 # content_block_delta types whose pieces join into one, and the field that carries them
