@@ -567,6 +567,31 @@ def test_minimax_thinking_is_adaptive_or_disabled_and_split():
     assert (body["thinking"], body["reasoning_split"]) == ({"type": "disabled"}, True)
 
 
+# xAI's reasoning page (https://docs.x.ai/developers/model-capabilities/text/reasoning): grok-4.3
+# takes reasoning.effort none, low (its default), medium or high; grok-4.7 low, medium, high (its
+# default) or xhigh, and no none.  No thinking asked and no effort set: no effort, xAI's default.
+XAI_EFFORTS = [
+    ("grok-4.3", {}, None),
+    ("grok-4.3", {"thinking": {"type": "disabled"}}, "none"),
+    ("grok-4.3", {"thinking": {"type": "enabled", "budget_tokens": 1024}}, "low"),
+    ("grok-4.3", {"thinking": {"type": "adaptive"}}, "medium"),
+    ("grok-4.3", {"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}, "high"),
+    ("grok-4.7", {}, None),
+    ("grok-4.7", {"thinking": {"type": "disabled"}}, "low"),
+    ("grok-4.7", {"thinking": {"type": "adaptive"}}, "medium"),
+    ("grok-4.7", {"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}, "high"),
+    ("grok-4.7", {"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}, "xhigh"),
+]
+
+
+@pytest.mark.parametrize("model_name,extra,effort", XAI_EFFORTS,
+                         ids=[f"{m}-{e}" for m, _, e in XAI_EFFORTS])
+def test_xai_effort_in_the_responses_request(model_name, extra, effort):
+    body, _ = to_responses(request(**extra), preset("xai", model_name))
+    assert body["reasoning"] == ({"summary": "auto"} if effort is None else {"summary": "auto", "effort": effort})
+    assert "reasoning_effort" not in body                   # the Chat Completions field never goes to Responses
+
+
 def test_qwen_gets_one_system_message_first():
     body, _ = treq.to_openai({"model": "c", "max_tokens": 10, "system": "You are Claude Code.", "messages": [
         {"role": "system", "content": "Project rules."}, {"role": "user", "content": "hi"},
