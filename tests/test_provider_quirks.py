@@ -592,6 +592,18 @@ def test_xai_effort_in_the_responses_request(model_name, extra, effort):
     assert "reasoning_effort" not in body                   # the Chat Completions field never goes to Responses
 
 
+@pytest.mark.parametrize("model_name", ["grok-4.7", "grok-4.3"])
+def test_xai_responses_request_carries_the_cache_routing_key_in_the_body(model_name):
+    """xAI: "For the Responses API, use the prompt_cache_key field directly in the request body"
+    (https://docs.x.ai/developers/advanced-api-usage/prompt-caching/maximizing-cache-hits)."""
+    model = preset("xai", model_name)
+    one, _ = to_responses(request(system="You are Claude Code."), model)
+    two, _ = to_responses(request(system="You are Claude Code.", messages=[
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "go on"}]), model)
+    assert one["prompt_cache_key"].startswith("ccpx-") and one["prompt_cache_key"] == two["prompt_cache_key"]
+
+
 def test_qwen_gets_one_system_message_first():
     body, _ = treq.to_openai({"model": "c", "max_tokens": 10, "system": "You are Claude Code.", "messages": [
         {"role": "system", "content": "Project rules."}, {"role": "user", "content": "hi"},
