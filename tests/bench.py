@@ -75,6 +75,24 @@ def start(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
+# With two CPUs or more (and BENCH_PIN not 0), every ccproxyd daemon runs on the last CPU and the
+# bench (clients, fake upstreams) on the others, so that a daemon's CPU time is not its
+# neighbours' cache and scheduling noise: the side-by-side ratios spread less.
+CPUS = sorted(os.sched_getaffinity(0))
+PIN = len(CPUS) >= 2 and os.environ.get("BENCH_PIN", "1") != "0"
+
+
+def pin_bench() -> None:
+    if PIN:
+        os.sched_setaffinity(0, CPUS[:-1])
+
+
+def pin_daemon(process: subprocess.Popen) -> subprocess.Popen:
+    if PIN:
+        os.sched_setaffinity(process.pid, CPUS[-1:])
+    return process
+
+
 def wait_ready(url: str) -> None:
     for _ in range(300):
         try:
@@ -196,10 +214,10 @@ routes:
   - {{match: "*", model: gpt-bench}}
 """)
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port",
+    process = pin_daemon(subprocess.Popen([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port",
                                 str(port), "--log-level", "WARNING", "--cache-dir", str(work / "cache")],
                                cwd=work, env={**os.environ, "BENCH_KEY": "bench"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/health")
     return process, url + "/v1/messages?beta=true"
@@ -278,8 +296,8 @@ def otel_cpu(routes: Path, body: bytes, n: int) -> tuple[float, float]:
     daemons = {}
     for label, env in (("off", plain), ("on", dict(plain, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint))):
         port = free_port()
-        daemons[label] = (start([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port", str(port),
-                                 "--log-level", "WARNING", "--no-cache"], env={"BENCH_KEY": "bench", **env}),
+        daemons[label] = (pin_daemon(start([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port", str(port),
+                                            "--log-level", "WARNING", "--no-cache"], env={"BENCH_KEY": "bench", **env})),
                           f"http://127.0.0.1:{port}")
     try:
         bypass = {"cache-control": "no-cache"}
@@ -362,6 +380,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def main() -> None:
+    pin_bench()
     upstream = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40"])
     up_port = int(upstream.stdout.readline())
     # for time to first token: the answer starts after TTFT_S, then a chunk every GAP_S
@@ -391,9 +410,9 @@ routes:
   - {{match: "*", model: gpt-bench}}
 """)
     port = 18000 + os.getpid() % 1000
-    proxy = start([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port", str(port),
+    proxy = pin_daemon(start([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port", str(port),
                    "--log-level", "WARNING", "--cache-dir", str(routes.parent / "cache"),
-                   "--ledger-dir", str(routes.parent / "ledger")], env={"BENCH_KEY": "bench"})
+                   "--ledger-dir", str(routes.parent / "ledger")], env={"BENCH_KEY": "bench"}))
     try:
         wait_ready(f"http://127.0.0.1:{port}/health")
         if os.environ.get("BENCH_ONLY") == "compare":
