@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 PREFIX = "x-anthropic-billing-header:"
 # `key=value;` pairs; values are short tokens (versions, entry points, hashes)
@@ -41,6 +42,11 @@ def parse(line: str) -> Attribution | None:
     """The attribution in one line, or None when the line is not exactly one."""
     if not line.startswith(PREFIX) or len(line) > MAX_LINE:
         return None
+    return _parse(line)
+
+
+@lru_cache(maxsize=256)                 # read once for the request and once for its translation
+def _parse(line: str) -> Attribution | None:
     rest = line[len(PREFIX):]
     fields, end = [], 0
     for match in _PAIR.finditer(rest):

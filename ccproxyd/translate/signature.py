@@ -4,6 +4,7 @@ replays them (docs/PROTOCOL.md §5.8)."""
 from __future__ import annotations
 
 import base64
+from functools import lru_cache
 
 import orjson
 
@@ -20,6 +21,12 @@ def make(provider: str, upstream_model: str, reasoning: dict | None = None, deta
     if details:
         fields["d"] = details
     return PREFIX + base64.urlsafe_b64encode(orjson.dumps(fields)).decode().rstrip("=")
+
+
+@lru_cache(maxsize=256)                 # a model's from the routing table: the same for every answer
+def plain(provider: str, upstream_model: str) -> str:
+    """`make` without a reasoning item or details."""
+    return make(provider, upstream_model)
 
 
 def is_ours(sig) -> bool:

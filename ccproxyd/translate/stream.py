@@ -178,7 +178,7 @@ class StreamTranslator:
         self.input_estimate = input_estimate
         self.output_tokens: int | None = None      # counted by the caller when no usage came
         self.provider, self.upstream_model = provider, upstream_model
-        self.signature = signature.make(provider, upstream_model)
+        self.signature = signature.plain(provider, upstream_model)
         self.details = Details() if details and thinking != "none" else None
         self.block_text: list[str] = []            # with details: the open thinking block's text as shown
         self.id = message_id()
