@@ -260,7 +260,21 @@ class _Body(httpx2.AsyncByteStream):
             self._transport._release(self._key, self._connection, self._reusable())
 
 
-class Http11Transport(httpx2.AsyncBaseTransport):
+class RawTransport(httpx2.AsyncBaseTransport):
+    """httpx2's transport interface over `send`, the one-exchange call that takes no httpx2.Request
+    (both transports here; Upstreams calls `send` itself on the request path)."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = await request.aread()
+        return await self.send(request.method, request.url, request.headers.raw, body,
+                               request.extensions.get("timeout", {}))
+
+    async def send(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], body: bytes,
+                   timeout: dict) -> httpx2.Response:
+        raise NotImplementedError
+
+
+class Http11Transport(RawTransport):
     def __init__(self, limits: httpx2.Limits, ssl_context: ssl.SSLContext | None = None,
                  proxy: str | None = None) -> None:
         self._ssl = ssl_context
@@ -272,12 +286,6 @@ class Http11Transport(httpx2.AsyncBaseTransport):
         self._idle: dict[tuple, deque[_Connection]] = {}
         self._draining: set[asyncio.Task] = set()
         self._closed = False
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        """httpx2's transport interface (for an httpx2.AsyncClient built on this transport)."""
-        body = await request.aread()
-        return await self.send(request.method, request.url, request.headers.raw, body,
-                               request.extensions.get("timeout", {}))
 
     async def send(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], body: bytes,
                    timeout: dict) -> httpx2.Response:

@@ -21,7 +21,7 @@ import ssl
 import httpx2
 
 from .h2connection import PING_INTERVAL, Connection, Refused, Stream, timed
-from .http11 import Http11Transport
+from .http11 import Http11Transport, RawTransport
 
 REFUSED_TRIES = 4                     # sends of a request the server refused without processing it
 
@@ -79,7 +79,7 @@ class _Body(httpx2.AsyncByteStream):
             self._connection.release(self._stream)
 
 
-class Http2Transport(httpx2.AsyncBaseTransport):
+class Http2Transport(RawTransport):
     """HTTP/2 to https origins (http ones, and servers without h2, go to `http11`)."""
 
     def __init__(self, limits: httpx2.Limits, ssl_context: ssl.SSLContext | None = None,
@@ -93,11 +93,6 @@ class Http2Transport(httpx2.AsyncBaseTransport):
         self._waiters: dict[tuple, asyncio.Event] = {}
         self._http11_only: set[tuple] = set()
         self._closed = False
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        body = await request.aread()
-        return await self.send(request.method, request.url, request.headers.raw, body,
-                               request.extensions.get("timeout", {}))
 
     async def send(self, method: str, url: httpx2.URL, headers: list[tuple[bytes, bytes]], body: bytes,
                    timeout: dict) -> httpx2.Response:
