@@ -4,13 +4,10 @@ A raw-asyncio fake upstream (its own process) streams 40 chunks with no delay; c
 worker, its own process) sits in front of it.  A second fake serves the same answer over TLS
 (HTTP/2 or HTTP/1.1 by ALPN) for the https rows: one provider with `http2: true`, one with
 `http2: false`, both trusting the fake's CA through `ca_file`.  The same client measures the upstream directly and
-through ccproxyd, so the difference is what the proxy adds.  CPU is read from /proc for the
-ccproxyd process only.
+through ccproxyd, so the difference is what the proxy adds.  CPU is the ccproxyd process's own
+(cpu_seconds: all its threads).
 
-The side-by-side table runs the baseline commit (BENCH_BASELINE, d0c39f5 by default: before
-message threads, the ledger and team mode) as a second daemon, from `git archive` of that commit,
-on the same plain upstream, and alternates it with today's plain HTTP/1.1, TLS HTTP/1.1 and TLS
-HTTP/2 rows over BENCH_ROUNDS rounds (3), so that every ratio comes from one run.
+The side-by-side table (the baseline commit against today, in one run) is tests/bench_compare.py;
 `BENCH_ONLY=compare` runs only that table (for development).
 """
 
@@ -20,7 +17,6 @@ import asyncio
 import json
 import os
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -59,8 +55,14 @@ def claude_code_like_request() -> dict:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    """CPU time of a process, all its threads: its Linux CPU-time clock (nanoseconds, clockid
+    MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)), else /proc's user and system ticks (10 ms apart:
+    2 to 4 % of a row's CPU at 400 requests)."""
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)
+    except OSError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def rss_mb(pid: int) -> float:
@@ -198,94 +200,6 @@ async def slow_streams(url: str, body: bytes, n: int, pid: int) -> tuple[int, in
     return sum(ok for ok, _ in results), sum(frames for _, frames in results), peak, elapsed
 
 
-def baseline_daemon(commit: str, upstream_port: int) -> tuple[subprocess.Popen, str]:
-    """The baseline commit's ccproxyd (its `ccproxyd` package from `git archive`, run from its own
-    directory so that it imports that copy) in front of the same plain upstream."""
-    work = Path(tempfile.mkdtemp(prefix=f"ccproxyd-{commit}-"))
-    archive = subprocess.run(["git", "archive", commit, "ccproxyd"], cwd=ROOT, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
-    routes = work / "routes.yaml"
-    routes.write_text(f"""
-providers:
-  bench: {{base_url: "http://127.0.0.1:{upstream_port}/v1", api_key_env: BENCH_KEY}}
-models:
-  gpt-bench: {{provider: bench, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
-routes:
-  - {{match: "*", model: gpt-bench}}
-""")
-    port = free_port()
-    process = pin_daemon(subprocess.Popen([sys.executable, "-m", "ccproxyd", "serve", "--routes", str(routes), "--port",
-                                str(port), "--log-level", "WARNING", "--cache-dir", str(work / "cache")],
-                               cwd=work, env={**os.environ, "BENCH_KEY": "bench"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url + "/health")
-    return process, url + "/v1/messages?beta=true"
-
-
-def side_by_side(up_port: int, tls_port: int, ca: Path, proxy_url: str, pid: int) -> None:
-    """Plain HTTP/1.1 at the baseline commit and today, TLS HTTP/1.1 and TLS HTTP/2 today: per
-    round, each row's requests alternate with direct ones (plain rows: the plain upstream; TLS
-    rows: the TLS upstream over HTTP/1.1), then 16 clients; ranges over the rounds, and the
-    targets' ratios per round."""
-    from ccproxyd.config.table import load
-    from ccproxyd.translate.request import to_openai
-    model = load("providers: {p: {base_url: 'http://x/v1'}}\nmodels: {gpt-bench: {provider: p, "
-                 "context_window: 400000, max_output_tokens: 128000, reasoning: true}}\nroutes: "
-                 "[{match: '*', model: gpt-bench}]\n").models["gpt-bench"]
-    openai_body = orjson.dumps(to_openai(claude_code_like_request(), model)[0])
-    plain_direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
-    tls_direct = f"https://127.0.0.1:{tls_port}/v1/chat/completions"
-    anthropic = orjson.dumps(claude_code_like_request())
-    baseline, baseline_url = baseline_daemon(BASELINE, up_port)
-    rows = [(f"{BASELINE}, plain HTTP/1.1", baseline.pid, baseline_url, anthropic, plain_direct),
-            ("plain HTTP/1.1", pid, proxy_url, anthropic, plain_direct),
-            ("TLS HTTP/1.1", pid, proxy_url, orjson.dumps(dict(claude_code_like_request(), model="claude-https-h1")),
-             tls_direct),
-            ("TLS HTTP/2", pid, proxy_url, orjson.dumps(dict(claude_code_like_request(), model="claude-https-h2")),
-             tls_direct)]
-    bypass = {"cache-control": "no-cache"}
-    figures: dict[str, list[tuple[float, float, float, float]]] = {label: [] for label, *_ in rows}
-    try:
-        with httpx2.Client(timeout=60, verify=ssl.create_default_context(cafile=str(ca))) as client:
-            for _, _, url, body, direct in rows:
-                timed(client, url, body, 50, bypass)
-                timed(client, direct, openai_body, 20)
-            for _ in range(ROUNDS):
-                for label, process_id, url, body, direct in rows:
-                    cpu0 = cpu_seconds(process_id)
-                    direct_ms, through = interleaved(client, (direct, openai_body), (url, [body], bypass),
-                                                     N_SEQUENTIAL)
-                    cpu_one = (cpu_seconds(process_id) - cpu0) / N_SEQUENTIAL * 1000
-                    total = N_SEQUENTIAL * 2
-                    cpu0 = cpu_seconds(process_id)
-                    elapsed = asyncio.run(concurrent(url, body, total, bypass))
-                    cpu_many = (cpu_seconds(process_id) - cpu0) / total * 1000
-                    figures[label].append((statistics.median(through) - statistics.median(direct_ms), cpu_one,
-                                           cpu_many, total / elapsed))
-    finally:
-        baseline.terminate()
-        baseline.wait(10)
-
-    def spread(values) -> str:
-        return f"{min(values):.2f}–{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
-
-    print(f"side by side, {ROUNDS} rounds of {N_SEQUENTIAL} requests per row (ranges over the rounds; "
-          "added p50 against the same client straight to the upstream, ms):")
-    print(f"{'':28}{'added p50':>14}{'CPU/req':>14}{'CPU/req @16':>14}{'req/s @16':>14}")
-    for label, values in figures.items():
-        print(f"{label:28}" + "".join(f"{spread([v[i] for v in values]):>14}" for i in range(3))
-              + f"{min(v[3] for v in values):>7.0f}–{max(v[3] for v in values):.0f}")
-    base, plain = figures[rows[0][0]], figures["plain HTTP/1.1"]
-    h1, h2 = figures["TLS HTTP/1.1"], figures["TLS HTTP/2"]
-    print("per round: plain CPU / baseline CPU " + ", ".join(f"{p[1] / b[1]:.2f}" for p, b in zip(plain, base))
-          + " (target <= 0.9); plain added p50 - baseline's " + ", ".join(f"{p[0] - b[0]:+.2f}" for p, b in
-                                                                           zip(plain, base)) + " ms (target <= 0)")
-    print("per round: TLS HTTP/2 CPU / TLS HTTP/1.1 CPU " + ", ".join(f"{a[1] / b[1]:.2f}" for a, b in zip(h2, h1))
-          + " (target <= 1.2); TLS HTTP/2 added p50 " + ", ".join(f"{a[0]:.2f}" for a in h2) + " ms (target <= 1.0)",
-          flush=True)
-
-
 def otel_cpu(routes: Path, body: bytes, n: int) -> tuple[float, float]:
     """ccproxyd's CPU per streamed request (cache bypassed) without OpenTelemetry and with it on,
     exporting spans and metrics to a local OTLP/HTTP sink: two fresh daemons, same flags, the
@@ -380,6 +294,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def main() -> None:
+    from .bench_compare import paced_routes, paced_upstream, side_by_side
     pin_bench()
     upstream = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40"])
     up_port = int(upstream.stdout.readline())
@@ -390,6 +305,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     tls = start([sys.executable, "-m", "tests.fake_upstream", "--chunks", "40", "--tls", str(work)])
     tls_port = int(tls.stdout.readline())
+    chunks, chunks_port = paced_upstream()
+    paced_provider, paced_model, paced_route = paced_routes(chunks_port)
     ca = work / "ca.pem"
     routes = work / "routes.yaml"
     routes.write_text(f"""
@@ -398,15 +315,18 @@ providers:
   paced: {{base_url: "http://127.0.0.1:{paced_port}/v1", api_key_env: BENCH_KEY}}
   tls-h2: {{base_url: "https://127.0.0.1:{tls_port}/v1", api_key_env: BENCH_KEY, ca_file: "{ca}", http2: true}}
   tls-h1: {{base_url: "https://127.0.0.1:{tls_port}/v1", api_key_env: BENCH_KEY, ca_file: "{ca}", http2: false}}
+{paced_provider}
 models:
   gpt-bench: {{provider: bench, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
   gpt-paced: {{provider: paced, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
   gpt-tls-h2: {{provider: tls-h2, upstream: gpt-bench, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
   gpt-tls-h1: {{provider: tls-h1, upstream: gpt-bench, context_window: 400000, max_output_tokens: 128000, reasoning: true}}
+{paced_model}
 routes:
   - {{match: "claude-paced", model: gpt-paced}}
   - {{match: "claude-https-h2", model: gpt-tls-h2}}
   - {{match: "claude-https-h1", model: gpt-tls-h1}}
+{paced_route}
   - {{match: "*", model: gpt-bench}}
 """)
     port = 18000 + os.getpid() % 1000
@@ -416,7 +336,8 @@ routes:
     try:
         wait_ready(f"http://127.0.0.1:{port}/health")
         if os.environ.get("BENCH_ONLY") == "compare":
-            side_by_side(up_port, tls_port, ca, f"http://127.0.0.1:{port}/v1/messages?beta=true", proxy.pid)
+            side_by_side(up_port, tls_port, ca, f"http://127.0.0.1:{port}/v1/messages?beta=true", proxy.pid,
+                         chunks_port)
             return
         anthropic_body = orjson.dumps(claude_code_like_request())
         from ccproxyd.config.table import load
@@ -466,7 +387,7 @@ routes:
               f"{ceiling:.0f} requests/s against the fake upstream directly (the upstream's and the "
               f"load generator's own ceiling; the generator is Python httpx2 in one process)")
         print(f"ccproxyd RSS after the run: {rss_mb(proxy.pid):.0f} MB")
-        side_by_side(up_port, tls_port, ca, proxy_url, proxy.pid)
+        side_by_side(up_port, tls_port, ca, proxy_url, proxy.pid, chunks_port)
         off, on = otel_cpu(routes, anthropic_body, N_SEQUENTIAL)
         print(f"OpenTelemetry: ccproxyd CPU per streamed request (cache bypassed), export off {off:.2f} ms, "
               f"on {on:.2f} ms (spans and metrics to a local OTLP/HTTP sink), added {on - off:.2f} ms")
@@ -492,7 +413,7 @@ routes:
             print(f"{N_SLOW} concurrent slow streams{label} (a chunk every 50 ms, 40 chunks): {complete}/{N_SLOW} "
                   f"complete, {frames}/{N_SLOW * 40} text pieces arrived, peak RSS {peak:.0f} MB, {seconds:.1f} s")
     finally:
-        for process in (proxy, upstream, paced, tls):
+        for process in (proxy, upstream, paced, tls, chunks):
             process.terminate()
             process.wait(10)
 
