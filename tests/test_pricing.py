@@ -11,6 +11,7 @@ import pytest
 
 from ccproxyd.config import table as config
 from ccproxyd.money import catalog, charge, compare
+from ccproxyd.money import clock as money_clock
 from ccproxyd.money.rates import parse_prices
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -333,3 +334,11 @@ anthropic:
 def test_a_rate_that_is_not_a_finite_number_of_dollars_is_refused(value):
     _, problems = parse_prices({"input": value, "output": 1}, model="m", origin="t", source="t")
     assert problems and "at least 0" in problems[0][1]
+
+
+@pytest.mark.parametrize("at, expected", [
+    (0.0, "1970-01-01"), (86399.999, "1970-01-01"), (86400.0, "1970-01-02"), (-0.5, "1969-12-31"),
+    (1796687999.9, "2026-12-07"), (1796688000.0, "2026-12-08"), (951782400.0, "2000-02-29")])
+def test_the_utc_day_of_a_moment(at, expected):
+    assert money_clock.day(at) == expected
+    assert money_clock.day(at) == expected        # a second reading of the same day

@@ -9,6 +9,7 @@ figure depends on when the test runs (a run across midnight, a peak hour); nothi
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import time
 
@@ -33,7 +34,13 @@ def now() -> float:
 
 def day(at: float | None = None) -> str:
     """The UTC day of `at` (default: now), YYYY-MM-DD."""
-    return time.strftime("%Y-%m-%d", time.gmtime(now() if at is None else at))
+    return _day(int((now() if at is None else at) // 86400))
+
+
+@functools.lru_cache(maxsize=8)
+def _day(number: int) -> str:
+    """UTC day `number` since the epoch (the ledger writes one a request: strftime costs 3 µs)."""
+    return time.strftime("%Y-%m-%d", time.gmtime(number * 86400))
 
 
 def today() -> dt.date:
