@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
+import orjson
 import pytest
 
 from .conftest import ROOT, Daemon, free_port
@@ -320,6 +322,49 @@ def test_followers_on_other_daemons_are_recorded_as_a_local_follower_is(team, fa
         assert (row["requests"], row["cache_hits"], row["cost_usd"]) == (1, 1, 0)
         assert row["savings_usd"] == pytest.approx(CLAUDE)
         assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (600, 400, 200)
+
+
+def hang_up_after(daemon, request: dict, session: str) -> socket.socket:
+    """A request sent on a raw connection (closed by the caller: the client leaves)."""
+    content = orjson.dumps(request)
+    sock = socket.create_connection(("127.0.0.1", daemon.port))
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                 b"x-api-key: %s\r\nx-claude-code-session-id: %s\r\ncontent-length: %d\r\n\r\n"
+                 % (KEYS["TEAM_OPEN_KEY"].encode(), session.encode(), len(content)) + content)
+    return sock
+
+
+def test_followers_that_leave_before_their_first_byte_are_written_once(team, fake, redis_server):
+    """The provider takes 3 s to answer; a follower on A and one on B hang up before any byte came:
+    each still gets its one access line (it got nothing and paid nothing: no ledger row)."""
+    _, (a, b, _) = team
+    fake.push(Script(events=[chunk({"role": "assistant", "content": ""}), chunk({"content": "late"}),
+                             chunk(finish="stop"), chunk(choices=False, usage=usage())], first_byte_delay=3.0))
+    request = body("asked, then left before the answer began", stream=True)
+    tag = f"left-{time.time_ns()}"
+    results: dict = {}
+    leader = threading.Thread(target=lambda: results.update(a=post(a, request)))
+    leader.start()
+    wait_for(lambda: len(fake.requests) == 1, what="A's call to reach the provider")
+    here, there = hang_up_after(a, request, f"{tag}-a"), hang_up_after(b, request, f"{tag}-b")
+    wait_for(lambda: following(redis_server) == 1, what="B following A's flight")
+    time.sleep(0.5)                                     # A's own follower has joined by now
+    here.close()
+    there.close()
+    leader.join(30)
+    assert results["a"].status_code == 200 and '"late"' in results["a"].text and len(fake.requests) == 1
+
+    def lines_of(daemon, session: str) -> list[dict]:
+        return [line for line in access_lines(daemon).values() if line["session_id"] == session]
+    for daemon, session in ((a, f"{tag}-a"), (b, f"{tag}-b")):
+        wait_for(lambda: lines_of(daemon, session), what=f"the access line of {session}")
+        time.sleep(0.2)                                 # and no second one
+        (line,) = lines_of(daemon, session)
+        assert (line["status"], line["cache"], line["error_type"]) == (200, "hit", None)
+        assert (line["input_tokens"], line["output_tokens"], line["cost_usd"], line["savings_usd"]) == (0, 0, None, None)
+        rows = httpx2.get(daemon.url + "/spend", params={"by": "session"}, timeout=10,
+                          headers={"x-api-key": KEYS["TEAM_OPEN_KEY"]}).json()["rows"]
+        assert session not in {row["key"] for row in rows}
 
 
 def test_a_429_on_one_daemon_holds_the_provider_back_on_the_others(team, fake):

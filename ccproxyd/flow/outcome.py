@@ -111,11 +111,12 @@ class Outcome:
         self._end()
 
     def left(self, flight: Flight) -> None:
-        """The client left before a whole (non-streamed) answer came: no response will go out.
-        A payer is accounted for when the call it started ends; anyone else got and paid nothing."""
+        """The client left before its answer began (a stream's first byte, a whole answer): no
+        response will go out.  A payer is accounted for when the call it started ends; anyone else
+        got and paid nothing, and is written now, as it is."""
         if self.pays:
             self._account_when_over(flight)
-            self._end()
+        self._end()
 
     def _account_when_over(self, flight: Flight) -> None:
         if flight.done or not self.pays:
