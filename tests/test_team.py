@@ -1,11 +1,13 @@
 """Team mode: three real daemons and one real redis-server (started here on a free loopback port),
-sharing in-flight calls and the response cache, provider holds, client limits and budgets, and
-message threads; and serving on through a Redis killed and restarted mid-load."""
+sharing in-flight calls and the response cache (each request logged and recorded as it would be
+on one daemon), provider holds, client limits and budgets, and message threads; and serving on
+through a Redis killed and restarted mid-load."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -13,10 +15,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
+import orjson
 import pytest
 
 from .conftest import ROOT, Daemon, free_port
 from .fake_upstream import FakeUpstream, Gate, Script, chunk, text_script, usage
+from .support import access_lines
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (make test installs it)")
@@ -27,6 +31,7 @@ ROUTES = """
 providers:
   mock: {{base_url: "{url}", api_key_env: MOCK_KEY}}
   cool: {{base_url: "{url}", api_key_env: MOCK_KEY}}
+  dead: {{base_url: "http://127.0.0.1:9/v1", retries: {{attempts: 1}}}}
 models:
   gpt-mock:
     provider: mock
@@ -34,9 +39,14 @@ models:
     max_output_tokens: 16384
     prices: [{{input: 1000, output: 1000}}]
   cool-model: {{provider: cool, upstream: cool-up, context_window: 1000, max_output_tokens: 100}}
+  dead-model: {{provider: dead, context_window: 128000, max_output_tokens: 16384}}
 routes:
   - match: "claude-cool*"
     model: cool-model
+  - match: "claude-backup*"
+    model: dead-model
+    fallbacks: [gpt-mock]
+    cache: {{ttl: 600}}
   - match: "*"
     model: gpt-mock
     cache: {{ttl: 600}}
@@ -45,6 +55,8 @@ clients:
   TEAM_ALICE_KEY: {{rpm: 60}}
   TEAM_BOB_KEY: {{budget_usd: {{day: 0.02, month: 10}}}}
   TEAM_CAROL_KEY: {{models: ["claude-haiku*"]}}
+claude_prices:
+  claude-backup-1: [{{input: 3.0, output: 15.0, cached_input: 0.3}}]
 """
 
 NOW = "2026-12-07T12:00:00Z"      # the daemons' clock (CCPROXYD_NOW): budgets' days do not depend on when tests run
@@ -175,6 +187,184 @@ def test_a_call_another_daemon_follows_goes_on_when_its_own_clients_leave(team, 
     assert '"lo B"' in seen and "event: message_stop" in seen and "event: error" not in seen
     assert len(fake.requests) == 1
     assert "cancelled it" not in a.log_path.read_text()
+
+
+# usage the provider reports: 1000 input (400 of them read from its prompt cache), 200 output (50 of them reasoning)
+REASONED = {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200,
+            "prompt_tokens_details": {"cached_tokens": 400}, "completion_tokens_details": {"reasoning_tokens": 50}}
+LEAD_COST = (600 * 1000 + 400 * 1000 + 200 * 1000) / 1e6      # gpt-mock's $1000 per Mtok, in and out
+CLAUDE = (600 * 3.0 + 400 * 0.3 + 200 * 15.0) / 1e6           # Claude Sonnet 4.5's list price (and claude-backup-1's)
+ACCOUNT = ("status", "error_type", "provider", "upstream_model", "cache", "attempts", "fallback_used", "finish_reason",
+           "input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
+           "usage_estimated", "web_searches", "cost_usd", "claude_price_usd", "savings_usd", "rate", "claude_rate",
+           "miss_cost_usd")
+
+
+def account(line: dict) -> dict:
+    """What an access line says of a request's answer and its money (not its id, time or latency)."""
+    return {name: line[name] for name in ACCOUNT}
+
+
+def logged(daemon, request_id: str) -> dict:
+    wait_for(lambda: request_id in access_lines(daemon), what=f"the access line of {request_id}")
+    return access_lines(daemon)[request_id]
+
+
+def ledger_row(daemon, session: str) -> dict:
+    """The daemon's /spend row of one session (client keys are on: the open key may read it)."""
+    answer = httpx2.get(daemon.url + "/spend", params={"by": "session"}, timeout=10,
+                        headers={"x-api-key": KEYS["TEAM_OPEN_KEY"]})
+    assert answer.status_code == 200, answer.text
+    return next(row for row in answer.json()["rows"] if row["key"] == session)
+
+
+FOLLOWING = """
+local n = 0
+for _, key in ipairs(redis.call('KEYS', 'ccproxyd:flight:*')) do
+  n = n + tonumber(redis.call('GET', 'ccproxyd:followers:' .. redis.call('GET', key)) or '0')
+end
+return n
+"""
+
+
+def following(redis_server) -> int:
+    """How many daemons follow a running flight now, as Redis counts them (blocked_readers also
+    counts a reader that is idle since its last XREAD)."""
+    return int(redis_server.cli("EVAL", FOLLOWING, "0") or 0)
+
+
+def stored_keys(redis_server) -> set[str]:
+    return set(redis_server.cli("KEYS", "ccproxyd:cache:*").split())
+
+
+def test_a_fleet_hit_is_recorded_as_a_local_hit_is(team, fake, redis_server):
+    """A's answer, stored in Redis, answers B and C: their lines and ledger rows say what a hit on
+    A's own store says: the answer's tokens, cost 0, the whole Claude price saved."""
+    _, (a, b, c) = team
+    fake.push(text_script("stored ", "once", use=REASONED))
+    request = body("a question the fleet answers once")
+    tag = f"fleet-hit-{time.time_ns()}"
+    before = stored_keys(redis_server)
+    led = post(a, request, **{"x-claude-code-session-id": f"{tag}-a"})
+    wait_for(lambda: len(stored_keys(redis_server) - before) == 1, what="the answer stored in Redis")
+    local = post(a, request, **{"x-claude-code-session-id": f"{tag}-a-again"})
+    fleet = [post(b, request, **{"x-claude-code-session-id": f"{tag}-b"}),
+             post(c, dict(request, stream=True), **{"x-claude-code-session-id": f"{tag}-c"})]
+    assert [r.headers["x-ccproxyd-cache"] for r in (led, local, *fleet)] == ["miss", "hit", "hit", "hit"]
+    assert fleet[0].json()["content"][0]["text"] == "stored once" and "stored once" in fleet[1].text
+    assert len(fake.requests) == 1
+    lead = logged(a, led.headers["request-id"])
+    assert lead["cost_usd"] == pytest.approx(LEAD_COST) and lead["reasoning_tokens"] == 50
+    hits = [logged(d, r.headers["request-id"]) for d, r in ((a, local), (b, fleet[0]), (c, fleet[1]))]
+    for line in hits:
+        assert (line["cache"], line["provider"], line["upstream_model"], line["status"]) == ("hit", "mock", "gpt-mock", 200)
+        assert (line["input_tokens"], line["cached_tokens"], line["output_tokens"]) == (600, 400, 200)
+        assert line["cost_usd"] == 0 and line["miss_cost_usd"] == 0
+        assert line["claude_price_usd"] == pytest.approx(CLAUDE) and line["savings_usd"] == pytest.approx(CLAUDE)
+    assert account(hits[1]) == account(hits[0]) and account(hits[2]) == account(hits[0])
+    for daemon, session in ((b, f"{tag}-b"), (c, f"{tag}-c")):
+        row = ledger_row(daemon, session)
+        assert (row["requests"], row["cache_hits"], row["cost_usd"]) == (1, 1, 0)
+        assert row["savings_usd"] == pytest.approx(CLAUDE) and row["claude_price_usd"] == pytest.approx(CLAUDE)
+        assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (600, 400, 200)
+
+
+def reading(daemon, request: dict, session: str):
+    """A streamed request read until its first text came: (context, response, the rest of its lines)."""
+    context = httpx2.stream("POST", daemon.url + "/v1/messages", json=request, timeout=30,
+                            headers={"x-api-key": KEYS["TEAM_OPEN_KEY"], "x-claude-code-session-id": session})
+    response = context.__enter__()
+    lines = response.iter_lines()
+    for line in lines:
+        if '"Hel"' in line:
+            break
+    return context, response, lines
+
+
+def test_followers_on_other_daemons_are_recorded_as_a_local_follower_is(team, fake, redis_server):
+    """A leads a call (its primary is down: the fallback answers); a second request on A follows it
+    here, B and C follow it from Redis.  B's and C's lines and rows say what A's follower's says:
+    who answered (the fallback), the answer's tokens, cost 0, the whole Claude price saved."""
+    _, (a, b, c) = team
+    gate = Gate()
+    fake.push(Script(events=[chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), gate,
+                             chunk({"content": "lo all"}), chunk(finish="stop"), chunk(choices=False, usage=REASONED)]))
+    request = body("one call, followed here and on two other daemons", model="claude-backup-1", stream=True)
+    tag = f"followed-{time.time_ns()}"
+    streams = [reading(a, request, f"{tag}-lead")]
+    streams += [reading(a, request, f"{tag}-a"), reading(b, request, f"{tag}-b")]
+    whole: dict = {}
+    follower = threading.Thread(target=lambda: whole.update(c=post(c, dict(request, stream=False),
+                                                                   **{"x-claude-code-session-id": f"{tag}-c"})))
+    follower.start()
+    wait_for(lambda: following(redis_server) == 2, what="B and C following A's flight")
+    gate.open()
+    for context, _, rest in streams:
+        assert "event: message_stop" in "\n".join(rest)
+        context.__exit__(None, None, None)
+    follower.join(30)
+    assert whole["c"].status_code == 200 and whole["c"].json()["content"][0]["text"] == "Hello all"
+    assert len(fake.requests) == 1 and [r.headers["x-ccproxyd-cache"] for _, r, _ in streams] == ["miss", "hit", "hit"]
+    lead, here, on_b = (logged(d, r.headers["request-id"]) for d, (_, r, _) in zip((a, a, b), streams))
+    on_c = logged(c, whole["c"].headers["request-id"])
+    assert lead["cost_usd"] == pytest.approx(LEAD_COST) and lead["fallback_used"] is True
+    for line in (here, on_b, on_c):
+        assert (line["cache"], line["provider"], line["upstream_model"], line["fallback_used"]) == ("hit", "mock",
+                                                                                                     "gpt-mock", True)
+        assert (line["input_tokens"], line["cached_tokens"], line["output_tokens"], line["reasoning_tokens"]) == (
+            600, 400, 200, 50)
+        assert (line["attempts"], line["finish_reason"], line["status"]) == (1, "stop", 200)
+        assert line["cost_usd"] == 0 and line["claude_price_usd"] == pytest.approx(CLAUDE)
+        assert line["savings_usd"] == pytest.approx(CLAUDE)
+    assert account(on_b) == account(here) and account(on_c) == account(here)
+    for daemon, session in ((b, f"{tag}-b"), (c, f"{tag}-c")):
+        row = ledger_row(daemon, session)
+        assert (row["requests"], row["cache_hits"], row["cost_usd"]) == (1, 1, 0)
+        assert row["savings_usd"] == pytest.approx(CLAUDE)
+        assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (600, 400, 200)
+
+
+def hang_up_after(daemon, request: dict, session: str) -> socket.socket:
+    """A request sent on a raw connection (closed by the caller: the client leaves)."""
+    content = orjson.dumps(request)
+    sock = socket.create_connection(("127.0.0.1", daemon.port))
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                 b"x-api-key: %s\r\nx-claude-code-session-id: %s\r\ncontent-length: %d\r\n\r\n"
+                 % (KEYS["TEAM_OPEN_KEY"].encode(), session.encode(), len(content)) + content)
+    return sock
+
+
+def test_followers_that_leave_before_their_first_byte_are_written_once(team, fake, redis_server):
+    """The provider takes 3 s to answer; a follower on A and one on B hang up before any byte came:
+    each still gets its one access line (it got nothing and paid nothing: no ledger row)."""
+    _, (a, b, _) = team
+    fake.push(Script(events=[chunk({"role": "assistant", "content": ""}), chunk({"content": "late"}),
+                             chunk(finish="stop"), chunk(choices=False, usage=usage())], first_byte_delay=3.0))
+    request = body("asked, then left before the answer began", stream=True)
+    tag = f"left-{time.time_ns()}"
+    results: dict = {}
+    leader = threading.Thread(target=lambda: results.update(a=post(a, request)))
+    leader.start()
+    wait_for(lambda: len(fake.requests) == 1, what="A's call to reach the provider")
+    here, there = hang_up_after(a, request, f"{tag}-a"), hang_up_after(b, request, f"{tag}-b")
+    wait_for(lambda: following(redis_server) == 1, what="B following A's flight")
+    time.sleep(0.5)                                     # A's own follower has joined by now
+    here.close()
+    there.close()
+    leader.join(30)
+    assert results["a"].status_code == 200 and '"late"' in results["a"].text and len(fake.requests) == 1
+
+    def lines_of(daemon, session: str) -> list[dict]:
+        return [line for line in access_lines(daemon).values() if line["session_id"] == session]
+    for daemon, session in ((a, f"{tag}-a"), (b, f"{tag}-b")):
+        wait_for(lambda: lines_of(daemon, session), what=f"the access line of {session}")
+        time.sleep(0.2)                                 # and no second one
+        (line,) = lines_of(daemon, session)
+        assert (line["status"], line["cache"], line["error_type"]) == (200, "hit", None)
+        assert (line["input_tokens"], line["output_tokens"], line["cost_usd"], line["savings_usd"]) == (0, 0, None, None)
+        rows = httpx2.get(daemon.url + "/spend", params={"by": "session"}, timeout=10,
+                          headers={"x-api-key": KEYS["TEAM_OPEN_KEY"]}).json()["rows"]
+        assert session not in {row["key"] for row in rows}
 
 
 def test_a_429_on_one_daemon_holds_the_provider_back_on_the_others(team, fake):

@@ -72,7 +72,9 @@ class FlightMirror(Protocol):
 
     def publish(self, data: bytes) -> None: ...
 
-    def finish(self, message: dict | None, error: BaseException | None) -> None: ...
+    def finish(self, message: dict | None, error: BaseException | None, answer=None) -> None:
+        """The end: a whole `message`, made by `answer` (the proxy.Answer, when the call ran
+        here: who answered, for the lines of the requests that follow elsewhere), or `error`."""
 
     async def followed(self) -> bool:
         """Whether another daemon follows this call now (then it runs on when every client here left)."""
@@ -90,6 +92,7 @@ class Flight:
         self.message: dict | None = None
         self.error = None                      # the ClientFacingError that ended it, if any
         self.answer = None                     # the proxy's Answer, for the log line
+        self.origin: dict | None = None        # who answered when no call here did (observe.Record.relayed)
         self.clients = 0
         self.grace = grace
         self.on_orphan = on_orphan
@@ -123,7 +126,7 @@ class Flight:
     def finish(self, message: dict | None) -> None:
         self.message, self.done = message, True
         if self.mirror is not None:
-            self.mirror.finish(message, self.error)
+            self.mirror.finish(message, self.error, self.answer)
         self._wake()
         callbacks, self._on_finish = self._on_finish, []
         for callback in callbacks:

@@ -6,8 +6,8 @@ Keys (K is the response-cache key, which already binds the client, provider and 
   ccproxyd:followers:ID  how many daemons follow it now (its leader's clients leaving does not
                       cancel a call another daemon follows)
   ccproxyd:stream:ID  that flight's output: SSE bytes as the clients got them (`d`; what queued
-                      during one write goes as one entry), then `end` (the whole message, JSON)
-                      or `err` (the error)
+                      during one write goes as one entry), then `end` (the whole message, JSON,
+                      with `by`: who answered, observe.access.origin_of) or `err` (the error)
 
 A request that no daemon has answered asks one Lua script (`LOOKUP`): a stored answer, or the
 lease for K (this daemon leads: it calls the upstream and XADDs what it sends its own clients),
@@ -30,6 +30,7 @@ from typing import Awaitable, Callable
 
 import orjson
 
+from ..observe import access as observe
 from ..state.link import BLOCK_SECONDS, PREFIX, Link
 from .cache import Flight, message_events
 from ..errors import TYPE_TO_ERROR, ApiError, CallCancelled, ClientFacingError, Overloaded, error_body
@@ -181,6 +182,8 @@ class FleetCache:
                 if b"d" in fields:
                     flight.publish(fields[b"d"])
                 elif b"end" in fields:
+                    if b"by" in fields:                 # else (an older leader) the primary's, as for a hit
+                        flight.origin = orjson.loads(fields[b"by"])
                     flight.finish(orjson.loads(fields[b"end"]))
                     return
                 elif b"err" in fields:
@@ -236,9 +239,12 @@ class Publisher:
         self.queue.append({"d": data})
         self.ready.set()
 
-    def finish(self, message: dict | None, error: BaseException | None) -> None:
+    def finish(self, message: dict | None, error: BaseException | None, answer=None) -> None:
         if message is not None:
-            self.queue.append({"end": orjson.dumps(message)})
+            end = {"end": orjson.dumps(message)}
+            if answer is not None:                  # followers' lines say who answered, as the leader's
+                end["by"] = orjson.dumps(observe.origin_of(answer))
+            self.queue.append(end)
         else:
             cancelled = not isinstance(error, ClientFacingError) or isinstance(error, CallCancelled)
             error = error if isinstance(error, ClientFacingError) else CallCancelled()

@@ -76,6 +76,7 @@ class Flights:
         if self.fleet is None:
             task = asyncio.create_task(lead(self.store))
         else:                                            # team mode: a stored answer, or lead, or follow
+            flight.origin = observe.stored_origin(primary)    # a fleet hit's (a followed call's end says its own)
             verdict = asyncio.get_running_loop().create_future()
             task = asyncio.create_task(self.fleet.run(flight, key, lead, self.store, verdict, decision.requested))
         self.background.add(task)

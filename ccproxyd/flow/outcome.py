@@ -103,7 +103,7 @@ class Outcome:
 
     def answered_by(self, flight: Flight) -> None:
         """A whole (non-streamed) answer from `flight`: written when the response goes out."""
-        self.record.answered(flight.answer, self.table, paid=self.pays)
+        self._answered(flight)
 
     def followed(self, flight: Flight) -> None:
         """A streamed answer from `flight` ended for this request, or its client left mid-stream."""
@@ -111,11 +111,12 @@ class Outcome:
         self._end()
 
     def left(self, flight: Flight) -> None:
-        """The client left before a whole (non-streamed) answer came: no response will go out.
-        A payer is accounted for when the call it started ends; anyone else got and paid nothing."""
+        """The client left before its answer began (a stream's first byte, a whole answer): no
+        response will go out.  A payer is accounted for when the call it started ends; anyone else
+        got and paid nothing, and is written now, as it is."""
         if self.pays:
             self._account_when_over(flight)
-            self._end()
+        self._end()
 
     def _account_when_over(self, flight: Flight) -> None:
         if flight.done or not self.pays:
@@ -124,9 +125,17 @@ class Outcome:
         flight.on_finish(lambda: self._then_waited(self._account, flight))
 
     def _account(self, flight: Flight) -> None:
-        self.record.answered(flight.answer, self.table, paid=self.pays)
+        self._answered(flight)
         if flight.error is not None:
             self.record.failed(flight.error)
+
+    def _answered(self, flight: Flight) -> None:
+        """The figures of the call here; or, for an answer no call here made (team mode: the
+        fleet's stored answer, another daemon's call), those of its message and who answered it."""
+        if flight.answer is None and flight.message is not None and flight.origin is not None:
+            self.record.relayed(flight.message, flight.origin, self.table)
+        else:
+            self.record.answered(flight.answer, self.table, paid=self.pays)
 
     # ------------------------------------------------------------ the client's limits
 

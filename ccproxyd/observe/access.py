@@ -131,23 +131,31 @@ class Record:
         0, savings minus its cost; its followers record nothing."""
         if answer is None:
             return
-        target = answer.target
-        self.provider, self.upstream_model = target.provider.name, target.model.upstream
-        self.attempts = answer.attempts
-        self.fallback_used = target is not answer.decision.primary
-        self.usage_estimated = answer.translator.usage_estimated
-        self.finish_reason = answer.translator.finish_reason
         cut = answer.translator.cut
-        if cut and not paid:
+        if cut and not paid:                    # who answered, and nothing of what the call used
+            self.came_from(dict(origin_of(answer), reasoning_tokens=0))
             return
-        if answer.translator.final_usage:
-            self.reasoning_tokens = reasoning_tokens(answer.translator.usage)
-        self.usage(answer.translator.final_usage, table, target.model.prices, paid, cut)
+        self.came_from(origin_of(answer))
+        self.usage(answer.translator.final_usage, table, answer.target.model.prices, paid, cut)
 
     def hit(self, message: dict, target, table: RouteTable) -> None:
         """A stored answer served again: it was the route's primary target's; nothing is paid."""
-        self.provider, self.upstream_model = target.provider.name, target.model.upstream
-        self.usage(message.get("usage"), table, target.model.prices, paid=False)
+        self.relayed(message, stored_origin(target), table)
+
+    def relayed(self, message: dict, origin: dict, table: RouteTable) -> None:
+        """A whole answer served without a call here, from `origin` (who answered, as `origin_of`
+        says it): a stored answer, or in team mode another daemon's call followed.  Nothing is
+        paid: its usage is the message's, the whole Claude price saved."""
+        self.came_from(origin)
+        self.usage(message.get("usage"), table, None, paid=False)
+
+    def came_from(self, origin: dict) -> None:
+        self.provider, self.upstream_model = origin["provider"], origin["upstream_model"]
+        self.attempts = origin.get("attempts", 0)
+        self.fallback_used = origin.get("fallback_used", False)
+        self.usage_estimated = origin.get("usage_estimated", False)
+        self.finish_reason = origin.get("finish_reason")
+        self.reasoning_tokens = origin.get("reasoning_tokens", 0)
 
     def failed(self, exc) -> None:
         """A request that ended in an error (before or during its answer): the status and type
@@ -183,6 +191,23 @@ class Record:
         self.claude_price_usd = round(claude.usd, 6) if claude is not None else None
         if cost is not None and claude is not None:
             self.savings_usd = round(claude.usd - cost.usd, 6)
+
+
+def origin_of(answer) -> dict:
+    """Who answered a call (a proxy.Answer) and how, as a request's line says it beside the usage.
+    In team mode the daemon that led the call sends it with the answer to the daemons that
+    followed it (flow.fleet), whose lines say the same."""
+    translator, target = answer.translator, answer.target
+    return {"provider": target.provider.name, "upstream_model": target.model.upstream, "attempts": answer.attempts,
+            "fallback_used": target is not answer.decision.primary, "usage_estimated": translator.usage_estimated,
+            "finish_reason": translator.finish_reason,
+            "reasoning_tokens": reasoning_tokens(translator.usage) if translator.final_usage else 0}
+
+
+def stored_origin(target) -> dict:
+    """A stored answer's origin: the route's primary target (only its answers are stored), no
+    attempt of this request's, nothing more known."""
+    return {"provider": target.provider.name, "upstream_model": target.model.upstream}
 
 
 NOT_PAID = Charge(0.0, "not paid: served from another request's call or the cache")
