@@ -6,6 +6,8 @@ Per round (BENCH_ROUNDS, 3), each row's requests alternate with direct ones, the
 
 - plain HTTP/1.1 at the baseline and today, TLS HTTP/1.1 and TLS HTTP/2 today: the bench's
   40-chunk answer, sent by the upstream at once (per-request work dominates);
+- a long conversation at the baseline and today: the same request TURNS tool calls into a
+  session (what Claude Code sends late in a task), the same answer;
 - paced, at the baseline and today: 16 concurrent streams of CHUNKS chunks a GAP_S apart, so
   that each chunk arrives in a read of its own, as a model's tokens do; the CPU per chunk is
   what a long answer costs.
@@ -31,7 +33,26 @@ from .bench import (BASELINE, ROOT, ROUNDS, N_SEQUENTIAL, claude_code_like_reque
                     interleaved, pin_daemon, start, timed, wait_ready)
 
 CHUNKS, GAP_S, PACED_STREAMS = 200, 0.003, 48
+TURNS = 60                               # tool calls in the long conversation (121 messages)
 PACED_MODEL = "claude-paced-chunks"      # the route to the paced upstream, in both daemons' tables
+
+
+def long_conversation() -> dict:
+    """The bench's request deep into a Claude Code session: TURNS rounds of the model reading a
+    file (text and a tool_use) and the file coming back (a tool_result of about 1.5 KB)."""
+    body = claude_code_like_request()
+    messages = body["messages"]
+    for turn in range(TURNS):
+        call = f"toolu_{turn:024d}"
+        messages.append({"role": "assistant", "content": [
+            {"type": "text", "text": f"Reading part {turn} of the module to see how it is used."},
+            {"type": "tool_use", "id": call, "name": f"Tool{turn % 20}",
+             "input": {"path": f"/src/module/part_{turn}.py", "limit": 200}}]})
+        messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": call,
+             "content": [{"type": "text", "text": f"def handler_{turn}(request):\n    return request.body\n" * 30}]}]})
+    messages.append({"role": "user", "content": "Now refactor it."})
+    return body
 
 
 def paced_upstream() -> tuple[subprocess.Popen, int]:
@@ -94,9 +115,12 @@ def side_by_side(up_port: int, tls_port: int, ca: Path, proxy_url: str, pid: int
     tls_direct = f"https://127.0.0.1:{tls_port}/v1/chat/completions"
     anthropic = orjson.dumps(claude_code_like_request())
     paced_body = orjson.dumps(dict(claude_code_like_request(), model=PACED_MODEL))
+    long_body = orjson.dumps(long_conversation())
     baseline, baseline_url = baseline_daemon(BASELINE, up_port, paced_port)
     rows = [(f"{BASELINE}, plain HTTP/1.1", baseline.pid, baseline_url, anthropic, plain_direct),
             ("plain HTTP/1.1", pid, proxy_url, anthropic, plain_direct),
+            (f"{BASELINE}, long conversation", baseline.pid, baseline_url, long_body, plain_direct),
+            ("long conversation", pid, proxy_url, long_body, plain_direct),
             ("TLS HTTP/1.1", pid, proxy_url, orjson.dumps(dict(claude_code_like_request(), model="claude-https-h1")),
              tls_direct),
             ("TLS HTTP/2", pid, proxy_url, orjson.dumps(dict(claude_code_like_request(), model="claude-https-h2")),
@@ -142,11 +166,14 @@ def report(rows: list, figures: dict, paced: dict) -> None:
               + f"{min(v[3] for v in values):>7.0f}–{max(v[3] for v in values):.0f}")
     base, plain = figures[rows[0][0]], figures["plain HTTP/1.1"]
     h1, h2 = figures["TLS HTTP/1.1"], figures["TLS HTTP/2"]
+    long_base, long_today = figures[rows[2][0]], figures["long conversation"]
     print("per round: plain CPU / baseline CPU " + ", ".join(f"{p[1] / b[1]:.2f}" for p, b in zip(plain, base))
           + " (target <= 0.9); plain added p50 - baseline's " + ", ".join(f"{p[0] - b[0]:+.2f}" for p, b in
                                                                            zip(plain, base)) + " ms (target <= 0)")
     print("per round: TLS HTTP/2 CPU / TLS HTTP/1.1 CPU " + ", ".join(f"{a[1] / b[1]:.2f}" for a, b in zip(h2, h1))
           + " (target <= 1.2); TLS HTTP/2 added p50 " + ", ".join(f"{a[0]:.2f}" for a in h2) + " ms (target <= 1.0)")
+    print(f"per round: long conversation ({TURNS} tool calls, {len(orjson.dumps(long_conversation())) // 1024} KB) "
+          "CPU / baseline's " + ", ".join(f"{t[1] / b[1]:.2f}" for t, b in zip(long_today, long_base)))
     print(f"paced streams ({PACED_STREAMS} streams, 16 at a time, {CHUNKS} chunks {GAP_S * 1000:.0f} ms apart, "
           f"each chunk its own read): CPU per chunk, µs: {BASELINE} " + ", ".join(f"{v:.1f}" for v in paced[BASELINE])
           + "; today " + ", ".join(f"{v:.1f}" for v in paced["today"]) + "; today / baseline per round "

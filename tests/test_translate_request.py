@@ -12,6 +12,7 @@ from ccproxyd.config.table import Model
 from ccproxyd.errors import InvalidRequest
 from ccproxyd.translate import request as treq
 from ccproxyd.translate import tools as ttools
+from ccproxyd.translate.wire import messages as messages_shape
 
 CASES = json.loads((Path(__file__).parent / "fixtures" / "request_cases.json").read_text())
 
@@ -239,3 +240,33 @@ def test_every_reasoning_replay_mode_is_one_the_schema_takes():
 
     modes = SCHEMA["$defs"]["model"]["properties"]["reasoning_replay"]["enum"]
     assert set(modes) == {"none", "reasoning_content", "reasoning", *treq.REASONING_IN_CONTENT}
+
+
+def _request(*content) -> dict:
+    return {"model": "claude-x", "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": list(content)}]}
+
+
+@pytest.mark.parametrize("body, said", [
+    (_request({"type": "text", "text": "a"}, {"type": "tool_use", "id": "t", "name": "n", "input": []}),
+     "messages.1.content.1.input: must be an object, got an array"),
+    (_request({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": 3}]}),
+     "messages.1.content.0.content.1.text: must be a string, got an integer"),
+    (_request({"type": "tool_result", "tool_use_id": "t", "is_error": "yes"}),
+     "messages.1.content.0.is_error: must be a boolean, got a string"),
+    (_request({"type": "image", "source": {"type": "url", "url": 7}}),
+     "messages.1.content.0.source.url: must be a string, got an integer"),
+    (_request({"type": ["text"]}), "messages.1.content.0.type: must be a string, got an array"),
+    (_request("text"), "messages.1.content.0: must be a content block object, got a string"),
+    (_request({"type": "thinking", "thinking": "t", "signature": None}),
+     "messages.1.content.0.signature: must be a string, got null"),
+])
+def test_a_malformed_block_is_named_by_its_path(body, said):
+    with pytest.raises(InvalidRequest) as caught:
+        messages_shape.validate(body)
+    assert caught.value.message == said
+
+
+def test_blocks_of_unknown_types_and_fields_pass_unchecked():
+    messages_shape.validate(_request({"type": "server_tool_use", "id": 5, "input": "x"},
+                                     {"type": "text", "text": "a", "citations": 5, "extra": {"a": [1]}}))

@@ -17,7 +17,7 @@ from ccproxyd.translate import tokens
 from ccproxyd.translate import provider_errors as upstream_errors
 from ccproxyd.cli.launch import window_env
 from ccproxyd.config.table import Model, Provider, Route
-from ccproxyd.config.routing import Decision, Target, fit_window, may_overflow
+from ccproxyd.config.routing import Decision, Target, fit_window, input_room
 
 from .conftest import Daemon
 from .fake_upstream import text_script
@@ -73,11 +73,12 @@ def test_no_target_holds_it_prompt_is_too_long(models, max_tokens, counted, toke
     assert exc.message == f"prompt is too long: {tokens_said} tokens > {limit_said} maximum"
 
 
-def test_the_byte_bound_decides_whether_to_count():
-    # a bound of 700 tokens: SMALL needs 700 + 100 <= 1000, fine; 850 + 200 > 1000 is not
-    assert not may_overflow(decision(SMALL), 100, 700)
-    assert may_overflow(decision(SMALL), 64000, 850)
-    assert may_overflow(decision(LARGE, SMALL), 100, 950)        # any target that may not hold it
+def test_the_room_is_what_the_smallest_window_holds_beside_the_reserve():
+    # SMALL holds 1000 tokens: 1000 - 100 of input beside max_tokens 100, 1000 - 200 beside 64000
+    # (its output reserve is capped at its max_output_tokens)
+    assert input_room(decision(SMALL), 100) == 900
+    assert input_room(decision(SMALL), 64000) == 800
+    assert input_room(decision(LARGE, SMALL), 100) == 900          # every target must hold it
 
 
 BODIES = [
@@ -99,13 +100,26 @@ BODIES = [
 def test_the_byte_bound_is_never_below_the_count(body):
     raw = orjson.dumps(body)
     assert tokens.upper_bound(raw) >= tokens.count_request(body)
-    assert tokens.rough_bound(raw) >= tokens.upper_bound(raw)      # the unscanned bound is looser still
+    for room in (0, len(raw), 10 * len(raw)):
+        assert tokens.input_bound(raw, room) >= tokens.upper_bound(raw)
 
 
-@given(st.lists(st.sampled_from([b'"name"', b'"image"', b'"document"', b"x", b'"', b"{}"]), max_size=60))
-def test_the_rough_bound_holds_whatever_the_marks(pieces):
+@given(st.lists(st.sampled_from([b'"name"', b'"image"', b'"document"', b"x", b'"', b"{}"]), max_size=60),
+       st.integers(min_value=0, max_value=4000))
+def test_the_input_bound_holds_whatever_the_marks_and_the_room(pieces, room):
     raw = b"".join(pieces)
-    assert tokens.rough_bound(raw) >= tokens.upper_bound(raw)
+    bound = tokens.input_bound(raw, room)
+    assert bound >= tokens.upper_bound(raw)
+    if bound > room:                    # it says "count" only when the scanned bound says so too
+        assert tokens.upper_bound(raw) > room
+
+
+def test_a_request_far_from_its_window_is_not_scanned_and_one_near_it_is():
+    raw = orjson.dumps(BODIES[0])
+    assert tokens.input_bound(raw, 10 * len(raw)) == len(raw) * tokens.BOUND_PER_BYTE   # unscanned
+    assert tokens.input_bound(raw, len(raw)) == tokens.upper_bound(raw)                 # near: scanned
+    image = orjson.dumps(BODIES[2])
+    assert tokens.input_bound(image, 10**9) == tokens.upper_bound(image) >= tokens.IMAGE_TOKENS
 
 
 # A provider's own overflow error -> PromptTooLong (400, "prompt is too long: ..."), in each way

@@ -125,9 +125,10 @@ def output_reserve(max_tokens: int, model: Model) -> int:
     return min(max_tokens, model.max_output_tokens)
 
 
-def may_overflow(decision: Decision, max_tokens: int, bound: int) -> bool:
-    """Cheap: could the request, whose input is at most `bound` tokens, not fit some target?"""
-    return any(bound + output_reserve(max_tokens, t.model) > t.model.context_window for t in decision.targets)
+def input_room(decision: Decision, max_tokens: int) -> int:
+    """The most input every target holds beside the output reserve: a request whose input is
+    at most this many tokens fits them all, and no count is needed."""
+    return min(t.model.context_window - output_reserve(max_tokens, t.model) for t in decision.targets)
 
 
 def fit_window(decision: Decision, max_tokens: int, input_tokens: int) -> Decision:

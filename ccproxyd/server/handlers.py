@@ -32,7 +32,7 @@ from ..errors import (ApiError,
                       Overloaded,
                       RequestTooLarge,
                       to_anthropic)
-from ..config.routing import counts_input, features_of, fit_window, may_overflow, resolve
+from ..config.routing import counts_input, features_of, fit_window, input_room, resolve
 from ..translate.sse import encode
 from ..translate import attribution, server_tools
 from ..translate.request import session_of_metadata
@@ -118,8 +118,8 @@ async def _messages(request: Request):
         if turn is not None:
             await turn.keep(accumulate(events))
         return await _local_answer(request, record, events)
-    if (may_overflow(decision, body["max_tokens"], tokens.rough_bound(raw))     # counted only near a window
-            and may_overflow(decision, body["max_tokens"], tokens.upper_bound(raw))):
+    room = input_room(decision, body["max_tokens"])
+    if tokens.input_bound(raw, room) > room:            # counted only near a window
         counted = await asyncio.to_thread(getattr, features, "input_tokens")     # counted once, off the loop
         decision = fit_window(decision, body["max_tokens"], counted)
     del features                                        # it holds the parsed body (for its count)

@@ -89,43 +89,54 @@ def _optional(body: dict, field: str, ok, wanted: str, where: str = "", null_ok:
         raise _fail(f"{where}{field}", wanted, body[field])
 
 
-# What each content block field must be, by block type (the fields translation reads).
-BLOCK_FIELDS: dict[str, tuple[tuple[str, object, str], ...]] = {
-    "text": (("text", _is_str, "a string"),),
-    "thinking": (("thinking", _is_str, "a string"),
-                 ("signature", _is_str, "a string")),
-    "redacted_thinking": (("data", _is_str, "a string"),),
-    "tool_use": (("id", _is_str, "a string"), ("name", _is_str, "a string"),
-                 ("input", lambda v: isinstance(v, dict), "an object")),
-    "tool_result": (("tool_use_id", _is_str, "a string"),
-                    ("is_error", lambda v: isinstance(v, bool), "a boolean")),
-    "image": (("source", lambda v: isinstance(v, dict), "an object"),),
-    "document": (("source", lambda v: isinstance(v, dict), "an object"),
-                 ("title", _is_str, "a string")),
+# What each content block field must be, by block type (the fields translation reads): the
+# types it may have, and the words an error says.
+BLOCK_FIELDS: dict[str, tuple[tuple[str, tuple, str], ...]] = {
+    "text": (("text", (str,), "a string"),),
+    "thinking": (("thinking", (str,), "a string"),
+                 ("signature", (str,), "a string")),
+    "redacted_thinking": (("data", (str,), "a string"),),
+    "tool_use": (("id", (str,), "a string"), ("name", (str,), "a string"),
+                 ("input", (dict,), "an object")),
+    "tool_result": (("tool_use_id", (str,), "a string"),
+                    ("is_error", (bool,), "a boolean")),
+    "image": (("source", (dict,), "an object"),),
+    "document": (("source", (dict,), "an object"),
+                 ("title", (str,), "a string")),
 }
+NESTED = ("tool_result", "mid_conv_system")      # blocks whose `content` is content again
+_ABSENT = object()
 
 
-def _content(content, where: str) -> None:
-    """A message's (or a tool result's) content: a string or an array of typed blocks."""
+def _content(content, where) -> None:
+    """A message's (or a tool result's) content: a string or an array of typed blocks.  `where`
+    is the field's path, a tuple, made into text only for an error (this runs for every block of
+    every request)."""
     if isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise _fail(where, "a string or an array of content blocks", content)
-    for j, block in enumerate(content):         # field names are formatted only for an error
+        raise _fail(_path(where), "a string or an array of content blocks", content)
+    for j, block in enumerate(content):
         if not isinstance(block, dict):
-            raise _fail(f"{where}.{j}", "a content block object", block)
+            raise _fail(_path(where, j), "a content block object", block)
         kind = block.get("type")
-        if not isinstance(kind, str):
-            raise _fail(f"{where}.{j}.type", "a string", kind)
-        for field, ok, wanted in BLOCK_FIELDS.get(kind, ()):
-            if field in block and not ok(block[field]):
-                raise _fail(f"{where}.{j}.{field}", wanted, block[field])
+        fields = BLOCK_FIELDS.get(kind) if isinstance(kind, str) else None
+        if fields is None and not isinstance(kind, str):
+            raise _fail(_path(where, j, "type"), "a string", kind)
+        for field, types, wanted in fields or ():
+            value = block.get(field, _ABSENT)
+            if value is not _ABSENT and not isinstance(value, types):
+                raise _fail(_path(where, j, field), wanted, value)
         source = block.get("source")
         if isinstance(source, dict):
             for key in ("type", "media_type", "url"):
-                _optional(source, key, _is_str, "a string", f"{where}.{j}.source.")
-        if kind in ("tool_result", "mid_conv_system") and block.get("content") is not None:
-            _content(block["content"], f"{where}.{j}.content")
+                _optional(source, key, _is_str, "a string", _path(where, j, "source") + ".")
+        if kind in NESTED and block.get("content") is not None:
+            _content(block["content"], (*where, j, "content"))
+
+
+def _path(where: tuple, *more) -> str:
+    return ".".join(str(part) for part in (*where, *more))
 
 
 def _objects(value, field: str, what: str):
@@ -157,7 +168,7 @@ def _messages(messages) -> None:
             raise InvalidRequest(f"messages.{i}.role: must be 'user' or 'assistant', got {role!r}"[:300])
         if "content" not in message:
             raise InvalidRequest(f"messages.{i}.content: field required")
-        _content(message["content"], f"messages.{i}.content")
+        _content(message["content"], ("messages", i, "content"))
 
 
 def _tools(tools) -> None:
