@@ -1,5 +1,5 @@
 """Upstreams that break the wire's rules, driven through a running ccproxyd: HTTP/1.1 framing
-faults (a malformed chunk size, a body cut short), HTTP/2 frames out of order (GOAWAY with an error mid-body, a response head without
+faults (a malformed chunk size, a body cut short, bytes past the body), HTTP/2 frames out of order (GOAWAY with an error mid-body, a response head without
 a valid :status, a window overrun, a PING flood, a huge header block), a
 provider key echoed where no error body is, and silence after the head.
 
@@ -186,6 +186,21 @@ def test_a_body_that_breaks_its_framing_ends_in_an_error_and_its_connection(daem
     again = httpx2.post(daemon.url + "/v1/messages", json=request_body, timeout=30)
     assert again.headers["x-ccproxyd-cache"] == "miss"      # the broken answer was not stored
     assert again.status_code == 200
+    assert h1.requests[1]["connection"] != h1.requests[0]["connection"]
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_bytes_that_arrive_after_the_body_are_never_read_as_the_next_answer(daemon, h1, framing):
+    """The answer's body ends where its framing says; bytes the server sends later, on the idle
+    connection, are not the answer to the next request on it (a response nobody asked for, or a
+    body longer than its content-length): that connection is not used again."""
+    stray = h11(sse(delta("stray"), delta(finish="stop"), USAGE), framing="content-length")
+    h1.answers.append([h11(ANSWER, framing=framing), 0.1, stray])
+    assert complete(ask(daemon, "h1")) == "Hello there"
+    wait_for(lambda: h1.requests[0].get("played"))
+    time.sleep(0.1)                                         # the stray bytes are in ccproxyd's buffer
+    h1.answers.append([h11(sse(delta("second"), delta(finish="stop"), USAGE))])
+    assert complete(ask(daemon, "h1")) == "second"
     assert h1.requests[1]["connection"] != h1.requests[0]["connection"]
 
 

@@ -116,7 +116,11 @@ class _Connection:
         self.proxy_headers: list[tuple[bytes, bytes]] = []
 
     def reusable(self, expiry: float) -> bool:
-        return (not self.reader.at_eof() and not self.writer.is_closing()
+        """Open, not expired, and nothing received while idle: bytes that came after the last
+        body (a response nobody asked for, a body longer than its framing said) would be read as
+        the next request's answer.  asyncio's StreamReader has no public peek; its buffer is
+        where those bytes wait (httpcore checks that an idle socket is not readable)."""
+        return (not self.reader.at_eof() and not self.reader._buffer and not self.writer.is_closing()
                 and time.monotonic() - self.idle_since < expiry)
 
     def close(self) -> None:
