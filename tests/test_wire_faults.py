@@ -334,6 +334,10 @@ def test_silence_after_the_head_is_a_timeout(daemon, h1, h2s, provider, after):
 # ---------------------------------------------------------------- the provider key echoed outside an error body
 
 ECHOES = {
+    # a header line without a colon, the key where the message's cut falls (80 characters)
+    "malformed header line": ("h1", [b"HTTP/1.1 200 OK\r\n" + b"x" * 55 + b" echo {authorization}\r\n\r\n"]),
+    # a body that says chunked but is not, the key where the chunk-size line is cut (40 characters)
+    "not chunked after all": ("h1", [CHUNKED_HEAD + b'data: {"error":"bad key {authorization}"}\r\n\r\n']),
     # a header value h2 refuses (surrounding whitespace), which its error quotes
     "h2 header value": ("h2", [head(*SSE_HEAD, (b"x-echo", b" {authorization} ")), data(ANSWER, end=True)]),
     # a header that ccproxyd does not read: nothing to say about it, nothing leaks
