@@ -223,7 +223,7 @@ def test_goaway_with_an_error_mid_body_ends_the_stream_in_an_error(daemon, h2s, 
     assert h2s.requests[1]["connection"] != h2s.requests[0]["connection"]
 
 
-@pytest.mark.parametrize("status", [None, b" 200"])
+@pytest.mark.parametrize("status", [None, b"abc", b"2000", b"20", b"+200", b" 200"])
 def test_a_head_without_a_valid_status_is_a_protocol_error(daemon, h2s, status):
     """`:status` is three digits (RFC 9110 section 15, h11's status-code = 3DIGIT, as the HTTP/1.1
     transport checks): a head without it is a malformed response (RFC 9113 section 8.1.1), met like
