@@ -1,6 +1,6 @@
 """Upstreams that break the wire's rules, driven through a running ccproxyd: HTTP/1.1 framing
 faults (a malformed chunk size, a body cut short, bytes past the body), HTTP/2 frames out of order (GOAWAY with an error mid-body, a response head without
-a valid :status, a window overrun, a PING flood, a huge header block), a
+a valid :status, DATA after END_STREAM, a window overrun, a PING flood, a huge header block), a
 provider key echoed where no error body is, and silence after the head.
 
 What the client must get (README, Errors and Failure behaviour): an Anthropic-shaped error with
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 import time
 
 import httpx2
@@ -24,9 +25,10 @@ import orjson
 import pytest
 
 from .conftest import CANARY, Daemon
+from .fake_upstream import Gate
 from .fake_wire import (CLOSE, CONTINUATION, DATA, END_HEADERS, ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR, GOAWAY,
                         HEADERS, HOLD, INTERNAL_ERROR, PING, SSE_HEAD, RawH2, RawHttp11, data, frame, h11,
-                        h2_answer, head, raw)
+                        h2_answer, head, opens, raw)
 from .grammar import check_stream, parse_sse
 from .support import wait_for
 
@@ -237,6 +239,36 @@ def test_a_head_without_a_valid_status_is_a_protocol_error(daemon, h2s, status):
     assert len(h2s.requests) == 4                       # each request: its try and the free redial
     h2s.answers.extend([bad, h2_answer(ANSWER)])
     assert complete(ask(daemon, "h2")) == "Hello there"
+
+
+def test_data_after_end_stream_fails_the_connection(daemon, h2s):
+    """A server that sends DATA on a stream it ended has lost track of its streams: that DATA may be
+    another stream's (here the middle of a concurrent answer).  The stream still in flight on the
+    connection must end in an error, never complete over the missing piece; the stream that ended
+    before stays whole; the connection is not used again."""
+    first, second = Gate(), Gate()
+    # the answer that stays in flight: "Hello", then (after the other one's stray DATA) the end
+    in_flight = [head(*SSE_HEAD), data(FIRST), opens(first), second,
+                 data(sse(delta(finish="stop"), USAGE), end=True)]
+    # the answer that ends, then sends the in-flight answer's middle on its own, ended stream
+    ended = [first, head(*SSE_HEAD), data(ANSWER, end=True), 0.2,
+             data(sse(delta(" there"), done=False)), opens(second)]
+    h2s.answers.extend([in_flight, ended])
+    results: list[httpx2.Response] = []
+    threads = [threading.Thread(target=lambda: results.append(ask(daemon, "h2"))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(30)
+    assert len({r["connection"] for r in h2s.requests}) == 1
+    outcomes = sorted(check_stream(parse_sse(r.content)) for r in results)
+    assert outcomes == ["complete", "error"], [r.text for r in results]
+    whole = next(r for r in results if check_stream(parse_sse(r.content)) == "complete")
+    assert text_of(parse_sse(whole.content)) == "Hello there"
+    assert text_of(broken(next(r for r in results if r is not whole))) == "Hello"
+    assert complete(ask(daemon, "h2")) == "Hello there"
+    assert h2s.requests[-1]["connection"] != h2s.requests[0]["connection"]
 
 
 def test_a_huge_header_block_is_refused_and_the_connection_dropped(daemon, h2s):
