@@ -1,5 +1,6 @@
 """Upstreams that break the wire's rules, driven through a running ccproxyd: HTTP/1.1 framing
-faults (a malformed chunk size, a body cut short, bytes past the body), HTTP/2 frames out of order (GOAWAY with an error mid-body, a response head without
+faults (a malformed chunk size, a body cut short, bytes past the body), a content coding that was
+not asked for, HTTP/2 frames out of order (GOAWAY with an error mid-body, a response head without
 a valid :status, DATA after END_STREAM, a window overrun, a PING flood, a huge header block), a
 provider key echoed where no error body is, and silence after the head.
 
@@ -16,6 +17,7 @@ hand, so that frames h2's own state machine would refuse to send can be sent.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ssl
 import threading
 import time
@@ -206,6 +208,35 @@ def test_bytes_that_arrive_after_the_body_are_never_read_as_the_next_answer(daem
     assert h1.requests[1]["connection"] != h1.requests[0]["connection"]
 
 
+# ---------------------------------------------------------------- content codings not asked for
+
+@pytest.mark.parametrize("provider", ["h1", "h2"])
+@pytest.mark.parametrize("shape", ["stream", "whole"])
+def test_a_gzip_answer_is_decoded_although_identity_was_asked(daemon, h1, h2s, provider, shape):
+    """ccproxyd asks for `accept-encoding: identity`; a server that gzips anyway (a CDN in front of
+    it) is understood, for a stream as for a whole answer."""
+    body, kind = (ANSWER, "text/event-stream") if shape == "stream" else (WHOLE, "application/json")
+    packed = gzip.compress(body)
+    if provider == "h1":
+        h1.answers.append([h11(packed, "content-encoding: gzip", kind=kind)])
+    else:
+        h2s.answers.append([head((b":status", b"200"), (b"content-type", kind.encode()),
+                                 (b"content-encoding", b"gzip")), data(packed, end=True)])
+    assert complete(ask(daemon, provider)) == "Hello there"
+
+
+@pytest.mark.parametrize("provider", ["h1", "h2"])
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_content_coding_ccproxyd_cannot_decode_is_a_clear_500(daemon, h1, h2s, provider, stream):
+    """Brotli (not installed) is named, before any stream begins: a 500 whatever the client asked."""
+    if provider == "h1":
+        h1.answers.append([h11(b"\x1b\x00\x00\x00 not really brotli", "content-encoding: br")])
+    else:
+        h2s.answers.append(h2_answer(b"\x1b\x00\x00\x00 not really brotli", (b"content-encoding", b"br")))
+    body = failed(ask(daemon, provider, stream), 500, "api_error")
+    assert "content-encoding 'br'" in body["error"]["message"] and f"'{provider}'" in body["error"]["message"]
+
+
 # ---------------------------------------------------------------- HTTP/2 frames out of order
 
 def goaway(last: int | None, code: int):
@@ -370,6 +401,8 @@ ECHOES = {
     "malformed header line": ("h1", [b"HTTP/1.1 200 OK\r\n" + b"x" * 55 + b" echo {authorization}\r\n\r\n"]),
     # a body that says chunked but is not, the key where the chunk-size line is cut (40 characters)
     "not chunked after all": ("h1", [CHUNKED_HEAD + b'data: {"error":"bad key {authorization}"}\r\n\r\n']),
+    # a content coding made of the key
+    "content-encoding": ("h1", [h11(ANSWER, "content-encoding: x-{authorization}")]),
     # a header value h2 refuses (surrounding whitespace), which its error quotes
     "h2 header value": ("h2", [head(*SSE_HEAD, (b"x-echo", b" {authorization} ")), data(ANSWER, end=True)]),
     # a header that ccproxyd does not read: nothing to say about it, nothing leaks
