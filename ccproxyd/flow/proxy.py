@@ -291,7 +291,8 @@ async def _events(answer: Answer):
             return
         decoder = SSEDecoder()
         saw_done = False
-        async for raw in response.aiter_raw():
+        # decoded like aread() does, if a server compressed it anyway (pool.Upstreams.open vets the coding)
+        async for raw in response.aiter_bytes() if "content-encoding" in response.headers else response.aiter_raw():
             events, saw_done = _decode(decoder.feed(raw), answer)
             if saw_done:                        # the answer is complete; do not wait for EOF
                 break

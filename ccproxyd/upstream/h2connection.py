@@ -36,10 +36,11 @@ _DROP = frozenset({b"host", b"connection", b"keep-alive", b"proxy-connection", b
 
 
 class _H2(h2.connection.H2Connection):
-    """h2 4.x moves its connection state machine to CLOSED on receiving GOAWAY, after which any
-    DATA for the streams GOAWAY lets finish raises ProtocolError (python-hyper/h2 issue #1181,
-    https://github.com/python-hyper/h2/issues/1181, open).  A GOAWAY received while open keeps the
-    connection open here; the transport itself never opens a stream on it again."""
+    """h2's state machine with two changes.  h2 4.x moves its connection state machine to CLOSED on
+    receiving GOAWAY, after which any DATA for the streams GOAWAY lets finish raises ProtocolError
+    (python-hyper/h2 issue #1181, https://github.com/python-hyper/h2/issues/1181, open).  A GOAWAY
+    received while open keeps the connection open here; the transport itself never opens a stream
+    on it again.  And DATA after a stream's END_STREAM is a connection error (below)."""
 
     def _receive_goaway_frame(self, frame):
         state = self.state_machine.state
@@ -49,6 +50,22 @@ class _H2(h2.connection.H2Connection):
             self.state_machine.state = state
         self._data_to_send += pending
         return frames, events
+
+    def _handle_data_on_closed_stream(self, events, exc, frame):
+        """h2 answers DATA on any closed stream with RST_STREAM and goes on.  DATA on a stream the
+        server itself ended is no late frame of ours to forget: the server has lost track of its
+        streams, and that DATA may belong to another one, which would then complete with a hole.
+        A connection error (RFC 7540 section 5.1 required one; RFC 9113 allows it), which fails
+        every stream of the connection.  A stream the client reset may still get DATA: as h2 does."""
+        if self._stream_is_closed_by_end(exc.stream_id):       # both sides ended it: the server had
+            raise _DataAfterEnd(f"DATA on stream {exc.stream_id} after its END_STREAM")
+        return super()._handle_data_on_closed_stream(events, exc, frame)
+
+
+class _DataAfterEnd(h2.exceptions.ProtocolError):
+    """DATA on a stream the server had ended: h2 sends GOAWAY with this code, the reader fails
+    every stream of the connection (`Connection._read`)."""
+    error_code = h2.errors.ErrorCodes.STREAM_CLOSED
 
 
 _HEAD = struct.Struct(">IBL")           # a frame header: length (24 bits) and type, flags, stream id (RFC 9113 4.1)

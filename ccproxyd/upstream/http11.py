@@ -19,6 +19,8 @@ from collections import deque
 
 import httpx2
 
+from ..observe import redact
+
 READ_SIZE = 65536
 MAX_HEAD = 65536        # bytes of a response head (status line and headers), and of any one line
 MAX_LINE = 4096         # bytes of a chunk-size or trailer line
@@ -97,7 +99,7 @@ _DIGITS = re.compile(rb"[0-9]{1,18}")
 def _chunk_size(line: bytes) -> int:
     match = _CHUNK_SIZE.fullmatch(line)
     if match is None:
-        raise httpx2.RemoteProtocolError(f"malformed chunk size line {line[:40]!r}")
+        raise httpx2.RemoteProtocolError(f"malformed chunk size line {shown(line, 40)!r}")
     size = int(match.group(1), 16)
     if len(_SIZES) < 4096:
         _SIZES[line] = size
@@ -105,6 +107,12 @@ def _chunk_size(line: bytes) -> int:
 
 
 _SIZES: dict[bytes, int] = {}       # chunk-size lines seen, checked: an SSE stream repeats a few hundred
+
+
+def shown(data: bytes, limit: int) -> bytes:
+    """At most `limit` bytes of what an upstream sent, for an error message: every provider secret
+    is masked before the cut, which could otherwise fall inside one and leave its start readable."""
+    return redact.scrub_bytes(data)[:limit]
 
 
 class _Connection:
@@ -116,7 +124,11 @@ class _Connection:
         self.proxy_headers: list[tuple[bytes, bytes]] = []
 
     def reusable(self, expiry: float) -> bool:
-        return (not self.reader.at_eof() and not self.writer.is_closing()
+        """Open, not expired, and nothing received while idle: bytes that came after the last
+        body (a response nobody asked for, a body longer than its framing said) would be read as
+        the next request's answer.  asyncio's StreamReader has no public peek; its buffer is
+        where those bytes wait (httpcore checks that an idle socket is not readable)."""
+        return (not self.reader.at_eof() and not self.reader._buffer and not self.writer.is_closing()
                 and time.monotonic() - self.idle_since < expiry)
 
     def close(self) -> None:
@@ -451,12 +463,12 @@ async def _head_lines(reader: asyncio.StreamReader) -> list[bytes]:
 def _parse_head(lines: list[bytes]) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
     status = _STATUS_LINE.fullmatch(lines[0]) if lines else None
     if status is None:
-        raise httpx2.RemoteProtocolError(f"malformed status line {lines[0][:80] if lines else b''!r}")
+        raise httpx2.RemoteProtocolError(f"malformed status line {shown(lines[0], 80) if lines else b''!r}")
     headers = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep or not name or name != name.strip():
-            raise httpx2.RemoteProtocolError(f"malformed header line {line[:80]!r}")
+            raise httpx2.RemoteProtocolError(f"malformed header line {shown(line, 80)!r}")
         headers.append((name, value.strip()))
     return lines[0][:8], int(status.group(1)), status.group(2) or b"", headers
 
@@ -479,5 +491,5 @@ def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]):
         raise httpx2.RemoteProtocolError(f"conflicting content-length headers {sorted(lengths)!r}")
     length = lengths.pop()
     if not _DIGITS.fullmatch(length):
-        raise httpx2.RemoteProtocolError(f"malformed content-length {length[:40]!r}")
+        raise httpx2.RemoteProtocolError(f"malformed content-length {shown(length, 40)!r}")
     return int(length)

@@ -16,12 +16,13 @@ own exception types, as the HTTP/1.1 transport raises them (upstream.map_transpo
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 
 import httpx2
 
 from .h2connection import PING_INTERVAL, Connection, Refused, Stream, timed
-from .http11 import Http11Transport, RawTransport
+from .http11 import Http11Transport, RawTransport, shown
 
 REFUSED_TRIES = 4                     # sends of a request the server refused without processing it
 
@@ -79,6 +80,25 @@ class _Body(httpx2.AsyncByteStream):
             self._connection.release(self._stream)
 
 
+def _head(received: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """The status and the named fields of a response head.  h2 checks that :status is there once;
+    its value must be three digits (status-code = 3DIGIT, as http11 reads a status line), else the
+    response is malformed (RFC 9113 section 8.1.1)."""
+    status = None
+    named = []
+    for name, value in received:
+        if name == b":status":
+            status = value
+        elif not name.startswith(b":"):
+            named.append((name, value))
+    if status is None or not _STATUS.fullmatch(status):
+        raise httpx2.RemoteProtocolError(f"malformed :status {shown(status or b'', 20)!r}")
+    return int(status), named
+
+
+_STATUS = re.compile(rb"[0-9]{3}")
+
+
 class Http2Transport(RawTransport):
     """HTTP/2 to https origins (http ones, and servers without h2, go to `http11`)."""
 
@@ -124,17 +144,10 @@ class Http2Transport(RawTransport):
                 finally:
                     if handle is not None:
                         handle.cancel()
-            received = stream.head.result()
+            status, named = _head(stream.head.result())
         except BaseException:
             connection.release(stream)
             raise
-        status = 0
-        named = []
-        for name, value in received:
-            if name == b":status":
-                status = int(value)
-            elif not name.startswith(b":"):
-                named.append((name, value))
         return httpx2.Response(status, headers=named, stream=_Body(connection, stream, timeout.get("read")),
                                extensions={"http_version": b"HTTP/2"})
 

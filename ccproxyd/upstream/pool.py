@@ -18,17 +18,22 @@ import httpx2
 
 from .. import __version__
 from ..config.table import Provider
+from ..observe import redact
 from ..errors import (ApiError,
                       ClientFacingError,
                       ConnectionDropped,
                       MissingCredential,
                       Overloaded,
+                      Untranslatable,
                       UntrustedCertificate,
                       UpstreamTimeout)
 from ..translate.provider_errors import from_upstream
 from .http11 import Http11Transport
 from .http2 import Http2Transport
 
+# Content codings httpx2 decodes (brotli and zstandard are not installed).  ccproxyd asks for
+# identity; a server that compresses anyway (a CDN in front of it) is still understood.
+DECODED = frozenset({"identity", "gzip", "deflate"})
 WRITE_TIMEOUT = 60.0     # seconds to send a request body
 POOL_TIMEOUT = 30.0      # seconds to wait for a free connection when max_connections are busy
 
@@ -150,7 +155,7 @@ class Upstreams:
 
     def headers(self, provider: Provider) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept": "text/event-stream, application/json",
-                   # the stream is relayed as it arrives (aiter_raw): never compressed
+                   # the stream is relayed as it arrives: compression would only cost CPU
                    "accept-encoding": "identity", "user-agent": f"ccproxyd/{__version__}",
                    **dict(provider.headers)}
         if provider.api_key_env:
@@ -164,7 +169,7 @@ class Upstreams:
 
     async def open(self, provider: Provider, content: bytes, path: str = "chat/completions") -> httpx2.Response:
         """POST to `path` (chat/completions or responses) under the provider's base URL; return the
-        streaming response once its status is 200."""
+        streaming response once its status is 200 (in a content coding httpx2 decodes)."""
         headers = self.headers(provider)
         client = self.client(provider)
         self._in_flight[provider] = self._in_flight.get(provider, 0) + 1
@@ -185,6 +190,13 @@ class Upstreams:
                 await response.aclose()
             raise from_upstream(response.status_code, content, provider=provider.name,
                                 retry_after=_retry_after(response))
+        coding = response.headers.get("content-encoding")
+        if coding is not None and not DECODED.issuperset(c.strip().lower() for c in coding.split(",")):
+            await self.release(provider)
+            await response.aclose()
+            raise Untranslatable(f"provider '{provider.name}' answered in content-encoding "
+                                 f"{redact.scrub(coding)[:40]!r}, which ccproxyd did not ask for and cannot decode",
+                                 provider=provider.name)
         return response
 
     async def _send(self, provider: Provider, client: httpx2.AsyncClient, headers: dict[str, str],
