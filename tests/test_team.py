@@ -367,6 +367,67 @@ def test_followers_that_leave_before_their_first_byte_are_written_once(team, fak
         assert session not in {row["key"] for row in rows}
 
 
+class Asking:
+    """Requests sent from threads, each answer (or the transport's error) kept by name."""
+
+    def __init__(self, tag: str, key: str = "TEAM_OPEN_KEY") -> None:
+        self.tag, self.key = tag, key
+        self.answers: dict[str, httpx2.Response | httpx2.HTTPError] = {}
+        self.threads: list[threading.Thread] = []
+
+    def send(self, name: str, daemon, request: dict) -> None:
+        def one() -> None:
+            try:
+                self.answers[name] = post(daemon, request, key=self.key,
+                                          **{"x-claude-code-session-id": f"{self.tag}-{name}"})
+            except httpx2.HTTPError as exc:             # a daemon the test killed
+                self.answers[name] = exc
+        thread = threading.Thread(target=one)
+        thread.start()
+        self.threads.append(thread)
+
+    def wait(self, timeout: float = 60) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+        assert not any(thread.is_alive() for thread in self.threads), "a request did not end"
+
+
+@pytest.mark.parametrize("failure", ["before its answer", "mid-answer"])
+def test_followers_on_other_daemons_of_a_failed_call_are_recorded_as_a_local_follower_is(team, fake, redis_server,
+                                                                                         failure):
+    """A's call fails, before its answer began (the provider's 400) or mid-answer (the connection
+    cut).  A follower on B records what a follower on A records: the status and type it got, which
+    provider and model failed after how many attempts, and for the cut call, who answered (its usage
+    estimated) and nothing of what it used."""
+    _, (a, b, _) = team
+    gate = Gate()
+    if failure == "before its answer":
+        fake.push(Script(status=400, body={"error": {"message": "no such parameter", "type": "invalid_request_error"}},
+                         first_byte_delay=1.5))
+        expected = (400, "invalid_request_error", "mock", "gpt-mock", 1, False)
+    else:
+        fake.push(Script(events=[chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), gate,
+                                 chunk({"content": "lo"})], cut=True))
+        expected = (500, "api_error", "mock", "gpt-mock", 1, True)
+    request = body(f"a call that fails {failure}", stream=True)
+    asking = Asking(f"failed-{time.time_ns()}")
+    asking.send("lead", a, request)
+    wait_for(lambda: len(fake.requests) == 1, what="A's call to reach the provider")
+    asking.send("a", a, request)
+    asking.send("b", b, request)
+    wait_for(lambda: following(redis_server) == 1, what="B following A's flight")
+    time.sleep(0.3)                                     # A's own follower has joined by now
+    gate.open()
+    asking.wait()
+    assert len(fake.requests) == 1
+    here, there = (logged(d, asking.answers[n].headers["request-id"]) for d, n in ((a, "a"), (b, "b")))
+    for line in (here, there):
+        assert (line["status"], line["error_type"], line["provider"], line["upstream_model"], line["attempts"],
+                line["usage_estimated"]) == expected
+        assert (line["cache"], line["input_tokens"], line["output_tokens"], line["cost_usd"]) == ("hit", 0, 0, None)
+    assert account(there) == account(here)
+
+
 def test_a_429_on_one_daemon_holds_the_provider_back_on_the_others(team, fake):
     _, (a, b, c) = team
     fake.push(Script(status=429, headers={"retry-after": "30"},

@@ -73,8 +73,8 @@ class FlightMirror(Protocol):
     def publish(self, data: bytes) -> None: ...
 
     def finish(self, message: dict | None, error: BaseException | None, answer=None) -> None:
-        """The end: a whole `message`, made by `answer` (the proxy.Answer, when the call ran
-        here: who answered, for the lines of the requests that follow elsewhere), or `error`."""
+        """The end: a whole `message`, or `error`; `answer` is the proxy.Answer when the call ran
+        here (who answered, for the lines of the requests that follow elsewhere, whole or broken)."""
 
     async def followed(self) -> bool:
         """Whether another daemon follows this call now (then it runs on when every client here left)."""

@@ -76,9 +76,9 @@ class Flights:
         if self.fleet is None:
             task = asyncio.create_task(lead(self.store))
         else:                                            # team mode: a stored answer, or lead, or follow
-            flight.origin = observe.stored_origin(primary)    # a fleet hit's (a followed call's end says its own)
             verdict = asyncio.get_running_loop().create_future()
-            task = asyncio.create_task(self.fleet.run(flight, key, lead, self.store, verdict, decision.requested))
+            task = asyncio.create_task(self.fleet.run(flight, key, lead, self.store, verdict, decision.requested,
+                                                      observe.stored_origin(primary)))
         self.background.add(task)
         task.add_done_callback(lambda t: (self.background.discard(t), self._forget(key, flight)))
         flight.on_orphan = partial(self._orphaned, key, flight, task, body["max_tokens"])

@@ -131,9 +131,13 @@ class Outcome:
 
     def _answered(self, flight: Flight) -> None:
         """The figures of the call here; or, for an answer no call here made (team mode: the
-        fleet's stored answer, another daemon's call), those of its message and who answered it."""
-        if flight.answer is None and flight.message is not None and flight.origin is not None:
-            self.record.relayed(flight.message, flight.origin, self.table)
+        fleet's stored answer, another daemon's call), those of its message and who answered it,
+        and for another daemon's call that broke, who answered it (as a local follower's)."""
+        if flight.answer is None and flight.origin is not None:
+            if flight.message is not None:
+                self.record.relayed(flight.message, flight.origin, self.table)
+            else:
+                self.record.broke(flight.origin)
         else:
             self.record.answered(flight.answer, self.table, paid=self.pays)
 
