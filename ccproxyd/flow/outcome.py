@@ -5,7 +5,8 @@ once, by `Outcome`, when both of these hold:
 
 - the answer is over: the response went out whole (`responded`, from the response middleware,
   with its status), or a stream ended (`streaming` tells the middleware, which runs before a
-  stream's body, to leave it to the stream's end), or the call was cut and no response will come;
+  stream's body, to leave it to the stream's end), or the client left and no response will reach
+  it (`left`, `abandoned`);
 - nothing is still being waited for: the usage of a call cut before its end, counted in a task of
   its own (proxy.charge_cut_later: the handler may be cancelled by then), or the end of a shared
   upstream call this request started and left (it runs on for the cache and any follower, and
@@ -13,6 +14,10 @@ once, by `Outcome`, when both of these hold:
 
 Who pays: the request that ran the upstream call (`pays`); a follower of another request's call
 and a cache hit cost nothing and save the whole Claude price.  Client limits charge only a payer.
+
+A request whose client left keeps the status it had then (200: no response, and no error, reached
+it afterwards): neither Sanic's own 500 for the cancelled handler nor the error of a call cut after
+it left is its status.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class Outcome:
         self.table = table                # the request's one reading of the routing table
         self.pays = True                  # False: a cache hit, or a follower of another's call
         self.streaming = False            # the response middleware runs before the body
+        self.gone = False                 # the client left: no response, nor a later error, reaches it
         self.ended = False                # the answer is over for this request
         self.waiting = 0                  # counts and calls still to end before the line
         self.emitted = False
@@ -40,8 +46,9 @@ class Outcome:
     # ------------------------------------------------------------ when the line is written
 
     def responded(self, status: int) -> None:
-        """The response middleware: a whole answer (or an error) is going out now."""
-        if self.streaming:
+        """The response middleware: a whole answer (or an error) is going out now.  Not for a
+        request whose client left: what Sanic answers its cancelled handler reaches nobody."""
+        if self.streaming or self.gone:
             return
         self.record.status = status
         self._end()
@@ -65,10 +72,12 @@ class Outcome:
                 self.on_emit()
 
     def abandoned(self) -> None:
-        """The handler was cancelled (its client left): no response will go out, so a request
-        whose own call is over is written once its figures are in."""
-        if self.answered_here and not self.streaming:
-            self._end()
+        """The handler was cancelled (its client left): no response will go out.  The answer is
+        over for this request wherever it was (before or while its upstream call was opened, a
+        whole answer being read, a stream); it is written once the figures still to come are in
+        (a cut call's count, a shared call this request pays for)."""
+        self.gone = True
+        self._end()
 
     # ------------------------------------------------------------ who pays, for what
 
@@ -106,7 +115,10 @@ class Outcome:
         self._answered(flight)
 
     def followed(self, flight: Flight) -> None:
-        """A streamed answer from `flight` ended for this request, or its client left mid-stream."""
+        """A streamed answer from `flight` ended for this request, or its client left mid-stream
+        (the call still runs)."""
+        if not flight.done:
+            self.gone = True
         self._account_when_over(flight)
         self._end()
 
@@ -114,6 +126,7 @@ class Outcome:
         """The client left before its answer began (a stream's first byte, a whole answer): no
         response will go out.  A payer is accounted for when the call it started ends; anyone else
         got and paid nothing, and is written now, as it is."""
+        self.gone = True
         if self.pays:
             self._account_when_over(flight)
         self._end()
@@ -126,7 +139,7 @@ class Outcome:
 
     def _account(self, flight: Flight) -> None:
         self._answered(flight)
-        if flight.error is not None:
+        if flight.error is not None and not self.gone:
             self.record.failed(flight.error)
 
     def _answered(self, flight: Flight) -> None:

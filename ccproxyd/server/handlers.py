@@ -63,8 +63,8 @@ async def messages(request: Request):
         return await _messages(request)
     except asyncio.CancelledError:
         outcome = getattr(request.ctx, "outcome", None)
-        if outcome is not None:                 # the client left: no response will go out
-            outcome.abandoned()
+        if outcome is not None:                 # the client left: no response will reach it
+            outcome.abandoned()                 # (Sanic's own 500 for this is not its status)
         raise
     finally:
         if getattr(request.ctx, "admitted", None) is not None:  # the client's tokens and spend, once
@@ -233,8 +233,8 @@ async def _follow(request: Request, outcome: Outcome, flight: Flight, headers: d
     if flight.error is not None and not flight.batches:
         raise flight.error
     outcome.streaming = True
-    response = await request.respond(content_type="text/event-stream", headers=headers)
     try:
+        response = await request.respond(content_type="text/event-stream", headers=headers)
         async for batch in flight.follow():
             await response.send(batch)
             if record.ttft_ms is None and batch is not flight.batches[0] and batch != proxy.PING:
