@@ -93,6 +93,7 @@ class Flight:
         self.error = None                      # the ClientFacingError that ended it, if any
         self.answer = None                     # the proxy's Answer, for the log line
         self.origin: dict | None = None        # who answered when no call here did (observe.Record.relayed)
+        self.here = False                      # its upstream call runs on this daemon (its first request pays)
         self.clients = 0
         self.grace = grace
         self.on_orphan = on_orphan

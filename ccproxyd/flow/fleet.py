@@ -16,10 +16,11 @@ or the id of the flight another daemon leads (this daemon follows it with XREAD,
 Flight that its own identical requests join).  So identical concurrent requests on any number of
 daemons reach the provider once, and every follower streams the answer as it arrives.
 
-A follower whose leader goes quiet and lets its lease lapse (killed), or whose Redis goes away, before a byte
-reached its clients calls the upstream itself on the same Flight (its clients see nothing of
-it); after bytes went out it ends the stream with a 529 `overloaded_error` event, which clients
-retry.  While Redis is down every request leads locally (the disk cache still works).
+A follower whose leader goes quiet and lets its lease lapse (killed), or whose Redis goes away,
+before a byte reached its clients calls the upstream itself on the same Flight (its clients see
+nothing of it; the request that started the Flight here pays for that call: flow.outcome); after
+bytes went out it ends the stream with a 529 `overloaded_error` event, which clients retry.  While
+Redis is down every request leads locally (the disk cache still works).
 """
 
 from __future__ import annotations
@@ -108,7 +109,12 @@ class FleetCache:
             flight.finish(message)
             return
         if kind == "follow":
-            await self.follow(flight, key, value, lambda: lead(TeamStore(self, disk)), stored)
+            try:
+                await self.follow(flight, key, value, lambda: lead(TeamStore(self, disk)), stored)
+            finally:
+                if not flight.done:                 # cancelled: every client here left (the orphan
+                    flight.error = CallCancelled()  # grace), or the daemon stops; whoever waits is told
+                    flight.finish(None)
             return
         lease = value if kind == "lead" else None
         store = TeamStore(self, disk, lease)
@@ -151,9 +157,9 @@ class FleetCache:
                      stored: dict | None = None) -> None:
         """Feed `flight` from another daemon's stream; if that cannot be done before a byte was
         published here (Redis failed, or the stream was quiet for a lease and the leader no longer
-        holds it), run `lead_here()` (the upstream call, on this same flight) instead.  The
-        flight's `origin` is who answered, as the leader's last entry says (`stored`, the
-        primary, when it does not say)."""
+        holds it), run `lead_here()` (the upstream call, on this same flight, paid for by the
+        request that started it here: flow.outcome) instead.  The flight's `origin` is who
+        answered, as the leader's last entry says (`stored`, the primary, when it does not say)."""
         stream = _stream(flight_id)
         await self.link.run(lambda r: self._count_follower(r, flight_id, 1), None)
         try:

@@ -13,7 +13,10 @@ once, by `Outcome`, when both of these hold:
   this request pays for all of it).
 
 Who pays: the request that ran the upstream call (`pays`); a follower of another request's call
-and a cache hit cost nothing and save the whole Claude price.  Client limits charge only a payer.
+and a cache hit cost nothing and save the whole Claude price.  The request that started a flight
+here pays for a call that ran here, also one this daemon took over from another daemon it was
+following (team mode: flow.fleet); it knows once the flight's answer began or ended (`settled`).
+Client limits charge only a payer.
 
 A request whose client left keeps the status it had then (200: no response, and no error, reached
 it afterwards): neither Sanic's own 500 for the cancelled handler nor the error of a call cut after
@@ -35,6 +38,7 @@ class Outcome:
         self.record = record
         self.table = table                # the request's one reading of the routing table
         self.pays = True                  # False: a cache hit, or a follower of another's call
+        self.first = False                # it started the flight it follows (it pays if the call runs here)
         self.streaming = False            # the response middleware runs before the body
         self.gone = False                 # the client left: no response, nor a later error, reaches it
         self.ended = False                # the answer is over for this request
@@ -105,10 +109,21 @@ class Outcome:
         self.record.cache = "hit"
         self.record.hit(message, target, self.table)
 
-    def sharing(self, leads: bool) -> None:
-        """This request follows a flight: the one that leads it pays."""
+    def sharing(self, leads: bool, first: bool = False) -> None:
+        """This request follows a flight: the one that leads it pays.  `first`: it started the
+        flight here (in team mode it may follow another daemon's call: see `settled`)."""
         self.pays = leads
+        self.first = first
         self.record.cache = "miss" if leads else "hit"
+
+    def settled(self, flight: Flight) -> str:
+        """Who pays for `flight`, once its answer began or ended: the request that started it here
+        pays for a call that ran here (team mode: one this daemon took over when the daemon it
+        followed went quiet, or Redis went away), as a leader does; its other followers do not.
+        Returns the cache result (the x-ccproxyd-cache header)."""
+        if self.first and flight.here and not self.pays:
+            self.sharing(leads=True, first=True)
+        return self.record.cache
 
     def answered_by(self, flight: Flight) -> None:
         """A whole (non-streamed) answer from `flight`: written when the response goes out."""
@@ -124,14 +139,22 @@ class Outcome:
 
     def left(self, flight: Flight) -> None:
         """The client left before its answer began (a stream's first byte, a whole answer): no
-        response will go out.  A payer is accounted for when the call it started ends; anyone else
-        got and paid nothing, and is written now, as it is."""
+        response will go out.  A payer, or the request that started the flight (it pays if the
+        call runs here after all), is accounted for when the call ends; anyone else got and paid
+        nothing, and is written now, as it is."""
         self.gone = True
-        if self.pays:
-            self._account_when_over(flight)
+        if self.pays or self.first:
+            self._wait()
+            flight.on_finish(lambda: self._then_waited(self._account_if_paid, flight))
         self._end()
 
+    def _account_if_paid(self, flight: Flight) -> None:
+        self.settled(flight)
+        if self.pays:
+            self._account(flight)
+
     def _account_when_over(self, flight: Flight) -> None:
+        self.settled(flight)
         if flight.done or not self.pays:
             return self._account(flight)
         self._wait()
@@ -146,6 +169,7 @@ class Outcome:
         """The figures of the call here; or, for an answer no call here made (team mode: the
         fleet's stored answer, another daemon's call), those of its message and who answered it,
         and for another daemon's call that broke, who answered it (as a local follower's)."""
+        self.settled(flight)
         if flight.answer is None and flight.origin is not None:
             if flight.message is not None:
                 self.record.relayed(flight.message, flight.origin, self.table)

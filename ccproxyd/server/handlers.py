@@ -191,8 +191,8 @@ async def _local_answer(request: Request, record: observe.Record, events: list):
 
 async def _shared_answer(request: Request, outcome: Outcome, decision, joined: dict | Flight):
     """A stored answer, written out; or the flight, followed to its end (flights.Flights.join)."""
-    headers = {"x-ccproxyd-cache": outcome.record.cache}
     if not isinstance(joined, Flight):
+        headers = {"x-ccproxyd-cache": outcome.record.cache}
         message = dict(joined, id=message_id(), model=decision.requested)
         if not outcome.record.stream:
             return json_response(message, headers=headers)
@@ -203,18 +203,19 @@ async def _shared_answer(request: Request, outcome: Outcome, decision, joined: d
     flight.join()
     try:
         if outcome.record.stream:
-            return await _follow(request, outcome, flight, headers)
-        return await _whole(outcome, decision, flight, headers)
+            return await _follow(request, outcome, flight)
+        return await _whole(outcome, decision, flight)
     finally:
         flight.leave()
 
 
-async def _whole(outcome: Outcome, decision, flight: Flight, headers: dict):
+async def _whole(outcome: Outcome, decision, flight: Flight):
     try:
         await flight.finished()
     except asyncio.CancelledError:
         outcome.left(flight)
         raise
+    headers = {"x-ccproxyd-cache": outcome.settled(flight)}     # who pays is known now
     if flight.error is not None and not flight.batches:
         raise flight.error
     outcome.answered_by(flight)
@@ -223,13 +224,14 @@ async def _whole(outcome: Outcome, decision, flight: Flight, headers: dict):
     return json_response(dict(flight.message, model=decision.requested), headers=headers)
 
 
-async def _follow(request: Request, outcome: Outcome, flight: Flight, headers: dict):
+async def _follow(request: Request, outcome: Outcome, flight: Flight):
     record = outcome.record
     try:
         await flight.started()
     except asyncio.CancelledError:
         outcome.left(flight)
         raise
+    headers = {"x-ccproxyd-cache": outcome.settled(flight)}     # who pays is known now
     if flight.error is not None and not flight.batches:
         raise flight.error
     outcome.streaming = True
