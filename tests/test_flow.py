@@ -5,6 +5,8 @@ behaviour through a daemon: tests/test_cache.py, test_orphans.py, test_ledger.py
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import orjson
@@ -14,8 +16,10 @@ from ccproxyd.config import table as config
 from ccproxyd.observe import access as observe
 from ccproxyd.flow.cache import Flight
 from ccproxyd.state.answers import Store
+from ccproxyd.flow.fleet import FleetCache
 from ccproxyd.flow.flights import Flights
 from ccproxyd.flow.outcome import Outcome
+from ccproxyd.state.link import Link
 from ccproxyd.upstream.resilience import Guards
 from ccproxyd.config.routing import resolve
 from ccproxyd.upstream.pool import Upstreams
@@ -136,3 +140,105 @@ def test_a_whole_answer_is_written_once_when_it_goes_out_and_a_stream_at_its_end
     finished.finish(None)
     stream.followed(finished)
     assert [r.request_id for r in lines] == ["req_w", "req_s"]
+
+
+def test_a_request_whose_client_leaves_while_the_fleet_is_asked_pays_for_the_call_it_started(table, fake, lines,
+                                                                                             redis_server):
+    """Team mode: the client leaves while Redis is asked who leads (Redis paused for the while).  The
+    call its request started (the verdict: lead, here) runs on for the cache and is paid by that
+    request, written when the call ends, with status 200."""
+    fake.push(text_script("paid ", "all the same", use=usage(1000, 200, 400)))
+    body = dict(BODY, messages=[{"role": "user", "content": f"asked of a paused Redis {time.time_ns()}"}])
+
+    async def scenario():
+        link = Link(redis_server.url, timeout=5.0)
+        await link.start()
+        fleet, upstreams = FleetCache(link), Upstreams(lambda: table.provider_keys)
+        flights = Flights(upstreams, Guards(), None, fleet, set(), 5.0, 10.0)
+        leader = outcome(table, 1)
+        try:
+            os.kill(redis_server.proc.pid, signal.SIGSTOP)
+            try:
+                joining = asyncio.ensure_future(flights.join(body, orjson.dumps(body), resolve(table, body["model"]),
+                                                             None, leader))
+                await asyncio.sleep(0.3)
+                joining.cancel()                          # the client left: its handler is cancelled
+                try:
+                    await joining
+                except asyncio.CancelledError:
+                    leader.abandoned()                    # as handlers.messages does
+            finally:
+                os.kill(redis_server.proc.pid, signal.SIGCONT)
+            assert lines == []                            # not before its call ended
+            await asyncio.wait(list(flights.background), timeout=10)
+            for _ in range(100):
+                if lines:
+                    break
+                await asyncio.sleep(0.02)
+            return leader
+        finally:
+            await fleet.close()
+            await upstreams.close()
+            await link.close()
+
+    leader = asyncio.run(scenario())
+    assert len(fake.requests) == 1 and [r.request_id for r in lines] == ["req_1"]
+    cost = (600 * 2.0 + 400 * 0.5 + 200 * 8.0) / 1e6
+    record = lines[0]
+    assert (leader.pays, record.cache, record.status, record.provider) == (True, "miss", 200, "mock")
+    assert record.cost_usd == pytest.approx(cost) and leader.cost() == pytest.approx(cost)
+
+
+def test_a_follower_whose_redis_goes_away_calls_the_provider_itself_and_its_first_request_pays(table, fake, lines,
+                                                                                              redis_server):
+    """Team mode, two daemons in one process (each its own Flights, FleetCache and Redis link): B
+    follows A's call, and Redis is killed before a byte of it came, so B calls the provider itself
+    (flow.fleet).  The request that started following on B pays for that call, as a leader does; the
+    other request on B follows it and pays nothing; A's leader pays for A's call."""
+    fake.push(Script(events=text_script("from A").events, first_byte_delay=1.5),
+              text_script("from B", use=usage(1000, 200, 400)))
+    fake.scripts[0].events[-1] = chunk(choices=False, usage=usage(1000, 200, 400))
+    body = dict(BODY, messages=[{"role": "user", "content": f"asked on two daemons {time.time_ns()}"}])
+    raw, decision = orjson.dumps(body), resolve(table, body["model"])
+
+    async def scenario():
+        links = [Link(redis_server.url), Link(redis_server.url)]
+        for link in links:
+            await link.start()
+        fleets, upstreams = [FleetCache(link) for link in links], Upstreams(lambda: table.provider_keys)
+        a, b = (Flights(upstreams, Guards(), None, fleet, set(), 5.0, 10.0) for fleet in fleets)
+        try:
+            lead = outcome(table, 1)
+            on_a = await a.join(body, raw, decision, None, lead)
+            while not fake.requests:                      # A's call is at the provider, its answer 1.5 s away
+                await asyncio.sleep(0.02)
+            first, second = outcome(table, 2), outcome(table, 3)
+            on_b = await b.join(body, raw, decision, None, first)
+            assert await b.join(body, raw, decision, None, second) is on_b and not first.pays
+            await asyncio.sleep(0.2)                      # B reads A's stream
+            redis_server.kill()
+            await on_b.started()
+            shown = [first.settled(on_b), second.settled(on_b)]     # the x-ccproxyd-cache headers
+            for flight, followers in ((on_b, (first, second)), (on_a, (lead,))):
+                await flight.finished()
+                for follower in followers:
+                    follower.followed(flight)
+            await asyncio.wait(list(a.background | b.background), timeout=10)
+            return lead, first, second, shown
+        finally:
+            redis_server.start()
+            for fleet in fleets:
+                await fleet.close()
+            await upstreams.close()
+            for link in links:
+                await link.close()
+
+    lead, first, second, shown = asyncio.run(scenario())
+    assert len(fake.requests) == 2 and shown == ["miss", "hit"]
+    cost = (600 * 2.0 + 400 * 0.5 + 200 * 8.0) / 1e6
+    claude = (600 * 3.0 + 400 * 0.3 + 200 * 15.0) / 1e6
+    for paid in (lead, first):
+        assert paid.record.cache == "miss" and paid.record.cost_usd == pytest.approx(cost) == paid.cost()
+    assert second.record.cache == "hit" and second.record.cost_usd == 0 and second.cost() is None
+    assert second.record.savings_usd == pytest.approx(claude)
+    assert sorted(r.request_id for r in lines) == ["req_1", "req_2", "req_3"]

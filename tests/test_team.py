@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (make test installs it)")
 
 KEYS = {"TEAM_OPEN_KEY": "team-open-0001", "TEAM_ALICE_KEY": "team-alice-0002", "TEAM_BOB_KEY": "team-bob-0003",
-        "TEAM_CAROL_KEY": "team-carol-0004"}
+        "TEAM_CAROL_KEY": "team-carol-0004", "TEAM_DAVE_KEY": "team-dave-0005"}
 ROUTES = """
 providers:
   mock: {{base_url: "{url}", api_key_env: MOCK_KEY}}
@@ -55,11 +55,19 @@ clients:
   TEAM_ALICE_KEY: {{rpm: 60}}
   TEAM_BOB_KEY: {{budget_usd: {{day: 0.02, month: 10}}}}
   TEAM_CAROL_KEY: {{models: ["claude-haiku*"]}}
+  TEAM_DAVE_KEY: {{budget_usd: {{day: 1000}}}}
 claude_prices:
   claude-backup-1: [{{input: 3.0, output: 15.0, cached_input: 0.3}}]
 """
 
 NOW = "2026-12-07T12:00:00Z"      # the daemons' clock (CCPROXYD_NOW): budgets' days do not depend on when tests run
+
+
+def member(directory, name: str, redis_server) -> Daemon:
+    """A daemon of the team (its routes.yaml in `directory`), with a cache and log of its own."""
+    return Daemon(directory / "routes.yaml", env=dict(KEYS, CCPROXYD_NOW=NOW), log_path=directory / f"{name}.log",
+                  extra_args=("--cache-dir", str(directory / f"cache-{name}"), "--redis", redis_server.url,
+                              "--ping-interval", "5", "--orphan-grace", "0.2"))
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +78,9 @@ def team(redis_server, tmp_path_factory):
     path = directory / "routes.yaml"
     path.write_text(ROUTES.format(url=fake.url))
     daemons = []
-
-    def start(name: str) -> Daemon:
-        return Daemon(path, env=dict(KEYS, CCPROXYD_NOW=NOW), log_path=directory / f"{name}.log",
-                      extra_args=("--cache-dir", str(directory / f"cache-{name}"), "--redis", redis_server.url,
-                                  "--ping-interval", "5", "--orphan-grace", "0.2"))
     try:
         with ThreadPoolExecutor(3) as pool:                 # started side by side: a third of the wait
-            for started in [pool.submit(start, name) for name in "abc"]:
+            for started in [pool.submit(member, directory, name, redis_server) for name in "abc"]:
                 daemons.append(started.result())
         yield fake, daemons
     finally:
@@ -324,14 +327,19 @@ def test_followers_on_other_daemons_are_recorded_as_a_local_follower_is(team, fa
         assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (600, 400, 200)
 
 
-def hang_up_after(daemon, request: dict, session: str) -> socket.socket:
+def hang_up_after(daemon, request: dict, session: str, key: str = "TEAM_OPEN_KEY") -> socket.socket:
     """A request sent on a raw connection (closed by the caller: the client leaves)."""
     content = orjson.dumps(request)
     sock = socket.create_connection(("127.0.0.1", daemon.port))
     sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                  b"x-api-key: %s\r\nx-claude-code-session-id: %s\r\ncontent-length: %d\r\n\r\n"
-                 % (KEYS["TEAM_OPEN_KEY"].encode(), session.encode(), len(content)) + content)
+                 % (KEYS[key].encode(), session.encode(), len(content)) + content)
     return sock
+
+
+def lines_of(daemon, session: str) -> list[dict]:
+    """The access lines of a session's requests."""
+    return [line for line in access_lines(daemon).values() if line["session_id"] == session]
 
 
 def test_followers_that_leave_before_their_first_byte_are_written_once(team, fake, redis_server):
@@ -353,9 +361,6 @@ def test_followers_that_leave_before_their_first_byte_are_written_once(team, fak
     there.close()
     leader.join(30)
     assert results["a"].status_code == 200 and '"late"' in results["a"].text and len(fake.requests) == 1
-
-    def lines_of(daemon, session: str) -> list[dict]:
-        return [line for line in access_lines(daemon).values() if line["session_id"] == session]
     for daemon, session in ((a, f"{tag}-a"), (b, f"{tag}-b")):
         wait_for(lambda: lines_of(daemon, session), what=f"the access line of {session}")
         time.sleep(0.2)                                 # and no second one
@@ -365,6 +370,124 @@ def test_followers_that_leave_before_their_first_byte_are_written_once(team, fak
         rows = httpx2.get(daemon.url + "/spend", params={"by": "session"}, timeout=10,
                           headers={"x-api-key": KEYS["TEAM_OPEN_KEY"]}).json()["rows"]
         assert session not in {row["key"] for row in rows}
+
+
+class Asking:
+    """Requests sent from threads, each answer (or the transport's error) kept by name."""
+
+    def __init__(self, tag: str, key: str = "TEAM_OPEN_KEY") -> None:
+        self.tag, self.key = tag, key
+        self.answers: dict[str, httpx2.Response | httpx2.HTTPError] = {}
+        self.threads: list[threading.Thread] = []
+
+    def send(self, name: str, daemon, request: dict) -> None:
+        def one() -> None:
+            try:
+                self.answers[name] = post(daemon, request, key=self.key,
+                                          **{"x-claude-code-session-id": f"{self.tag}-{name}"})
+            except httpx2.HTTPError as exc:             # a daemon the test killed
+                self.answers[name] = exc
+        thread = threading.Thread(target=one)
+        thread.start()
+        self.threads.append(thread)
+
+    def wait(self, timeout: float = 60) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+        assert not any(thread.is_alive() for thread in self.threads), "a request did not end"
+
+
+def test_a_follower_that_calls_the_provider_itself_when_its_leader_dies_pays_for_that_call(team, fake, redis_server):
+    """D leads a call and is killed before its answer began (its lease lapses after 15 s); B and C,
+    which followed it, then call the provider themselves.  On each, the request that started following
+    there pays for that call, as a leader does (its line, its ledger row, the client's budget); the
+    other request there follows it and pays nothing.  C's first request hung up before the takeover:
+    it pays all the same, written when C's call ends, with the status it had (200)."""
+    _, (a, b, c) = team
+    doomed = member(a.log_path.parent, f"d{time.time_ns()}", redis_server)
+    fake.push(Script(status=400, body={"error": {"message": "never read"}}, first_byte_delay=5.0),
+              text_script("taken ", "over", use=REASONED), text_script("taken ", "over", use=REASONED))
+    request = body("asked of a daemon that is then killed", stream=True)
+    asking = Asking(f"takeover-{time.time_ns()}", key="TEAM_DAVE_KEY")
+    spent = health(b)["clients"]["TEAM_DAVE_KEY"]["spent_usd"]["day"]
+    try:
+        asking.send("d", doomed, request)
+        wait_for(lambda: len(fake.requests) == 1, what="D's call to reach the provider")
+        asking.send("b-first", b, request)
+        wait_for(lambda: following(redis_server) == 1, what="B following D's flight")
+        gone = hang_up_after(c, request, f"{asking.tag}-c-first", key="TEAM_DAVE_KEY")
+        wait_for(lambda: following(redis_server) == 2, what="C following D's flight")
+        asking.send("b-second", b, dict(request, stream=False))
+        asking.send("c-second", c, request)
+        time.sleep(0.5)                                 # both have joined their daemon's flight
+        gone.close()
+        doomed.proc.kill()                              # before its answer began, and before it renewed its lease
+        asking.wait()
+    finally:
+        doomed.stop()
+    assert len(fake.requests) == 3                      # D's, then B's and C's own
+    answers = asking.answers
+    assert [answers[n].status_code for n in ("b-first", "b-second", "c-second")] == [200, 200, 200]
+    assert '"text":"taken over"' in answers["b-first"].text and "event: message_stop" in answers["b-first"].text
+    assert answers["b-second"].json()["content"][0]["text"] == "taken over"
+    assert [answers[n].headers["x-ccproxyd-cache"] for n in ("b-first", "b-second", "c-second")] == [
+        "miss", "hit", "hit"]
+    wait_for(lambda: lines_of(c, f"{asking.tag}-c-first"), what="the line of C's first request")
+    time.sleep(0.2)                                     # and no second one
+    (gone_line,) = lines_of(c, f"{asking.tag}-c-first")
+    first = [logged(b, answers["b-first"].headers["request-id"]), gone_line]
+    second = [logged(d, answers[n].headers["request-id"]) for d, n in ((b, "b-second"), (c, "c-second"))]
+    for line in first:                                  # each paid its daemon's call
+        assert (line["cache"], line["provider"], line["upstream_model"], line["status"], line["error_type"]) == (
+            "miss", "mock", "gpt-mock", 200, None)
+        assert (line["input_tokens"], line["cached_tokens"], line["output_tokens"]) == (600, 400, 200)
+        assert line["cost_usd"] == pytest.approx(LEAD_COST) and line["claude_price_usd"] == pytest.approx(CLAUDE)
+        assert line["savings_usd"] == pytest.approx(CLAUDE - LEAD_COST)
+    for line in second:                                 # and the other follower there did not
+        assert (line["cache"], line["provider"], line["status"]) == ("hit", "mock", 200)
+        assert line["cost_usd"] == 0 and line["savings_usd"] == pytest.approx(CLAUDE)
+    for daemon, name, cost, hits in ((b, "b-first", LEAD_COST, 0), (c, "c-first", LEAD_COST, 0),
+                                     (b, "b-second", 0, 1), (c, "c-second", 0, 1)):
+        row = ledger_row(daemon, f"{asking.tag}-{name}")
+        assert (row["requests"], row["cache_hits"]) == (1, hits) and row["cost_usd"] == pytest.approx(cost)
+    wait_for(lambda: health(b)["clients"]["TEAM_DAVE_KEY"]["spent_usd"]["day"] == pytest.approx(spent + 2 * LEAD_COST),
+             what="the client's budget charged for both calls")
+
+
+@pytest.mark.parametrize("failure", ["before its answer", "mid-answer"])
+def test_followers_on_other_daemons_of_a_failed_call_are_recorded_as_a_local_follower_is(team, fake, redis_server,
+                                                                                         failure):
+    """A's call fails, before its answer began (the provider's 400) or mid-answer (the connection
+    cut).  A follower on B records what a follower on A records: the status and type it got, which
+    provider and model failed after how many attempts, and for the cut call, who answered (its usage
+    estimated) and nothing of what it used."""
+    _, (a, b, _) = team
+    gate = Gate()
+    if failure == "before its answer":
+        fake.push(Script(status=400, body={"error": {"message": "no such parameter", "type": "invalid_request_error"}},
+                         first_byte_delay=1.5))
+        expected = (400, "invalid_request_error", "mock", "gpt-mock", 1, False)
+    else:
+        fake.push(Script(events=[chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), gate,
+                                 chunk({"content": "lo"})], cut=True))
+        expected = (500, "api_error", "mock", "gpt-mock", 1, True)
+    request = body(f"a call that fails {failure}", stream=True)
+    asking = Asking(f"failed-{time.time_ns()}")
+    asking.send("lead", a, request)
+    wait_for(lambda: len(fake.requests) == 1, what="A's call to reach the provider")
+    asking.send("a", a, request)
+    asking.send("b", b, request)
+    wait_for(lambda: following(redis_server) == 1, what="B following A's flight")
+    time.sleep(0.3)                                     # A's own follower has joined by now
+    gate.open()
+    asking.wait()
+    assert len(fake.requests) == 1
+    here, there = (logged(d, asking.answers[n].headers["request-id"]) for d, n in ((a, "a"), (b, "b")))
+    for line in (here, there):
+        assert (line["status"], line["error_type"], line["provider"], line["upstream_model"], line["attempts"],
+                line["usage_estimated"]) == expected
+        assert (line["cache"], line["input_tokens"], line["output_tokens"], line["cost_usd"]) == ("hit", 0, 0, None)
+    assert account(there) == account(here)
 
 
 def test_a_429_on_one_daemon_holds_the_provider_back_on_the_others(team, fake):

@@ -73,8 +73,8 @@ class FlightMirror(Protocol):
     def publish(self, data: bytes) -> None: ...
 
     def finish(self, message: dict | None, error: BaseException | None, answer=None) -> None:
-        """The end: a whole `message`, made by `answer` (the proxy.Answer, when the call ran
-        here: who answered, for the lines of the requests that follow elsewhere), or `error`."""
+        """The end: a whole `message`, or `error`; `answer` is the proxy.Answer when the call ran
+        here (who answered, for the lines of the requests that follow elsewhere, whole or broken)."""
 
     async def followed(self) -> bool:
         """Whether another daemon follows this call now (then it runs on when every client here left)."""
@@ -93,6 +93,7 @@ class Flight:
         self.error = None                      # the ClientFacingError that ended it, if any
         self.answer = None                     # the proxy's Answer, for the log line
         self.origin: dict | None = None        # who answered when no call here did (observe.Record.relayed)
+        self.here = False                      # its upstream call runs on this daemon (its first request pays)
         self.clients = 0
         self.grace = grace
         self.on_orphan = on_orphan

@@ -7,7 +7,8 @@ Keys (K is the response-cache key, which already binds the client, provider and 
                       cancel a call another daemon follows)
   ccproxyd:stream:ID  that flight's output: SSE bytes as the clients got them (`d`; what queued
                       during one write goes as one entry), then `end` (the whole message, JSON,
-                      with `by`: who answered, observe.access.origin_of) or `err` (the error)
+                      with `by`: who answered, observe.access.origin_of) or `err` (the error, with
+                      the provider, model and attempts that failed; `by` when its answer had begun)
 
 A request that no daemon has answered asks one Lua script (`LOOKUP`): a stored answer, or the
 lease for K (this daemon leads: it calls the upstream and XADDs what it sends its own clients),
@@ -15,10 +16,11 @@ or the id of the flight another daemon leads (this daemon follows it with XREAD,
 Flight that its own identical requests join).  So identical concurrent requests on any number of
 daemons reach the provider once, and every follower streams the answer as it arrives.
 
-A follower whose leader goes quiet and lets its lease lapse (killed), or whose Redis goes away, before a byte
-reached its clients calls the upstream itself on the same Flight (its clients see nothing of
-it); after bytes went out it ends the stream with a 529 `overloaded_error` event, which clients
-retry.  While Redis is down every request leads locally (the disk cache still works).
+A follower whose leader goes quiet and lets its lease lapse (killed), or whose Redis goes away,
+before a byte reached its clients calls the upstream itself on the same Flight (its clients see
+nothing of it; the request that started the Flight here pays for that call: flow.outcome); after
+bytes went out it ends the stream with a 529 `overloaded_error` event, which clients retry.  While
+Redis is down every request leads locally (the disk cache still works).
 """
 
 from __future__ import annotations
@@ -86,11 +88,12 @@ class FleetCache:
         return verdict, value.decode()
 
     async def run(self, flight: Flight, key: str, lead: Callable[[object], Awaitable[None]], disk,
-                  verdict: asyncio.Future, requested: str) -> None:
+                  verdict: asyncio.Future, requested: str, stored: dict) -> None:
         """One flight's whole life in team mode (a background task): ask Redis, tell `verdict`
         ("hit", "lead", "follow" or "local"), then serve the stored answer, or lead the call
         (`lead(store)`, mirrored to the fleet), or follow another daemon's.  The flight is in the
-        process's table from the start, so identical requests here join it without asking Redis."""
+        process's table from the start, so identical requests here join it without asking Redis.
+        `stored` is who answered a stored answer (observe.access.stored_origin of the primary)."""
         try:
             kind, value = await self.lookup(key)
         except BaseException:
@@ -101,11 +104,17 @@ class FleetCache:
         verdict.set_result(kind)
         if kind == "hit":
             message = dict(value, id=message_id(), model=requested)
+            flight.origin = stored
             flight.publish(encode(message_events(message)))
             flight.finish(message)
             return
         if kind == "follow":
-            await self.follow(flight, key, value, lambda: lead(TeamStore(self, disk)))
+            try:
+                await self.follow(flight, key, value, lambda: lead(TeamStore(self, disk)), stored)
+            finally:
+                if not flight.done:                 # cancelled: every client here left (the orphan
+                    flight.error = CallCancelled()  # grace), or the daemon stops; whoever waits is told
+                    flight.finish(None)
             return
         lease = value if kind == "lead" else None
         store = TeamStore(self, disk, lease)
@@ -144,14 +153,17 @@ class FleetCache:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    async def follow(self, flight: Flight, key: str, flight_id: str, lead_here: Callable[[], Awaitable[None]]) -> None:
+    async def follow(self, flight: Flight, key: str, flight_id: str, lead_here: Callable[[], Awaitable[None]],
+                     stored: dict | None = None) -> None:
         """Feed `flight` from another daemon's stream; if that cannot be done before a byte was
         published here (Redis failed, or the stream was quiet for a lease and the leader no longer
-        holds it), run `lead_here()` (the upstream call, on this same flight) instead."""
+        holds it), run `lead_here()` (the upstream call, on this same flight, paid for by the
+        request that started it here: flow.outcome) instead.  The flight's `origin` is who
+        answered, as the leader's last entry says (`stored`, the primary, when it does not say)."""
         stream = _stream(flight_id)
         await self.link.run(lambda r: self._count_follower(r, flight_id, 1), None)
         try:
-            await self._read(flight, key, flight_id, lead_here, stream)
+            await self._read(flight, key, flight_id, lead_here, stream, stored)
         finally:
             self.spawn(self.link.run(lambda r: self._count_follower(r, flight_id, -1), None))
 
@@ -162,7 +174,8 @@ class FleetCache:
             pipe.pexpire(_followers(flight_id), STREAM_KEEP_MS)
             await pipe.execute()
 
-    async def _read(self, flight: Flight, key: str, flight_id: str, lead_here, stream: str) -> None:
+    async def _read(self, flight: Flight, key: str, flight_id: str, lead_here, stream: str,
+                    stored: dict | None) -> None:
         last, silent, failed = "0-0", 0.0, object()
         while True:
             entries = await self.link.run(lambda r: r.xread({stream: last}, count=256, block=int(BLOCK_SECONDS * 1000)),
@@ -181,12 +194,12 @@ class FleetCache:
                 last = entry_id
                 if b"d" in fields:
                     flight.publish(fields[b"d"])
-                elif b"end" in fields:
-                    if b"by" in fields:                 # else (an older leader) the primary's, as for a hit
-                        flight.origin = orjson.loads(fields[b"by"])
+                elif b"end" in fields:                  # without `by` (an older leader): the primary's
+                    flight.origin = orjson.loads(fields[b"by"]) if b"by" in fields else stored
                     flight.finish(orjson.loads(fields[b"end"]))
                     return
-                elif b"err" in fields:
+                elif b"err" in fields:                  # `by`: the call had begun its answer
+                    flight.origin = orjson.loads(fields[b"by"]) if b"by" in fields else None
                     error = orjson.loads(fields[b"err"])
                     if error.get("cancelled"):          # stopped there (no error event went out)
                         break
@@ -194,6 +207,7 @@ class FleetCache:
                     flight.finish(None)
                     return
         if not flight.batches:
+            flight.origin = None                        # the call here says who answered
             log.info("the daemon leading an identical request went quiet or Redis went away: calling the upstream here")
             await lead_here()
             return
@@ -211,8 +225,13 @@ class FleetCache:
 
 
 def _error(obj: dict) -> ClientFacingError:
+    """The leader's error as its own followers see it: type, message, retry-after, and which
+    upstream failed after how many attempts."""
     return TYPE_TO_ERROR.get(obj.get("type"), ApiError)(obj.get("message", "upstream error"),
-                                                        retry_after=obj.get("retry_after"))
+                                                        retry_after=obj.get("retry_after"),
+                                                        provider=obj.get("provider"),
+                                                        upstream_model=obj.get("upstream_model"),
+                                                        attempts=obj.get("attempts") or 0)
 
 
 class Publisher:
@@ -248,8 +267,13 @@ class Publisher:
         else:
             cancelled = not isinstance(error, ClientFacingError) or isinstance(error, CallCancelled)
             error = error if isinstance(error, ClientFacingError) else CallCancelled()
-            self.queue.append({"err": orjson.dumps({"type": error.error_type, "message": error.message,
-                                                    "retry_after": error.retry_after, "cancelled": cancelled})})
+            err = {"err": orjson.dumps({"type": error.error_type, "message": error.message,
+                                        "retry_after": error.retry_after, "cancelled": cancelled,
+                                        "provider": error.provider, "upstream_model": error.upstream_model,
+                                        "attempts": error.attempts})}
+            if answer is not None:                  # the call broke after its answer began: who answered
+                err["by"] = orjson.dumps(observe.origin_of(answer))
+            self.queue.append(err)
         self.ended = True
         self.ready.set()
 

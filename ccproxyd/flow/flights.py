@@ -5,7 +5,9 @@ body without its per-session fields, the provider, the client, the model asked f
 thinking shown), then hands back either a stored answer (a dict: from a flight here that has
 finished, the disk store, or in team mode the fleet's store) or a `Flight` to follow: a running
 upstream call of an identical request here, one another daemon runs (team mode:
-shared.flights.FleetCache), or a new one this request leads.  A flight runs to its end even if
+flow.fleet.FleetCache), or a new one this request leads.  The request that starts a flight pays
+for its call when the call runs here (flow.outcome.Outcome.settled: in team mode also a call this
+daemon takes over from a daemon it followed).  A flight runs to its end even if
 every client leaves, unless none comes back within the orphan grace: then it is cancelled and
 forgotten (and, in team mode, only when no other daemon follows it).  proxy.lead runs the call
 and stores a complete answer of the route's primary model.  Errors are raised, never returned.
@@ -70,20 +72,31 @@ class Flights:
         del content
         request_id = outcome.record.request_id
 
-        def lead(store):
+        def lead(store):                                 # here, or (team mode) after the fleet's verdict
+            flight.here = True                           # the call runs on this daemon: this request pays
             return proxy.lead(self.upstreams, self.guards, decision, raw, first.pop(), flight, store, key,
                               decision.route.cache_ttl, self.ping_interval, request_id)
         if self.fleet is None:
             task = asyncio.create_task(lead(self.store))
         else:                                            # team mode: a stored answer, or lead, or follow
-            flight.origin = observe.stored_origin(primary)    # a fleet hit's (a followed call's end says its own)
             verdict = asyncio.get_running_loop().create_future()
-            task = asyncio.create_task(self.fleet.run(flight, key, lead, self.store, verdict, decision.requested))
+            task = asyncio.create_task(self.fleet.run(flight, key, lead, self.store, verdict, decision.requested,
+                                                      observe.stored_origin(primary)))
         self.background.add(task)
         task.add_done_callback(lambda t: (self.background.discard(t), self._forget(key, flight)))
         flight.on_orphan = partial(self._orphaned, key, flight, task, body["max_tokens"])
-        leads = True if self.fleet is None else await asyncio.shield(verdict) in ("lead", "local")
-        outcome.sharing(leads)
+        if self.fleet is None:
+            outcome.sharing(leads=True, first=True)
+            return flight
+        try:
+            leads = await asyncio.shield(verdict) in ("lead", "local")
+        except asyncio.CancelledError:                   # the client left while Redis was asked
+            outcome.sharing(leads=False, first=True)     # it pays if the call runs here (Outcome.settled)
+            flight.join()
+            flight.leave()                               # no client here: cancelled after the grace
+            outcome.left(flight)
+            raise
+        outcome.sharing(leads, first=True)
         return flight
 
     def _orphaned(self, key: str, flight: Flight, task: asyncio.Task, max_tokens: int) -> None:

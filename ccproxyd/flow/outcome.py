@@ -5,14 +5,22 @@ once, by `Outcome`, when both of these hold:
 
 - the answer is over: the response went out whole (`responded`, from the response middleware,
   with its status), or a stream ended (`streaming` tells the middleware, which runs before a
-  stream's body, to leave it to the stream's end), or the call was cut and no response will come;
+  stream's body, to leave it to the stream's end), or the client left and no response will reach
+  it (`left`, `abandoned`);
 - nothing is still being waited for: the usage of a call cut before its end, counted in a task of
   its own (proxy.charge_cut_later: the handler may be cancelled by then), or the end of a shared
   upstream call this request started and left (it runs on for the cache and any follower, and
   this request pays for all of it).
 
 Who pays: the request that ran the upstream call (`pays`); a follower of another request's call
-and a cache hit cost nothing and save the whole Claude price.  Client limits charge only a payer.
+and a cache hit cost nothing and save the whole Claude price.  The request that started a flight
+here pays for a call that ran here, also one this daemon took over from another daemon it was
+following (team mode: flow.fleet); it knows once the flight's answer began or ended (`settled`).
+Client limits charge only a payer.
+
+A request whose client left keeps the status it had then (200: no response, and no error, reached
+it afterwards): neither Sanic's own 500 for the cancelled handler nor the error of a call cut after
+it left is its status.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ class Outcome:
         self.record = record
         self.table = table                # the request's one reading of the routing table
         self.pays = True                  # False: a cache hit, or a follower of another's call
+        self.first = False                # it started the flight it follows (it pays if the call runs here)
         self.streaming = False            # the response middleware runs before the body
+        self.gone = False                 # the client left: no response, nor a later error, reaches it
         self.ended = False                # the answer is over for this request
         self.waiting = 0                  # counts and calls still to end before the line
         self.emitted = False
@@ -40,8 +50,9 @@ class Outcome:
     # ------------------------------------------------------------ when the line is written
 
     def responded(self, status: int) -> None:
-        """The response middleware: a whole answer (or an error) is going out now."""
-        if self.streaming:
+        """The response middleware: a whole answer (or an error) is going out now.  Not for a
+        request whose client left: what Sanic answers its cancelled handler reaches nobody."""
+        if self.streaming or self.gone:
             return
         self.record.status = status
         self._end()
@@ -65,10 +76,12 @@ class Outcome:
                 self.on_emit()
 
     def abandoned(self) -> None:
-        """The handler was cancelled (its client left): no response will go out, so a request
-        whose own call is over is written once its figures are in."""
-        if self.answered_here and not self.streaming:
-            self._end()
+        """The handler was cancelled (its client left): no response will go out.  The answer is
+        over for this request wherever it was (before or while its upstream call was opened, a
+        whole answer being read, a stream); it is written once the figures still to come are in
+        (a cut call's count, a shared call this request pays for)."""
+        self.gone = True
+        self._end()
 
     # ------------------------------------------------------------ who pays, for what
 
@@ -96,29 +109,52 @@ class Outcome:
         self.record.cache = "hit"
         self.record.hit(message, target, self.table)
 
-    def sharing(self, leads: bool) -> None:
-        """This request follows a flight: the one that leads it pays."""
+    def sharing(self, leads: bool, first: bool = False) -> None:
+        """This request follows a flight: the one that leads it pays.  `first`: it started the
+        flight here (in team mode it may follow another daemon's call: see `settled`)."""
         self.pays = leads
+        self.first = first
         self.record.cache = "miss" if leads else "hit"
+
+    def settled(self, flight: Flight) -> str:
+        """Who pays for `flight`, once its answer began or ended: the request that started it here
+        pays for a call that ran here (team mode: one this daemon took over when the daemon it
+        followed went quiet, or Redis went away), as a leader does; its other followers do not.
+        Returns the cache result (the x-ccproxyd-cache header)."""
+        if self.first and flight.here and not self.pays:
+            self.sharing(leads=True, first=True)
+        return self.record.cache
 
     def answered_by(self, flight: Flight) -> None:
         """A whole (non-streamed) answer from `flight`: written when the response goes out."""
         self._answered(flight)
 
     def followed(self, flight: Flight) -> None:
-        """A streamed answer from `flight` ended for this request, or its client left mid-stream."""
+        """A streamed answer from `flight` ended for this request, or its client left mid-stream
+        (the call still runs)."""
+        if not flight.done:
+            self.gone = True
         self._account_when_over(flight)
         self._end()
 
     def left(self, flight: Flight) -> None:
         """The client left before its answer began (a stream's first byte, a whole answer): no
-        response will go out.  A payer is accounted for when the call it started ends; anyone else
-        got and paid nothing, and is written now, as it is."""
-        if self.pays:
-            self._account_when_over(flight)
+        response will go out.  A payer, or the request that started the flight (it pays if the
+        call runs here after all), is accounted for when the call ends; anyone else got and paid
+        nothing, and is written now, as it is."""
+        self.gone = True
+        if self.pays or self.first:
+            self._wait()
+            flight.on_finish(lambda: self._then_waited(self._account_if_paid, flight))
         self._end()
 
+    def _account_if_paid(self, flight: Flight) -> None:
+        self.settled(flight)
+        if self.pays:
+            self._account(flight)
+
     def _account_when_over(self, flight: Flight) -> None:
+        self.settled(flight)
         if flight.done or not self.pays:
             return self._account(flight)
         self._wait()
@@ -126,14 +162,19 @@ class Outcome:
 
     def _account(self, flight: Flight) -> None:
         self._answered(flight)
-        if flight.error is not None:
+        if flight.error is not None and not self.gone:
             self.record.failed(flight.error)
 
     def _answered(self, flight: Flight) -> None:
         """The figures of the call here; or, for an answer no call here made (team mode: the
-        fleet's stored answer, another daemon's call), those of its message and who answered it."""
-        if flight.answer is None and flight.message is not None and flight.origin is not None:
-            self.record.relayed(flight.message, flight.origin, self.table)
+        fleet's stored answer, another daemon's call), those of its message and who answered it,
+        and for another daemon's call that broke, who answered it (as a local follower's)."""
+        self.settled(flight)
+        if flight.answer is None and flight.origin is not None:
+            if flight.message is not None:
+                self.record.relayed(flight.message, flight.origin, self.table)
+            else:
+                self.record.broke(flight.origin)
         else:
             self.record.answered(flight.answer, self.table, paid=self.pays)
 

@@ -132,8 +132,8 @@ class Record:
         if answer is None:
             return
         cut = answer.translator.cut
-        if cut and not paid:                    # who answered, and nothing of what the call used
-            self.came_from(dict(origin_of(answer), reasoning_tokens=0))
+        if cut and not paid:
+            self.broke(origin_of(answer))
             return
         self.came_from(origin_of(answer))
         self.usage(answer.translator.final_usage, table, answer.target.model.prices, paid, cut)
@@ -148,6 +148,11 @@ class Record:
         paid: its usage is the message's, the whole Claude price saved."""
         self.came_from(origin)
         self.usage(message.get("usage"), table, None, paid=False)
+
+    def broke(self, origin: dict) -> None:
+        """A follower of a call that broke or was cancelled before its end (here, or in team mode
+        on the daemon that led it): who answered, and nothing of what the call used."""
+        self.came_from(dict(origin, reasoning_tokens=0))
 
     def came_from(self, origin: dict) -> None:
         self.provider, self.upstream_model = origin["provider"], origin["upstream_model"]

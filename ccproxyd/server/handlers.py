@@ -63,8 +63,8 @@ async def messages(request: Request):
         return await _messages(request)
     except asyncio.CancelledError:
         outcome = getattr(request.ctx, "outcome", None)
-        if outcome is not None:                 # the client left: no response will go out
-            outcome.abandoned()
+        if outcome is not None:                 # the client left: no response will reach it
+            outcome.abandoned()                 # (Sanic's own 500 for this is not its status)
         raise
     finally:
         if getattr(request.ctx, "admitted", None) is not None:  # the client's tokens and spend, once
@@ -191,8 +191,8 @@ async def _local_answer(request: Request, record: observe.Record, events: list):
 
 async def _shared_answer(request: Request, outcome: Outcome, decision, joined: dict | Flight):
     """A stored answer, written out; or the flight, followed to its end (flights.Flights.join)."""
-    headers = {"x-ccproxyd-cache": outcome.record.cache}
     if not isinstance(joined, Flight):
+        headers = {"x-ccproxyd-cache": outcome.record.cache}
         message = dict(joined, id=message_id(), model=decision.requested)
         if not outcome.record.stream:
             return json_response(message, headers=headers)
@@ -203,18 +203,19 @@ async def _shared_answer(request: Request, outcome: Outcome, decision, joined: d
     flight.join()
     try:
         if outcome.record.stream:
-            return await _follow(request, outcome, flight, headers)
-        return await _whole(outcome, decision, flight, headers)
+            return await _follow(request, outcome, flight)
+        return await _whole(outcome, decision, flight)
     finally:
         flight.leave()
 
 
-async def _whole(outcome: Outcome, decision, flight: Flight, headers: dict):
+async def _whole(outcome: Outcome, decision, flight: Flight):
     try:
         await flight.finished()
     except asyncio.CancelledError:
         outcome.left(flight)
         raise
+    headers = {"x-ccproxyd-cache": outcome.settled(flight)}     # who pays is known now
     if flight.error is not None and not flight.batches:
         raise flight.error
     outcome.answered_by(flight)
@@ -223,18 +224,19 @@ async def _whole(outcome: Outcome, decision, flight: Flight, headers: dict):
     return json_response(dict(flight.message, model=decision.requested), headers=headers)
 
 
-async def _follow(request: Request, outcome: Outcome, flight: Flight, headers: dict):
+async def _follow(request: Request, outcome: Outcome, flight: Flight):
     record = outcome.record
     try:
         await flight.started()
     except asyncio.CancelledError:
         outcome.left(flight)
         raise
+    headers = {"x-ccproxyd-cache": outcome.settled(flight)}     # who pays is known now
     if flight.error is not None and not flight.batches:
         raise flight.error
     outcome.streaming = True
-    response = await request.respond(content_type="text/event-stream", headers=headers)
     try:
+        response = await request.respond(content_type="text/event-stream", headers=headers)
         async for batch in flight.follow():
             await response.send(batch)
             if record.ttft_ms is None and batch is not flight.batches[0] and batch != proxy.PING:
