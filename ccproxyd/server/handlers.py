@@ -209,15 +209,23 @@ async def _shared_answer(request: Request, outcome: Outcome, decision, joined: d
         flight.leave()
 
 
-async def _whole(outcome: Outcome, decision, flight: Flight):
+async def _joined(outcome: Outcome, flight: Flight, ready) -> dict:
+    """Wait for the flight (`ready`: its start, or its end); then who pays is known, and so the
+    response's headers.  A client that leaves meanwhile leaves the flight; an error that came
+    before any byte is this request's."""
     try:
-        await flight.finished()
+        await ready()
     except asyncio.CancelledError:
         outcome.left(flight)
         raise
-    headers = {"x-ccproxyd-cache": outcome.settled(flight)}     # who pays is known now
+    headers = {"x-ccproxyd-cache": outcome.settled(flight)}
     if flight.error is not None and not flight.batches:
         raise flight.error
+    return headers
+
+
+async def _whole(outcome: Outcome, decision, flight: Flight):
+    headers = await _joined(outcome, flight, flight.finished)
     outcome.answered_by(flight)
     if flight.message is None:
         raise flight.error or ApiError("the upstream answer was incomplete")
@@ -226,14 +234,7 @@ async def _whole(outcome: Outcome, decision, flight: Flight):
 
 async def _follow(request: Request, outcome: Outcome, flight: Flight):
     record = outcome.record
-    try:
-        await flight.started()
-    except asyncio.CancelledError:
-        outcome.left(flight)
-        raise
-    headers = {"x-ccproxyd-cache": outcome.settled(flight)}     # who pays is known now
-    if flight.error is not None and not flight.batches:
-        raise flight.error
+    headers = await _joined(outcome, flight, flight.started)
     outcome.streaming = True
     try:
         response = await request.respond(content_type="text/event-stream", headers=headers)
