@@ -250,13 +250,17 @@ def test_sigterm_closes_the_listener_at_once_and_cuts_late_streams(tmp_path, fak
     routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()))
     daemon = Daemon(routes, extra_args=("--no-cache", "--drain-timeout", "2"), log_path=tmp_path / "d.log")
     body = {"model": "claude-sonnet-4-5", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    fake.push(Script(events=[chunk({"content": "a"}), 8.0, chunk({"content": "b"}), chunk(finish="stop")]))
-    fake.push(Script(events=[chunk({"content": "quick"}), 0.5, chunk(finish="stop")]))
-    fake.push(Script(events=[chunk({"content": "late"}), chunk(finish="stop")], first_byte_delay=8.0))
+    scripts = {                                                  # by the request's text: threads may reach
+        "slow": Script(events=[chunk({"content": "a"}), 8.0, chunk({"content": "b"}), chunk(finish="stop")]),
+        "quick": Script(events=[chunk({"content": "quick"}), 0.5, chunk(finish="stop")]),   # the fake in any order
+        "waiting": Script(events=[chunk({"content": "late"}), chunk(finish="stop")], first_byte_delay=8.0),
+    }
+    fake.responder = lambda request: scripts[request["messages"][-1]["content"]]
     results: dict[str, bytes] = {}
 
     def stream(name: str) -> None:
-        results[name] = httpx2.post(daemon.url + "/v1/messages", timeout=20, json=body).content
+        said = dict(body, messages=[{"role": "user", "content": name}])
+        results[name] = httpx2.post(daemon.url + "/v1/messages", timeout=20, json=said).content
     slow = threading.Thread(target=stream, args=("slow",))
     slow.start()
     time.sleep(0.3)
@@ -264,7 +268,8 @@ def test_sigterm_closes_the_listener_at_once_and_cuts_late_streams(tmp_path, fak
     quick.start()
     time.sleep(0.1)
     waiting = threading.Thread(target=lambda: results.__setitem__("waiting", httpx2.post(
-        daemon.url + "/v1/messages", timeout=20, json=dict(body, stream=False))))
+        daemon.url + "/v1/messages", timeout=20, json=dict(
+        body, stream=False, messages=[{"role": "user", "content": "waiting"}]))))
     waiting.start()                                          # its upstream has not answered at the deadline
     kept = httpx2.Client(base_url=daemon.url, timeout=10)
     assert kept.get("/health").status_code == 200            # a kept-alive connection, opened before
