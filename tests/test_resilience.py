@@ -16,7 +16,7 @@ from ccproxyd.upstream.resilience import (CLOSED,
 
 from .conftest import TEST_ROUTES, Daemon, free_port
 from .fake_upstream import Script, text_script
-from .support import Clock
+from .support import Clock, wait_for
 
 
 def test_retry_delays_full_jitter_and_retry_after_cap():
@@ -173,8 +173,8 @@ def test_concurrency_cap_sheds_load_fast(daemon, fake):
     body = {"model": "claude-narrow", "max_tokens": 5, "messages": MESSAGES}
     first = threading.Thread(target=lambda: httpx2.post(daemon.url + "/v1/messages", json=body, timeout=10))
     first.start()
-    time.sleep(0.3)
-    t0 = time.monotonic()
+    wait_for(lambda: len(fake.requests) == 1)           # the first is upstream, holding the slot and the slow
+    t0 = time.monotonic()                               # script (after a fixed sleep the second could overtake it)
     r = httpx2.post(daemon.url + "/v1/messages", json=body, timeout=10)
     assert r.status_code == 529 and r.json()["error"]["type"] == "overloaded_error"
     assert "concurrency limit" in r.json()["error"]["message"]
