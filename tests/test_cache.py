@@ -17,6 +17,7 @@ from ccproxyd.state.answers import Store
 from .conftest import Daemon
 from .fake_upstream import Script, chunk, text_script, usage
 from .grammar import check_stream, parse_sse
+from .support import wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -126,8 +127,8 @@ def test_followers_get_events_as_they_arrive(cached, fake):
     b = body(True)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         leader = pool.submit(post, cached, b)
-        time.sleep(0.3)
-        t0 = time.monotonic()
+        wait_for(lambda: len(fake.requests) == 1)     # the leader's call is upstream: this one follows it
+        t0 = time.monotonic()                         # (after a fixed sleep it might have led instead)
         with httpx2.stream("POST", cached.url + "/v1/messages", json=b, timeout=10) as r:
             pieces = r.iter_raw()
             first = next(pieces)
