@@ -12,6 +12,7 @@ import httpx2
 from .conftest import TEST_ROUTES, Daemon, free_port
 from .fake_upstream import Script, chunk
 from .grammar import check_stream, parse_sse
+from .support import wait_for
 
 
 def test_notify_socket_sequence_and_graceful_stop(tmp_path, fake):
@@ -52,6 +53,7 @@ def test_notify_socket_sequence_and_graceful_stop(tmp_path, fake):
         clients = [threading.Thread(target=stream) for _ in range(3)]
         for c in clients:
             c.start()
+        wait_for(lambda: len(fake.requests) == 3)   # all three in flight (a fixed sleep did not make sure)
         time.sleep(0.5)
         daemon.proc.send_signal(signal.SIGTERM)
         for c in clients:
@@ -135,6 +137,7 @@ def test_streams_past_the_drain_timeout_end_with_an_error_event(tmp_path, fake):
         "model": "claude-sonnet-4-5", "max_tokens": 5, "stream": True,
         "messages": [{"role": "user", "content": "hi"}]}).content))
     client.start()
+    wait_for(lambda: len(fake.requests) == 1)       # the stream is in flight before SIGTERM
     time.sleep(0.5)
     t0 = time.monotonic()
     daemon.proc.send_signal(signal.SIGTERM)
@@ -273,7 +276,8 @@ def test_sigterm_closes_the_listener_at_once_and_cuts_late_streams(tmp_path, fak
     waiting.start()                                          # its upstream has not answered at the deadline
     kept = httpx2.Client(base_url=daemon.url, timeout=10)
     assert kept.get("/health").status_code == 200            # a kept-alive connection, opened before
-    time.sleep(0.2)
+    wait_for(lambda: len(fake.requests) == 3)                # all three in flight before SIGTERM, whatever
+    time.sleep(0.2)                                          # order they reached the daemon in
     t0 = time.monotonic()
     daemon.proc.send_signal(signal.SIGTERM)
     refused_after, draining_then = None, None
