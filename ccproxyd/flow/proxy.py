@@ -21,6 +21,7 @@ from ..observe import access as observe, redact
 from ..translate import tokens
 from ..state.answers import AnswerSink
 from .cache import Flight
+from .pings import Pings
 from .stopping import cut_at_drain
 from ..config.table import Model, Provider
 from ..errors import (CallCancelled,
@@ -45,7 +46,6 @@ from ..upstream.pool import Upstreams, map_transport_error
 log = logging.getLogger("ccproxyd.proxy")
 
 
-PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 Payload = tuple[bytes, dict[str, str]]   # a translated upstream request, serialised, and its tool-name map
 
 
@@ -393,21 +393,11 @@ async def relay(answer: Answer, send: Callable[..., Awaitable[None]], ping_inter
     stream's last chunk and its end in one write); every other one as `send(data)`."""
     translator = answer.translator
     translator.live_tools = True                 # a streaming client sees tool arguments as they come
-    last_write = time.monotonic()
-
-    async def pinger() -> None:
-        nonlocal last_write
-        while True:
-            await asyncio.sleep(ping_interval - (time.monotonic() - last_write))
-            if time.monotonic() - last_write >= ping_interval:
-                last_write = time.monotonic()
-                await send(PING)
-
     start = translator.start()
     if on_events:
         on_events(start)
     await send(encode(start))
-    ping_task = asyncio.create_task(pinger())
+    pings = Pings(send, ping_interval)
     error: ClientFacingError | None = None
     first_event: float | None = None
     try:
@@ -415,19 +405,19 @@ async def relay(answer: Answer, send: Callable[..., Awaitable[None]], ping_inter
             async with aclosing(_events(answer)) as batches:
                 async for events in batches:
                     if events:
-                        last_write = time.monotonic()
-                        first_event = first_event or last_write
+                        now = pings.wrote()
+                        first_event = first_event or now
                         if on_events:
                             on_events(events)
                         if events[-1][0] == "message_stop":     # the end: sent with the stream's end, one write
-                            ping_task.cancel()
+                            pings.stop()
                             await send(encode(events), True)
                         else:
                             await send(encode(events))
     except ClientFacingError as exc:
         error = exc
     finally:
-        ping_task.cancel()
+        pings.stop()
     if error is not None:
         error = error.within(attempts=answer.attempts)
         if not isinstance(error, Untranslatable):             # that one is logged where it arose

@@ -22,6 +22,7 @@ from . import spend, status
 from ..translate import tokens
 from ..flow.cache import Flight, message_events
 from ..flow.outcome import Outcome
+from ..flow.pings import PING
 from ..money.charge import write_ttl
 from ..money.compare import rates_at
 from ..errors import (ApiError,
@@ -240,7 +241,7 @@ async def _follow(request: Request, outcome: Outcome, flight: Flight):
         response = await request.respond(content_type="text/event-stream", headers=headers)
         async for batch in flight.follow():
             await response.send(batch)
-            if record.ttft_ms is None and batch is not flight.batches[0] and batch != proxy.PING:
+            if record.ttft_ms is None and batch is not flight.batches[0] and batch != PING:
                 record.ttft_ms = round((time.monotonic() - record.started) * 1000, 2)   # after message_start
         await response.eof()
     finally:
