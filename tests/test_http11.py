@@ -8,6 +8,7 @@ import random
 import httpx2
 import pytest
 
+from ccproxyd.upstream import http11
 from ccproxyd.upstream.http11 import ChunkedDecoder, Http11Transport
 
 
@@ -336,3 +337,24 @@ def test_a_body_that_timed_out_is_not_reused_even_if_the_rest_arrives():
             await transport.aclose()
         return server.connections
     assert asyncio.run(go()) == 2
+
+
+@pytest.mark.parametrize("received, lines, rest", [
+    (b"HTTP/1.1 200 OK\r\na: 1\r\nb: 2\r\n\r\nbody\r\n\r\n", [b"HTTP/1.1 200 OK", b"a: 1", b"b: 2"], b"body\r\n\r\n"),
+    (b"HTTP/1.1 200 OK\na: 1\r\n\r\nbody", [b"HTTP/1.1 200 OK", b"a: 1"], b"body"),           # a bare LF line
+    (b"HTTP/1.1 200 OK\r\na: 1\n\r\nbody", [b"HTTP/1.1 200 OK", b"a: 1"], b"body"),
+    (b"HTTP/1.1 200 OK\r\na: 1\n\nx\r\n\r\n", [b"HTTP/1.1 200 OK", b"a: 1"], b"x\r\n\r\n"),      # ends at the bare blank line
+    (b"HTTP/1.1 200 OK\r\na: 1\rb\r\n\r\n", [b"HTTP/1.1 200 OK", b"a: 1\rb"], b""),             # a lone CR stays
+    (b"\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", [], b"HTTP/1.1 200 OK\r\n\r\n"),
+])
+def test_a_head_read_whole_or_line_by_line_gives_the_same_lines(received, lines, rest):
+    """A head already buffered whole with CRLFs is taken in one piece; any other is read line by
+    line; both end at the first empty line and leave the body's bytes in the reader."""
+    async def go():
+        reader = asyncio.StreamReader()
+        reader.feed_data(received)
+        reader.feed_eof()
+        got = await http11._head_lines(reader)
+        return got, await reader.read()
+    got, left = asyncio.run(go())
+    assert (got, left) == (lines, rest)

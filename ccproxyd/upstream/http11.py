@@ -305,7 +305,10 @@ class Http11Transport(RawTransport):
         `timeout` has httpx2's keys: connect, read, write, pool (seconds or None)."""
         key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         if self._slots is not None:
-            await _timed(self._slots.acquire(), timeout.get("pool"), httpx2.PoolTimeout, "waiting for a connection")
+            if self._slots.locked():            # a free slot is taken at once, without a timeout scope
+                await _timed(self._slots.acquire(), timeout.get("pool"), httpx2.PoolTimeout, "waiting for a connection")
+            else:
+                await self._slots.acquire()
         try:
             connection = self._idle_connection(key) or await self._connect(key, timeout.get("connect"))
             try:
@@ -446,7 +449,12 @@ async def _read_head(reader: asyncio.StreamReader, timeout: float | None):
 
 
 async def _head_lines(reader: asyncio.StreamReader) -> list[bytes]:
-    """The head's lines up to the empty one, CRLF or bare LF (as h11 accepts), MAX_HEAD in all."""
+    """The head's lines up to the empty one, CRLF or bare LF (as h11 accepts), MAX_HEAD in all.
+    A head already read whole with CRLFs (what servers send) is taken in one piece."""
+    end = reader._buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
+    if end >= 0 and b"\n" not in reader._buffer[:end].replace(b"\r\n", b""):
+        head = (await reader.readexactly(end + 4))[:-4]
+        return head.split(b"\r\n") if head else []
     lines = []
     size = 0
     while True:
