@@ -9,7 +9,8 @@ import httpx2
 import pytest
 
 from ccproxyd.upstream import http11
-from ccproxyd.upstream.http11 import ChunkedDecoder, Http11Transport
+from ccproxyd.upstream.chunked import ChunkedDecoder
+from ccproxyd.upstream.http11 import Http11Transport
 
 
 def test_chunked_decoder_any_split():

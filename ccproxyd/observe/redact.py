@@ -57,6 +57,12 @@ def scrub_bytes(data: bytes) -> bytes:
     return data if cleaned is text else cleaned.encode("utf-8", "surrogateescape")
 
 
+def shown(data: bytes, limit: int) -> bytes:
+    """At most `limit` bytes of what an upstream sent, for an error message: every provider secret
+    is masked before the cut, which could otherwise fall inside one and leave its start readable."""
+    return scrub_bytes(data)[:limit]
+
+
 def clear() -> None:
     """Forget every secret (tests)."""
     global _pattern

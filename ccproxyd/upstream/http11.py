@@ -19,100 +19,18 @@ from collections import deque
 
 import httpx2
 
-from ..observe import redact
+from ..observe.redact import shown
+from .chunked import ChunkedDecoder
 
 READ_SIZE = 65536
 MAX_HEAD = 65536        # bytes of a response head (status line and headers), and of any one line
-MAX_LINE = 4096         # bytes of a chunk-size or trailer line
 DRAIN_BYTES = 65536     # the most of an unread body's rest read to keep its connection
 DRAIN_SECONDS = 0.25    # and the longest wait for it (the end of an answer is usually in flight)
 
 
-class ChunkedDecoder:
-    """Incremental `transfer-encoding: chunked` decoding; `done` once the last chunk is read."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._left = 0              # body bytes still due in the current chunk
-        self._crlf = False          # the CRLF after a chunk's data is still due
-        self._trailers = False      # reading trailer lines after the last chunk
-        self.done = False
-
-    def feed(self, data: bytes) -> bytes:
-        buffer = self._buffer + data
-        out = []
-        position = 0
-        while not self.done:
-            if self._left:
-                piece = buffer[position:position + self._left]
-                out.append(piece)
-                self._left -= len(piece)
-                position += len(piece)
-                if self._left:
-                    break
-                self._crlf = True
-                continue
-            end = buffer.find(b"\r\n", position)
-            if end >= 0 and not self._crlf and not self._trailers:
-                line = buffer[position:end]
-                size = _SIZES.get(line)
-                if size is None:
-                    size = _chunk_size(line)
-                start = end + 2
-                if size and buffer[start + size:start + size + 2] == b"\r\n":     # a whole chunk: one step
-                    out.append(buffer[start:start + size])
-                    position = start + size + 2
-                    continue
-                self._left = size
-                self._trailers = size == 0
-                position = start
-                continue
-            if end < 0:
-                if len(buffer) - position > MAX_LINE:
-                    raise httpx2.RemoteProtocolError("malformed chunked body: a line longer than "
-                                                     f"{MAX_LINE} bytes")
-                break
-            line = buffer[position:end]
-            position = end + 2
-            if self._crlf:
-                self._crlf = False
-                if line:
-                    raise httpx2.RemoteProtocolError("malformed chunked body: no CRLF after a chunk")
-            else:                               # a trailer line (size lines are read above)
-                self.done = not line
-        self._buffer = buffer[position:]
-        return b"".join(out)
-
-    @property
-    def surplus(self) -> bool:
-        """Bytes received past the end of the body: the connection must not be reused."""
-        return self.done and bool(self._buffer)
-
-
-# h11's grammar (_abnf.py): chunk-size = 1*HEXDIG (h11 allows at most 20), then chunk extensions;
-# status-code = 3DIGIT; Content-Length = 1*DIGIT.  Python's int() is laxer ("-3", "0x3", "1_0", " 3").
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
+# h11's grammar (_abnf.py): status-code = 3DIGIT; Content-Length = 1*DIGIT.  Python's int() is laxer ("-3", "0x3", "1_0", " 3").
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: (.*))?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
-
-
-def _chunk_size(line: bytes) -> int:
-    match = _CHUNK_SIZE.fullmatch(line)
-    if match is None:
-        raise httpx2.RemoteProtocolError(f"malformed chunk size line {shown(line, 40)!r}")
-    size = int(match.group(1), 16)
-    if len(_SIZES) < 4096:
-        _SIZES[line] = size
-    return size
-
-
-_SIZES: dict[bytes, int] = {}       # chunk-size lines seen, checked: an SSE stream repeats a few hundred
-
-
-def shown(data: bytes, limit: int) -> bytes:
-    """At most `limit` bytes of what an upstream sent, for an error message: every provider secret
-    is masked before the cut, which could otherwise fall inside one and leave its start readable."""
-    return redact.scrub_bytes(data)[:limit]
 
 
 class _Connection:
@@ -304,11 +222,9 @@ class Http11Transport(RawTransport):
         """One exchange without an httpx2.Request: `headers` must include host and content-length.
         `timeout` has httpx2's keys: connect, read, write, pool (seconds or None)."""
         key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        if self._slots is not None:
-            if self._slots.locked():            # a free slot is taken at once, without a timeout scope
-                await _timed(self._slots.acquire(), timeout.get("pool"), httpx2.PoolTimeout, "waiting for a connection")
-            else:
-                await self._slots.acquire()
+        if self._slots is not None:             # a free slot is taken at once, without a timeout scope
+            await (self._slots.acquire() if not self._slots.locked() else _timed(
+                self._slots.acquire(), timeout.get("pool"), httpx2.PoolTimeout, "waiting for a connection"))
         try:
             connection = self._idle_connection(key) or await self._connect(key, timeout.get("connect"))
             try:
@@ -449,8 +365,8 @@ async def _read_head(reader: asyncio.StreamReader, timeout: float | None):
 
 
 async def _head_lines(reader: asyncio.StreamReader) -> list[bytes]:
-    """The head's lines up to the empty one, CRLF or bare LF (as h11 accepts), MAX_HEAD in all.
-    A head already read whole with CRLFs (what servers send) is taken in one piece."""
+    """The head's lines up to the empty one, CRLF or bare LF (as h11 accepts), MAX_HEAD in all;
+    one already read whole with CRLFs (what servers send) in one piece."""
     end = reader._buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
     if end >= 0 and b"\n" not in reader._buffer[:end].replace(b"\r\n", b""):
         head = (await reader.readexactly(end + 4))[:-4]

@@ -22,7 +22,8 @@ import ssl
 import httpx2
 
 from .h2connection import PING_INTERVAL, Connection, Refused, Stream, timed
-from .http11 import Http11Transport, RawTransport, shown
+from .http11 import Http11Transport, RawTransport
+from ..observe.redact import shown
 
 REFUSED_TRIES = 4                     # sends of a request the server refused without processing it
 
