@@ -149,6 +149,9 @@ async def _post(client: httpx2.AsyncClient, url: str) -> str:
     b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0x3\r\nabc\r\n0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1_0\r\n0123456789abcdef\r\n0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: xchunkedx\r\n\r\n3\r\nabc\r\n0\r\n\r\n",   # a coding, not chunked
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, identity\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
 ])
 def test_malformed_answers_are_protocol_errors(answer):
     async def go():

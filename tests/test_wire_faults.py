@@ -208,6 +208,66 @@ def test_bytes_that_arrive_after_the_body_are_never_read_as_the_next_answer(daem
     assert h1.requests[1]["connection"] != h1.requests[0]["connection"]
 
 
+# ---------------------------------------------------------------- transfer codings (RFC 9112 section 6.1)
+
+def coded(codings: str, body: bytes, kind: str, chunked: bool, *headers: str) -> bytes:
+    """An answer whose transfer-encoding is `codings`, its body in one chunk or as it is."""
+    head_ = (f"HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ntransfer-encoding: {codings}\r\n"
+             + "".join(h + "\r\n" for h in headers) + "\r\n").encode()
+    return head_ + (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body)
+
+
+# codings -> (chunked body?, headers): read as the RFC says
+TRANSFER_CODINGS_READ = {
+    "identity, Chunked": (True, ()),             # a list, names case-insensitive, chunked last
+    ", chunked ,": (True, ()),                   # empty list elements are ignored
+    # chunked is not the final coding: read until the close, whatever content-length says
+    "identity": (False, ("content-length: 7",)),
+}
+# codings -> (body made of the answer, chunked body?, what the error says)
+TRANSFER_CODINGS_REFUSED = {
+    "xchunkedx": (lambda b: b, True, "the coding b'xchunkedx'"),     # not chunked, though it contains it
+    "gzip, chunked": (gzip.compress, True, "the coding b'gzip'"),    # a coding before chunked
+    "gzip": (gzip.compress, False, "the coding b'gzip'"),            # a final coding that is not chunked
+    "chunked, identity": (lambda b: b, True, "chunked is not the final coding"),
+    "chunked, chunked": (lambda b: b, True, "chunked is not the final coding"),
+}
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("codings", sorted(TRANSFER_CODINGS_READ))
+def test_transfer_encoding_is_a_list_of_codings_with_chunked_last(daemon, h1, codings, stream):
+    """Transfer-Encoding is a comma-separated list of codings in the order applied (RFC 9112
+    section 6.1): chunked frames the body when it is the final coding; when it is not, the body
+    ends when the server closes the connection (section 6.3), not where a content-length says."""
+    chunked, headers = TRANSFER_CODINGS_READ[codings]
+    body, kind = (ANSWER, "text/event-stream") if stream else (WHOLE, "application/json")
+    h1.answers.append([coded(codings, body, kind, chunked, *headers)] + ([] if chunked else [CLOSE]))
+    r = ask(daemon, "h1", stream)
+    if stream:
+        assert complete(r) == "Hello there"
+    else:
+        assert r.status_code == 200 and r.json()["content"][0]["text"] == "Hello there", r.text
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("codings", sorted(TRANSFER_CODINGS_REFUSED))
+def test_a_transfer_coding_ccproxyd_cannot_undo_is_a_protocol_error(daemon, h1, codings, stream):
+    """A coding other than identity before chunked, chunked anywhere but last, or a final coding
+    that ccproxyd does not decode (it sends no TE, so it asked for none but chunked): a protocol
+    error naming the field, met like the other framing faults (a 500, the connection dropped),
+    never a body passed on still coded, nor one framed by a name that merely contains "chunked"."""
+    code, chunked, said = TRANSFER_CODINGS_REFUSED[codings]
+    body, kind = (ANSWER, "text/event-stream") if stream else (WHOLE, "application/json")
+    bad = [coded(codings, code(body), kind, chunked)]
+    h1.answers.extend([bad, bad])
+    message = failed(ask(daemon, "h1", stream), 500, "api_error")["error"]["message"]
+    assert f"transfer-encoding b'{codings}'" in message and said in message and "'h1'" in message, message
+    h1.answers.append([h11(ANSWER)])
+    assert complete(ask(daemon, "h1")) == "Hello there"
+    assert len({r["connection"] for r in h1.requests}) == len(h1.requests)     # none was used again
+
+
 # ---------------------------------------------------------------- content codings not asked for
 
 @pytest.mark.parametrize("provider", ["h1", "h2"])

@@ -402,11 +402,15 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
 
 
 def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]):
-    """How the body ends: a ChunkedDecoder, a byte count, or None (at EOF)."""
+    """How the body ends (RFC 9112 section 6.3): a ChunkedDecoder, a byte count, or None (at EOF).
+    A Transfer-Encoding wins over content-length: chunked when it is the final coding, else the
+    body is read until the server closes the connection."""
     if method == "HEAD" or status < 200 or status in (204, 304):
         return 0
-    if b"chunked" in _header(headers, b"transfer-encoding").lower():
-        return ChunkedDecoder()
+    coded = _header(headers, b"transfer-encoding")
+    codings = (b"chunked",) if coded == b"chunked" else _transfer_codings(coded) if coded else ()
+    if codings:
+        return ChunkedDecoder() if codings[-1] == b"chunked" else None
     lengths = {value.strip() for key, value in headers if key.lower() == b"content-length"
                for value in value.split(b",")}
     if not lengths:
@@ -417,3 +421,23 @@ def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]):
     if not _DIGITS.fullmatch(length):
         raise httpx2.RemoteProtocolError(f"malformed content-length {shown(length, 40)!r}")
     return int(length)
+
+
+def _transfer_codings(value: bytes) -> list[bytes]:
+    """The codings of a Transfer-Encoding field value, in the order they were applied: a
+    comma-separated list (RFC 9112 section 6.1), names case-insensitive, empty elements ignored
+    (as h11 does; an empty list is no Transfer-Encoding).  chunked may only be the final coding,
+    and identity is no coding at all.  Any other (gzip, deflate, compress, a name nobody
+    registered) is one ccproxyd never asked for, since it sends no TE (section 7.4), and does not
+    undo: an error, never a body passed on still coded."""
+    codings = [coding.strip(b" \t").lower() for coding in value.split(b",")]
+    codings = [coding for coding in codings if coding]
+    for position, coding in enumerate(codings, 1):
+        if coding == b"identity" or (coding == b"chunked" and position == len(codings)):
+            continue
+        if coding == b"chunked":
+            raise httpx2.RemoteProtocolError(f"transfer-encoding {shown(value, 60)!r}: chunked is not "
+                                             "the final coding")
+        raise httpx2.RemoteProtocolError(f"transfer-encoding {shown(value, 60)!r}: the coding "
+                                         f"{shown(coding, 40)!r} is not one ccproxyd can decode")
+    return codings
