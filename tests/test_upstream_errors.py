@@ -3,10 +3,15 @@ no server paths, the provider named)."""
 
 from __future__ import annotations
 
+import gzip
+import zlib
+
 import orjson
 import pytest
 
-from ccproxyd.translate.provider_errors import MAX_UPSTREAM_MESSAGE, from_upstream, upstream_message
+from ccproxyd.observe import redact
+from ccproxyd.translate.provider_errors import (MAX_DECODED, MAX_UPSTREAM_MESSAGE, brotli, decoded, from_upstream,
+                                                upstream_message)
 
 LLAMA_CPP_TRACE = """Traceback (most recent call last):
   File "/root/.venv/lib/python3.11/site-packages/llama_cpp/server/errors.py", line 173, in custom_route_handler
@@ -65,3 +70,53 @@ def test_the_provider_is_named(status):
     exc = from_upstream(status, orjson.dumps({"error": {"message": LLAMA_CPP_TRACE}}), provider="local")
     assert exc.message.endswith(f"(provider 'local', HTTP {status})")
     assert "File \"" not in exc.message and "/root/" not in exc.message and "/home/alice" not in exc.message
+
+
+BODY = orjson.dumps({"error": {"message": "no such model"}})
+UNREADABLE = "the error answer's body is compressed (content-encoding "
+
+# case -> (content-encoding, the body as sent, what `decoded` makes of it: the body, or the start of its sentence)
+DECODED = {
+    "gzip": ("gzip", gzip.compress(BODY), BODY),
+    "x-gzip": ("x-gzip", gzip.compress(BODY), BODY),
+    "deflate": ("deflate", zlib.compress(BODY), BODY),
+    "deflate without its zlib wrapper": ("deflate", (lambda c: c.compress(BODY) + c.flush())(
+        zlib.compressobj(wbits=-zlib.MAX_WBITS)), BODY),
+    "names in any case, identity skipped": ("Identity, GZIP", gzip.compress(BODY), BODY),
+    "two codings, the last undone first": ("gzip, deflate", zlib.compress(gzip.compress(BODY)), BODY),
+    "a bomb": ("gzip", gzip.compress(b"\0" * (MAX_DECODED + 1)), UNREADABLE + "'gzip') and decodes to more than"),
+    "not gzip": ("gzip", b"not gzip at all", UNREADABLE + "'gzip') and does not decode"),
+    "cut short": ("deflate", zlib.compress(BODY)[:-8], UNREADABLE + "'deflate') and does not decode (it is cut short)"),
+    "zstd": ("zstd", b"(\xb5/\xfd zstd frame", UNREADABLE + "'zstd') in a coding ccproxyd cannot read"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DECODED))
+def test_a_compressed_error_body_is_decoded_or_said_unreadable(case):
+    coding, body, expected = DECODED[case]
+    out = decoded(body, coding)
+    assert out == expected if expected == BODY else out.decode().startswith(expected), out
+
+
+def test_br_without_a_brotli_module_is_said_unreadable():
+    if brotli is not None:
+        pytest.skip("a brotli module is installed")
+    assert decoded(b"\x1b\x00", "br").decode() == UNREADABLE + "'br') in a coding ccproxyd cannot read (no brotli " \
+                                                               "module is installed)"
+
+
+def test_br_is_decoded_where_a_brotli_module_is_installed():
+    module = pytest.importorskip("brotli")
+    assert decoded(module.compress(BODY), "br") == BODY
+    assert decoded(module.compress(BODY)[:-2], "br").decode().startswith(UNREADABLE + "'br') and does not decode")
+    bomb = decoded(module.compress(b"\0" * (MAX_DECODED * 4)), "br")
+    assert bomb.decode() == UNREADABLE + f"'br') and decodes to more than {MAX_DECODED} bytes"
+
+
+def test_the_coding_named_is_scrubbed():
+    redact.register("sk-secret-0123456789")
+    try:
+        message = from_upstream(500, b"\x00", provider="p", coding="x-sk-secret-0123456789").message
+    finally:
+        redact.clear()
+    assert "sk-secret" not in message and "[redacted]" in message, message

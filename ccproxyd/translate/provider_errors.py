@@ -1,12 +1,14 @@
 """What a provider's error means in ccproxyd's tree: an HTTP error answer (`from_upstream`, one
-table of statuses) or an error inside a stream (`from_stream_error`), its message tidied and
-scrubbed of secrets (`upstream_message`), and a prompt over the window recognised however the
-provider words it (`is_overflow`) and answered as Anthropic does (PromptTooLong)."""
+table of statuses, its body's content coding undone by `decoded`) or an error inside a stream
+(`from_stream_error`), its message tidied and scrubbed of secrets (`upstream_message`), and a
+prompt over the window recognised however the provider words it (`is_overflow`) and answered as
+Anthropic does (PromptTooLong)."""
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
 
 from ..observe import redact
 from ..errors import (TYPE_TO_ERROR,
@@ -21,6 +23,14 @@ from ..errors import (TYPE_TO_ERROR,
                       RateLimited,
                       RequestTooLarge,
                       UpstreamTimeout)
+
+try:                                     # optional: ccproxyd does not depend on brotli
+    import brotli
+except ImportError:
+    try:
+        import brotlicffi as brotli
+    except ImportError:
+        brotli = None
 
 
 STATUS_TO_ERROR: dict[int, tuple[type[ClientFacingError], bool]] = {
@@ -180,8 +190,11 @@ def _upstream_code(body: bytes | str | dict | None) -> str:
 
 
 def from_upstream(status: int, body: bytes | str | dict | None, *, provider: str,
-                  retry_after: float | None = None) -> ClientFacingError:
-    """Map an upstream HTTP error answer to our tree (docs/PROTOCOL.md §5.7)."""
+                  retry_after: float | None = None, coding: str | None = None) -> ClientFacingError:
+    """Map an upstream HTTP error answer to our tree (docs/PROTOCOL.md §5.7); `coding` is its
+    content-encoding, when its body is the bytes as sent."""
+    if coding is not None and isinstance(body, bytes):
+        body = decoded(body, coding)
     message = upstream_message(body)
     code = _upstream_code(body)
     if status in OVERFLOW_STATUSES and is_overflow(message, code):
@@ -226,3 +239,73 @@ def from_stream_error(obj: dict, provider: str | None = None) -> ClientFacingErr
 STREAM_CODE_TO_ERROR: dict[str, type[ClientFacingError]] = {
     "insufficient_quota": BillingError,
 }
+
+
+MAX_DECODED = 256 * 1024                 # bytes an error body may decode to
+_ZLIB_BITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class _Unreadable(Exception):
+    """Why a compressed error body cannot be read (the end of a sentence)."""
+
+
+def decoded(body: bytes, coding: str) -> bytes:
+    """An error body with the content codings its content-encoding names undone, the last applied
+    first (RFC 9110 section 8.4): gzip and deflate by zlib, br where a brotli module is installed.
+    ccproxyd asks for identity; a server that compresses its error answers anyway (a CDN in front
+    of it) is still understood.  A body in a coding ccproxyd cannot read, or one that does not
+    decode whole, becomes a sentence that says so: never the compressed bytes shown as text, nor a
+    part of a body cut short (its cut could fall inside a key, which then escapes the scrub)."""
+    try:
+        for name in reversed([c.strip().lower() for c in coding.split(",") if c.strip()]):
+            if name != "identity":
+                body = _undo(name, body)
+        return body
+    except _Unreadable as exc:
+        return (f"the error answer's body is compressed (content-encoding {redact.scrub(coding)[:40]!r}) "
+                f"{exc}").encode()
+
+
+def _undo(name: str, body: bytes) -> bytes:
+    if name in _ZLIB_BITS:
+        try:
+            return _inflate(zlib.decompressobj(_ZLIB_BITS[name]), body)
+        except zlib.error:
+            if name != "deflate":
+                raise _Unreadable("and does not decode") from None
+        try:                             # "deflate" sent raw, without its zlib wrapper (as httpx allows)
+            return _inflate(zlib.decompressobj(-zlib.MAX_WBITS), body)
+        except zlib.error:
+            raise _Unreadable("and does not decode") from None
+    if name == "br" and brotli is not None:
+        return _unbrotli(body)
+    raise _Unreadable("in a coding ccproxyd cannot read" + (" (no brotli module is installed)" if name == "br" else ""))
+
+
+def _inflate(decompressor, body: bytes) -> bytes:
+    out = decompressor.decompress(body, MAX_DECODED + 1)
+    if len(out) > MAX_DECODED:
+        raise _Unreadable(f"and decodes to more than {MAX_DECODED} bytes")
+    if not decompressor.eof:
+        raise _Unreadable("and does not decode (it is cut short)")
+    return out
+
+
+def _unbrotli(body: bytes) -> bytes:
+    decompressor = brotli.Decompressor()
+    try:
+        try:
+            out = decompressor.process(body, output_buffer_limit=MAX_DECODED + 1)
+        except TypeError:                # a brotli module older than 1.2: no bound; fed in small pieces
+            out = b""
+            for start in range(0, len(body), 1024):
+                out += decompressor.process(body[start:start + 1024])
+                if len(out) > MAX_DECODED:
+                    break
+    except brotli.error:
+        raise _Unreadable("and does not decode") from None
+    if len(out) > MAX_DECODED:
+        raise _Unreadable(f"and decodes to more than {MAX_DECODED} bytes")
+    if not decompressor.is_finished():
+        raise _Unreadable("and does not decode (it is cut short)")
+    return out

@@ -8,6 +8,7 @@ names the host), read when the provider's client is built.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import urllib.parse
 import urllib.request
@@ -36,6 +37,7 @@ from .http2 import Http2Transport
 DECODED = frozenset({"identity", "gzip", "deflate"})
 WRITE_TIMEOUT = 60.0     # seconds to send a request body
 POOL_TIMEOUT = 30.0      # seconds to wait for a free connection when max_connections are busy
+MAX_ERROR_BODY = 256 * 1024   # bytes of an error answer read (providers' error bodies are a few KB)
 
 
 def map_transport_error(exc: httpx2.HTTPError, provider: str) -> ClientFacingError:
@@ -123,6 +125,25 @@ def _retry_after(response: httpx2.Response) -> float | None:
         return None
 
 
+async def _error_body(response: httpx2.Response) -> bytes:
+    """An error answer's body as sent, at most MAX_ERROR_BODY bytes (`from_upstream` undoes its
+    content coding, within bounds of its own); nothing when the read fails (a body cut short may
+    end inside a key, which the scrub would then miss)."""
+    pieces, size = [], 0
+    try:
+        async with contextlib.aclosing(response.aiter_raw()) as raw:
+            async for piece in raw:
+                pieces.append(piece)
+                size += len(piece)
+                if size >= MAX_ERROR_BODY:
+                    break
+    except httpx2.HTTPError:
+        pieces = []
+    finally:
+        await response.aclose()
+    return b"".join(pieces)[:MAX_ERROR_BODY]
+
+
 class Upstreams:
     """HTTP clients by provider name; open them inside the event loop, close them on stop."""
 
@@ -182,14 +203,8 @@ class Upstreams:
             raise
         if response.status_code != 200:
             await self.release(provider)
-            try:
-                content = await response.aread()
-            except httpx2.HTTPError:
-                content = b""
-            finally:
-                await response.aclose()
-            raise from_upstream(response.status_code, content, provider=provider.name,
-                                retry_after=_retry_after(response))
+            raise from_upstream(response.status_code, await _error_body(response), provider=provider.name,
+                                retry_after=_retry_after(response), coding=response.headers.get("content-encoding"))
         coding = response.headers.get("content-encoding")
         if coding is not None and not DECODED.issuperset(c.strip().lower() for c in coding.split(",")):
             await self.release(provider)
