@@ -62,12 +62,16 @@ providers:
   h1: {{base_url: "{h1}", api_key_env: MOCK_KEY, read_timeout: 1, retries: {{attempts: 1}}, breaker: {{threshold: 1000}}}}
   h2: {{base_url: "{h2}", api_key_env: MOCK_KEY, read_timeout: 1, retries: {{attempts: 1}}, breaker: {{threshold: 1000}},
         ca_file: "{ca}", http2: true}}
+  h2slow: {{base_url: "{h2}", api_key_env: MOCK_KEY, read_timeout: 30, retries: {{attempts: 1}},
+            breaker: {{threshold: 1000}}, ca_file: "{ca}", http2: true}}
 models:
   m-h1: {{provider: h1, upstream: up, context_window: 200000, max_output_tokens: 1000}}
   m-h2: {{provider: h2, upstream: up, context_window: 200000, max_output_tokens: 1000}}
+  m-h2slow: {{provider: h2slow, upstream: up, context_window: 200000, max_output_tokens: 1000}}
 routes:
   - {{match: claude-h1, model: m-h1, cache: {{ttl: 600}}}}
   - {{match: claude-h2, model: m-h2, cache: {{ttl: 600}}}}
+  - {{match: claude-h2slow, model: m-h2slow, cache: {{ttl: 600}}}}
 """
 
 
@@ -355,6 +359,45 @@ def test_goaway_with_an_error_mid_body_ends_the_stream_in_an_error(daemon, h2s, 
     assert len(h2s.requests) == 1
     assert complete(ask(daemon, "h2")) == "Hello there"
     assert h2s.requests[1]["connection"] != h2s.requests[0]["connection"]
+
+
+# case -> (the answer, what becomes of the request)
+GOAWAY_THEN_SILENCE = {
+    # the stream named as processed, mid-body: it ends in an error once the grace is over
+    "mid-body, stream included": ([head(*SSE_HEAD), data(FIRST), 0.05, goaway(None, INTERNAL_ERROR), HOLD], "error"),
+    # named as processed, before its head: after the grace, a dropped connection, tried again at once
+    "before the head, stream included": ([goaway(None, INTERNAL_ERROR), HOLD], "sent again after the grace"),
+    # above last_stream_id: never processed, sent again at once on another connection
+    "before the head, stream excluded": ([goaway(0, INTERNAL_ERROR), HOLD], "sent again at once"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GOAWAY_THEN_SILENCE))
+def test_an_error_goaway_then_silence_ends_the_streams_within_a_grace(daemon, h2s, case):
+    """A server that sends GOAWAY for an error must close the connection next (RFC 9113 section
+    5.4.1).  One that keeps it open and silent instead does not hold the streams in flight for the
+    provider's read_timeout (30 s here): those above last_stream_id fail at once and are sent
+    again; the others fail GOAWAY_GRACE seconds later, as a dropped connection."""
+    from ccproxyd.upstream.h2connection import GOAWAY_GRACE
+
+    steps, outcome = GOAWAY_THEN_SILENCE[case]
+    h2s.answers.extend([steps, h2_answer(ANSWER)])
+    started = time.monotonic()
+    r = ask(daemon, "h2slow")
+    took = time.monotonic() - started
+    if outcome == "error":
+        events = broken(r)
+        assert text_of(events) == "Hello" and len(h2s.requests) == 1
+        message = events[-1][1]["error"]["message"]
+        assert f"GOAWAY (INTERNAL_ERROR) and then neither closed the connection nor ended the stream within " \
+               f"{GOAWAY_GRACE:g} s" in message and "'h2slow'" in message, message
+    else:
+        assert complete(r) == "Hello there"
+        assert [q["connection"] for q in h2s.requests][0] != h2s.requests[1]["connection"]
+    if outcome == "sent again at once":
+        assert took < GOAWAY_GRACE - 0.5, took
+    else:
+        assert GOAWAY_GRACE - 0.2 < took < GOAWAY_GRACE + 3, took
 
 
 @pytest.mark.parametrize("status", [None, b"abc", b"2000", b"20", b"+200", b" 200"])

@@ -3,9 +3,10 @@ reader task and its streams.
 
 The reader hands each read to h2 with the runs of DATA frames of one stream merged (`coalesce`),
 wakes the streams' readers, and fails every open stream with httpx2's exception types when the
-connection ends; a GOAWAY fails only the streams above its last_stream_id (with `Refused`: the
-transport sends those again).  An idle connection is PINGed every `ping_interval` seconds and
-closed when a PING goes unanswered or it has been idle for the keep-alive expiry.
+connection ends; a GOAWAY fails the streams above its last_stream_id at once (with `Refused`: the
+transport sends those again), and after an error GOAWAY the others get `goaway_grace` seconds
+(GOAWAY_GRACE) to end before they fail too.  An idle connection is PINGed every `ping_interval`
+seconds and closed when a PING goes unanswered or it has been idle for the keep-alive expiry.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ if TYPE_CHECKING:
 STREAM_WINDOW = 4 * 1024 * 1024       # SETTINGS_INITIAL_WINDOW_SIZE: a stream is never held up by its window
 CONNECTION_WINDOW = 32 * 1024 * 1024  # the connection's receive window, shared by its streams
 PING_INTERVAL = 20.0                  # seconds idle before a PING; unanswered by the next one: closed
+# Seconds that the streams an error GOAWAY names as processed (at or below its last_stream_id) are
+# given to end.  A server that sends GOAWAY for an error must close the connection next (RFC 9113
+# section 5.4.1), which fails them at once; one that keeps the socket open and silent instead would
+# leave them waiting out the provider's read_timeout (minutes): after this grace they fail as a
+# dropped connection, and the connection is closed.
+GOAWAY_GRACE = 2.0
 _DROP = frozenset({b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                    b"upgrade", b"te"})   # RFC 9113 section 8.2.2: connection-specific, never sent
 
@@ -171,6 +178,7 @@ class Connection:
         self.idle_since = time.monotonic()
         self.pinged = False             # a PING is unanswered
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline: asyncio.TimerHandle | None = None   # the grace an error GOAWAY left its streams
         self.flush()
         self.task = asyncio.get_running_loop().create_task(self._read())
 
@@ -340,15 +348,23 @@ class Connection:
 
     def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
         """Streams above last_stream_id were not processed: sent again elsewhere.  The others
-        finish here (an error GOAWAY is followed by the close that ends them)."""
+        finish here: after a graceful GOAWAY as they would have; after an error GOAWAY the close
+        that must follow it ends them, and if it does not come they fail `goaway_grace` seconds
+        later (GOAWAY_GRACE)."""
         self.going_away = True
         self.transport._forget(self)
         for stream_id in [i for i in self.streams if i > event.last_stream_id]:
             self.streams.pop(stream_id).fail(Refused(f"stream {stream_id} was after GOAWAY's last stream"))
-        if event.error_code != h2.errors.ErrorCodes.NO_ERROR and not self.streams:
-            self.close()
-        else:
+        if event.error_code == h2.errors.ErrorCodes.NO_ERROR:
             self._maybe_idle()
+        elif not self.streams:
+            self.close()
+        elif self.deadline is None:
+            grace = self.transport.goaway_grace
+            error = httpx2.RemoteProtocolError(
+                f"the server sent GOAWAY ({_name(event.error_code)}) and then neither closed the connection "
+                f"nor ended the stream within {grace:g} s")
+            self.deadline = asyncio.get_running_loop().call_later(grace, self._lost, error)
 
     def _lost(self, error: BaseException) -> None:
         self.going_away = True
@@ -367,8 +383,9 @@ class Connection:
         self.going_away = True
         self.flush()
         self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
+        for timer in (self.timer, self.deadline):
+            if timer is not None:
+                timer.cancel()
         self.transport._forget(self)
         self.writer.close()
         if self.task is not asyncio.current_task():

@@ -2,11 +2,12 @@
 
 One connection per origin carries many streams; a second one opens when every open connection
 has as many streams as the server's SETTINGS_MAX_CONCURRENT_STREAMS allows.  A graceful GOAWAY
-lets the streams it names finish while new streams go to a new connection; streams it refuses
-(above its last_stream_id, or RST_STREAM REFUSED_STREAM) were never processed and are sent again
-on another connection (RFC 9113 sections 6.8 and 8.7).  Windows are sized for long streams and
-consumed data is acknowledged as the reader takes it; an idle connection is PINGed, and closed
-when the PING goes unanswered or when it has been idle for the keep-alive expiry.
+lets the streams it names finish while new streams go to a new connection (after an error GOAWAY
+they get `goaway_grace` seconds, should the server not close the connection as it must); streams
+it refuses (above its last_stream_id, or RST_STREAM REFUSED_STREAM) were never processed and are
+sent again on another connection (RFC 9113 sections 6.8 and 8.7).  Windows are sized for long
+streams and consumed data is acknowledged as the reader takes it; an idle connection is PINGed,
+and closed when the PING goes unanswered or when it has been idle for the keep-alive expiry.
 
 Connecting (TLS with ALPN, an outbound proxy's CONNECT tunnel) is the HTTP/1.1 transport's; a
 server that does not pick h2 by ALPN is spoken to over HTTP/1.1 from then on.  Errors are httpx2's
@@ -21,7 +22,7 @@ import ssl
 
 import httpx2
 
-from .h2connection import PING_INTERVAL, Connection, Refused, Stream, timed
+from .h2connection import GOAWAY_GRACE, PING_INTERVAL, Connection, Refused, Stream, timed
 from .http11 import Http11Transport, RawTransport
 from ..observe.redact import shown
 
@@ -104,9 +105,11 @@ class Http2Transport(RawTransport):
     """HTTP/2 to https origins (http ones, and servers without h2, go to `http11`)."""
 
     def __init__(self, limits: httpx2.Limits, ssl_context: ssl.SSLContext | None = None,
-                 proxy: str | None = None, ping_interval: float = PING_INTERVAL) -> None:
+                 proxy: str | None = None, ping_interval: float = PING_INTERVAL,
+                 goaway_grace: float = GOAWAY_GRACE) -> None:
         self.http11 = Http11Transport(limits, ssl_context, proxy)
         self.ping_interval = ping_interval
+        self.goaway_grace = goaway_grace
         self.expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else float("inf")
         self._max_connections = limits.max_connections or float("inf")
         self._pools: dict[tuple, list[Connection]] = {}
