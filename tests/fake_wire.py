@@ -9,8 +9,10 @@ END_STREAM, a head without :status, a window overrun); h2 still reads the client
 An answer is a list of steps.  Both servers take a float (a pause), a `Gate` (wait until it is
 opened), CLOSE (close the connection after what was written) and HOLD (stay open and silent);
 RawHttp11 writes bytes, RawH2 writes what a callable (h2 connection, stream id, Authorization)
-returns: `head`, `data`, `raw` and `opens` make them.  `{authorization}` in the bytes becomes the
-request's Authorization header, as servers that echo the key do.
+returns: `head`, `data`, `raw` and `opens` make them.  RawH2 also takes DEAF: after its next read,
+it reads nothing more from the connection (what the client sends piles up in the buffers).
+`{authorization}` in the bytes becomes the request's Authorization header, as servers that echo
+the key do.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .fake_upstream import Gate, LoopbackServer
 
 CLOSE = "close"
 HOLD = "hold"
+DEAF = "deaf"
 
 
 class RawHttp11(LoopbackServer):
@@ -116,8 +119,8 @@ INTERNAL_ERROR, FLOW_CONTROL_ERROR, ENHANCE_YOUR_CALM = 0x2, 0x3, 0xB      # err
 class RawH2(LoopbackServer):
     """Each request (a stream the client ended) gets the next queued answer (else `default`).
     `requests` records each one's connection (numbered from 1), stream and Authorization;
-    `connections`, for each, the GOAWAY error codes and the PING ACKs the client sent, and
-    whether it is closed."""
+    `connections`, for each, the GOAWAY error codes and the PING ACKs the client sent, whether
+    it is closed, and whether it was made deaf."""
 
     def __init__(self, certificates, default: list) -> None:
         super().__init__()
@@ -139,7 +142,7 @@ class RawH2(LoopbackServer):
         return await asyncio.start_server(self._serve, "127.0.0.1", port, ssl=self.context)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        record = {"id": len(self.connections) + 1, "goaway": [], "ping_acks": 0, "closed": False}
+        record = {"id": len(self.connections) + 1, "goaway": [], "ping_acks": 0, "closed": False, "deaf": False}
         self.connections.append(record)
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
         conn.initiate_connection()
@@ -161,7 +164,7 @@ class RawH2(LoopbackServer):
                                               "authorization": authorization.decode()})
                         steps = self.answers.popleft() if self.answers else self.default
                         task = asyncio.get_running_loop().create_task(
-                            self._answer(conn, writer, event.stream_id, steps, authorization))
+                            self._answer(conn, writer, event.stream_id, steps, authorization, record))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
                     elif isinstance(event, h2.events.ConnectionTerminated):
@@ -171,6 +174,8 @@ class RawH2(LoopbackServer):
                     elif isinstance(event, h2.events.DataReceived):
                         conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 writer.write(conn.data_to_send())
+                while record["deaf"] and not writer.is_closing():
+                    await asyncio.sleep(0.05)
         except (ConnectionError, ssl.SSLError, asyncio.CancelledError):
             pass
         finally:
@@ -179,10 +184,12 @@ class RawH2(LoopbackServer):
                 task.cancel()
             writer.close()
 
-    async def _answer(self, conn, writer, stream_id: int, steps: list, authorization: bytes) -> None:
+    async def _answer(self, conn, writer, stream_id: int, steps: list, authorization: bytes, record: dict) -> None:
         try:
             for step in steps:
-                if callable(step):
+                if step == DEAF:
+                    record["deaf"] = True
+                elif callable(step):
                     writer.write(step(conn, stream_id, authorization))
                 elif not await _play(writer, [step], authorization):
                     return

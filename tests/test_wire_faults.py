@@ -1,8 +1,9 @@
 """Upstreams that break the wire's rules, driven through a running ccproxyd: HTTP/1.1 framing
-faults (a malformed chunk size, a body cut short, bytes past the body), a content coding that was
-not asked for, HTTP/2 frames out of order (GOAWAY with an error mid-body, a response head without
-a valid :status, DATA after END_STREAM, a window overrun, a PING flood, a huge header block), a
-provider key echoed where no error body is, and silence after the head.
+faults (a malformed chunk size, a body cut short, bytes past the body, transfer codings other than
+a final chunked), a content coding that was not asked for (also on an error answer), HTTP/2 frames
+out of order (GOAWAY with an error mid-body or followed by silence, a response head without a
+valid :status, DATA after END_STREAM, a window overrun, a PING flood answered or never read, a
+huge header block), a provider key echoed where no error body is, and silence after the head.
 
 What the client must get (README, Errors and Failure behaviour): an Anthropic-shaped error with
 its status, or, once the stream is under way, an `event: error` and never `message_stop` over a
@@ -29,7 +30,7 @@ import pytest
 
 from .conftest import CANARY, Daemon
 from .fake_upstream import Gate
-from .fake_wire import (CLOSE, CONTINUATION, DATA, END_HEADERS, ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR, GOAWAY,
+from .fake_wire import (CLOSE, CONTINUATION, DATA, DEAF, END_HEADERS, ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR, GOAWAY,
                         HEADERS, HOLD, INTERNAL_ERROR, PING, SSE_HEAD, RawH2, RawHttp11, data, frame, h11,
                         h2_answer, head, opens, raw)
 from .grammar import check_stream, parse_sse
@@ -472,6 +473,26 @@ def test_a_ping_flood_mid_stream_is_answered_and_the_answer_arrives_whole(daemon
     record = h2s.connections[h2s.requests[0]["connection"] - 1]
     wait_for(lambda: record["ping_acks"] == 20000)
     assert not record["goaway"]
+
+
+FLOOD_PINGS = 600_000      # 10 MB of PINGs: more ACKs than the kernel's socket buffers take (tcp_wmem: 4 MB)
+
+
+def test_a_ping_flood_whose_acks_are_never_read_is_a_connection_error(daemon, h2s):
+    """A server that stops reading and sends PINGs (CVE-2019-9512): each would queue an ACK that
+    nobody reads, without bound.  Past MAX_QUEUED_PINGS of them queued, the connection is dropped
+    (a protocol error, as a flood of other frames is): the stream ends in an error event after
+    what arrived before, and the next request opens a new connection."""
+    from ccproxyd.upstream.h2connection import MAX_QUEUED_PINGS
+
+    flood = raw(lambda s: frame(PING, 0, 0, b"ccproxyd") * FLOOD_PINGS)
+    h2s.answers.append([head(*SSE_HEAD), data(FIRST), DEAF, flood, data(ANSWER[len(FIRST):], end=True)])
+    events = broken(ask(daemon, "h2slow"))                  # (a 30 s read_timeout: pings are not data)
+    assert text_of(events) == "Hello"
+    assert f"PING flood: the server sent more than {MAX_QUEUED_PINGS} PINGs" in events[-1][1]["error"]["message"]
+    assert h2s.connections[h2s.requests[0]["connection"] - 1]["deaf"]
+    assert complete(ask(daemon, "h2slow")) == "Hello there"
+    assert h2s.requests[1]["connection"] != h2s.requests[0]["connection"]
 
 
 def test_a_window_overrun_is_a_connection_error(certificates, h2s):

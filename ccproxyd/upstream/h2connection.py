@@ -6,7 +6,9 @@ wakes the streams' readers, and fails every open stream with httpx2's exception 
 connection ends; a GOAWAY fails the streams above its last_stream_id at once (with `Refused`: the
 transport sends those again), and after an error GOAWAY the others get `goaway_grace` seconds
 (GOAWAY_GRACE) to end before they fail too.  An idle connection is PINGed every `ping_interval`
-seconds and closed when a PING goes unanswered or it has been idle for the keep-alive expiry.
+seconds and closed when a PING goes unanswered or it has been idle for the keep-alive expiry; the
+server's PINGs are answered, until more than MAX_QUEUED_PINGS of their ACKs wait on a socket the
+server does not read (a flood: the connection fails).
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ if TYPE_CHECKING:
 STREAM_WINDOW = 4 * 1024 * 1024       # SETTINGS_INITIAL_WINDOW_SIZE: a stream is never held up by its window
 CONNECTION_WINDOW = 32 * 1024 * 1024  # the connection's receive window, shared by its streams
 PING_INTERVAL = 20.0                  # seconds idle before a PING; unanswered by the next one: closed
+# PING ACKs that may wait unsent, queued behind a socket the server does not read (CVE-2019-9512, "Ping
+# Flood"; Go's maxQueuedControlFrames): more PINGs than this since the write buffer was last empty,
+# with at least their ACKs' bytes still in it, is a connection error.  A server that reads what it
+# is sent gets every PING answered, however many; the client's own keep-alive PINGs are not counted.
+MAX_QUEUED_PINGS = 10_000
+_PING_ACK = 17                          # bytes of a PING ACK frame (9 of header, 8 of payload)
 # Seconds that the streams an error GOAWAY names as processed (at or below its last_stream_id) are
 # given to end.  A server that sends GOAWAY for an error must close the connection next (RFC 9113
 # section 5.4.1), which fails them at once; one that keeps the socket open and silent instead would
@@ -177,6 +185,7 @@ class Connection:
         self.closed = False
         self.idle_since = time.monotonic()
         self.pinged = False             # a PING is unanswered
+        self.pings = 0                  # the server's PINGs since the write buffer was last empty
         self.timer: asyncio.TimerHandle | None = None
         self.deadline: asyncio.TimerHandle | None = None   # the grace an error GOAWAY left its streams
         self.flush()
@@ -299,6 +308,12 @@ class Connection:
                 for event in events:
                     self._on_event(event)
                 self.flush()
+                if self.pings and self._flooded():
+                    error = httpx2.RemoteProtocolError(
+                        f"HTTP/2 PING flood: the server sent more than {MAX_QUEUED_PINGS} PINGs without "
+                        "reading their ACKs")
+                    self.writer.transport.abort()      # what is queued would never be read
+                    break
         except OSError as exc:
             error = httpx2.ReadError(str(exc) or type(exc).__name__)
         except asyncio.CancelledError:
@@ -343,8 +358,19 @@ class Connection:
                 self.transport._freed(self.key)
         elif kind is h2.events.PingAckReceived:
             self.pinged = False
+        elif kind is h2.events.PingReceived:          # h2 has queued its ACK
+            self.pings += 1
         elif kind is h2.events.ConnectionTerminated:
             self._goaway(event)
+
+    def _flooded(self) -> bool:
+        """True when the server's PINGs have queued more than MAX_QUEUED_PINGS ACKs that the
+        socket has not taken: it sends them faster than it reads, or does not read at all."""
+        backlog = self.writer.transport.get_write_buffer_size()
+        if not backlog:
+            self.pings = 0
+            return False
+        return self.pings > MAX_QUEUED_PINGS and backlog >= MAX_QUEUED_PINGS * _PING_ACK
 
     def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
         """Streams above last_stream_id were not processed: sent again elsewhere.  The others
