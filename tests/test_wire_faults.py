@@ -566,6 +566,9 @@ ECHOES = {
     "malformed header line": ("h1", [b"HTTP/1.1 200 OK\r\n" + b"x" * 55 + b" echo {authorization}\r\n\r\n"]),
     # a body that says chunked but is not, the key where the chunk-size line is cut (40 characters)
     "not chunked after all": ("h1", [CHUNKED_HEAD + b'data: {"error":"bad key {authorization}"}\r\n\r\n']),
+    # a second content-length made of the key (each value is quoted, scrubbed, then cut)
+    "conflicting content-length": ("h1", [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: "
+                                          b"{authorization}" + b"x" * 100 + b"\r\n\r\nhello"]),
     # a content coding made of the key
     "content-encoding": ("h1", [h11(ANSWER, "content-encoding: x-{authorization}")]),
     # a header value h2 refuses (surrounding whitespace), which its error quotes

@@ -416,7 +416,8 @@ def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]):
     if not lengths:
         return None
     if len(lengths) > 1:
-        raise httpx2.RemoteProtocolError(f"conflicting content-length headers {sorted(lengths)!r}")
+        shown_lengths = sorted(shown(value, 40) for value in lengths)
+        raise httpx2.RemoteProtocolError(f"conflicting content-length headers {shown_lengths!r}")
     length = lengths.pop()
     if not _DIGITS.fullmatch(length):
         raise httpx2.RemoteProtocolError(f"malformed content-length {shown(length, 40)!r}")
