@@ -26,6 +26,7 @@ import h2.exceptions
 import h2.settings
 import httpx2
 
+from .headers_kept import KeptHeaders
 from .http11 import READ_SIZE, _Connection
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ class Connection:
         config = h2.config.H2Configuration(client_side=True, header_encoding=None,
                                            validate_outbound_headers=False, normalize_outbound_headers=False)
         self.conn = conn = _H2(config=config)
+        conn.encoder = KeptHeaders(conn.encoder)        # a request's repeated headers: encoded once
         conn.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW})
