@@ -111,7 +111,7 @@ def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
     return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
 
 
-DATA, HEADERS, PING, GOAWAY, CONTINUATION = 0x0, 0x1, 0x6, 0x7, 0x9       # frame types
+DATA, HEADERS, SETTINGS, PING, GOAWAY, CONTINUATION = 0x0, 0x1, 0x4, 0x6, 0x7, 0x9       # frame types
 END_STREAM, END_HEADERS = 0x1, 0x4                                         # flags
 INTERNAL_ERROR, FLOW_CONTROL_ERROR, ENHANCE_YOUR_CALM = 0x2, 0x3, 0xB      # error codes
 

@@ -31,7 +31,7 @@ import pytest
 from .conftest import CANARY, Daemon
 from .fake_upstream import Gate
 from .fake_wire import (CLOSE, CONTINUATION, DATA, DEAF, END_HEADERS, ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR, GOAWAY,
-                        HEADERS, HOLD, INTERNAL_ERROR, PING, SSE_HEAD, RawH2, RawHttp11, data, frame, h11,
+                        HEADERS, HOLD, INTERNAL_ERROR, PING, SETTINGS, SSE_HEAD, RawH2, RawHttp11, data, frame, h11,
                         h2_answer, head, opens, raw)
 from .grammar import check_stream, parse_sse
 from .support import wait_for
@@ -475,21 +475,24 @@ def test_a_ping_flood_mid_stream_is_answered_and_the_answer_arrives_whole(daemon
     assert not record["goaway"]
 
 
-FLOOD_PINGS = 600_000      # 10 MB of PINGs: more ACKs than the kernel's socket buffers take (tcp_wmem: 4 MB)
+FLOOD = 600_000      # control frames: more ACKs than the kernel's socket buffers take (tcp_wmem: 4 MB)
 
 
-def test_a_ping_flood_whose_acks_are_never_read_is_a_connection_error(daemon, h2s):
-    """A server that stops reading and sends PINGs (CVE-2019-9512): each would queue an ACK that
-    nobody reads, without bound.  Past MAX_QUEUED_PINGS of them queued, the connection is dropped
-    (a protocol error, as a flood of other frames is): the stream ends in an error event after
-    what arrived before, and the next request opens a new connection."""
+@pytest.mark.parametrize("flood", [frame(PING, 0, 0, b"ccproxyd") * FLOOD, frame(SETTINGS, 0, 0, b"") * FLOOD * 2],
+                         ids=["ping", "settings"])
+def test_a_control_frame_flood_whose_acks_are_never_read_is_a_connection_error(daemon, h2s, flood):
+    """A server that stops reading and sends PINGs (CVE-2019-9512) or SETTINGS (CVE-2019-9515):
+    each would queue an ACK that nobody reads, without bound.  Past MAX_QUEUED_PINGS of them
+    queued, the connection is dropped (a protocol error, as a flood of other frames is): the
+    stream ends in an error event after what arrived before, and the next request opens a new
+    connection."""
     from ccproxyd.upstream.h2connection import MAX_QUEUED_PINGS
 
-    flood = raw(lambda s: frame(PING, 0, 0, b"ccproxyd") * FLOOD_PINGS)
-    h2s.answers.append([head(*SSE_HEAD), data(FIRST), DEAF, flood, data(ANSWER[len(FIRST):], end=True)])
+    h2s.answers.append([head(*SSE_HEAD), data(FIRST), DEAF, raw(lambda s: flood), data(ANSWER[len(FIRST):], end=True)])
     events = broken(ask(daemon, "h2slow"))                  # (a 30 s read_timeout: pings are not data)
     assert text_of(events) == "Hello"
-    assert f"PING flood: the server sent more than {MAX_QUEUED_PINGS} PINGs" in events[-1][1]["error"]["message"]
+    assert f"PING flood: the server sent more than {MAX_QUEUED_PINGS} PINGs and SETTINGS" in \
+        events[-1][1]["error"]["message"]
     assert h2s.connections[h2s.requests[0]["connection"] - 1]["deaf"]
     assert complete(ask(daemon, "h2slow")) == "Hello there"
     assert h2s.requests[1]["connection"] != h2s.requests[0]["connection"]

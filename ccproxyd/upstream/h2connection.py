@@ -7,8 +7,8 @@ connection ends; a GOAWAY fails the streams above its last_stream_id at once (wi
 transport sends those again), and after an error GOAWAY the others get `goaway_grace` seconds
 (GOAWAY_GRACE) to end before they fail too.  An idle connection is PINGed every `ping_interval`
 seconds and closed when a PING goes unanswered or it has been idle for the keep-alive expiry; the
-server's PINGs are answered, until more than MAX_QUEUED_PINGS of their ACKs wait on a socket the
-server does not read (a flood: the connection fails).
+server's PINGs and SETTINGS are answered, until more than MAX_QUEUED_PINGS of their ACKs wait on a
+socket the server does not read (a flood: the connection fails).
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ if TYPE_CHECKING:
 STREAM_WINDOW = 4 * 1024 * 1024       # SETTINGS_INITIAL_WINDOW_SIZE: a stream is never held up by its window
 CONNECTION_WINDOW = 32 * 1024 * 1024  # the connection's receive window, shared by its streams
 PING_INTERVAL = 20.0                  # seconds idle before a PING; unanswered by the next one: closed
-# PING ACKs that may wait unsent, queued behind a socket the server does not read (CVE-2019-9512, "Ping
-# Flood"; Go's maxQueuedControlFrames): more PINGs than this since the write buffer was last empty,
-# with at least their ACKs' bytes still in it, is a connection error.  A server that reads what it
-# is sent gets every PING answered, however many; the client's own keep-alive PINGs are not counted.
+# ACKs of the server's PINGs and SETTINGS that may wait unsent, queued behind a socket the server
+# does not read (CVE-2019-9512 "Ping Flood", CVE-2019-9515 "Settings Flood"; Go's
+# maxQueuedControlFrames): more of them than this since the write buffer was last empty, with at
+# least their bytes still in it, is a connection error.  A server that reads what it is sent gets
+# every one answered, however many; the client's own keep-alive PINGs are not counted.
 MAX_QUEUED_PINGS = 10_000
-_PING_ACK = 17                          # bytes of a PING ACK frame (9 of header, 8 of payload)
+_SMALLEST_ACK = 9                       # bytes of a SETTINGS ACK frame (a header; a PING ACK is 17)
 # Seconds that the streams an error GOAWAY names as processed (at or below its last_stream_id) are
 # given to end.  A server that sends GOAWAY for an error must close the connection next (RFC 9113
 # section 5.4.1), which fails them at once; one that keeps the socket open and silent instead would
@@ -187,7 +188,7 @@ class Connection:
         self.closed = False
         self.idle_since = time.monotonic()
         self.pinged = False             # a PING is unanswered
-        self.pings = 0                  # the server's PINGs since the write buffer was last empty
+        self.pings = 0                  # the server's PINGs and SETTINGS since the write buffer was last empty
         self.timer: asyncio.TimerHandle | None = None
         self.deadline: asyncio.TimerHandle | None = None   # the grace an error GOAWAY left its streams
         self.flush()
@@ -312,8 +313,8 @@ class Connection:
                 self.flush()
                 if self.pings and self._flooded():
                     error = httpx2.RemoteProtocolError(
-                        f"HTTP/2 PING flood: the server sent more than {MAX_QUEUED_PINGS} PINGs without "
-                        "reading their ACKs")
+                        f"HTTP/2 PING flood: the server sent more than {MAX_QUEUED_PINGS} PINGs and SETTINGS "
+                        "without reading their ACKs")
                     self.writer.transport.abort()      # what is queued would never be read
                     break
         except OSError as exc:
@@ -355,6 +356,7 @@ class Connection:
         elif kind in (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged):
             self.window.set()
             if kind is h2.events.RemoteSettingsChanged:
+                self.pings += 1                  # h2 has queued its ACK
                 if not self.settled.done():
                     self.settled.set_result(None)
                 self.transport._freed(self.key)
@@ -366,13 +368,13 @@ class Connection:
             self._goaway(event)
 
     def _flooded(self) -> bool:
-        """True when the server's PINGs have queued more than MAX_QUEUED_PINGS ACKs that the
-        socket has not taken: it sends them faster than it reads, or does not read at all."""
+        """True when the server's PINGs and SETTINGS have queued more than MAX_QUEUED_PINGS ACKs
+        that the socket has not taken: it sends them faster than it reads, or does not read at all."""
         backlog = self.writer.transport.get_write_buffer_size()
         if not backlog:
             self.pings = 0
             return False
-        return self.pings > MAX_QUEUED_PINGS and backlog >= MAX_QUEUED_PINGS * _PING_ACK
+        return self.pings > MAX_QUEUED_PINGS and backlog >= MAX_QUEUED_PINGS * _SMALLEST_ACK
 
     def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
         """Streams above last_stream_id were not processed: sent again elsewhere.  The others
