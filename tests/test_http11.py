@@ -151,7 +151,7 @@ async def _post(client: httpx2.AsyncClient, url: str) -> str:
     b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n",
     b"HTTP/1.1 200 OK\r\ntransfer-encoding: xchunkedx\r\n\r\n3\r\nabc\r\n0\r\n\r\n",   # a coding, not chunked
     b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, identity\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
 ])
 def test_malformed_answers_are_protocol_errors(answer):
     async def go():
@@ -349,16 +349,43 @@ def test_a_body_that_timed_out_is_not_reused_even_if_the_rest_arrives():
     (b"HTTP/1.1 200 OK\r\na: 1\n\r\nbody", [b"HTTP/1.1 200 OK", b"a: 1"], b"body"),
     (b"HTTP/1.1 200 OK\r\na: 1\n\nx\r\n\r\n", [b"HTTP/1.1 200 OK", b"a: 1"], b"x\r\n\r\n"),      # ends at the bare blank line
     (b"HTTP/1.1 200 OK\r\na: 1\rb\r\n\r\n", [b"HTTP/1.1 200 OK", b"a: 1\rb"], b""),             # a lone CR stays
-    (b"\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", [], b"HTTP/1.1 200 OK\r\n\r\n"),
+    (b"\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", [], b"\r\nHTTP/1.1 200 OK\r\n\r\n"),
+    (b"\r\nHTTP/1.1 200 OK\r\na: 1\r\n\r\n", [], b"HTTP/1.1 200 OK\r\na: 1\r\n\r\n"),     # an empty first line
 ])
 def test_a_head_read_whole_or_line_by_line_gives_the_same_lines(received, lines, rest):
-    """A head already buffered whole with CRLFs is taken in one piece; any other is read line by
-    line; both end at the first empty line and leave the body's bytes in the reader."""
-    async def go():
+    """A head already buffered whole with CRLFs is taken in one piece; one arriving a byte at a
+    time is read line by line; both end at the first empty line and leave the body's bytes in
+    the reader."""
+    async def go(whole: bool):
         reader = asyncio.StreamReader()
-        reader.feed_data(received)
-        reader.feed_eof()
-        got = await http11._head_lines(reader)
+        if whole:
+            reader.feed_data(received)
+            reader.feed_eof()
+            got = await http11._head_lines(reader)
+        else:
+            async def feed():
+                for i in range(len(received)):
+                    reader.feed_data(received[i:i + 1])
+                    await asyncio.sleep(0)
+                reader.feed_eof()
+            feeding = asyncio.create_task(feed())
+            got = await http11._head_lines(reader)
+            await feeding
         return got, await reader.read()
-    got, left = asyncio.run(go())
-    assert (got, left) == (lines, rest)
+    assert asyncio.run(go(True)) == asyncio.run(go(False)) == (lines, rest)
+
+
+def test_a_transfer_coding_is_quoted_as_sent_so_an_echoed_key_is_masked():
+    """Codings are compared without case but quoted as the server wrote them: a mixed-case key it
+    echoed there is masked (lowercased first, it would no longer match the key and be shown)."""
+    from ccproxyd.observe import redact
+    key = "sk-MiXeD-Case-Key-0123456789"
+    redact.register(key)
+    try:
+        with pytest.raises(httpx2.RemoteProtocolError) as caught:
+            http11._transfer_codings(b"x-" + key.encode() + b", chunked")
+    finally:
+        redact.clear()
+    message = str(caught.value)
+    assert key.lower()[:12] not in message and key[:12] not in message and "[redacted]" in message, message
+    assert http11._transfer_codings(b"Identity, CHUNKED") == [b"chunked"]

@@ -223,19 +223,19 @@ def coded(codings: str, body: bytes, kind: str, chunked: bool, *headers: str) ->
     return head_ + (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body)
 
 
-# codings -> (chunked body?, headers): read as the RFC says
+# codings -> (chunked body?, headers, the server closes after the body?): read as the RFC says
 TRANSFER_CODINGS_READ = {
-    "identity, Chunked": (True, ()),             # a list, names case-insensitive, chunked last
-    ", chunked ,": (True, ()),                   # empty list elements are ignored
-    # chunked is not the final coding: read until the close, whatever content-length says
-    "identity": (False, ("content-length: 7",)),
+    "identity, Chunked": (True, (), False),             # a list, names case-insensitive, chunked last
+    ", chunked ,": (True, (), False),                   # empty list elements are ignored
+    "chunked, identity": (True, (), False),             # identity is no coding at all
+    "identity": (False, ("content-length: {length}",), False),    # so its body is framed by its length
+    "Identity": (False, (), True),                      # and without one, it ends at the close
 }
 # codings -> (body made of the answer, chunked body?, what the error says)
 TRANSFER_CODINGS_REFUSED = {
     "xchunkedx": (lambda b: b, True, "the coding b'xchunkedx'"),     # not chunked, though it contains it
     "gzip, chunked": (gzip.compress, True, "the coding b'gzip'"),    # a coding before chunked
     "gzip": (gzip.compress, False, "the coding b'gzip'"),            # a final coding that is not chunked
-    "chunked, identity": (lambda b: b, True, "chunked is not the final coding"),
     "chunked, chunked": (lambda b: b, True, "chunked is not the final coding"),
 }
 
@@ -244,11 +244,13 @@ TRANSFER_CODINGS_REFUSED = {
 @pytest.mark.parametrize("codings", sorted(TRANSFER_CODINGS_READ))
 def test_transfer_encoding_is_a_list_of_codings_with_chunked_last(daemon, h1, codings, stream):
     """Transfer-Encoding is a comma-separated list of codings in the order applied (RFC 9112
-    section 6.1): chunked frames the body when it is the final coding; when it is not, the body
-    ends when the server closes the connection (section 6.3), not where a content-length says."""
-    chunked, headers = TRANSFER_CODINGS_READ[codings]
+    section 6.1): chunked frames the body when it is the final coding; identity is no coding, so a
+    list of it alone frames the body as no Transfer-Encoding would: by its content-length, else by
+    the close (section 6.3)."""
+    chunked, headers, closes = TRANSFER_CODINGS_READ[codings]
     body, kind = (ANSWER, "text/event-stream") if stream else (WHOLE, "application/json")
-    h1.answers.append([coded(codings, body, kind, chunked, *headers)] + ([] if chunked else [CLOSE]))
+    headers = [header.format(length=len(body)) for header in headers]
+    h1.answers.append([coded(codings, body, kind, chunked, *headers)] + ([CLOSE] if closes else []))
     r = ask(daemon, "h1", stream)
     if stream:
         assert complete(r) == "Hello there"

@@ -367,10 +367,10 @@ async def _read_head(reader: asyncio.StreamReader, timeout: float | None):
 async def _head_lines(reader: asyncio.StreamReader) -> list[bytes]:
     """The head's lines up to the empty one, CRLF or bare LF (as h11 accepts), MAX_HEAD in all;
     one already read whole with CRLFs (what servers send) in one piece."""
-    end = reader._buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
-    if end >= 0 and b"\n" not in reader._buffer[:end].replace(b"\r\n", b""):
-        head = (await reader.readexactly(end + 4))[:-4]
-        return head.split(b"\r\n") if head else []
+    buffered = reader._buffer
+    end = buffered.find(b"\r\n\r\n", 0, MAX_HEAD)
+    if end > 0 and not buffered.startswith(b"\r\n") and b"\n" not in buffered[:end].replace(b"\r\n", b""):
+        return (await reader.readexactly(end + 4))[:-4].split(b"\r\n")
     lines = []
     size = 0
     while True:
@@ -428,17 +428,18 @@ def _transfer_codings(value: bytes) -> list[bytes]:
     """The codings of a Transfer-Encoding field value, in the order they were applied: a
     comma-separated list (RFC 9112 section 6.1), names case-insensitive, empty elements ignored
     (as h11 does; an empty list is no Transfer-Encoding).  chunked may only be the final coding,
-    and identity is no coding at all.  Any other (gzip, deflate, compress, a name nobody
+    and identity is no coding at all (identity alone: the body is framed by its content-length).  Any other (gzip, deflate, compress, a name nobody
     registered) is one ccproxyd never asked for, since it sends no TE (section 7.4), and does not
     undo: an error, never a body passed on still coded."""
-    codings = [coding.strip(b" \t").lower() for coding in value.split(b",")]
-    codings = [coding for coding in codings if coding]
-    for position, coding in enumerate(codings, 1):
-        if coding == b"identity" or (coding == b"chunked" and position == len(codings)):
+    written = [element.strip(b" \t") for element in value.split(b",")]     # as sent: an error quotes
+    written = [element for element in written if element and element.lower() != b"identity"]   # these
+    for position, element in enumerate(written, 1):
+        coding = element.lower()
+        if coding == b"chunked" and position == len(written):
             continue
         if coding == b"chunked":
             raise httpx2.RemoteProtocolError(f"transfer-encoding {shown(value, 60)!r}: chunked is not "
                                              "the final coding")
         raise httpx2.RemoteProtocolError(f"transfer-encoding {shown(value, 60)!r}: the coding "
-                                         f"{shown(coding, 40)!r} is not one ccproxyd can decode")
-    return codings
+                                         f"{shown(element, 40)!r} is not one ccproxyd can decode")
+    return [element.lower() for element in written]
