@@ -12,7 +12,7 @@ from ccproxyd.upstream.headers_kept import KeptHeaders, unindexed_length
 
 BASE = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"api.example.com"),
         (b":path", b"/v1/chat/completions"), (b"content-type", b"application/json"),
-        (b"accept", b"text/event-stream"), NeverIndexedHeaderTuple(b"authorization", b"Bearer sk-test-0123456789")]
+        (b"accept", b"text/event-stream"), (b"authorization", b"Bearer sk-test-0123456789")]
 
 
 def request(length: int, extra: list[tuple[bytes, bytes]] = (), path: bytes = b"/v1/chat/completions") -> list:
@@ -41,13 +41,31 @@ def test_a_repeated_request_reuses_its_block_and_adds_no_entry():
     assert len(third) < len(first)                           # indexed names and values, once in the table
 
 
+def test_a_block_that_announces_a_table_size_change_is_not_kept():
+    """The server's SETTINGS_HEADER_TABLE_SIZE is announced once, at the start of the next block;
+    that block is not sent again with later requests."""
+    encoder, decoder = KeptHeaders(hpack.Encoder()), hpack.Decoder()
+    for length in (1, 2):
+        decoder.decode(encoder.encode(request(length)), raw=True)
+    encoder.header_table_size = 8192
+    decoder.max_allowed_table_size = 8192
+    announced = encoder.encode(request(3))
+    assert announced.startswith(b"\x3f\xe1\x3f")                  # dynamic table size update: 8192
+    assert decoder.decode(announced, raw=True) == request(3)
+    assert encoder.kept is None
+    later = encoder.encode(request(4))
+    assert not later.startswith(b"\x3f") and decoder.decode(later, raw=True) == request(4)
+    assert encoder.encode(request(5)).startswith(encoder.kept[2])
+
+
 steps = st.one_of(
     st.tuples(st.just("request"), st.integers(0, 10**12), st.sampled_from([b"/v1/chat/completions", b"/v1/responses"]),
               st.lists(st.tuples(st.sampled_from([b"x-a", b"x-b", b"openai-beta"]),
                                  st.binary(min_size=0, max_size=300)), max_size=3)),
     st.tuples(st.just("resize"), st.sampled_from([0, 64, 256, 4096, 65536])),
-    st.tuples(st.just("other"), st.lists(st.tuples(st.sampled_from([b"x-c", b"te"]), st.binary(max_size=40)),
-                                         min_size=1, max_size=4)),
+    st.tuples(st.just("other"), st.lists(st.one_of(
+        st.tuples(st.sampled_from([b"x-c", b"te"]), st.binary(max_size=40)),
+        st.builds(NeverIndexedHeaderTuple, st.just(b"cookie"), st.binary(max_size=40))), min_size=1, max_size=4)),
 )
 
 

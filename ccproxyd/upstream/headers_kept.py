@@ -59,7 +59,8 @@ class KeptHeaders:
         if kept is not None and kept[0] == key and kept[1] == self.changes:
             block = kept[2]
         else:
-            before = self.changes
+            before, announcing = self.changes, bool(self.inner.table_size_changes)
             block = self.inner.encode(headers[:-1], huffman)
-            self.kept = (key, self.changes, block) if self.changes == before else None
+            # kept only if it changed nothing: no entry added, no table size update at its start
+            self.kept = (key, self.changes, block) if self.changes == before and not announcing else None
         return block + unindexed_length(headers[-1][1])
