@@ -114,6 +114,25 @@ def test_br_is_decoded_where_a_brotli_module_is_installed():
     assert bomb.decode() == UNREADABLE + f"'br') and decodes to more than {MAX_DECODED} bytes"
 
 
+def test_br_with_a_brotli_module_older_than_1_2_is_not_decoded(monkeypatch):
+    """brotli before 1.2 has no output bound: a few hundred bytes may decode to hundreds of MB,
+    so its body is said unreadable instead of decoded."""
+    class Old:                                       # brotli 1.1's Decompressor.process signature
+        error = brotli.error
+
+        class Decompressor:
+            def process(self, data):
+                raise AssertionError("decoded without a bound")
+    monkeypatch.setattr(provider_errors, "brotli", Old)
+    assert decoded(brotli.compress(BODY), "br").decode() == UNREADABLE + "'br') in a coding ccproxyd cannot " \
+                                                                       "read safely (the brotli module installed is older than 1.2)"
+
+
+def test_an_empty_compressed_error_body_is_an_empty_body():
+    assert decoded(b"", "gzip") == b""
+    assert from_upstream(500, b"", provider="p", coding="gzip").message.startswith("(empty body)")
+
+
 def test_the_coding_named_is_scrubbed():
     redact.register("sk-secret-0123456789")
     try:

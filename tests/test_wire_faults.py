@@ -2,7 +2,7 @@
 faults (a malformed chunk size, a body cut short, bytes past the body, transfer codings other than
 a final chunked), a content coding that was not asked for (also on an error answer), HTTP/2 frames
 out of order (GOAWAY with an error mid-body or followed by silence, a response head without a
-valid :status, DATA after END_STREAM, a window overrun, a PING flood answered or never read, a
+valid :status, DATA after END_STREAM, a window overrun, a PING or SETTINGS flood answered or never read, a
 huge header block), a provider key echoed where no error body is, and silence after the head.
 
 What the client must get (README, Errors and Failure behaviour): an Anthropic-shaped error with
@@ -484,16 +484,16 @@ FLOOD = 600_000      # control frames: more ACKs than the kernel's socket buffer
                          ids=["ping", "settings"])
 def test_a_control_frame_flood_whose_acks_are_never_read_is_a_connection_error(daemon, h2s, flood):
     """A server that stops reading and sends PINGs (CVE-2019-9512) or SETTINGS (CVE-2019-9515):
-    each would queue an ACK that nobody reads, without bound.  Past MAX_QUEUED_PINGS of them
+    each would queue an ACK that nobody reads, without bound.  Past MAX_QUEUED_ACKS of them
     queued, the connection is dropped (a protocol error, as a flood of other frames is): the
     stream ends in an error event after what arrived before, and the next request opens a new
     connection."""
-    from ccproxyd.upstream.h2connection import MAX_QUEUED_PINGS
+    from ccproxyd.upstream.h2connection import MAX_QUEUED_ACKS
 
     h2s.answers.append([head(*SSE_HEAD), data(FIRST), DEAF, raw(lambda s: flood), data(ANSWER[len(FIRST):], end=True)])
     events = broken(ask(daemon, "h2slow"))                  # (a 30 s read_timeout: pings are not data)
     assert text_of(events) == "Hello"
-    assert f"PING flood: the server sent more than {MAX_QUEUED_PINGS} PINGs and SETTINGS" in \
+    assert f"control frame flood: the server sent more than {MAX_QUEUED_ACKS} PINGs and SETTINGS" in \
         events[-1][1]["error"]["message"]
     assert h2s.connections[h2s.requests[0]["connection"] - 1]["deaf"]
     assert complete(ask(daemon, "h2slow")) == "Hello there"

@@ -256,6 +256,8 @@ def decoded(body: bytes, coding: str) -> bytes:
     of it) is still understood.  A body in a coding ccproxyd cannot read, or one that does not
     decode whole, becomes a sentence that says so: never the compressed bytes shown as text, nor a
     part of a body cut short (its cut could fall inside a key, which then escapes the scrub)."""
+    if not body:
+        return body                      # nothing to decode: an empty body, whatever its coding
     try:
         for name in reversed([c.strip().lower() for c in coding.split(",") if c.strip()]):
             if name != "identity":
@@ -294,14 +296,10 @@ def _inflate(decompressor, body: bytes) -> bytes:
 def _unbrotli(body: bytes) -> bytes:
     decompressor = brotli.Decompressor()
     try:
-        try:
-            out = decompressor.process(body, output_buffer_limit=MAX_DECODED + 1)
-        except TypeError:                # a brotli module older than 1.2: no bound; fed in small pieces
-            out = b""
-            for start in range(0, len(body), 1024):
-                out += decompressor.process(body[start:start + 1024])
-                if len(out) > MAX_DECODED:
-                    break
+        out = decompressor.process(body, output_buffer_limit=MAX_DECODED + 1)
+    except TypeError:                    # a brotli module older than 1.2 cannot bound its output: one
+        raise _Unreadable("in a coding ccproxyd cannot read safely (the brotli module installed is "   # KB
+                          "older than 1.2)") from None                                   # may make 100s of MB
     except brotli.error:
         raise _Unreadable("and does not decode") from None
     if len(out) > MAX_DECODED:

@@ -7,7 +7,7 @@ connection ends; a GOAWAY fails the streams above its last_stream_id at once (wi
 transport sends those again), and after an error GOAWAY the others get `goaway_grace` seconds
 (GOAWAY_GRACE) to end before they fail too.  An idle connection is PINGed every `ping_interval`
 seconds and closed when a PING goes unanswered or it has been idle for the keep-alive expiry; the
-server's PINGs and SETTINGS are answered, until more than MAX_QUEUED_PINGS of their ACKs wait on a
+server's PINGs and SETTINGS are answered, until more than MAX_QUEUED_ACKS of their ACKs wait on a
 socket the server does not read (a flood: the connection fails).
 """
 
@@ -37,10 +37,10 @@ CONNECTION_WINDOW = 32 * 1024 * 1024  # the connection's receive window, shared 
 PING_INTERVAL = 20.0                  # seconds idle before a PING; unanswered by the next one: closed
 # ACKs of the server's PINGs and SETTINGS that may wait unsent, queued behind a socket the server
 # does not read (CVE-2019-9512 "Ping Flood", CVE-2019-9515 "Settings Flood"; Go's
-# maxQueuedControlFrames): more of them than this since the write buffer was last empty, with at
+# maxQueuedControlFrames): more of them than this since the write buffer last shrank, with at
 # least their bytes still in it, is a connection error.  A server that reads what it is sent gets
 # every one answered, however many; the client's own keep-alive PINGs are not counted.
-MAX_QUEUED_PINGS = 10_000
+MAX_QUEUED_ACKS = 10_000
 _SMALLEST_ACK = 9                       # bytes of a SETTINGS ACK frame (a header; a PING ACK is 17)
 # Seconds that the streams an error GOAWAY names as processed (at or below its last_stream_id) are
 # given to end.  A server that sends GOAWAY for an error must close the connection next (RFC 9113
@@ -188,7 +188,8 @@ class Connection:
         self.closed = False
         self.idle_since = time.monotonic()
         self.pinged = False             # a PING is unanswered
-        self.pings = 0                  # the server's PINGs and SETTINGS since the write buffer was last empty
+        self.acks = 0                   # the server's PINGs and SETTINGS since the write buffer last shrank
+        self.backlog = 0                # bytes in the write buffer when last looked at
         self.timer: asyncio.TimerHandle | None = None
         self.deadline: asyncio.TimerHandle | None = None   # the grace an error GOAWAY left its streams
         self.flush()
@@ -311,9 +312,9 @@ class Connection:
                 for event in events:
                     self._on_event(event)
                 self.flush()
-                if self.pings and self._flooded():
+                if self.acks and self._flooded():
                     error = httpx2.RemoteProtocolError(
-                        f"HTTP/2 PING flood: the server sent more than {MAX_QUEUED_PINGS} PINGs and SETTINGS "
+                        f"HTTP/2 control frame flood: the server sent more than {MAX_QUEUED_ACKS} PINGs and SETTINGS "
                         "without reading their ACKs")
                     self.writer.transport.abort()      # what is queued would never be read
                     break
@@ -356,25 +357,27 @@ class Connection:
         elif kind in (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged):
             self.window.set()
             if kind is h2.events.RemoteSettingsChanged:
-                self.pings += 1                  # h2 has queued its ACK
+                self.acks += 1                  # h2 has queued its ACK
                 if not self.settled.done():
                     self.settled.set_result(None)
                 self.transport._freed(self.key)
         elif kind is h2.events.PingAckReceived:
             self.pinged = False
         elif kind is h2.events.PingReceived:          # h2 has queued its ACK
-            self.pings += 1
+            self.acks += 1
         elif kind is h2.events.ConnectionTerminated:
             self._goaway(event)
 
     def _flooded(self) -> bool:
-        """True when the server's PINGs and SETTINGS have queued more than MAX_QUEUED_PINGS ACKs
+        """True when the server's PINGs and SETTINGS have queued more than MAX_QUEUED_ACKS ACKs
         that the socket has not taken: it sends them faster than it reads, or does not read at all."""
         backlog = self.writer.transport.get_write_buffer_size()
+        if backlog < self.backlog:      # emptied or shrunk: the server reads (a large request body
+            self.acks = 0               # in the buffer is no flood of ACKs)
+        self.backlog = backlog
         if not backlog:
-            self.pings = 0
             return False
-        return self.pings > MAX_QUEUED_PINGS and backlog >= MAX_QUEUED_PINGS * _SMALLEST_ACK
+        return self.acks > MAX_QUEUED_ACKS and backlog >= MAX_QUEUED_ACKS * _SMALLEST_ACK
 
     def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
         """Streams above last_stream_id were not processed: sent again elsewhere.  The others
