@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 
 import httpx2
 import pytest
+from hypothesis import given, strategies as st
 
+from ccproxyd.money import clock
 from ccproxyd.observe import logformat, redact
 from ccproxyd.observe.access import Scrubbing
 
@@ -79,3 +82,17 @@ def test_the_traceback_field_is_scrubbed_of_secrets():
     assert secret not in line
     assert parsed["message"] == "failed with [redacted]"
     assert "ValueError: upstream said: bad key [redacted]" in parsed["traceback"]
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))     # up to 2100
+def test_the_text_format_writes_the_time_as_logging_does(created):
+    """The text formatter makes a line's seconds once a second; what it writes is logging's own."""
+    record = logging.LogRecord("ccproxyd.access", logging.INFO, __file__, 1, "line", None, None)
+    record.created, record.msecs = created, (created - int(created)) * 1000
+    assert logformat.TextFormatter().formatTime(record) == logging.Formatter().formatTime(record)
+    assert logformat.TextFormatter().format(record) == logging.Formatter(logformat.TEXT).format(record)
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_the_access_line_time_is_the_utc_second(at):
+    assert clock.stamp(at) == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))

@@ -43,5 +43,16 @@ def _day(number: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(number * 86400))
 
 
+def stamp(at: float) -> str:
+    """`at` as UTC ISO 8601 to the second, YYYY-MM-DDTHH:MM:SSZ (an access line's `time`)."""
+    return _stamp(int(at))
+
+
+@functools.lru_cache(maxsize=4)
+def _stamp(second: int) -> str:
+    """Made once a second, not once a request (strftime is most of an access line's time field)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+
+
 def today() -> dt.date:
     return dt.datetime.fromtimestamp(now(), dt.timezone.utc).date()

@@ -390,5 +390,5 @@ def emit(record: Record) -> None:
         return
     line = {name: getattr(record, name) for name in LINE_FIELDS}     # scalars all: no deep copy
     line["latency_ms"] = round(latency * 1000, 2)
-    line["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock.now()))
+    line["time"] = clock.stamp(clock.now())
     access.info("%s", orjson.dumps(line).decode(), extra={"fields": line})   # fields: --log-format json
