@@ -5,7 +5,7 @@ size changes, a full table); and a repeated request costs no table entry."""
 from __future__ import annotations
 
 import hpack
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 from hpack import NeverIndexedHeaderTuple
 
 from ccproxyd.upstream.headers_kept import KeptHeaders, unindexed_length
@@ -58,6 +58,20 @@ def test_a_block_that_announces_a_table_size_change_is_not_kept():
     assert encoder.encode(request(5)).startswith(encoder.kept[2])
 
 
+def test_a_size_set_twice_before_a_request_is_still_announced():
+    """hpack's encoder drops the pending announcement when the server's SETTINGS repeat the size;
+    the server would then index against a smaller table than the encoder's."""
+    encoder, decoder = KeptHeaders(hpack.Encoder()), hpack.Decoder()
+    encoder.header_table_size = 64
+    decoder.decode(encoder.encode(request(1)), raw=True)
+    encoder.header_table_size = 4096
+    encoder.header_table_size = 4096
+    headers = request(2, [(b"x-a", b"te")], b"/v1/responses")
+    block = encoder.encode(headers)
+    assert block.startswith(b"\x3f\xe1\x1f")                     # dynamic table size update: 4096
+    assert decoder.decode(block, raw=True) == headers
+
+
 steps = st.one_of(
     st.tuples(st.just("request"), st.integers(0, 10**12), st.sampled_from([b"/v1/chat/completions", b"/v1/responses"]),
               st.lists(st.tuples(st.sampled_from([b"x-a", b"x-b", b"openai-beta"]),
@@ -83,12 +97,9 @@ def decoded(encoder, sequence) -> list:
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.lists(steps, min_size=1, max_size=40))
 def test_a_server_decodes_every_request_as_sent(sequence):
-    try:
-        decoded(hpack.Encoder(), sequence)
-    except hpack.HPACKError:            # hpack's own encoder cannot announce several size changes at once
-        assume(False)
+    """Also where hpack's own encoder fails: a size set twice before a request (see KeptHeaders)."""
     for got, sent in decoded(KeptHeaders(hpack.Encoder()), sequence):
         assert got == sent

@@ -48,6 +48,10 @@ class KeptHeaders:
     def header_table_size(self, value: int) -> None:        # the server's SETTINGS_HEADER_TABLE_SIZE
         self.changes += 1
         self.inner.header_table_size = value
+        # hpack 4.x forgets a size change still to announce when the same size is set again (its
+        # table's `resized` turns False): the server's table would stay at the old size
+        if self.inner.table_size_changes:
+            self.inner.header_table.resized = True
 
     def encode(self, headers, huffman: bool = True) -> bytes:
         headers = list(headers)
