@@ -2,7 +2,9 @@
 
 The baseline commit (BENCH_BASELINE, d0c39f5 by default: before message threads, the ledger and
 team mode) runs as a second daemon, from `git archive` of that commit, on the same upstreams.
-Per round (BENCH_ROUNDS, 3), each row's requests alternate with direct ones, then 16 clients:
+Per round (BENCH_ROUNDS, 3), each row's requests alternate with direct ones, the rows taking
+turns in BLOCKS blocks (so that a machine whose speed drifts over seconds, as a shared VM's does,
+moves every row alike), then 16 clients, row after row:
 
 - plain HTTP/1.1 at the baseline and today, TLS HTTP/1.1 and TLS HTTP/2 today: the bench's
   40-chunk answer, sent by the upstream at once (per-request work dominates);
@@ -34,6 +36,7 @@ from .bench import (BASELINE, ROOT, ROUNDS, N_SEQUENTIAL, claude_code_like_reque
 
 CHUNKS, GAP_S, PACED_STREAMS = 200, 0.003, 48
 TURNS = 60                               # tool calls in the long conversation (121 messages)
+BLOCKS = 8                               # turns the rows take in a round (N_SEQUENTIAL // BLOCKS requests each)
 PACED_MODEL = "claude-paced-chunks"      # the route to the paced upstream, in both daemons' tables
 
 
@@ -134,11 +137,19 @@ def side_by_side(up_port: int, tls_port: int, ca: Path, proxy_url: str, pid: int
                 timed(client, url, body, 50, bypass)
                 timed(client, direct, openai_body, 20)
             for _ in range(ROUNDS):
+                sequential = {label: ([], [], [0.0]) for label, *_ in rows}    # direct ms, through ms, CPU s
+                for _ in range(BLOCKS):             # the rows take turns, so that a drift of the
+                    for label, process_id, url, body, direct in rows:      # machine's speed is shared
+                        direct_ms, through, cpu = sequential[label]
+                        cpu0 = cpu_seconds(process_id)
+                        more_direct, more_through = interleaved(client, (direct, openai_body), (url, [body], bypass),
+                                                                N_SEQUENTIAL // BLOCKS)
+                        cpu[0] += cpu_seconds(process_id) - cpu0
+                        direct_ms += more_direct
+                        through += more_through
                 for label, process_id, url, body, direct in rows:
-                    cpu0 = cpu_seconds(process_id)
-                    direct_ms, through = interleaved(client, (direct, openai_body), (url, [body], bypass),
-                                                     N_SEQUENTIAL)
-                    cpu_one = (cpu_seconds(process_id) - cpu0) / N_SEQUENTIAL * 1000
+                    direct_ms, through, cpu = sequential[label]
+                    cpu_one = cpu[0] / len(through) * 1000
                     total = N_SEQUENTIAL * 2
                     cpu0 = cpu_seconds(process_id)
                     elapsed = asyncio.run(concurrent(url, body, total, bypass))
