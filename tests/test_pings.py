@@ -37,11 +37,11 @@ def test_a_stream_that_writes_within_the_interval_gets_no_ping():
 
         async def send(data: bytes) -> None:
             sent.append(data)
-        pings = Pings(send, 0.08)
-        for _ in range(8):                                # 0.2 s of writes 0.025 s apart
-            await asyncio.sleep(0.025)
+        pings = Pings(send, 0.2)                          # well above the gaps, even on a loaded machine
+        for _ in range(20):                               # 0.6 s of writes 0.03 s apart: without them,
+            await asyncio.sleep(0.03)                     # three pings
             pings.wrote()
-        await asyncio.sleep(0.05)                         # quiet, but for less than the interval
+        await asyncio.sleep(0.1)                          # quiet, but for less than the interval
         pings.stop()
         return sent
     assert run(scenario()) == []
