@@ -17,7 +17,7 @@ from ccproxyd.state.answers import Store
 from .conftest import Daemon
 from .fake_upstream import Script, chunk, text_script, usage
 from .grammar import check_stream, parse_sse
-from .support import wait_for
+from .support import parse_prometheus, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -133,10 +133,19 @@ def test_followers_get_events_as_they_arrive(cached, fake):
             pieces = r.iter_raw()
             first = next(pieces)
             waited = time.monotonic() - t0
+            during = shared(cached)                   # the call is still running (1.5 s to its end)
             rest = b"".join(pieces)
         leader.result()
     assert b"early" in first + rest and waited < 1.0
     assert len(fake.requests) == 1
+    assert during == (1, 2)                           # one call, two requests on it
+    wait_for(lambda: shared(cached) == (0, 0))        # gone once it is stored
+
+
+def shared(daemon) -> tuple[float, float]:
+    """/metrics: the shared calls running now, and the requests following them."""
+    samples = parse_prometheus(httpx2.get(daemon.url + "/metrics", timeout=10).text)
+    return samples["ccproxyd_shared_calls"], samples["ccproxyd_shared_call_requests"]
 
 
 def test_errors_and_cut_streams_are_never_stored(cached, fake):

@@ -20,7 +20,7 @@ import pytest
 
 from .conftest import ROOT, Daemon, free_port
 from .fake_upstream import FakeUpstream, Gate, Script, chunk, text_script, usage
-from .support import access_lines
+from .support import access_lines, parse_prometheus
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (make test installs it)")
@@ -342,6 +342,11 @@ def lines_of(daemon, session: str) -> list[dict]:
     return [line for line in access_lines(daemon).values() if line["session_id"] == session]
 
 
+def sharing(daemon) -> float:
+    """How many requests on `daemon` follow a shared call now (its /metrics gauge)."""
+    return parse_prometheus(httpx2.get(daemon.url + "/metrics", timeout=10).text)["ccproxyd_shared_call_requests"]
+
+
 def test_followers_that_leave_before_their_first_byte_are_written_once(team, fake, redis_server):
     """The provider takes 3 s to answer; a follower on A and one on B hang up before any byte came:
     each still gets its one access line (it got nothing and paid nothing: no ledger row)."""
@@ -356,7 +361,7 @@ def test_followers_that_leave_before_their_first_byte_are_written_once(team, fak
     wait_for(lambda: len(fake.requests) == 1, what="A's call to reach the provider")
     here, there = hang_up_after(a, request, f"{tag}-a"), hang_up_after(b, request, f"{tag}-b")
     wait_for(lambda: following(redis_server) == 1, what="B following A's flight")
-    time.sleep(0.5)                                     # A's own follower has joined by now
+    wait_for(lambda: sharing(a) == 2, what="A's own follower joining its flight")
     here.close()
     there.close()
     leader.join(30)
@@ -419,7 +424,7 @@ def test_a_follower_that_calls_the_provider_itself_when_its_leader_dies_pays_for
         wait_for(lambda: following(redis_server) == 2, what="C following D's flight")
         asking.send("b-second", b, dict(request, stream=False))
         asking.send("c-second", c, request)
-        time.sleep(0.5)                                 # both have joined their daemon's flight
+        wait_for(lambda: sharing(b) == sharing(c) == 2, what="both joining their daemon's flight")
         gone.close()
         doomed.proc.kill()                              # before its answer began, and before it renewed its lease
         asking.wait()
@@ -478,7 +483,7 @@ def test_followers_on_other_daemons_of_a_failed_call_are_recorded_as_a_local_fol
     asking.send("a", a, request)
     asking.send("b", b, request)
     wait_for(lambda: following(redis_server) == 1, what="B following A's flight")
-    time.sleep(0.3)                                     # A's own follower has joined by now
+    wait_for(lambda: sharing(a) == 2, what="A's own follower joining its flight")
     gate.open()
     asking.wait()
     assert len(fake.requests) == 1

@@ -88,4 +88,9 @@ def worker_gauges(ctx) -> list[tuple[str, tuple, float, str]]:
     if ctx.store is not None:
         gauges.append(("ccproxyd_cache_evictions", worker, ctx.store.evictions,
                        "Entries evicted by the size limit, by this process since it started"))
+    flights = ctx.flights.running.values()
+    gauges += [("ccproxyd_shared_calls", worker, len(flights),
+                "Upstream calls running now that identical requests share (the shared path)"),
+               ("ccproxyd_shared_call_requests", worker, sum(flight.clients for flight in flights),
+                "Requests here following those calls now, their first included")]
     return gauges
