@@ -47,6 +47,40 @@ def wait_for(predicate, timeout: float = 6.0) -> float:
 
 
 
+# A priced routing table the ledger and client tests share: gpt-mock (cached) and cheap-mock (the
+# haiku route), Claude list prices by glob; and what usage(1000, 200, 400) costs on gpt-mock
+PRICED_ROUTES = """
+providers:
+  mock: {{base_url: "{url}", api_key_env: MOCK_KEY}}
+models:
+  gpt-mock:
+    provider: mock
+    context_window: 128000
+    max_output_tokens: 16384
+    prices: [{{input: 2.0, output: 8.0, cached_input: 0.5}}]
+  cheap-mock:
+    provider: mock
+    upstream: cheap-up
+    context_window: 128000
+    max_output_tokens: 16384
+    prices: [{{input: 0.1, output: 0.4}}]
+claude_prices:
+  "claude-sonnet-4-5*": [{{input: 3.0, output: 15.0, cached_input: 0.3}}]
+  "claude-haiku-4-5*": [{{input: 1.0, output: 5.0, cached_input: 0.1}}]
+routes:
+  - match: "claude-haiku*"
+    model: cheap-mock
+    cache: false
+  - match: "*"
+    model: gpt-mock
+    cache: {{ttl: 600}}
+"""
+
+# usage(prompt=1000, completion=200, cached=400): 600 fresh input, 400 read from the prompt cache
+COST = (600 * 2.0 + 400 * 0.5 + 200 * 8.0) / 1e6          # gpt-mock's prices
+CLAUDE = (600 * 3.0 + 400 * 0.3 + 200 * 15.0) / 1e6       # Claude Sonnet's list price
+
+
 # Claude Code releases the end-to-end tests run against (the Makefile's CLAUDE_VERSIONS)
 VERSIONS = tuple(os.environ.get("CCPROXYD_CLAUDE_VERSIONS", "2.1.197 2.1.332").split())
 NEWEST = max(VERSIONS, key=lambda v: tuple(int(n) for n in v.split(".")))

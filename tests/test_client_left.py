@@ -18,38 +18,14 @@ from ccproxyd.translate import tokens
 
 from .conftest import Daemon
 from .fake_upstream import Script, chunk, usage
-from .support import access_lines, wait_for
+from .support import CLAUDE, COST, PRICED_ROUTES, access_lines, wait_for
 
-ROUTES = """
-providers:
-  mock: {{base_url: "{url}", api_key_env: MOCK_KEY}}
-models:
-  gpt-mock:
-    provider: mock
-    context_window: 128000
-    max_output_tokens: 16384
-    prices: [{{input: 2.0, output: 8.0, cached_input: 0.5}}]
-  cheap-mock:
-    provider: mock
-    upstream: cheap-up
-    context_window: 128000
-    max_output_tokens: 16384
-    prices: [{{input: 100, output: 400}}]
-claude_prices:
-  "claude-sonnet-4-5*": [{{input: 3.0, output: 15.0, cached_input: 0.3}}]
-  "claude-haiku-4-5*": [{{input: 1.0, output: 5.0, cached_input: 0.1}}]
-routes:
-  - {{match: "claude-haiku*", model: cheap-mock, cache: false}}
-  - {{match: "*", model: gpt-mock, cache: {{ttl: 600}}}}
-clients:
+# cheap-mock (the haiku route) made dear here, so that the few tokens a cut call used show in its cost
+ROUTES = PRICED_ROUTES.replace("prices: [{{input: 0.1, output: 0.4}}]", "prices: [{{input: 100, output: 400}}]") + """clients:
   LEAVER_KEY: {{budget_usd: {{day: 100}}}}
 """
 KEY = "sk-client-leaver"
 NOW = "2026-12-07T11:30:00Z"                     # the daemon's clock: the budget's day does not depend on today
-
-# usage(prompt=1000, completion=200, cached=400) on the cached route (gpt-mock)
-COST = (600 * 2.0 + 400 * 0.5 + 200 * 8.0) / 1e6
-CLAUDE = (600 * 3.0 + 400 * 0.3 + 200 * 15.0) / 1e6
 
 
 @pytest.fixture(scope="module")

@@ -23,38 +23,9 @@ from ccproxyd.state.ledger import FILENAME, Ledger
 
 from .conftest import Daemon
 from .fake_upstream import Gate, Script, chunk, text_script, tool_script, usage
-from .support import access_lines, ccproxyd, spend
+from .support import CLAUDE, COST, PRICED_ROUTES, access_lines, ccproxyd, spend
 
-ROUTES = """
-providers:
-  mock: {{base_url: "{url}", api_key_env: MOCK_KEY}}
-models:
-  gpt-mock:
-    provider: mock
-    context_window: 128000
-    max_output_tokens: 16384
-    prices: [{{input: 2.0, output: 8.0, cached_input: 0.5}}]
-  cheap-mock:
-    provider: mock
-    upstream: cheap-up
-    context_window: 128000
-    max_output_tokens: 16384
-    prices: [{{input: 0.1, output: 0.4}}]
-claude_prices:
-  "claude-sonnet-4-5*": [{{input: 3.0, output: 15.0, cached_input: 0.3}}]
-  "claude-haiku-4-5*": [{{input: 1.0, output: 5.0, cached_input: 0.1}}]
-routes:
-  - match: "claude-haiku*"
-    model: cheap-mock
-    cache: false
-  - match: "*"
-    model: gpt-mock
-    cache: {{ttl: 600}}
-"""
-
-# usage(prompt=1000, completion=200, cached=400): 600 fresh input, 400 read from the prompt cache
-COST = (600 * 2.0 + 400 * 0.5 + 200 * 8.0) / 1e6          # gpt-mock's prices
-CLAUDE = (600 * 3.0 + 400 * 0.3 + 200 * 15.0) / 1e6       # Claude Sonnet's list price
+ROUTES = PRICED_ROUTES
 MISSES = 600 * 2.0 / 1e6                                    # the uncached input alone, at gpt-mock's price
 NOW = "2026-12-07T11:30:00Z"                     # the daemon's clock (CCPROXYD_NOW): no test depends on the wall clock
 TODAY = NOW[:10]
