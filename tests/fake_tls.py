@@ -1,7 +1,7 @@
 """The fake upstream over TLS, speaking HTTP/2 (with the `h2` library) or HTTP/1.1.
 
-Certificates are made at test time with trustme: one CA, one server certificate for 127.0.0.1 and
-localhost, written to `ca_file`.  The same Script model as `fake_upstream` drives every answer;
+Certificates are made at test time with `cryptography`: one CA, one server certificate for
+127.0.0.1 and localhost; the CA's PEM is `ca_file`, the server's `cert_file` and `key_file`.  The same Script model as `fake_upstream` drives every answer;
 ALPN decides the protocol per connection (HTTP/2 when the server offers it and the client asks),
 so one server can test both of ccproxyd's clients.
 
@@ -19,6 +19,8 @@ as httpx2's HTTP/2 dependency, and the server stays a small, scriptable loop lik
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import ssl
 import tempfile
 from pathlib import Path
@@ -32,26 +34,58 @@ import h2.settings
 import h2.stream
 import hyperframe.frame
 import orjson
-import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .fake_upstream import GOAWAY, RESET, FakeUpstream, Script, wait_event
 
 
 class Certificates:
-    """A CA and a server certificate for 127.0.0.1 and localhost; `ca_file` is the CA's PEM."""
+    """A CA and a server certificate for 127.0.0.1 and localhost (P-256 keys, valid for a day),
+    written as PEM to `ca_file`, `cert_file` and `key_file` in `directory`."""
 
     def __init__(self, directory: Path | None = None) -> None:
-        self.ca = trustme.CA()
-        self.server = self.ca.issue_cert("127.0.0.1", "localhost")
         self.directory = Path(directory or tempfile.mkdtemp(prefix="ccproxyd-tls-"))
+        ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ccproxyd test CA")])
+        ca = (_certificate(ca_name, ca_name, ca_key.public_key(), ca_key.public_key())
+              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+              .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                           data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                           crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+              .sign(ca_key, hashes.SHA256()))
+        server = (_certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), ca_name,
+                               key.public_key(), ca_key.public_key())
+                  .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                  .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                              x509.DNSName("localhost")]), critical=False)
+                  .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                  .sign(ca_key, hashes.SHA256()))
         self.ca_file = self.directory / "ca.pem"
-        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        self.cert_file = self.directory / "server.pem"
+        self.key_file = self.directory / "server.key"
+        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+        self.key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
 
     def server_context(self, alpn: list[str]) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.server.configure_cert(context)
+        context.load_cert_chain(self.cert_file, self.key_file)
         context.set_alpn_protocols(alpn)
         return context
+
+
+def _certificate(subject: x509.Name, issuer: x509.Name, public_key, issuer_key) -> x509.CertificateBuilder:
+    """A builder with what every certificate here has: serial, a day's validity, key identifiers."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key), critical=False))
 
 
 class TlsFakeUpstream(FakeUpstream):

@@ -101,9 +101,7 @@ def test_rediss_with_the_password_from_the_credentials_directory(tmp_path, certi
     from ccproxyd.server import team as shared
     from ccproxyd.upstream.resilience import Guards
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    certificates.server.cert_chain_pems[0].write_to_path(str(cert))
-    certificates.server.private_key_pem.write_to_path(str(key))
+    cert, key = certificates.cert_file, certificates.key_file
     port = free_port()
     server = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
                                "--tls-key-file", str(key), "--tls-ca-cert-file", str(certificates.ca_file),

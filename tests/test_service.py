@@ -307,3 +307,21 @@ def test_sigterm_closes_the_listener_at_once_and_cuts_late_streams(tmp_path, fak
     assert check_stream(events) == "error" and events[-1][1]["error"]["type"] == "overloaded_error"
     assert 2 <= stopped_after < 2 + 4
     assert "Traceback" not in (tmp_path / "d.log").read_text()
+
+
+def test_the_daemon_loads_no_cryptography(tmp_path, fake):
+    """Sanic imports trustme, and with it cryptography (10 MB of memory in each worker), wherever
+    trustme is installed; the tests make their certificates with cryptography itself, which
+    nothing in the daemon imports."""
+    import importlib.util
+    assert importlib.util.find_spec("cryptography") is not None  # installed here: the check means something
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TEST_ROUTES.format(url=fake.url, dead_port=free_port()))
+    daemon = Daemon(routes)
+    try:
+        assert httpx2.get(daemon.url + "/health").status_code == 200
+        maps = open(f"/proc/{daemon.proc.pid}/maps").read()
+    finally:
+        daemon.stop()
+    assert "/cryptography/" not in maps and "/trustme/" not in maps
+    assert "/uvloop/" in maps                                      # the maps do name loaded packages
