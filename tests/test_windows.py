@@ -14,6 +14,7 @@ from hypothesis import given, strategies as st
 
 from ccproxyd import errors
 from ccproxyd.translate import tokens
+from ccproxyd.translate.wire import messages as messages_shape
 from ccproxyd.translate import provider_errors as upstream_errors
 from ccproxyd.cli.launch import window_env
 from ccproxyd.config.table import Model, Provider, Route
@@ -102,6 +103,77 @@ def test_the_byte_bound_is_never_below_the_count(body):
     assert tokens.upper_bound(raw) >= tokens.count_request(body)
     for room in (0, len(raw), 10 * len(raw)):
         assert tokens.input_bound(raw, room) >= tokens.upper_bound(raw)
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_the_bound_from_the_shape_check_is_never_below_the_count(body):
+    media = messages_shape.validate_count({"model": "m", **body})
+    assert tokens.shaped_bound(len(orjson.dumps(body)), len(body.get("tools", ())), media) >= tokens.count_request(body)
+
+
+def test_the_shape_check_counts_media_wherever_the_count_does():
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}
+    text = {"type": "text", "text": "t"}
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}}
+    cases = [
+        ({"messages": [{"role": "user", "content": "hi"}]}, 0),
+        ({"messages": [{"role": "user", "content": [text, image, pdf]}]}, 2),
+        ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a",
+                                                      "content": [image, {"type": "tool_result", "tool_use_id": "b",
+                                                                          "content": [image]}]}]}]}, 2),
+        ({"messages": [{"role": "user", "content": [{"type": "document", "source": {
+            "type": "content", "content": [text, image, image]}}]}]}, 3),      # the document and its two
+        ({"messages": [{"role": "user", "content": [{"type": "search_result", "title": "s", "source": "u",
+                                                      "content": [text, image]}]}]}, 1),
+        ({"system": [text, image], "messages": [{"role": "user", "content": "hi"}]}, 1),
+    ]
+    for body, media in cases:
+        assert messages_shape.validate_count({"model": "m", **body}) == media
+        assert tokens.shaped_bound(len(orjson.dumps(body)), 0, media) >= tokens.count_request(body)
+
+
+_TEXT = st.text(max_size=40)
+_SOURCE = st.one_of(
+    st.fixed_dictionaries({"type": st.just("base64"), "media_type": st.just("image/png"), "data": _TEXT}),
+    st.fixed_dictionaries({"type": st.just("text"), "media_type": st.just("text/plain"), "data": _TEXT}))
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | _TEXT,     # what orjson reads
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3), max_leaves=8)
+
+
+def _blocks(depth: int):
+    leaf = st.one_of(
+        st.fixed_dictionaries({"type": st.just("text"), "text": _TEXT}),
+        st.fixed_dictionaries({"type": st.just("image"), "source": _SOURCE}),
+        st.fixed_dictionaries({"type": st.just("document"), "source": _SOURCE}),
+        st.fixed_dictionaries({"type": st.just("thinking"), "thinking": _TEXT, "signature": _TEXT}),
+        st.fixed_dictionaries({"type": st.just("tool_use"), "id": _TEXT, "name": _TEXT,
+                               "input": st.dictionaries(_TEXT, _JSON, max_size=3)}))
+    if depth == 0:
+        return st.lists(leaf, max_size=4)
+    inner = _blocks(depth - 1)
+    return st.lists(st.one_of(
+        leaf,
+        st.fixed_dictionaries({"type": st.just("tool_result"), "tool_use_id": _TEXT,
+                               "content": st.one_of(_TEXT, inner)}),
+        st.fixed_dictionaries({"type": st.just("search_result"), "title": _TEXT, "source": _TEXT, "content": inner}),
+        st.fixed_dictionaries({"type": st.just("document"),
+                               "source": st.fixed_dictionaries({"type": st.just("content"), "content": inner})})),
+        max_size=4)
+
+
+_BODIES = st.fixed_dictionaries(
+    {"messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]),
+                                                 "content": st.one_of(_TEXT, _blocks(2))}), max_size=4)},
+    optional={"system": st.one_of(_TEXT, _blocks(0)),
+              "tools": st.lists(st.fixed_dictionaries({"name": st.text(min_size=1, max_size=40)}, optional={
+                  "description": _TEXT, "input_schema": st.dictionaries(_TEXT, _JSON, max_size=3)}), max_size=3)})
+
+
+@given(_BODIES)
+def test_the_bound_from_the_shape_check_holds_for_any_request(body):
+    media = messages_shape.validate_count({"model": "m", **body})
+    bound = tokens.shaped_bound(len(orjson.dumps(body)), len(body.get("tools", ())), media)
+    assert bound >= tokens.count_request(body)
 
 
 @given(st.lists(st.sampled_from([b'"name"', b'"image"', b'"document"', b"x", b'"', b"{}"]), max_size=60),

@@ -291,8 +291,9 @@ async def _events(answer: Answer):
             return
         decoder = SSEDecoder()
         saw_done = False
-        # decoded like aread() does, if a server compressed it anyway (pool.Upstreams.open vets the coding)
-        async for raw in response.aiter_bytes() if "content-encoding" in response.headers else response.aiter_raw():
+        # decoded like aread() does, if a server compressed it anyway (pool.Upstreams.open vets the coding);
+        # else the transport's own body (upstream.http11, upstream.http2), without httpx2's layer
+        async for raw in response.aiter_bytes() if "content-encoding" in response.headers else response.stream:
             events, saw_done = _decode(decoder.feed(raw), answer)
             if saw_done:                        # the answer is complete; do not wait for EOF
                 break

@@ -86,7 +86,7 @@ async def _messages(request: Request):
     if observe.telemetry is not None:
         record.carrier = request.headers                # the client's traceparent, for the span
     body = messages_shape.check_body(request.body)
-    messages_shape.validate(body)
+    media = messages_shape.validate(body)
     raw = request.body
     policy = getattr(request.ctx, "policy", None)
     if policy is not None:                              # clients: models, rpm, tpm, budget_usd
@@ -94,7 +94,7 @@ async def _messages(request: Request):
         request.ctx.admitted = len(raw) // 4
     turn = request.ctx.turn = await threads.open_turn(request.app.ctx.threads, body, getattr(request.ctx, "client", None))
     if turn is not None:                                # the whole conversation, a continue rebuilt
-        body, raw = turn.body, turn.raw
+        body, raw, media = turn.body, turn.raw, None
     record.client_model, record.stream = body["model"], bool(body.get("stream"))
     record.cache_ttl = write_ttl(body)                 # the rate Claude would bill its cache writes at
     headers = request.headers
@@ -120,7 +120,9 @@ async def _messages(request: Request):
             await turn.keep(accumulate(events))
         return await _local_answer(request, record, events)
     room = input_room(decision, body["max_tokens"])
-    if tokens.input_bound(raw, room) > room:            # counted only near a window
+    bound = (tokens.input_bound(raw, room) if media is None    # counted only near a window
+             else tokens.shaped_bound(len(raw), len(body.get("tools") or ()), media))
+    if bound > room:
         counted = await asyncio.to_thread(getattr, features, "input_tokens")     # counted once, off the loop
         decision = fit_window(decision, body["max_tokens"], counted)
     del features                                        # it holds the parsed body (for its count)

@@ -151,6 +151,13 @@ def upper_bound(raw: bytes) -> int:
     return len(raw) + sum(MARK_TOKENS[mark] for mark in _MARKS.findall(raw))
 
 
+def shaped_bound(size: int, tools: int, media: int) -> int:
+    """upper_bound without a scan, from what the shape check counted (translate.wire.messages:
+    `media`, the image and document blocks, and the request's `tools`): its bytes, MARK_TOKENS'
+    tokens a tool and IMAGE_TOKENS a medium.  No lower than count_request, for the same reasons."""
+    return size + MARK_TOKENS[b'"name"'] * tools + IMAGE_TOKENS * media
+
+
 # upper_bound adds at most 48 tokens for a 6-byte `"name"`: 9 tokens a byte in all, images aside
 BOUND_PER_BYTE = 1 + MARK_TOKENS[b'"name"'] // len(b'"name"')
 

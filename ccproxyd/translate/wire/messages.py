@@ -104,35 +104,60 @@ BLOCK_FIELDS: dict[str, tuple[tuple[str, tuple, str], ...]] = {
     "document": (("source", (dict,), "an object"),
                  ("title", (str,), "a string")),
 }
-NESTED = ("tool_result", "mid_conv_system")      # blocks whose `content` is content again
+NESTED = frozenset(("tool_result", "mid_conv_system"))   # blocks whose `content` is content again
+# blocks that tokens.count_request counts IMAGE_TOKENS for, whatever their bytes (an image, a
+# document), or that may hold such blocks where this check does not look (a search result)
+MEDIA = ("image", "document")
+HOLDS_MEDIA = frozenset((*MEDIA, "search_result"))
+COUNTED = HOLDS_MEDIA | set(NESTED)                  # the kinds whose media _media_in finds
 _ABSENT = object()
 
 
-def _content(content, where) -> None:
+def _content(content, where) -> int:
     """A message's (or a tool result's) content: a string or an array of typed blocks.  `where`
     is the field's path, a tuple, made into text only for an error (this runs for every block of
-    every request)."""
+    every request).  Returns the image and document blocks in it, nested ones too: what a bound
+    on its tokens needs beside its bytes (tokens.shaped_bound)."""
     if isinstance(content, str):
-        return
+        return 0
     if not isinstance(content, list):
         raise _fail(_path(where), "a string or an array of content blocks", content)
+    media = 0
     for j, block in enumerate(content):
         if not isinstance(block, dict):
             raise _fail(_path(where, j), "a content block object", block)
         kind = block.get("type")
-        fields = BLOCK_FIELDS.get(kind) if isinstance(kind, str) else None
-        if fields is None and not isinstance(kind, str):
+        if not isinstance(kind, str):
             raise _fail(_path(where, j, "type"), "a string", kind)
-        for field, types, wanted in fields or ():
+        if kind == "text":                      # most blocks: its one field, without the loop
+            if not isinstance(block.get("text", ""), str):
+                raise _fail(_path(where, j, "text"), "a string", block["text"])
+            continue
+        for field, types, wanted in BLOCK_FIELDS.get(kind, ()):
             value = block.get(field, _ABSENT)
             if value is not _ABSENT and not isinstance(value, types):
                 raise _fail(_path(where, j, field), wanted, value)
-        source = block.get("source")
-        if isinstance(source, dict):
-            for key in ("type", "media_type", "url"):
-                _optional(source, key, _is_str, "a string", _path(where, j, "source") + ".")
-        if kind in NESTED and block.get("content") is not None:
-            _content(block["content"], (*where, j, "content"))
+        if kind in NESTED:
+            if block.get("content") is not None:
+                media += _content(block["content"], (*where, j, "content"))
+        elif kind in HOLDS_MEDIA:
+            source = block.get("source")
+            if kind in MEDIA and isinstance(source, dict):      # what translation reads of a source
+                for key in ("type", "media_type", "url"):
+                    _optional(source, key, _is_str, "a string", _path(where, j, "source") + ".")
+            media += _media_in(block)
+    return media
+
+
+def _media_in(value) -> int:
+    """Image and document blocks anywhere in `value`, unchecked (a document's content source, a
+    search result's content, a system prompt's blocks); counting too many only loosens the bound."""
+    if isinstance(value, list):
+        return sum(_media_in(item) for item in value)
+    if isinstance(value, dict):
+        return (value.get("type") in MEDIA) + sum(_media_in(item) for item in value.values()
+                                                  if isinstance(item, (list, dict)))
+    return 0
 
 
 def _path(where: tuple, *more) -> str:
@@ -149,26 +174,40 @@ def _objects(value, field: str, what: str):
         yield i, item
 
 
-def _system(system) -> None:
+def _system(system) -> int:
     if system is None or isinstance(system, str):
-        return
+        return 0
     if not isinstance(system, list):
         raise _fail("system", "a string or an array of text blocks", system)
+    media = 0
     for i, block in _objects(system, "system", "text block"):
-        _optional(block, "type", _is_str, "a string", f"system.{i}.")
-        _optional(block, "text", _is_str, "a string", f"system.{i}.")
+        kind = block.get("type")
+        if kind is not None and not isinstance(kind, str):
+            raise _fail(f"system.{i}.type", "a string", kind)
+        text = block.get("text")
+        if text is not None and not isinstance(text, str):
+            raise _fail(f"system.{i}.text", "a string", text)
+        if kind in COUNTED:                             # not a system block, but counted if sent
+            media += _media_in(block)
+    return media
 
 
-def _messages(messages) -> None:
+def _messages(messages) -> int:
     if messages is None:
         raise InvalidRequest("messages: field required (an array of messages)")
-    for i, message in _objects(messages, "messages", "message"):
+    if not isinstance(messages, list):
+        raise _fail("messages", "an array of messages", messages)
+    media = 0
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _fail(f"messages.{i}", "a message object", message)
         role = message.get("role")
         if role not in ("user", "assistant", "system"):
             raise InvalidRequest(f"messages.{i}.role: must be 'user' or 'assistant', got {role!r}"[:300])
         if "content" not in message:
             raise InvalidRequest(f"messages.{i}.content: field required")
-        _content(message["content"], ("messages", i, "content"))
+        media += _content(message["content"], ("messages", i, "content"))
+    return media
 
 
 def _tools(tools) -> None:
@@ -233,8 +272,9 @@ def _thread(body: dict) -> None:
                                      f"the {field} it was created with")
 
 
-def validate(body: dict) -> None:
-    """A /v1/messages body: the fields every request needs, and the types of those ccproxyd reads."""
+def validate(body: dict) -> int:
+    """A /v1/messages body: the fields every request needs, and the types of those ccproxyd reads.
+    Returns the image and document blocks in it (validate_count)."""
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise (_fail("model", "a non-empty string", body["model"]) if body.get("model") is not None
                else InvalidRequest("model: field required (a string)"))
@@ -244,16 +284,21 @@ def validate(body: dict) -> None:
     if not _is_int(max_tokens) or max_tokens < 0:
         raise _fail("max_tokens", "an integer >= 0", max_tokens) if not _is_int(max_tokens) else \
             InvalidRequest(f"max_tokens: must be an integer >= 0, got {max_tokens}")
-    validate_count(body)
+    media = validate_count(body)
     for field, ok, wanted in TOP_LEVEL:
-        _optional(body, field, ok, wanted)
+        if field in body:
+            _optional(body, field, ok, wanted)
     _thread(body)
+    return media
 
 
-def validate_count(body: dict) -> None:
-    """A /v1/messages/count_tokens body: model, messages, system and tools."""
+def validate_count(body: dict) -> int:
+    """A /v1/messages/count_tokens body: model, messages, system and tools.  Returns the image and
+    document blocks in its system and messages (wherever tokens.count_request counts one), for
+    tokens.shaped_bound."""
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise InvalidRequest("model: field required (a string)")
-    _messages(body.get("messages"))
-    _system(body.get("system"))
+    media = _messages(body.get("messages"))
+    media += _system(body.get("system"))
     _tools(body.get("tools"))
+    return media
