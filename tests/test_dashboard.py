@@ -159,3 +159,15 @@ def histogram(seconds: list[float]) -> list:
 def test_quantile_interpolates_inside_the_bucket(observed, q, expected):
     value = dashboard.quantile(histogram(observed), q)
     assert value == expected if expected is None else value == pytest.approx(expected)
+
+
+def test_prometheus_buckets_count_everything_at_or_below_their_bound_over_workers():
+    one, other = Metrics(), Metrics()
+    for s in (0.003, 0.02, 0.02, 7.0, 1000.0):        # 1000 s: past the last bound, in +Inf only
+        one.observe("h", s)
+    other.observe("h", 0.005)                         # on a bound: in that bound's bucket
+    lines = [line for line in one.merged([other.snapshot()]).render().splitlines() if line.startswith("h_")]
+    counts = {line.split('le="')[1].split('"')[0]: int(line.split()[-1]) for line in lines if "_bucket" in line}
+    assert counts == {"0.005": 2, "0.01": 2, "0.025": 4, "0.05": 4, "0.1": 4, "0.25": 4, "0.5": 4, "1": 4,
+                      "2.5": 4, "5": 4, "10": 5, "30": 5, "60": 5, "120": 5, "300": 5, "+Inf": 6}
+    assert "h_count 6" in lines and "h_sum 1007.05" in lines

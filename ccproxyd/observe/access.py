@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import os
 import secrets
@@ -222,12 +224,18 @@ NO_ANSWER = Charge(0.0, "no answer: the call broke or was cancelled")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
+def cumulative(histogram: list) -> list[int]:
+    """A histogram's counts at or below each of BUCKETS (as Prometheus' `le` buckets say them):
+    Metrics keeps each observation in its own bucket only, one step instead of one per bound."""
+    return list(itertools.accumulate(histogram[:len(BUCKETS)]))
+
+
 class Metrics:
     """Counters and histograms of this process, rendered in Prometheus text format."""
 
     def __init__(self) -> None:
         self.counters: dict[tuple[str, tuple], float] = {}
-        self.histograms: dict[str, list] = {}          # name -> [bucket counts…, sum, count]
+        self.histograms: dict[str, list] = {}          # name -> [count in each bucket…, sum, count] (cumulative())
         self.help: dict[str, tuple[str, str]] = {}
         self.gauges: list[tuple[str, tuple, float, str]] = []     # other workers' (see merged)
 
@@ -238,9 +246,9 @@ class Metrics:
     def observe(self, name: str, seconds: float, help: str = "") -> None:
         self.help.setdefault(name, ("histogram", help))
         h = self.histograms.setdefault(name, [0] * len(BUCKETS) + [0.0, 0])
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                h[i] += 1
+        i = bisect.bisect_left(BUCKETS, seconds)        # the first bound >= seconds: its bucket alone
+        if i < len(BUCKETS):
+            h[i] += 1
         h[-2] += seconds
         h[-1] += 1
 
@@ -329,8 +337,8 @@ class Metrics:
             lines.append(f"{name}{fmt(labels)} {value:g}")
         for name, h in sorted(self.histograms.items()):
             header(name, "histogram", self.help[name][1])
-            for i, bound in enumerate(BUCKETS):
-                lines.append(f'{name}_bucket{{le="{bound:g}"}} {h[i]}')
+            for bound, below in zip(BUCKETS, cumulative(h)):
+                lines.append(f'{name}_bucket{{le="{bound:g}"}} {below}')
             lines.append(f'{name}_bucket{{le="+Inf"}} {h[-1]}')
             lines.extend((f"{name}_sum {h[-2]:g}", f"{name}_count {h[-1]}"))
         for name, labels, value, help in sorted(gauges, key=lambda g: (g[0], g[1])):   # one family, one block

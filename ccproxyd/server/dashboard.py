@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..observe.access import BUCKETS, Metrics
+from ..observe.access import BUCKETS, Metrics, cumulative
 
 
 def quantile(histogram: list, q: float) -> float | None:
-    """Seconds at quantile q of a histogram kept as in observe.Metrics (cumulative bucket counts,
+    """Seconds at quantile q of a histogram kept as in observe.Metrics (a count for each bucket,
     then sum and count), interpolated inside the bucket as Prometheus' histogram_quantile does;
     None when nothing was observed, the last bound when the rank lies past it."""
     count = histogram[-1] if histogram else 0
@@ -14,10 +14,10 @@ def quantile(histogram: list, q: float) -> float | None:
         return None
     rank = q * count
     lower, below = 0.0, 0
-    for bound, cumulative in zip(BUCKETS, histogram):
-        if cumulative >= rank:
-            return lower + (bound - lower) * (rank - below) / (cumulative - below)
-        lower, below = bound, cumulative
+    for bound, at_or_below in zip(BUCKETS, cumulative(histogram)):
+        if at_or_below >= rank:
+            return lower + (bound - lower) * (rank - below) / (at_or_below - below)
+        lower, below = bound, at_or_below
     return BUCKETS[-1]
 
 
