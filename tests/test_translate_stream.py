@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from ccproxyd.errors import ApiError, Overloaded, RateLimited
 from ccproxyd.translate.sse import SSEDecoder, coalesce, encode
@@ -333,3 +333,78 @@ def test_sse_decoder_reads_as_the_spec_does_however_the_bytes_are_cut(events, cr
         out += decoder.feed(stream[last:cut])
         last = cut
     assert out + decoder.close() == _sse_by_the_spec(stream)
+
+
+# One upstream read at a time, as the relay translates it (flow.proxy._decode: a run of chunks
+# that are only text goes to the translator at once) against the chunks fed one by one and the
+# read's events coalesced: the same events, the same final events, the same output text.
+_PIECE = st.text(min_size=1, max_size=6)
+_NULLS = st.sampled_from([{}, {"role": "assistant"}, {"reasoning_content": None}, {"refusal": None},
+                          {"tool_calls": []}, {"reasoning_details": []}, {"role": "assistant", "reasoning": None}])
+
+
+def _chunk(delta=None, finish=None, usage=None, choices=True, index=0):
+    out = {"id": "c", "object": "chat.completion.chunk", "model": "m"}
+    out["choices"] = [{"index": index, "delta": delta or {}, "finish_reason": finish}] if choices else []
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+_CHUNKS = st.one_of(
+    st.builds(lambda text, extra: _chunk({"content": text, **extra}), _PIECE, _NULLS),     # plain text
+    st.builds(lambda text: _chunk({"content": text}), _PIECE),
+    st.just(_chunk({"role": "assistant", "content": ""})),
+    st.builds(lambda text: _chunk({"reasoning_content": text}), _PIECE),
+    st.builds(lambda text: _chunk({"content": text, "reasoning_content": "hm"}), _PIECE),
+    st.builds(lambda text: _chunk({"refusal": text}), _PIECE),
+    st.builds(lambda text: _chunk({"content": text}, index=1), _PIECE),                     # another choice
+    st.builds(lambda text: _chunk({"content": text}, finish="stop"), _PIECE),
+    st.just(_chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                    "function": {"name": "f", "arguments": ""}}]})),
+    st.sampled_from([_chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                     for piece in ('{"a"', ': 1', '}', '')]),
+    st.just(_chunk(finish="tool_calls")),
+    st.just(_chunk(choices=False, usage={"prompt_tokens": 3, "completion_tokens": 2})),
+    st.just({"choices": [{"delta": {"content": "x"}, "usage": {"prompt_tokens": 1, "completion_tokens": 1}}]}),
+)
+
+
+_CALL_OPEN = [_chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                      "function": {"name": "f", "arguments": ""}}]}),
+              _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]})]
+
+
+@given(st.lists(st.lists(_CHUNKS, min_size=1, max_size=8), max_size=6), st.booleans(),
+       st.sampled_from(["summarized", "none"]))
+@example([[*_CALL_OPEN, _chunk({"content": "x"}), _chunk({"content": "y"}),      # text held by a live call,
+           _chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]})]], True, "none")   # sent at the end
+def test_a_read_translated_at_once_is_the_chunks_fed_one_by_one_then_coalesced(reads, live, thinking):
+    from types import SimpleNamespace
+
+    import orjson
+
+    from ccproxyd.flow import proxy
+
+    def new() -> StreamTranslator:
+        t = StreamTranslator("claude-x", provider="p", upstream_model="m", thinking=thinking, live_tools=live)
+        t.start()
+        return t
+
+    one_by_one, at_once = new(), new()
+    answer = SimpleNamespace(translator=at_once, target=SimpleNamespace(provider=SimpleNamespace(name="p")))
+
+    def outcome(translate):
+        try:
+            return translate()
+        except Exception as exc:                 # an error must be the same error
+            return type(exc).__name__, str(exc)
+
+    for read in reads:
+        expected = outcome(lambda: coalesce([e for c in read for e in one_by_one.feed(c)]))
+        got = outcome(lambda: proxy._decode([orjson.dumps(c) for c in read], answer)[0])
+        assert got == expected
+        if isinstance(expected, tuple):
+            return
+    assert outcome(lambda: at_once.finish(True)) == outcome(lambda: one_by_one.finish(True))
+    assert at_once.output_text() == one_by_one.output_text()

@@ -39,7 +39,7 @@ from ..translate import prompt_cache, server_tools
 from ..translate.openrouter import CitingTranslator
 from ..translate.response import accumulate
 from ..translate.responses import ResponsesTranslator, to_responses
-from ..translate.stream import StreamTranslator, map_usage
+from ..translate.stream import StreamTranslator, map_usage, plain_text
 from ..translate.wire.messages import deeper_than_written
 from ..upstream.pool import Upstreams, map_transport_error
 
@@ -258,9 +258,14 @@ def unavailable_events(decision: Decision, body: dict, tool: str) -> list[tuple[
 
 
 def _decode(datas: list[bytes], answer: Answer) -> tuple[list[tuple[str, dict]], bool]:
-    """Events for the data payloads of one upstream read, and whether [DONE] was among them."""
+    """Events for the data payloads of one upstream read, and whether [DONE] was among them.
+    A run of chunks that are only text goes to the translator at once (StreamTranslator.texts),
+    unless its class reads chunks its own way."""
     events: list[tuple[str, dict]] = []
     done = False
+    translator = answer.translator
+    runs = type(translator).feed is StreamTranslator.feed
+    texts: list[str] = []                   # the run of plain text chunks not yet translated
     for data in datas:
         if data == b"[DONE]":
             done = True
@@ -273,7 +278,16 @@ def _decode(datas: list[bytes], answer: Answer) -> tuple[list[tuple[str, dict]],
         if not isinstance(chunk, dict):
             raise Untranslatable(f"provider '{answer.target.provider.name}' sent a data line that is not a "
                                  f"JSON object: {redact.scrub_bytes(data)[:200].decode('utf-8', 'replace')!r}")
-        events += answer.translator.feed(chunk)
+        text = plain_text(chunk) if runs else None
+        if text is not None:
+            texts.append(text)
+            continue
+        if texts:
+            events += translator.texts(texts)
+            texts = []
+        events += translator.feed(chunk)
+    if texts:
+        events += translator.texts(texts)
     return coalesce(events), done
 
 
