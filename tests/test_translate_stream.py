@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import example, given, strategies as st
 
-from ccproxyd.errors import ApiError, Overloaded, RateLimited
+from ccproxyd.errors import ApiError, Overloaded, RateLimited, Untranslatable
 from ccproxyd.translate.sse import SSEDecoder, coalesce, encode
 from ccproxyd.translate import signature
 from ccproxyd.translate.response import accumulate, from_completion
@@ -367,6 +367,8 @@ _CHUNKS = st.one_of(
     st.just(_chunk(finish="tool_calls")),
     st.just(_chunk(choices=False, usage={"prompt_tokens": 3, "completion_tokens": 2})),
     st.just({"choices": [{"delta": {"content": "x"}, "usage": {"prompt_tokens": 1, "completion_tokens": 1}}]}),
+    st.just({"error": {"message": "overloaded", "code": 529}}),                            # an in-stream error
+    st.sampled_from([b"not json", b"[1]", b"null"]),                                       # a broken data line
 )
 
 
@@ -394,17 +396,25 @@ def test_a_read_translated_at_once_is_the_chunks_fed_one_by_one_then_coalesced(r
     one_by_one, at_once = new(), new()
     answer = SimpleNamespace(translator=at_once, target=SimpleNamespace(provider=SimpleNamespace(name="p")))
 
+    def fed_one_by_one(read: list) -> list:     # flow.proxy._decode before runs of text were taken at once
+        events = []
+        for c in read:
+            if isinstance(c, bytes):
+                raise Untranslatable("a data line that is not a JSON object")
+            events += one_by_one.feed(c)
+        return coalesce(events)
+
     def outcome(translate):
         try:
             return translate()
-        except Exception as exc:                 # an error must be the same error
-            return type(exc).__name__, str(exc)
+        except Exception as exc:                 # an error must be the same kind of error
+            return type(exc).__name__
 
     for read in reads:
-        expected = outcome(lambda: coalesce([e for c in read for e in one_by_one.feed(c)]))
-        got = outcome(lambda: proxy._decode([orjson.dumps(c) for c in read], answer)[0])
+        expected = outcome(lambda: fed_one_by_one(read))
+        got = outcome(lambda: proxy._decode([c if isinstance(c, bytes) else orjson.dumps(c) for c in read], answer)[0])
         assert got == expected
-        if isinstance(expected, tuple):
+        assert at_once.output_text() == one_by_one.output_text()     # what a cut call is billed for
+        if isinstance(expected, str):
             return
     assert outcome(lambda: at_once.finish(True)) == outcome(lambda: one_by_one.finish(True))
-    assert at_once.output_text() == one_by_one.output_text()

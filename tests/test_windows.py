@@ -171,6 +171,8 @@ _BODIES = st.fixed_dictionaries(
 
 @given(_BODIES)
 def test_the_bound_from_the_shape_check_holds_for_any_request(body):
+    # the body as orjson writes it: the bound's terms (tokens.shaped_bound) are that a value
+    # count_request writes again comes back no longer than the client wrote it
     media = messages_shape.validate_count({"model": "m", **body})
     bound = tokens.shaped_bound(len(orjson.dumps(body)), len(body.get("tools", ())), media)
     assert bound >= tokens.count_request(body)

@@ -257,6 +257,9 @@ def unavailable_events(decision: Decision, body: dict, tool: str) -> list[tuple[
     return server_tools.unavailable_events(translator, body, tool, primary.model, primary.provider.name)
 
 
+_NOT_JSON = object()
+
+
 def _decode(datas: list[bytes], answer: Answer) -> tuple[list[tuple[str, dict]], bool]:
     """Events for the data payloads of one upstream read, and whether [DONE] was among them.
     A run of chunks that are only text goes to the translator at once (StreamTranslator.texts),
@@ -273,11 +276,13 @@ def _decode(datas: list[bytes], answer: Answer) -> tuple[list[tuple[str, dict]],
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise Untranslatable(f"provider '{answer.target.provider.name}' sent a data line that is not JSON: "
-                                 f"{redact.scrub_bytes(data)[:200].decode('utf-8', 'replace')!r}") from None
+            chunk = _NOT_JSON
         if not isinstance(chunk, dict):
-            raise Untranslatable(f"provider '{answer.target.provider.name}' sent a data line that is not a "
-                                 f"JSON object: {redact.scrub_bytes(data)[:200].decode('utf-8', 'replace')!r}")
+            if texts:                           # the text before it was produced (and is billed: charge_cut)
+                translator.texts(texts)
+            what = "JSON" if chunk is _NOT_JSON else "a JSON object"
+            raise Untranslatable(f"provider '{answer.target.provider.name}' sent a data line that is not {what}: "
+                                 f"{redact.scrub_bytes(data)[:200].decode('utf-8', 'replace')!r}")
         text = plain_text(chunk) if runs else None
         if text is not None:
             texts.append(text)

@@ -154,7 +154,12 @@ def upper_bound(raw: bytes) -> int:
 def shaped_bound(size: int, tools: int, media: int) -> int:
     """upper_bound without a scan, from what the shape check counted (translate.wire.messages:
     `media`, the image and document blocks, and the request's `tools`): its bytes, MARK_TOKENS'
-    tokens a tool and IMAGE_TOKENS a medium.  No lower than count_request, for the same reasons."""
+    tokens a tool and IMAGE_TOKENS a medium.  No lower than count_request, for the same reasons
+    and on the same terms: the values count_request writes again (tool inputs and schemas) come
+    back no longer than the client wrote them, which holds for JSON from JavaScript and nearly so
+    from Python (1e-05 comes back as 0.00001); a request built to defeat it (floats such as 1e15,
+    lists where Anthropic takes strings) reaches its provider, whose overflow error is answered
+    as the same 400."""
     return size + MARK_TOKENS[b'"name"'] * tools + IMAGE_TOKENS * media
 
 
