@@ -8,7 +8,7 @@ once, by `Outcome`, when both of these hold:
   stream's body, to leave it to the stream's end), or the client left and no response will reach
   it (`left`, `abandoned`);
 - nothing is still being waited for: the usage of a call cut before its end, counted in a task of
-  its own (proxy.charge_cut_later: the handler may be cancelled by then), or the end of a shared
+  its own (cuts.charge_cut_later: the handler may be cancelled by then), or the end of a shared
   upstream call this request started and left (it runs on for the cache and any follower, and
   this request pays for all of it).
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..observe import access as observe
-from . import proxy
+from . import cuts, proxy
 from .cache import Flight
 from ..config.table import RouteTable
 
@@ -91,7 +91,7 @@ class Outcome:
         self.answered_here = True
         if answer.translator.final_usage is None:
             self._wait()
-            proxy.charge_cut_later(answer, lambda: self._then_waited(self.record.answered, answer, self.table))
+            cuts.charge_cut_later(answer, lambda: self._then_waited(self.record.answered, answer, self.table))
         else:
             self.record.answered(answer, self.table)
         if self.streaming:                # a whole answer ends when its response (an error) goes out

@@ -21,6 +21,7 @@ from ..observe import access as observe, redact
 from ..translate import tokens
 from ..state.answers import AnswerSink
 from .cache import Flight
+from . import cuts
 from .pings import Pings
 from .stopping import cut_at_drain
 from ..config.table import Model, Provider
@@ -39,7 +40,7 @@ from ..translate import prompt_cache, server_tools
 from ..translate.openrouter import CitingTranslator
 from ..translate.response import accumulate
 from ..translate.responses import ResponsesTranslator, to_responses
-from ..translate.stream import StreamTranslator, map_usage, plain_text
+from ..translate.stream import StreamTranslator, plain_text
 from ..translate.wire.messages import deeper_than_written
 from ..upstream.pool import Upstreams, map_transport_error
 
@@ -278,7 +279,7 @@ def _decode(datas: list[bytes], answer: Answer) -> tuple[list[tuple[str, dict]],
         except orjson.JSONDecodeError:
             chunk = _NOT_JSON
         if not isinstance(chunk, dict):
-            if texts:                           # the text before it was produced (and is billed: charge_cut)
+            if texts:                           # the text before it was produced (and is billed: cuts)
                 translator.texts(texts)
             what = "JSON" if chunk is _NOT_JSON else "a JSON object"
             raise Untranslatable(f"provider '{answer.target.provider.name}' sent a data line that is not {what}: "
@@ -362,47 +363,6 @@ async def _finish(answer: Answer, saw_done: bool) -> list[tuple[str, dict]]:
         if counted_input is not None:
             translator.input_estimate = counted_input
     return translator.finish(saw_done)
-
-
-async def charge_cut(answer: Answer) -> None:
-    """A call that reached its provider and ended without its usage (it broke mid-stream, or was
-    cancelled because every client left) is still billed by the provider: the input (the
-    upstream's own count if it sent one, else counted here) and the output produced before the
-    cut, marked estimated (translator.cut).  Counted in a thread."""
-    translator = answer.translator
-    if translator.final_usage is not None:
-        return
-    raw, produced, reported = answer.raw, translator.output_text(), translator.usage
-
-    def count() -> dict:
-        if reported:
-            return dict(map_usage(reported), output_tokens=max(map_usage(reported)["output_tokens"],
-                                                                tokens.count_text(produced)))
-        return {"input_tokens": tokens.count_request(orjson.loads(raw)), "output_tokens": tokens.count_text(produced),
-                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-    usage = await asyncio.to_thread(count)
-    if translator.web_searches or translator.web_fetches:     # the searches it ran before the cut
-        usage["server_tool_use"] = {"web_search_requests": translator.web_searches,
-                                    "web_fetch_requests": translator.web_fetches}
-    translator.final_usage, translator.usage_estimated, translator.cut = usage, True, True
-
-
-CUTS: set[asyncio.Task] = set()            # charge_cut_later's tasks: held until they end, waited for at stop
-
-
-def charge_cut_later(answer: Answer, then: Callable[[], None]) -> None:
-    """charge_cut in a task of its own, then `then()`: for a handler whose client may have gone,
-    which cancels the handler at its next await."""
-    async def run() -> None:
-        try:
-            await charge_cut(answer)
-        except Exception:                       # a bug here must not lose the log line
-            log.exception("%s: cannot count the usage of a cut call", answer.request_id)
-        finally:
-            then()
-    task = asyncio.create_task(run())
-    CUTS.add(task)
-    task.add_done_callback(CUTS.discard)
 
 
 async def relay(answer: Answer, send: Callable[..., Awaitable[None]], ping_interval: float,
@@ -489,7 +449,7 @@ async def lead(upstreams: Upstreams, guards: Guards, decision: Decision, raw: by
             flight.error = CallCancelled()
         try:
             if message is None:
-                await charge_cut(answer)        # the provider bills what it produced before the cut
+                await cuts.charge_cut(answer)   # the provider bills what it produced before the cut
         finally:
             flight.finish(message)              # clients complete before the disk write below
     if storable and store is not None and ttl is not None and answer.target is decision.primary:

@@ -14,7 +14,7 @@ from ..config import table as config
 from . import connections, handlers, notify, status, ui
 from ..observe import access as observe
 from . import team
-from ..flow import proxy, threads
+from ..flow import cuts, proxy, threads
 from ..state import thread_store
 from ..state.answers import Store
 from ..state.clients import Limits
@@ -131,8 +131,8 @@ def create_app(settings: Settings, name: str = "ccproxyd") -> Sanic:
         await app.ctx.upstreams.close()
         if app.ctx.store is not None:
             app.ctx.store.close()
-        if proxy.CUTS:                          # cut calls still being counted: their lines and rows
-            await asyncio.wait(list(proxy.CUTS), timeout=5)
+        if cuts.CUTS:                           # cut calls still being counted: their lines and rows
+            await asyncio.wait(list(cuts.CUTS), timeout=5)
         if app.ctx.ledger is not None:          # after the leads: their rows are queued by now
             observe.SINKS.remove(app.ctx.ledger.record)
             await asyncio.get_running_loop().run_in_executor(None, app.ctx.ledger.close)

@@ -219,7 +219,7 @@ class StreamTranslator:
         self.closed = False
         self.final_usage: dict | None = None
         self.usage_estimated = False
-        self.cut = False                           # ended before its usage: final_usage set by proxy.charge_cut
+        self.cut = False                           # ended before its usage: final_usage set by flow.cuts.charge_cut
 
     # ------------------------------------------------------------ public
 
