@@ -129,7 +129,7 @@ class Record:
         """Fill in who answered and what it cost, from a proxy.Answer (None: nobody answered).
         `paid` is False for a follower of another request's upstream call: that one carries the
         cost, this one costs nothing and saves the whole Claude price.  A call cut before its end
-        (proxy.charge_cut) is charged what it used, estimated, and bought no answer: Claude price
+        (flow.cuts.charge_cut) is charged what it used, estimated, and bought no answer: Claude price
         0, savings minus its cost; its followers record nothing."""
         if answer is None:
             return
