@@ -270,3 +270,34 @@ def test_a_malformed_block_is_named_by_its_path(body, said):
 def test_blocks_of_unknown_types_and_fields_pass_unchecked():
     messages_shape.validate(_request({"type": "server_tool_use", "id": 5, "input": "x"},
                                      {"type": "text", "text": "a", "citations": 5, "extra": {"a": [1]}}))
+
+
+IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}
+
+
+# A tool result's content -> the tool message's text (and whether an image follows in a user message)
+@pytest.mark.parametrize("content, is_error, text, image", [
+    ("done", False, "done", False),
+    ("", False, "(no output)", False),
+    ("  \n", False, "(no output)", False),
+    ([], False, "(no output)", False),
+    ([{"type": "text", "text": "one"}], False, "one", False),
+    ([{"type": "text", "text": "   "}], False, "(no output)", False),
+    ([{"type": "text", "text": "one"}], True, "Error: one", False),
+    ([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}], False, "a\nb", False),
+    ([{"type": "text", "text": "a"}, {"type": "text", "text": " "}, {"type": "text", "text": "b"}], False, "a\nb", False),
+    ([IMAGE], False, "(see the attached content below)", True),
+    ([{"type": "text", "text": "see"}, IMAGE], True, "Error: see", True),
+])
+def test_a_tool_result_becomes_a_tool_message(content, is_error, text, image):
+    body = {"model": "c", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_9", "name": "Read", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_9", "content": content,
+                                      **({"is_error": True} if is_error else {})}]}]}
+    messages = treq.to_openai(body, model(vision=True))[0]["messages"]
+    tool = next(m for m in messages if m["role"] == "tool")
+    assert tool == {"role": "tool", "tool_call_id": "call_9", "content": text}
+    after = messages[messages.index(tool) + 1:]
+    assert bool(after and after[0]["role"] == "user" and isinstance(after[0]["content"], list)
+                and after[0]["content"][0]["type"] == "image_url") == image

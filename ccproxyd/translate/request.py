@@ -136,11 +136,15 @@ def _user_message(parts: list[dict]) -> dict:
 def _tool_result(block: dict, model: Model) -> tuple[dict, list[dict]]:
     """One `tool` message (text only) and the media parts that must follow in a user message."""
     content = block.get("content")
-    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else (content or [])
-    parts = _user_parts([b for b in blocks if isinstance(b, dict)], model)
-    texts = [p["text"] for p in parts if p["type"] == "text"]
-    media = [p for p in parts if p["type"] != "text"]
-    text = "\n".join(texts)
+    if isinstance(content, str):            # most results: a string, or one text block
+        text, media = content, []
+    elif isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict) \
+            and content[0].get("type") == "text":
+        text, media = str(content[0].get("text", "")), []
+    else:
+        parts = _user_parts([b for b in content or [] if isinstance(b, dict)], model)
+        text = "\n".join(p["text"] for p in parts if p["type"] == "text")
+        media = [p for p in parts if p["type"] != "text"]
     if not text.strip():
         text = "(see the attached content below)" if media else EMPTY_RESULT
     if block.get("is_error"):
@@ -151,11 +155,15 @@ def _tool_result(block: dict, model: Model) -> tuple[dict, list[dict]]:
 
 def _assistant_message(blocks: list, model: Model, names: dict[str, str]) -> dict:
     # cited text comes as several blocks (" " between two cited spans is one): joined as they are
-    text = "".join(str(b.get("text", "")) if b.get("type") == "text" else citations.history_text(b) for b in blocks)
-    text = text if text.strip() else ""
-    calls = []
+    pieces: list[str] = []
+    calls: list[dict] = []
     for b in blocks:
-        if b.get("type") == "tool_use":
+        kind = b.get("type")
+        if kind == "text":
+            pieces.append(str(b.get("text", "")))
+        elif kind != "tool_use":
+            pieces.append(citations.history_text(b))
+        else:
             name = upstream_tool_name(str(b.get("name", "")))
             names[name] = str(b.get("name", ""))
             args = b.get("input") if isinstance(b.get("input"), dict) else {}
@@ -165,6 +173,8 @@ def _assistant_message(blocks: list, model: Model, names: dict[str, str]) -> dic
             if model.thought_signatures == "gemini" and (thought or not calls):   # the first call needs one
                 call["extra_content"] = {"google": {"thought_signature": thought or GEMINI_NO_SIGNATURE}}
             calls.append(call)
+    text = "".join(pieces)
+    text = text if text.strip() else ""
     # No `content` at all beside tool calls: OpenAI and vLLM take null or absence, but strict
     # servers (llama-cpp-python: `content: NotRequired[str]`) reject null.
     msg: dict = {"role": "assistant"}
