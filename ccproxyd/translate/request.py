@@ -241,12 +241,15 @@ def convert_messages(body: dict, model: Model, names: dict[str, str]) -> list[di
                 out.append({"role": "user", "content": f"<system-reminder>\n{text}\n</system-reminder>"})
         elif role == "user":
             media: list[dict] = []
+            rest: list[dict] = []
             for b in blocks:
                 if b.get("type") == "tool_result":
                     tool_msg, carried = _tool_result(b, model)
                     out.append(tool_msg)
                     media += carried
-            parts = media + _user_parts([b for b in blocks if b.get("type") != "tool_result"], model)
+                else:
+                    rest.append(b)
+            parts = media + _user_parts(rest, model) if rest else media
             if parts:
                 out.append(_user_message(parts))
         elif role == "assistant":
