@@ -387,6 +387,7 @@ def test_a_read_translated_at_once_is_the_chunks_fed_one_by_one_then_coalesced(r
     import orjson
 
     from ccproxyd.flow import proxy
+    from ccproxyd.translate.text_chunks import TextChunks
 
     def new() -> StreamTranslator:
         t = StreamTranslator("claude-x", provider="p", upstream_model="m", thinking=thinking, live_tools=live)
@@ -394,7 +395,8 @@ def test_a_read_translated_at_once_is_the_chunks_fed_one_by_one_then_coalesced(r
         return t
 
     one_by_one, at_once = new(), new()
-    answer = SimpleNamespace(translator=at_once, target=SimpleNamespace(provider=SimpleNamespace(name="p")))
+    answer = SimpleNamespace(translator=at_once, target=SimpleNamespace(provider=SimpleNamespace(name="p")),
+                             text_chunks=TextChunks())
 
     def fed_one_by_one(read: list) -> list:     # flow.proxy._decode before runs of text were taken at once
         events = []

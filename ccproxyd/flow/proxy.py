@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import httpx2
@@ -40,7 +40,8 @@ from ..translate import prompt_cache, server_tools
 from ..translate.openrouter import CitingTranslator
 from ..translate.response import accumulate
 from ..translate.responses import ResponsesTranslator, to_responses
-from ..translate.stream import StreamTranslator, plain_text
+from ..translate.stream import StreamTranslator
+from ..translate.text_chunks import TextChunks, plain_text
 from ..translate.wire.messages import deeper_than_written
 from ..upstream.pool import Upstreams, map_transport_error
 
@@ -62,6 +63,7 @@ class Answer:
     decision: Decision
     request_id: str = ""
     closed: bool = False
+    text_chunks: TextChunks = field(default_factory=TextChunks)    # the stream's text chunks by their bytes
 
     async def close(self) -> None:
         """Release the provider's in-flight slot and the upstream connection (idempotent)."""
@@ -264,15 +266,21 @@ _NOT_JSON = object()
 def _decode(datas: list[bytes], answer: Answer) -> tuple[list[tuple[str, dict]], bool]:
     """Events for the data payloads of one upstream read, and whether [DONE] was among them.
     A run of chunks that are only text goes to the translator at once (StreamTranslator.texts),
-    unless its class reads chunks its own way."""
+    unless its class reads chunks its own way; a text chunk written as the stream's last ones
+    were is read without parsing it whole (translate.text_chunks)."""
     events: list[tuple[str, dict]] = []
     done = False
     translator = answer.translator
     runs = type(translator).feed is StreamTranslator.feed
+    known = answer.text_chunks
     texts: list[str] = []                   # the run of plain text chunks not yet translated
     for data in datas:
         if data == b"[DONE]":
             done = True
+            continue
+        text = known.text(data) if runs else None
+        if text is not None:
+            texts.append(text)
             continue
         try:
             chunk = orjson.loads(data)
@@ -287,6 +295,7 @@ def _decode(datas: list[bytes], answer: Answer) -> tuple[list[tuple[str, dict]],
         text = plain_text(chunk) if runs else None
         if text is not None:
             texts.append(text)
+            known.learn(data, text)
             continue
         if texts:
             events += translator.texts(texts)

@@ -122,27 +122,6 @@ def reasoning_text(delta: dict) -> str:
     return ""
 
 
-def plain_text(chunk: dict) -> str | None:
-    """The text of a chunk that carries nothing else (most chunks of an answer: one choice, a
-    delta whose only other values are its role or empty, no finish reason, usage or error): what
-    StreamTranslator.feed would only add to the open text block.  None for any other chunk."""
-    choices = chunk.get("choices")
-    if (not isinstance(choices, list) or len(choices) != 1 or chunk.get("usage") or chunk.get("error")
-            or chunk.get("object") == "error"):
-        return None
-    choice = choices[0]
-    if not isinstance(choice, dict) or choice.get("index", 0) != 0 or choice.get("finish_reason") or choice.get("usage"):
-        return None
-    delta = choice.get("delta")
-    text = delta.get("content") if isinstance(delta, dict) else None
-    if not isinstance(text, str) or not text:
-        return None
-    for key, value in delta.items():
-        if value and key != "content" and key != "role":
-            return None
-    return text
-
-
 def completion_as_chunk(completion: dict) -> dict:
     """A whole chat.completion as the one stream chunk that would carry the same content."""
     if completion.get("error") or completion.get("object") == "error":
@@ -263,8 +242,8 @@ class StreamTranslator:
         return out
 
     def texts(self, pieces: list[str]) -> list[tuple[str, dict]]:
-        """Events for a run of chunks that are each plain_text: what feed gives for them one by
-        one, their deltas joined into one as sse.coalesce joins them."""
+        """Events for a run of chunks that each carry only text (text_chunks.plain_text): what
+        feed gives for them one by one, their deltas joined into one as sse.coalesce joins them."""
         out: list[tuple[str, dict]] = []
         if self.live is not None:              # rare: text during a live tool call, held piece by piece
             for text in pieces:
