@@ -7,6 +7,7 @@ import random
 
 import httpx2
 import pytest
+from hypothesis import given, strategies as st
 
 from ccproxyd.upstream import http11
 from ccproxyd.upstream.chunked import ChunkedDecoder
@@ -25,6 +26,23 @@ def test_chunked_decoder_any_split():
             out += decoder.feed(wire[i:i + n])
             i += n
         assert decoder.done and out == b"".join(pieces)
+
+
+_EVENT = st.one_of(st.binary(max_size=12).map(lambda b: b"data: " + b + b"\n\n"),     # a chunk an event, mostly
+                   st.sampled_from([b"data: {}\n\n", b"data: [DONE]\n\n", b"x\r\ny", b"\r\n", b"ab\r\n"]))
+
+
+@given(st.lists(_EVENT, max_size=30), st.lists(st.integers(0, 800), max_size=8), st.booleans())
+def test_chunked_decoder_reads_events_however_the_reads_cut_them(pieces, cuts, extensions):
+    """Whole chunks are taken in a loop of their own (chunked._whole_chunks) until one is not
+    whole, has a CRLF in its data, or a size not seen before: the body is the same however the
+    reads cut the wire."""
+    wire = b"".join(b"%x%s\r\n%s\r\n" % (len(p), b";e=1" if extensions else b"", p) for p in pieces if p) + b"0\r\n\r\n"
+    decoder, out, last = ChunkedDecoder(), b"", 0
+    for cut in sorted(c for c in cuts if c < len(wire)) + [len(wire)]:
+        out += decoder.feed(wire[last:cut])
+        last = cut
+    assert decoder.done and not decoder.surplus and out == b"".join(pieces)
 
 
 @pytest.mark.parametrize("wire", [b"zz\r\n", b"2\r\nabXX\r\n"])
@@ -218,6 +236,27 @@ def test_a_stalled_head_times_out():
                 await _post(client, url)
     with pytest.raises(httpx2.ReadTimeout):
         asyncio.run(go())
+
+
+def test_the_read_timer_ends_with_the_response_read_or_not():
+    """One timer watches the head and then the body (upstream.http11._Watch); a response closed
+    before its body was read, and one read to its end, leave no timer behind on the loop."""
+    async def go():
+        loop = asyncio.get_running_loop()
+        live = lambda: [h for h in loop._scheduled if not h.cancelled()]     # noqa: E731
+        chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        async with RawServer([chunked, chunked]) as url:
+            transport = Http11Transport(httpx2.Limits())
+            timeout = {"connect": 5, "read": 30, "write": 5, "pool": 5}
+            unread = await transport.send("POST", httpx2.URL(url), [(b"host", b"x"), (b"content-length", b"0")], b"", timeout)
+            assert len(live()) == 1                  # the head's timer, carried on to the body
+            await unread.aclose()
+            assert live() == []
+            read = await transport.send("POST", httpx2.URL(url), [(b"host", b"x"), (b"content-length", b"0")], b"", timeout)
+            assert b"".join([piece async for piece in read.stream]) == b"hello"
+            assert live() == []
+            await transport.aclose()
+    asyncio.run(go())
 
 
 def test_a_body_read_to_its_end_frees_its_slot_without_close():

@@ -27,9 +27,11 @@ class ChunkedDecoder:
         self.done = False
 
     def feed(self, data: bytes) -> bytes:
-        buffer = self._buffer + data
-        out = []
+        buffer = self._buffer + data if self._buffer else data
+        out: list[bytes] = []
         position = 0
+        if not (self._left or self._crlf or self._trailers):
+            position = _whole_chunks(buffer, out)
         while not self.done:
             if self._left:
                 piece = buffer[position:position + self._left]
@@ -75,6 +77,26 @@ class ChunkedDecoder:
     def surplus(self) -> bool:
         """Bytes received past the end of the body: the connection must not be reused."""
         return self.done and bool(self._buffer)
+
+
+def _whole_chunks(buffer: bytes, out: list[bytes]) -> int:
+    """The data of the whole chunks at the start of `buffer`, appended to `out`; returns where
+    they end.  What an SSE stream sends (a chunk an event, no CRLF in the data), taken by splitting
+    at every CRLF: the parts pair up as size line and data for as long as each size line is one
+    seen before (_SIZES) that gives its data's length; the first pair that does not (a data with
+    a CRLF in it, the last chunk, one cut by the read, a new size) is read by the loop in `feed`."""
+    parts = buffer.split(b"\r\n")
+    lines, datas = parts[0:-1:2], parts[1:-1:2]        # each followed by a CRLF (the last part is not)
+    sizes, lengths = list(map(_SIZES.get, lines)), list(map(len, datas))
+    whole = 0
+    for size, length in zip(sizes, lengths):
+        if size != length or not size:
+            break
+        whole += 1
+    if not whole:
+        return 0
+    out += datas[:whole]
+    return sum(lengths[:whole]) + sum(map(len, lines[:whole])) + 4 * whole
 
 
 def _chunk_size(line: bytes) -> int:

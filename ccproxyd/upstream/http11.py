@@ -62,14 +62,16 @@ async def _timed(awaitable, timeout: float | None, error: type[httpx2.TimeoutExc
 
 
 class _Watch:
-    """A read timeout for a whole body: `since` is when the read now waiting began (None between
-    reads); the timer, when it fires, fails the reader with ReadTimeout if that read has waited
-    `timeout`, else sets itself for when it would have."""
+    """A read timeout for a whole response: `since` is when the read now waiting began (None
+    between reads); the timer, when it fires, fails the reader with ReadTimeout if that read has
+    waited `timeout`, else sets itself for when it would have.  One timer from the request's
+    head to its body's end, instead of a timeout scope for each read."""
 
-    __slots__ = ("loop", "reader", "timeout", "since", "handle")
+    __slots__ = ("loop", "reader", "timeout", "since", "handle", "what")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader, timeout: float) -> None:
-        self.loop, self.reader, self.timeout = loop, reader, timeout
+    def __init__(self, loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader, timeout: float,
+                 what: str = "reading the body") -> None:
+        self.loop, self.reader, self.timeout, self.what = loop, reader, timeout, what
         self.since: float | None = None
         self.handle = loop.call_later(timeout, self._check)
 
@@ -78,7 +80,7 @@ class _Watch:
         since = self.since
         if since is not None and now - since >= self.timeout:
             self.handle = None
-            self.reader.set_exception(httpx2.ReadTimeout("timed out reading the body"))
+            self.reader.set_exception(httpx2.ReadTimeout(f"timed out {self.what}"))
             return
         self.handle = self.loop.call_at((since if since is not None else now) + self.timeout, self._check)
 
@@ -92,12 +94,13 @@ class _Body(httpx2.AsyncByteStream):
     """The response body; gives the connection back to the pool once read to its end."""
 
     def __init__(self, transport: "Http11Transport", key: tuple, connection: _Connection, framing,
-                 read_timeout: float | None, keep_alive: bool) -> None:
+                 read_timeout: float | None, keep_alive: bool, watch: _Watch | None = None) -> None:
         self._transport = transport
         self._key = key
         self._connection = connection
         self._framing = framing          # ChunkedDecoder, bytes left (int), or None: until EOF
         self._timeout = read_timeout
+        self._watch = watch              # the head's read timeout, carried on to the first reading
         self._keep_alive = keep_alive
         self._done = framing == 0
         self._surplus = False            # bytes arrived past the end of the body
@@ -114,11 +117,13 @@ class _Body(httpx2.AsyncByteStream):
 
     async def _pieces(self):
         """The decoded body of each socket read (possibly empty), until the body is complete.
-        A read that waits `read_timeout` fails with ReadTimeout: one timer for the whole body,
-        moved on lazily (`_watch`), instead of a timeout scope for each read."""
+        A read that waits `read_timeout` fails with ReadTimeout (`_Watch`: the exchange's, then
+        a new one for a drain)."""
         reader = self._connection.reader
         loop = asyncio.get_running_loop()
-        watch = _Watch(loop, reader, self._timeout) if self._timeout is not None else None
+        watch, self._watch = self._watch, None
+        if watch is None and self._timeout is not None:
+            watch = _Watch(loop, reader, self._timeout)
         try:
             while not self._done:
                 try:
@@ -165,6 +170,9 @@ class _Body(httpx2.AsyncByteStream):
         if self._released:
             return
         self._released = True
+        if self._watch is not None:             # a body closed before it was read
+            self._watch.stop()
+            self._watch = None
         if (not self._done and not self._broken and self._keep_alive and self._framing is not None
                 and not self._transport._closed):
             self._transport._drain_later(self)
@@ -282,7 +290,7 @@ class Http11Transport(RawTransport):
         try:
             writer.write(b"".join(head) + b"\r\n")
             await writer.drain()
-            version, status, reason, _ = await _read_head(reader, None)
+            version, status, reason, _ = await _read_head(reader)
             if not 200 <= status < 300:
                 raise httpx2.ProxyError(f"the proxy answered CONNECT {host}:{port} with {status} "
                                         f"{reason.decode('latin-1')}")
@@ -314,14 +322,29 @@ class Http11Transport(RawTransport):
                 await _timed(writer.drain(), timeout.get("write"), httpx2.WriteTimeout, "sending the request")
         except OSError as exc:
             raise httpx2.WriteError(str(exc) or type(exc).__name__) from exc
-        version, status, reason, received = await _read_head(connection.reader, timeout.get("read"))
-        while 100 <= status < 200:          # interim answers (103 Early Hints, …) precede the real one
-            version, status, reason, received = await _read_head(connection.reader, timeout.get("read"))
-        framing = _framing(method, status, received)
+        read_timeout = timeout.get("read")
+        watch = None
+        if read_timeout is not None:
+            loop = asyncio.get_running_loop()
+            watch = _Watch(loop, connection.reader, read_timeout, "waiting for the response")
+        try:
+            while True:                     # interim answers (103 Early Hints, …) precede the real one
+                if watch is not None:
+                    watch.since = loop.time()
+                version, status, reason, received = await _read_head(connection.reader)
+                if not 100 <= status < 200:
+                    break
+            framing = _framing(method, status, received)
+        except BaseException:
+            if watch is not None:
+                watch.stop()
+            raise
+        if watch is not None:
+            watch.since, watch.what = None, "reading the body"
         keep_alive = version == b"HTTP/1.1" and b"close" not in _header(received, b"connection").lower()
         if isinstance(framing, ChunkedDecoder) and _header(received, b"content-length"):
             keep_alive = False              # both framings named: chunked wins, and the connection ends here
-        stream = _Body(self, key, connection, framing, timeout.get("read"), keep_alive)
+        stream = _Body(self, key, connection, framing, read_timeout, keep_alive, watch)
         return httpx2.Response(status, headers=received, stream=stream,
                               extensions={"http_version": version, "reason_phrase": reason})
 
@@ -352,9 +375,9 @@ class Http11Transport(RawTransport):
                 connection.close()
 
 
-async def _read_head(reader: asyncio.StreamReader, timeout: float | None):
+async def _read_head(reader: asyncio.StreamReader):
     try:
-        lines = await _timed(_head_lines(reader), timeout, httpx2.ReadTimeout, "waiting for the response")
+        lines = await _head_lines(reader)
     except asyncio.IncompleteReadError as exc:
         raise httpx2.RemoteProtocolError("server disconnected without sending a response") from exc
     except asyncio.LimitOverrunError as exc:
