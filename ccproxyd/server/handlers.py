@@ -85,8 +85,7 @@ async def _messages(request: Request):
     outcome = request.ctx.outcome = Outcome(record, table)
     if observe.telemetry is not None:
         record.carrier = request.headers                # the client's traceparent, for the span
-    body = messages_shape.check_body(request.body)
-    media = messages_shape.validate(body)
+    body, media = messages_shape.read(request.body)
     raw = request.body
     policy = getattr(request.ctx, "policy", None)
     if policy is not None:                              # clients: models, rpm, tpm, budget_usd

@@ -13,6 +13,7 @@ import orjson
 
 from ..errors import InvalidRequest
 from . import schema_subset
+from .wire.known_tools import KnownTools
 
 _NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _NAME_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
@@ -75,7 +76,7 @@ def convert_tools(tools: list, names: dict[str, str], loaded: set[str] = frozens
     is never callable."""
     if not tools:
         return []
-    key = (orjson.dumps(tools), dialect, frozenset(loaded))
+    key = (tools.raw if type(tools) is KnownTools else orjson.dumps(tools), dialect, frozenset(loaded))
     found = _CONVERTED.get(key)
     if found is None:
         converted: dict[str, str] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import orjson
 
 from ...errors import InvalidRequest
+from .known_tools import Known, KnownTools
 
 WRITE_LIMIT = 254            # the deepest orjson writes (it refuses 255 levels; it reads 1024)
 HEADROOM = 4                 # levels translation may put above a client's value (a tool's schema
@@ -18,8 +19,28 @@ HEADROOM = 4                 # levels translation may put above a client's value
 MAX_NESTING = WRITE_LIMIT - HEADROOM     # levels of arrays and objects in a request body
 
 
+KNOWN_TOOLS = Known()        # this process's tool lists, known by their bytes
+
+
+def read(raw: bytes) -> tuple[dict, int]:
+    """A /v1/messages body, parsed (check_body) and checked (validate), and its image and document
+    blocks; its tools are known by their bytes from now on."""
+    body = check_body(raw)
+    media = validate(body)
+    KNOWN_TOOLS.learn(raw, body)
+    return body, media
+
+
 def check_body(raw: bytes) -> dict:
-    """The request body as a dict, at most MAX_NESTING levels deep."""
+    """The request body as a dict, at most MAX_NESTING levels deep.  Tools known by their bytes
+    are not parsed again (known_tools): their nesting was checked when they were learnt."""
+    known = KNOWN_TOOLS.parse(raw)
+    if known is not None:
+        body, tools = known
+        if not _within(body):
+            raise InvalidRequest(f"request body is nested more than {MAX_NESTING} levels deep")
+        body["tools"] = tools
+        return body
     try:
         body = orjson.loads(raw or b"")
     except orjson.JSONDecodeError as exc:
@@ -211,7 +232,7 @@ def _messages(messages) -> int:
 
 
 def _tools(tools) -> None:
-    if tools is None:
+    if tools is None or type(tools) is KnownTools:      # known lists passed when they were learnt
         return
     for i, tool in _objects(tools, "tools", "tool"):
         if not isinstance(tool.get("name"), str) or not tool["name"]:
