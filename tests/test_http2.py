@@ -18,6 +18,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 import httpx2
 import orjson
 import pytest
@@ -177,6 +178,39 @@ def test_a_server_dying_mid_stream_is_an_error_never_a_clean_end(fake, certifica
     assert isinstance(map_transport_error(error, "p"), ConnectionDropped)
 
 
+def test_a_wait_longer_than_the_read_timeout_fails_and_a_slow_steady_answer_does_not(fake, certificates):
+    """The read timeout bounds each wait for the head and for more of the body (one timer for a
+    body, http2._Watch), not the whole answer: pieces 0.15 s apart under a 0.4 s read timeout
+    arrive whole over 0.6 s; a head, or the next piece, that takes 1.5 s fails with ReadTimeout,
+    and the connection serves the next request."""
+    steady = [chunk({"content": "a"}), 0.15, chunk({"content": "b"}), 0.15, chunk({"content": "c"}), 0.15,
+              chunk({"content": "d"}), 0.15, chunk(finish="stop")]
+    fake.push(Script(events=steady), Script(events=[chunk({"content": "a"}), 1.5, chunk(finish="stop")]),
+              Script(events=steady, first_byte_delay=1.5), Script(events=steady))
+
+    async def run():
+        t = transport(certificates)
+        timeout = dict(TIMEOUT, read=0.4)
+        url = httpx2.URL(fake.url + "/chat/completions")
+        headers = [(b"host", url.netloc), (b"content-length", b"%d" % len(REQUEST))]
+        try:
+            first = await t.send("POST", url, headers, REQUEST, timeout)
+            whole = b"".join([piece async for piece in first.stream])
+            stalled = await t.send("POST", url, headers, REQUEST, timeout)
+            with pytest.raises(httpx2.ReadTimeout):
+                async for _ in stalled.stream:
+                    pass
+            with pytest.raises(httpx2.ReadTimeout):
+                await t.send("POST", url, headers, REQUEST, timeout)
+            last = await t.send("POST", url, headers, REQUEST, timeout)
+            return whole, b"".join([piece async for piece in last.stream])
+        finally:
+            await t.aclose()
+
+    whole, last = asyncio.run(run())
+    assert whole.count(b'"content"') == 4 and b"[DONE]" in whole and last == whole
+
+
 def test_flow_control_carries_bodies_larger_than_the_windows(fake, certificates):
     """A 1 MB request (the server's initial window is 65,535 bytes) and a 12 MB answer (more than
     the transport's 4 MiB stream window): both arrive whole."""
@@ -289,6 +323,39 @@ DATA, HEADERS, END, PADDED = 0, 1, 1, 8
 ])
 def test_coalesce_merges_runs_of_data_frames_of_one_stream(frames, limit, merged, rest):
     assert coalesce(b"".join(frames), limit) == (b"".join(merged), rest)
+
+
+def test_frames_received_with_a_short_repr_are_handled_as_h2s_own():
+    """h2connection._Frames gives each received frame a class of its own kind whose repr is
+    short: every kind (an unknown extension frame too) must reach the handler h2 has for it.
+    The same server bytes, fed to h2's own connection and to ours: the same events, the same
+    answer (ACKs, RST_STREAM)."""
+    from ccproxyd.upstream.h2connection import _H2
+
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+    server.initiate_connection()
+    wire = server.data_to_send() + b"".join([
+        frame(1, 4, 1, server.encoder.encode([(b":status", b"200"), (b"content-type", b"text/plain")])),
+        frame(0, 0, 1, b"hello"), frame(2, 0, 1, b"\x00\x00\x00\x00\x10"),          # DATA, PRIORITY
+        frame(0xBB, 0, 0, b"unknown"), frame(10, 0, 0, b"\x00\x00"),                     # extension, ALTSVC
+        frame(6, 0, 0, b"12345678"), frame(8, 0, 0, b"\x00\x00\x10\x00"),               # PING, WINDOW_UPDATE
+        frame(0, 1, 1, b"!"), frame(3, 0, 3, b"\x00\x00\x00\x08"),                       # END_STREAM, RST_STREAM
+    ])                                      # (GOAWAY, and DATA after END_STREAM, _H2 handles otherwise on purpose)
+
+    def run(kind):
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        client = kind(config=config)
+        client.initiate_connection()
+        client.send_headers(1, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"x"), (b":path", b"/")],
+                            end_stream=True)
+        client.data_to_send()
+        try:
+            events = client.receive_data(wire)
+        except h2.exceptions.ProtocolError as exc:
+            events = [type(exc).__name__]
+        return [repr(e) for e in events], client.data_to_send()
+
+    assert run(_H2) == run(h2.connection.H2Connection)
 
 
 class DeafServer:

@@ -23,8 +23,10 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 import httpx2
+import hyperframe.frame
 
 from .headers_kept import KeptHeaders
 from .http11 import READ_SIZE, _Connection
@@ -53,11 +55,18 @@ _DROP = frozenset({b"host", b"connection", b"keep-alive", b"proxy-connection", b
 
 
 class _H2(h2.connection.H2Connection):
-    """h2's state machine with two changes.  h2 4.x moves its connection state machine to CLOSED on
-    receiving GOAWAY, after which any DATA for the streams GOAWAY lets finish raises ProtocolError
+    """h2's state machine with three changes.  h2 4.x moves its connection state machine to CLOSED
+    on receiving GOAWAY, after which any DATA for the streams GOAWAY lets finish raises ProtocolError
     (python-hyper/h2 issue #1181, https://github.com/python-hyper/h2/issues/1181, open).  A GOAWAY
     received while open keeps the connection open here; the transport itself never opens a stream
-    on it again.  And DATA after a stream's END_STREAM is a connection error (below)."""
+    on it again.  DATA after a stream's END_STREAM is a connection error (below).  And received
+    frames are read by `_Frames`, whose frames are not formatted for h2's trace line."""
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        self.incoming_buffer = _Frames(server=not config.client_side)
+        table = self._frame_dispatch_table
+        table.update({_QUIET[kind]: receive for kind, receive in list(table.items())})
 
     def _receive_goaway_frame(self, frame):
         state = self.state_machine.state
@@ -77,6 +86,27 @@ class _H2(h2.connection.H2Connection):
         if self._stream_is_closed_by_end(exc.stream_id):       # both sides ended it: the server had
             raise _DataAfterEnd(f"DATA on stream {exc.stream_id} after its END_STREAM")
         return super()._handle_data_on_closed_stream(events, exc, frame)
+
+
+def _short(frame) -> str:
+    return f"{type(frame).__name__}(stream_id={frame.stream_id})"
+
+
+# Each hyperframe frame class with a short repr.  h2 4.x calls repr() on every frame it receives
+# for a trace line that its no-op logger drops: the frame's flags, fields and the first bytes of
+# its payload in hex, about 4 us a frame (three frames a streamed answer at the least).
+_QUIET = {kind: type(kind.__name__, (kind,), {"__repr__": _short})
+          for kind in {*hyperframe.frame.FRAMES.values(), hyperframe.frame.ExtensionFrame}}
+
+
+class _Frames(h2.frame_buffer.FrameBuffer):
+    """h2's frame buffer, each frame it yields made its class's quiet kind (_QUIET: the same class
+    but for repr; h2's dispatch table names both, `_H2`)."""
+
+    def __next__(self):
+        frame = super().__next__()
+        frame.__class__ = _QUIET.get(frame.__class__, frame.__class__)
+        return frame
 
 
 class _DataAfterEnd(h2.exceptions.ProtocolError):

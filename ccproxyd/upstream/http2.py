@@ -38,6 +38,35 @@ def _expire(waiter: asyncio.Future) -> None:
         waiter.set_exception(httpx2.ReadTimeout("timed out reading the response"))
 
 
+class _Watch:
+    """A read timeout for a whole body, as upstream.http11's: `since` is when the wait now going
+    on began (None between waits); the timer, when it fires, fails that wait if it has lasted
+    `timeout`, else sets itself for when it would have.  One timer for the body instead of one
+    for each wait."""
+
+    __slots__ = ("loop", "stream", "timeout", "since", "handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stream: Stream, timeout: float) -> None:
+        self.loop, self.stream, self.timeout = loop, stream, timeout
+        self.since: float | None = None
+        self.handle: asyncio.TimerHandle | None = loop.call_later(timeout, self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        since = self.since
+        if since is not None and now - since >= self.timeout:
+            self.handle = None
+            if self.stream.waiter is not None:
+                _expire(self.stream.waiter)
+            return
+        self.handle = self.loop.call_at((since if since is not None else now) + self.timeout, self._check)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
 class _Body(httpx2.AsyncByteStream):
     """The answer's DATA as the reader takes it: all that arrived since the last take, at once."""
 
@@ -50,6 +79,7 @@ class _Body(httpx2.AsyncByteStream):
     async def __aiter__(self):
         stream = self._stream
         loop = asyncio.get_running_loop()
+        watch = _Watch(loop, stream, self._timeout) if self._timeout else None
         try:
             while True:
                 data = stream.data
@@ -66,14 +96,17 @@ class _Body(httpx2.AsyncByteStream):
                     break
                 else:
                     stream.waiter = waiter = loop.create_future()
-                    handle = loop.call_later(self._timeout, _expire, waiter) if self._timeout else None
+                    if watch is not None:
+                        watch.since = loop.time()
                     try:
                         await waiter
                     finally:
                         stream.waiter = None
-                        if handle is not None:
-                            handle.cancel()
+                        if watch is not None:
+                            watch.since = None
         finally:
+            if watch is not None:
+                watch.stop()
             await self.aclose()
 
     async def aclose(self) -> None:
@@ -140,11 +173,11 @@ class Http2Transport(RawTransport):
         stream = connection.open(method, url, headers, body)
         try:
             await connection.send_body(stream, body, timeout.get("write"))
-            if not stream.head.done():
+            if not stream.head.done():          # (cancelled with this task, the stream is released below)
                 read = timeout.get("read")
                 handle = asyncio.get_running_loop().call_later(read, _expire, stream.head) if read else None
                 try:
-                    await asyncio.shield(stream.head)
+                    await stream.head
                 finally:
                     if handle is not None:
                         handle.cancel()
