@@ -11,6 +11,7 @@ have odd ids counting up from 1 (section 5.1.1); the initial flow-control window
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
 import threading
 
@@ -19,12 +20,13 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 import httpx2
 import orjson
 import pytest
 
 from ccproxyd.errors import ConnectionDropped, Overloaded
-from ccproxyd.upstream.h2connection import coalesce
+from ccproxyd.upstream.h2frames import coalesce
 from ccproxyd.upstream.http2 import Http2Transport
 from ccproxyd.upstream.pool import map_transport_error
 
@@ -107,7 +109,9 @@ def test_streams_past_the_servers_limit_open_another_connection(certificates):
         narrow.stop()
 
 
-def test_goaway_lets_the_stream_in_flight_finish_and_moves_new_ones(fake, certificates):
+def test_goaway_lets_the_stream_in_flight_finish_and_moves_new_ones(fake, certificates, caplog):
+    """And the connection it closed ends its reader quietly (it once read the server's SETTINGS
+    ACK off a closed TLS transport: "Task exception was never retrieved")."""
     gate = Gate()
     fake.push(Script(events=[chunk({"content": "one"}), GOAWAY, gate, chunk({"content": "two"})]),
               Script(events=[chunk({"content": "later"})]))
@@ -134,6 +138,8 @@ def test_goaway_lets_the_stream_in_flight_finish_and_moves_new_ones(fake, certif
     assert b'"content":"later"' in later
     assert fake.connections[0]["goaway"]
     assert fake.requests[0]["connection"] == 1 and fake.requests[-1]["connection"] == 2
+    gc.collect()                                    # a task's unretrieved exception is logged when it goes
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
 
 
 def test_rst_stream_fails_that_stream_only(fake, certificates):
@@ -463,3 +469,109 @@ def test_a_server_that_keeps_refusing_is_an_error(certificates):
         assert server.streams == [1, 3, 5, 7]               # REFUSED_TRIES sends, then the error
     finally:
         server.stop()
+
+
+# DATA frames taken straight to their streams (h2connection.Connection._take) against the same
+# bytes read by h2 alone: the same body, the same windows and WINDOW_UPDATEs, the same errors.
+class _Writer:
+    """What a Connection writes, kept; a transport that is never behind."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.transport = self
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return 0, 65536
+
+    def close(self) -> None:
+        pass
+
+
+def _server_bytes(script: str) -> tuple[bytes, bytes]:
+    """An h2 server's bytes for one request on stream 1 (and 3): its preface, then the answer."""
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+    server.initiate_connection()
+    server.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+    preface = server.data_to_send()
+    head = server.encoder.encode([(b":status", b"200"), (b"content-type", b"text/event-stream")])
+    sized = server.encoder.encode([(b":status", b"200"), (b"content-length", b"6")])
+    frames = {
+        "streamed": [frame(1, 4, 1, head), frame(0, 0, 1, b"one"), frame(0, 0, 1, b"two"), frame(0, 1, 1, b"")],
+        "two streams": [frame(1, 4, 1, head), frame(1, 4, 3, head), frame(0, 0, 1, b"a"), frame(0, 0, 3, b"b"),
+                        frame(0, 0, 1, b"c"), frame(0, 1, 3, b""), frame(0, 1, 1, b"")],
+        "content-length kept": [frame(1, 4, 1, sized), frame(0, 0, 1, b"abc"), frame(0, 1, 1, b"def")],
+        "content-length passed": [frame(1, 4, 1, sized), frame(0, 0, 1, b"abcdefg"), frame(0, 1, 1, b"")],
+        "data before the head": [frame(0, 0, 1, b"early"), frame(1, 5, 1, head)],
+        "over the stream window": [frame(1, 4, 1, head)] + [frame(0, 0, 1, b"x" * 16384)] * 5,
+        "over the connection's window": [frame(1, 4, 1, head), frame(1, 4, 3, head)]
+                                        + [frame(0, 0, 1, b"x" * 16384)] * 3 + [frame(0, 0, 3, b"y" * 16384)] * 3,
+        "padded": [frame(1, 4, 1, head), frame(0, 8, 1, b"\x02ab\x00\x00"), frame(0, 1, 1, b"")],
+        "on a stream never opened": [frame(1, 4, 1, head), frame(0, 0, 5, b"who")],
+        "on a stream the client reset": [frame(1, 4, 1, head), frame(1, 4, 3, head), frame(0, 0, 3, b"late"),
+                                         frame(0, 0, 1, b"kept")],
+    }[script]
+    return preface, frames
+
+
+@pytest.mark.parametrize("script", ["streamed", "two streams", "content-length kept", "content-length passed",
+                                    "data before the head", "over the stream window", "over the connection's window", "padded",
+                                    "on a stream never opened", "on a stream the client reset"])
+def test_data_taken_straight_to_its_stream_is_read_as_h2_reads_it(script, monkeypatch):
+    from ccproxyd.upstream import h2connection
+    from ccproxyd.upstream.h2connection import Connection
+    from ccproxyd.upstream.http11 import _Connection
+
+    preface, frames = _server_bytes(script)
+
+    async def read(take: bool):
+        if not take:
+            monkeypatch.setattr(Connection, "_take", lambda self, pieces: False)
+        reader = asyncio.StreamReader()
+        writer = _Writer()
+        owner = type("Owner", (), {"ping_interval": 20.0, "expiry": 120.0, "goaway_grace": 2.0,
+                                   "_freed": lambda self, key: None, "_forget": lambda self, c: None})()
+        monkeypatch.setattr(h2connection, "STREAM_WINDOW", 65535)        # the server may overrun it
+        monkeypatch.setattr(h2connection, "CONNECTION_WINDOW", 65535 + 16384)
+        connection = Connection(owner, ("https", "x", 443), _Connection(reader, writer))
+        reader.feed_data(preface)
+        await asyncio.sleep(0)
+        url = httpx2.URL("https://x/v1/chat/completions")
+        streams = [connection.open("POST", url, [(b"host", b"x")], b"") for _ in range(2)]
+        if script == "on a stream the client reset":
+            connection.release(streams[1])
+        for piece in frames:                          # one read each, as a server sends them
+            reader.feed_data(piece)
+            await asyncio.sleep(0)
+        for stream in streams:
+            if stream.unacked:
+                connection.acknowledge(stream, stream.unacked)
+        monkeypatch.undo()
+        outcome = [(b"".join(s.data), s.ended, repr(s.error)) for s in streams]
+        window = connection.conn.inbound_flow_control_window
+        connection.close()
+        return outcome, window, bytes(writer.written)
+
+    assert asyncio.run(read(take=True)) == asyncio.run(read(take=False))
+
+
+@pytest.mark.parametrize("frames, pieces", [
+    ([frame(0, 0, 1, b"ab"), frame(0, 0, 3, b"c")], [(1, b"ab"), (3, b"c")]),
+    ([frame(0, 0, 1, b"")], [(1, b"")]),
+    ([], []),
+    ([frame(0, 0, 1, b"ab"), frame(0, 1, 1, b"c")], None),            # END_STREAM: h2's to close the stream
+    ([frame(0, 8, 1, b"\x00ab")], None),                              # padded
+    ([frame(0, 0, 1, b"ab"), frame(1, 4, 1, b"h")], None),            # anything else in the read
+    ([frame(0, 0, 0x80000001, b"ab")], [(1, b"ab")]),                 # the reserved bit is not the id
+])
+def test_data_frames_takes_a_read_of_plain_data_frames_apart(frames, pieces):
+    from ccproxyd.upstream.h2frames import data_frames
+    assert data_frames(b"".join(frames)) == pieces

@@ -14,7 +14,6 @@ socket the server does not read (a flood: the connection fails).
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from typing import TYPE_CHECKING
 
@@ -23,11 +22,10 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
-import h2.frame_buffer
 import h2.settings
 import httpx2
-import hyperframe.frame
 
+from .h2frames import QUIET, Frames, coalesce, data_frames
 from .headers_kept import KeptHeaders
 from .http11 import READ_SIZE, _Connection
 
@@ -60,13 +58,13 @@ class _H2(h2.connection.H2Connection):
     (python-hyper/h2 issue #1181, https://github.com/python-hyper/h2/issues/1181, open).  A GOAWAY
     received while open keeps the connection open here; the transport itself never opens a stream
     on it again.  DATA after a stream's END_STREAM is a connection error (below).  And received
-    frames are read by `_Frames`, whose frames are not formatted for h2's trace line."""
+    frames are read by `h2frames.Frames`, whose frames are not formatted for h2's trace line."""
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config=config)
-        self.incoming_buffer = _Frames(server=not config.client_side)
+        self.incoming_buffer = Frames(server=not config.client_side)
         table = self._frame_dispatch_table
-        table.update({_QUIET[kind]: receive for kind, receive in list(table.items())})
+        table.update({QUIET[kind]: receive for kind, receive in list(table.items())})
 
     def _receive_goaway_frame(self, frame):
         state = self.state_machine.state
@@ -88,80 +86,10 @@ class _H2(h2.connection.H2Connection):
         return super()._handle_data_on_closed_stream(events, exc, frame)
 
 
-def _short(frame) -> str:
-    return f"{type(frame).__name__}(stream_id={frame.stream_id})"
-
-
-# Each hyperframe frame class with a short repr.  h2 4.x calls repr() on every frame it receives
-# for a trace line that its no-op logger drops: the frame's flags, fields and the first bytes of
-# its payload in hex, about 4 us a frame (three frames a streamed answer at the least).
-_QUIET = {kind: type(kind.__name__, (kind,), {"__repr__": _short})
-          for kind in {*hyperframe.frame.FRAMES.values(), hyperframe.frame.ExtensionFrame}}
-
-
-class _Frames(h2.frame_buffer.FrameBuffer):
-    """h2's frame buffer, each frame it yields made its class's quiet kind (_QUIET: the same class
-    but for repr; h2's dispatch table names both, `_H2`)."""
-
-    def __next__(self):
-        frame = super().__next__()
-        frame.__class__ = _QUIET.get(frame.__class__, frame.__class__)
-        return frame
-
-
 class _DataAfterEnd(h2.exceptions.ProtocolError):
     """DATA on a stream the server had ended: h2 sends GOAWAY with this code, the reader fails
     every stream of the connection (`Connection._read`)."""
     error_code = h2.errors.ErrorCodes.STREAM_CLOSED
-
-
-_HEAD = struct.Struct(">IBL")           # a frame header: length (24 bits) and type, flags, stream id (RFC 9113 4.1)
-_DATA, _END_STREAM, _PADDED = 0x0, 0x1, 0x8
-
-
-def coalesce(buffer: bytes, limit: int) -> tuple[bytes, bytes]:
-    """The complete frames of `buffer` with each run of unpadded DATA frames of one stream merged
-    into one frame of at most `limit` bytes, and the incomplete rest.  DATA frame boundaries carry
-    no meaning (RFC 9113 section 8.1: the content is the frames' payloads in order), and a merged
-    frame's flow-controlled length is its parts' sum; h2 then parses one frame per stream and read
-    instead of one per server-sent event.  Anything else passes through byte for byte."""
-    out = []
-    run: list[bytes] = []             # payloads of the DATA run being merged
-    run_stream = run_size = 0
-    position, size = 0, len(buffer)
-    unpack = _HEAD.unpack_from
-    while size - position >= 9:
-        word, flags, stream = unpack(buffer, position)
-        length = word >> 8
-        start = position + 9
-        end = start + length
-        if end > size:
-            break
-        if word & 0xFF == _DATA and not flags & _PADDED and length <= limit:
-            stream &= 0x7FFFFFFF
-            if run and (stream != run_stream or run_size + length > limit):
-                out.append(_frame(run, run_size, run_stream, 0))
-                run = []
-            if not run:
-                run_stream, run_size = stream, 0
-            run.append(buffer[start:end])
-            run_size += length
-            if flags & _END_STREAM:
-                out.append(_frame(run, run_size, run_stream, _END_STREAM))
-                run = []
-        else:
-            if run:
-                out.append(_frame(run, run_size, run_stream, 0))
-                run = []
-            out.append(buffer[position:end])
-        position = end
-    if run:
-        out.append(_frame(run, run_size, run_stream, 0))
-    return b"".join(out), buffer[position:]
-
-
-def _frame(payloads: list[bytes], size: int, stream: int, flags: int) -> bytes:
-    return _HEAD.pack(size << 8 | _DATA, flags, stream) + b"".join(payloads)
 
 
 class Refused(Exception):
@@ -333,16 +261,18 @@ class Connection:
                 if not data:
                     break
                 data, rest = coalesce(rest + data if rest else data, self.conn.max_inbound_frame_size)
-                try:
-                    events = self.conn.receive_data(data)
-                except h2.exceptions.ProtocolError as exc:
-                    self.flush()                 # h2 queued a GOAWAY naming the error
-                    error = httpx2.RemoteProtocolError(f"HTTP/2 protocol error: {exc}")
-                    break
-                for event in events:
-                    self._on_event(event)
+                pieces = data_frames(data)
+                if pieces is None or not self._take(pieces):
+                    try:
+                        events = self.conn.receive_data(data)
+                    except h2.exceptions.ProtocolError as exc:
+                        self.flush()                 # h2 queued a GOAWAY naming the error
+                        error = httpx2.RemoteProtocolError(f"HTTP/2 protocol error: {exc}")
+                        break
+                    for event in events:
+                        self._on_event(event)
                 self.flush()
-                if self.acks and self._flooded():
+                if self.acks and not self.closed and self._flooded():     # (closed: its transport is gone)
                     error = httpx2.RemoteProtocolError(
                         f"HTTP/2 control frame flood: the server sent more than {MAX_QUEUED_ACKS} PINGs and SETTINGS "
                         "without reading their ACKs")
@@ -354,6 +284,38 @@ class Connection:
             error = httpx2.RemoteProtocolError("the connection was closed")
         finally:
             self._lost(error)
+
+    def _take(self, pieces: list[tuple[int, bytes]]) -> bool:
+        """A read of DATA frames only (no padding, no END_STREAM), each for a stream whose answer
+        is under way and within its windows and its content-length: the payloads go to their
+        streams, counted where h2 counts them (the connection's and the stream's windows, which
+        `acknowledge` opens again through h2, and the length received), without h2 parsing them
+        as frames and events (12 us a read).  False, nothing taken: h2 reads them, and raises
+        what it raises for them."""
+        conn = self.conn
+        sizes: dict[int, int] = {}
+        for stream_id, payload in pieces:
+            sizes[stream_id] = sizes.get(stream_id, 0) + len(payload)
+        if sum(sizes.values()) > conn.inbound_flow_control_window:
+            return False
+        for stream_id, size in sizes.items():
+            stream, state = self.streams.get(stream_id), conn.streams.get(stream_id)
+            if (stream is None or state is None or not stream.head.done()
+                    or size > state.inbound_flow_control_window
+                    or (state._expected_content_length is not None
+                        and state._actual_content_length + size > state._expected_content_length)):
+                return False
+        conn._inbound_flow_control_window_manager.window_consumed(sum(sizes.values()))
+        for stream_id, size in sizes.items():
+            state = conn.streams[stream_id]
+            state._inbound_window_manager.window_consumed(size)
+            state._actual_content_length += size
+        for stream_id, payload in pieces:
+            stream = self.streams[stream_id]
+            stream.data.append(payload)
+            stream.unacked += len(payload)
+            stream.wake()
+        return True
 
     def _on_event(self, event) -> None:
         kind = type(event)
