@@ -192,6 +192,31 @@ def test_when_conditions(name, thinking, tools, tokens, expected):
         assert counted == []
 
 
+def test_a_decision_is_kept_by_its_table_for_the_name_and_features_that_decide_it(monkeypatch):
+    """Kept (the same object again) per model name as sent and per thinking, display, tools and
+    subagent; never for a table whose routes count input tokens; at most DECISIONS_KEPT a table."""
+    from ccproxyd.config import routing
+    from ccproxyd.config.routing import Features
+
+    table = config.load(CONDITIONAL.replace("when: {min_input_tokens: 100000}", "when: {subagent: true}"), env={})
+    first = resolve(table, "claude-opus-4", Features(tools=True))
+    assert resolve(table, "claude-opus-4", Features(tools=True)) is first and first.primary.model.name == "tooler"
+    assert resolve(table, "Claude-Opus-4", Features(tools=True)).requested == "Claude-Opus-4"    # echoed as sent
+    assert resolve(table, "claude-opus-4", Features(subagent=True)).primary.model.name == "long-ctx"
+    thinking = resolve(table, "claude-opus-4", Features(thinking=True, display="omitted"))
+    assert thinking.primary.model.name == "thinker" and thinking.thinking == "omitted"
+    assert resolve(table, "claude-opus-4", Features(thinking=True, display="summarized")).thinking == "summarized"
+    assert resolve(config.load(CONDITIONAL.replace("when: {min_input_tokens: 100000}", "when: {subagent: true}"),
+                               env={}), "claude-opus-4", Features(tools=True)) is not first   # a reload: its own
+    counting = config.load(CONDITIONAL, env={})
+    resolve(counting, "gpt-4", Features())
+    assert counting.decisions == {}
+    monkeypatch.setattr(routing, "DECISIONS_KEPT", 3)
+    fresh = config.load(DESIGN_MINIMAL, env={})
+    assert [resolve(fresh, f"gpt-{i}", Features()).requested for i in range(5)] == [f"gpt-{i}" for i in range(5)]
+    assert len(fresh.decisions) == 3
+
+
 LONG_ROUTE = """  - match: "claude-*"
     when: {min_input_tokens: 100000}
     model: long-ctx

@@ -197,3 +197,20 @@ def test_every_request_is_read_as_it_is_parsed_whole(raws):
         expected = read(raw)
         messages.KNOWN_TOOLS = known
         assert got == expected
+
+
+@pytest.mark.parametrize("model", [MODEL, SEARCH_MODEL])
+def test_the_upstream_body_is_its_translation_written_whole_with_the_tools_written_once(model):
+    """flow.proxy.payload writes converted tools once (translate.tools.Converted.written) and puts
+    those bytes in every later body: the bytes are those of the translation written whole."""
+    from types import SimpleNamespace
+
+    from ccproxyd.flow import proxy
+
+    tools = [*TOOLS, {"type": "web_search_20250305", "name": "web_search"}]
+    read(orjson.dumps(request(tools=tools)))
+    for text in ("one", "two"):
+        body, _ = read(orjson.dumps(request(tools=tools, text=text)))
+        written, names = proxy.payload(body, SimpleNamespace(model=model))
+        translated, same_names = proxy.upstream_request(body, model)
+        assert written == orjson.dumps(translated) and names == same_names

@@ -82,9 +82,26 @@ class Decision:
 
 def resolve(table: RouteTable, requested: str, features: Features | None = None) -> Decision:
     """An alias names its model directly (route index -1); otherwise the first route whose glob
-    matches `requested` (case-insensitive) and whose `when` holds wins."""
-    name = requested.lower()
+    matches `requested` (case-insensitive) and whose `when` holds wins.  Kept by the table, by the
+    name and the features that decide it (when no route counts input tokens), DECISIONS_KEPT
+    of them."""
     features = features or Features()
+    if table.counts_input:
+        return _resolve(table, requested, features)
+    key = (requested, features.thinking, features.display, features.tools, features.subagent)
+    decision = table.decisions.get(key)
+    if decision is None:
+        decision = _resolve(table, requested, features)
+        if len(table.decisions) < DECISIONS_KEPT:
+            table.decisions[key] = decision
+    return decision
+
+
+DECISIONS_KEPT = 1024       # model names and features a table keeps decisions for (clients name them)
+
+
+def _resolve(table: RouteTable, requested: str, features: Features) -> Decision:
+    name = requested.lower()
     alias = table.aliases.get(name)
     if alias is not None:
         model = table.models[alias.model]

@@ -140,6 +140,11 @@ class RouteTable:
     notes: tuple[str, ...] = field(default=())     # plain remarks (providers no route uses), not problems
 
     @cached_property
+    def decisions(self) -> dict:
+        """config.routing.resolve's answers for this table, by what decides them."""
+        return {}
+
+    @cached_property
     def counts_input(self) -> bool:
         """Whether routing may count a request's input tokens (a `min_input_tokens` condition)."""
         return any(route.when is not None and route.when.min_input_tokens is not None

@@ -41,6 +41,7 @@ from ..translate.openrouter import CitingTranslator
 from ..translate.response import accumulate
 from ..translate.responses import ResponsesTranslator, to_responses
 from ..translate.stream import StreamTranslator
+from ..translate.tools import Converted
 from ..translate.text_chunks import TextChunks, plain_text
 from ..translate.wire.messages import deeper_than_written
 from ..upstream.pool import Upstreams, map_transport_error
@@ -147,9 +148,15 @@ KEY_HEAT = prompt_cache.KeyHeat(time.monotonic)
 
 
 def payload(body: dict, target: Target) -> Payload:
-    """The upstream request for `target`, serialised, and its tool-name map."""
+    """The upstream request for `target`, serialised, and its tool-name map.  Tools converted
+    before (translate.tools.Converted) go in as the JSON they were written as then."""
     upstream_body, names = upstream_request(body, target.model)
+    tools = upstream_body.get("tools")
     try:
+        if type(tools) is Converted:
+            if tools.written is None:
+                tools.written = orjson.dumps(tools)
+            upstream_body = {**upstream_body, "tools": orjson.Fragment(tools.written)}
         return orjson.dumps(upstream_body), names
     except TypeError as exc:
         raise too_deep(target, exc) from None

@@ -93,8 +93,15 @@ def convert_tools(tools: list, names: dict[str, str], loaded: set[str] = frozens
     return found[0]
 
 
+class Converted(list):
+    """A request's tools as functions, shared by the requests that send the same tools (read
+    only), and their JSON as orjson writes it (`written`, once flow.proxy.payload wrote it)."""
+
+    __slots__ = ("written",)
+
+
 def _convert_tools(tools: list, names: dict[str, str], loaded: set[str], dialect: str) -> list[dict]:
-    out = []
+    out = Converted()
     for tool in tools:
         if not isinstance(tool, dict) or not tool.get("name"):
             raise InvalidRequest("tools: every tool needs a name")
@@ -109,6 +116,7 @@ def _convert_tools(tools: list, names: dict[str, str], loaded: set[str], dialect
         if tool.get("description"):
             fn["description"] = tool["description"]
         out.append({"type": "function", "function": fn})
+    out.written = None
     return out
 
 
