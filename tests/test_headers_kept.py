@@ -103,3 +103,22 @@ def test_a_server_decodes_every_request_as_sent(sequence):
     """Also where hpack's own encoder fails: a size set twice before a request (see KeptHeaders)."""
     for got, sent in decoded(KeptHeaders(hpack.Encoder()), sequence):
         assert got == sent
+
+
+def test_a_header_sent_never_indexed_is_not_the_same_request_as_one_sent_plainly():
+    """The kept block is for the same headers of the same kinds: the same authorization as a
+    NeverIndexedHeaderTuple (RFC 7541 section 6.2.3) is encoded afresh, as hpack's own encoder
+    encodes it after the same requests (a first one never indexed, then plain ones)."""
+    hidden = [h if h[0] != b"authorization" else NeverIndexedHeaderTuple(*h) for h in request(10)]
+
+    def kinds(encoder) -> list:
+        decoder = hpack.Decoder()
+        out = []
+        for headers in (hidden, hidden, request(10), request(10), hidden):
+            decoded = decoder.decode(encoder.encode(headers), raw=True)
+            assert decoded == headers
+            out.append([type(h).__name__ for h in decoded if h[0] == b"authorization"][0])
+        return out
+
+    assert kinds(KeptHeaders(hpack.Encoder())) == kinds(hpack.Encoder())
+    assert kinds(hpack.Encoder())[0] == "NeverIndexedHeaderTuple"

@@ -170,7 +170,8 @@ class Connection:
         stream_id = conn.get_next_available_stream_id()
         head = [(b":method", method.encode("ascii")), (b":scheme", b"https"), (b":authority", url.netloc),
                 (b":path", url.raw_path)]
-        head += [(name.lower(), value) for name, value in headers if name.lower() not in _DROP]
+        head += [(name, value) for name, value in ((name.lower(), value) for name, value in headers)
+                 if name not in _DROP]
         conn.send_headers(stream_id, head, end_stream=not body)
         stream = self.streams[stream_id] = Stream(stream_id, asyncio.get_running_loop().create_future())
         self.live += 1

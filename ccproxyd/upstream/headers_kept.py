@@ -58,7 +58,8 @@ class KeptHeaders:
         if (not headers or headers[-1][0] != CONTENT_LENGTH or not isinstance(headers[-1][1], bytes)
                 or len(headers[-1][1]) > 126):
             return self.inner.encode(headers, huffman)
-        key = (huffman, *((header[0], header[1], getattr(header, "indexable", True)) for header in headers[:-1]))
+        rest = headers[:-1]
+        key = (huffman, tuple(rest), tuple(map(type, rest)))     # the type: hpack's never-indexed ones
         kept = self.kept
         if kept is not None and kept[0] == key and kept[1] == self.changes:
             block = kept[2]
