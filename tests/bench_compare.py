@@ -147,8 +147,12 @@ def side_by_side(up_port: int, tls_port: int, ca: Path, proxy_url: str, pid: int
                         cpu[0] += cpu_seconds(process_id) - cpu0
                         direct_ms += more_direct
                         through += more_through
+                pooled: dict[str, list[float]] = {}     # a round's direct requests, by upstream: each row's
+                for label, _, _, _, direct in rows:     # added latency is against all of them, not only its
+                    pooled.setdefault(direct, []).extend(sequential[label][0])     # own 400 (less noise)
                 for label, process_id, url, body, direct in rows:
-                    direct_ms, through, cpu = sequential[label]
+                    _, through, cpu = sequential[label]
+                    direct_ms = pooled[direct]
                     cpu_one = cpu[0] / len(through) * 1000
                     total = N_SEQUENTIAL * 2
                     cpu0 = cpu_seconds(process_id)
@@ -170,7 +174,7 @@ def spread(values) -> str:
 
 def report(rows: list, figures: dict, paced: dict) -> None:
     print(f"side by side, {ROUNDS} rounds of {N_SEQUENTIAL} requests per row (ranges over the rounds; "
-          "added p50 against the same client straight to the upstream, ms):")
+          "added p50 against the round's requests of the same client straight to the same upstream, ms):")
     print(f"{'':28}{'added p50':>14}{'CPU/req':>14}{'CPU/req @16':>14}{'req/s @16':>14}")
     for label, values in figures.items():
         print(f"{label:28}" + "".join(f"{spread([v[i] for v in values]):>14}" for i in range(3))
