@@ -192,7 +192,7 @@ def test_a_wait_longer_than_the_read_timeout_fails_and_a_slow_steady_answer_does
     steady = [chunk({"content": "a"}), 0.15, chunk({"content": "b"}), 0.15, chunk({"content": "c"}), 0.15,
               chunk({"content": "d"}), 0.15, chunk(finish="stop")]
     fake.push(Script(events=steady), Script(events=[chunk({"content": "a"}), 1.5, chunk(finish="stop")]),
-              Script(events=steady, first_byte_delay=1.5), Script(events=steady))
+              Script(events=steady, first_byte_delay=1.5), Script(events=steady), Script(events=steady))
 
     async def run():
         t = transport(certificates)
@@ -201,13 +201,18 @@ def test_a_wait_longer_than_the_read_timeout_fails_and_a_slow_steady_answer_does
         headers = [(b"host", url.netloc), (b"content-length", b"%d" % len(REQUEST))]
         try:
             first = await t.send("POST", url, headers, REQUEST, timeout)
+            assert first.stream._watch.handle is not None           # the head's timer, on to the body
             whole = b"".join([piece async for piece in first.stream])
+            assert first.stream._watch.handle is None
             stalled = await t.send("POST", url, headers, REQUEST, timeout)
             with pytest.raises(httpx2.ReadTimeout):
                 async for _ in stalled.stream:
                     pass
             with pytest.raises(httpx2.ReadTimeout):
                 await t.send("POST", url, headers, REQUEST, timeout)
+            unread = await t.send("POST", url, headers, REQUEST, timeout)
+            await unread.aclose()                                   # closed unread: its timer too
+            assert unread.stream._watch.handle is None
             last = await t.send("POST", url, headers, REQUEST, timeout)
             return whole, b"".join([piece async for piece in last.stream])
         finally:

@@ -39,27 +39,31 @@ def _expire(waiter: asyncio.Future) -> None:
 
 
 class _Watch:
-    """A read timeout for a whole body, as upstream.http11's: `since` is when the wait now going
-    on began (None between waits); the timer, when it fires, fails that wait if it has lasted
-    `timeout`, else sets itself for when it would have.  One timer for the body instead of one
-    for each wait."""
+    """A read timeout for a whole answer, as upstream.http11's: `waiting` is the wait now going
+    on (the head, then each wait for more of the body; None between waits) and `since` when it
+    began; the timer, when it fires, fails that wait if it has lasted `timeout`, else sets itself
+    for when it would have.  One timer from the head to the body's end instead of one a wait."""
 
-    __slots__ = ("loop", "stream", "timeout", "since", "handle")
+    __slots__ = ("loop", "timeout", "since", "waiting", "handle")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stream: Stream, timeout: float) -> None:
-        self.loop, self.stream, self.timeout = loop, stream, timeout
-        self.since: float | None = None
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop, self.timeout = loop, timeout
+        self.since = 0.0
+        self.waiting: asyncio.Future | None = None
         self.handle: asyncio.TimerHandle | None = loop.call_later(timeout, self._check)
+
+    def wait_on(self, waiter: asyncio.Future) -> asyncio.Future:
+        self.waiting, self.since = waiter, self.loop.time()
+        return waiter
 
     def _check(self) -> None:
         now = self.loop.time()
-        since = self.since
-        if since is not None and now - since >= self.timeout:
+        waiting = self.waiting
+        if waiting is not None and now - self.since >= self.timeout:
             self.handle = None
-            if self.stream.waiter is not None:
-                _expire(self.stream.waiter)
+            _expire(waiting)
             return
-        self.handle = self.loop.call_at((since if since is not None else now) + self.timeout, self._check)
+        self.handle = self.loop.call_at((self.since if waiting is not None else now) + self.timeout, self._check)
 
     def stop(self) -> None:
         if self.handle is not None:
@@ -70,16 +74,16 @@ class _Watch:
 class _Body(httpx2.AsyncByteStream):
     """The answer's DATA as the reader takes it: all that arrived since the last take, at once."""
 
-    def __init__(self, connection: Connection, stream: Stream, timeout: float | None) -> None:
+    def __init__(self, connection: Connection, stream: Stream, watch: _Watch | None) -> None:
         self._connection = connection
         self._stream = stream
-        self._timeout = timeout
+        self._watch = watch             # the head's read timer, carried on to the body
         self._released = False
 
     async def __aiter__(self):
         stream = self._stream
         loop = asyncio.get_running_loop()
-        watch = _Watch(loop, stream, self._timeout) if self._timeout else None
+        watch = self._watch
         try:
             while True:
                 data = stream.data
@@ -96,20 +100,18 @@ class _Body(httpx2.AsyncByteStream):
                     break
                 else:
                     stream.waiter = waiter = loop.create_future()
-                    if watch is not None:
-                        watch.since = loop.time()
                     try:
-                        await waiter
+                        await (watch.wait_on(waiter) if watch is not None else waiter)
                     finally:
                         stream.waiter = None
                         if watch is not None:
-                            watch.since = None
+                            watch.waiting = None
         finally:
-            if watch is not None:
-                watch.stop()
             await self.aclose()
 
     async def aclose(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
         if not self._released:
             self._released = True
             self._connection.release(self._stream)
@@ -171,21 +173,21 @@ class Http2Transport(RawTransport):
         connection = self._ready(key) or await timed(self._acquire(key, timeout.get("connect")), timeout.get("pool"),
                                                      httpx2.PoolTimeout, "waiting for a connection")
         stream = connection.open(method, url, headers, body)
+        read = timeout.get("read")
+        watch = _Watch(asyncio.get_running_loop(), read) if read else None
         try:
             await connection.send_body(stream, body, timeout.get("write"))
             if not stream.head.done():          # (cancelled with this task, the stream is released below)
-                read = timeout.get("read")
-                handle = asyncio.get_running_loop().call_later(read, _expire, stream.head) if read else None
-                try:
-                    await stream.head
-                finally:
-                    if handle is not None:
-                        handle.cancel()
+                await (watch.wait_on(stream.head) if watch is not None else stream.head)
+            if watch is not None:
+                watch.waiting = None
             status, named = _head(stream.head.result())
         except BaseException:
+            if watch is not None:
+                watch.stop()
             connection.release(stream)
             raise
-        return httpx2.Response(status, headers=named, stream=_Body(connection, stream, timeout.get("read")),
+        return httpx2.Response(status, headers=named, stream=_Body(connection, stream, watch),
                                extensions={"http_version": b"HTTP/2"})
 
     def _ready(self, key: tuple) -> Connection | None:
