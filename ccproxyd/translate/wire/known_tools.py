@@ -26,7 +26,7 @@ PREFIX = 64                 # bytes of a list by which its candidates are found
 TAIL = 4096                 # bytes after the tools that a request may have (metadata, thinking, …)
 SMALLEST = 1024             # bytes of a list worth knowing (below this, parsing costs less than looking)
 KEPT = 64                   # lists kept (a few per client: the tools change when an MCP server does)
-KEPT_BYTES = 8 << 20        # and their bytes (the parsed list takes about three times as much)
+KEPT_BYTES = 4 << 20        # and their bytes (the parsed lists take about three times as much)
 LARGEST = 1 << 20           # bytes of the largest list kept
 UNKNOWABLE = 256            # prefixes of lists that could not be learnt, kept so as not to try again
 
