@@ -523,13 +523,17 @@ def _server_bytes(script: str) -> tuple[bytes, bytes]:
         "on a stream never opened": [frame(1, 4, 1, head), frame(0, 0, 5, b"who")],
         "on a stream the client reset": [frame(1, 4, 1, head), frame(1, 4, 3, head), frame(0, 0, 3, b"late"),
                                          frame(0, 0, 1, b"kept")],
+        "longer than the frame size": [frame(1, 4, 1, head), frame(0, 0, 1, b"x" * 20000)],
+        "inside a header block": [frame(1, 4, 1, head), frame(1, 0, 3, head[:1]), frame(0, 0, 1, b"sneak"),
+                                  frame(9, 4, 3, head[1:])],                  # HEADERS, DATA, CONTINUATION
     }[script]
     return preface, frames
 
 
 @pytest.mark.parametrize("script", ["streamed", "two streams", "content-length kept", "content-length passed",
                                     "data before the head", "over the stream window", "over the connection's window", "padded",
-                                    "on a stream never opened", "on a stream the client reset"])
+                                    "on a stream never opened", "on a stream the client reset",
+                                    "longer than the frame size", "inside a header block"])
 def test_data_taken_straight_to_its_stream_is_read_as_h2_reads_it(script, monkeypatch):
     from ccproxyd.upstream import h2connection
     from ccproxyd.upstream.h2connection import Connection
@@ -576,7 +580,33 @@ def test_data_taken_straight_to_its_stream_is_read_as_h2_reads_it(script, monkey
     ([frame(0, 8, 1, b"\x00ab")], None),                              # padded
     ([frame(0, 0, 1, b"ab"), frame(1, 4, 1, b"h")], None),            # anything else in the read
     ([frame(0, 0, 0x80000001, b"ab")], [(1, b"ab")]),                 # the reserved bit is not the id
+    ([frame(0, 0, 1, b"x" * 16)], [(1, b"x" * 16)]),                  # as long as the connection takes
+    ([frame(0, 0, 1, b"x" * 17)], None),                              # longer: h2's to refuse
 ])
 def test_data_frames_takes_a_read_of_plain_data_frames_apart(frames, pieces):
     from ccproxyd.upstream.h2frames import data_frames
-    assert data_frames(b"".join(frames)) == pieces
+    assert data_frames(b"".join(frames), 16) == pieces
+
+
+def test_a_wait_that_ends_as_the_read_timer_fires_leaves_the_timer_running():
+    """http2._Watch: the timer fires in the loop iteration in which the wait it watches got its
+    data, before the reader has moved on: that wait is not timed out, and the timer goes on, so
+    that the next wait still times out (it once stopped for good there)."""
+    from ccproxyd.upstream.http2 import _Watch
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        watch = _Watch(loop, 0.05)
+        first = watch.wait_on(loop.create_future())
+        watch.since -= 0.05                    # it has waited a whole timeout…
+        first.set_result(None)                 # …and its data came in this iteration
+        watch.handle.cancel()
+        watch._check()                         # the timer's callback, in the same iteration
+        await first
+        watch.waiting = None
+        assert watch.handle is not None
+        with pytest.raises(httpx2.ReadTimeout):
+            await asyncio.wait_for(watch.wait_on(loop.create_future()), 1.0)
+        watch.stop()
+
+    asyncio.run(run())

@@ -136,7 +136,9 @@ SEARCH_MODEL = Model(name="s", provider="p", upstream="up", context_window=10000
 
 
 @pytest.mark.parametrize("model", [MODEL, SEARCH_MODEL, Model(name="r", provider="p", upstream="up", context_window=100000,
-                                                             max_output_tokens=1000, api="responses", web_search="openai")])
+                                                             max_output_tokens=1000, api="responses", web_search="openai"),
+                                   Model(name="g", provider="p", upstream="up", context_window=100000,
+                                         max_output_tokens=1000, tool_schema="gemini")])
 def test_translation_reads_a_known_list_and_never_changes_it(model):
     tools = [*TOOLS, tool(9, defer_loading=True), tool(10, cache_control={"type": "ephemeral", "ttl": "1h"}),
              {"type": "web_search_20250305", "name": "web_search", "max_uses": 2, "allowed_domains": ["a.org"]}]

@@ -110,6 +110,40 @@ def test_a_gemini_schema_that_translation_deepens_past_what_orjson_writes_is_a_4
     assert proxy.payload(body, Target(MODELS["chat"], Provider("p", "http://x/v1")))     # as sent, it fits
 
 
+def test_converted_tools_written_once_are_refused_as_deep_as_the_body_holds_them():
+    """flow.proxy.payload writes converted tools once and puts the bytes in the body as they are
+    (translate.tools.Converted.written): written at the depth the body holds them, so that what
+    is too deep in the body is refused, the first time and every time after, at every depth
+    around orjson's limit (a level off once sent such a body upstream)."""
+    from ccproxyd.translate import tools as ttools
+
+    target = Target(MODELS["gemini schemas"], Provider("p", "http://x/v1"))
+    outcomes = set()
+    for levels, pad in ((levels, pad) for levels in range(70, 90) for pad in (0, 1)):
+        node = {"type": "object"}
+        for _ in range(pad):                    # one level more: translation adds them two at a time
+            node = {"type": "object", "properties": {"a": node}}
+        for _ in range(levels):
+            node = {"type": "array", "prefixItems": [node, {"type": "string"}]}
+        schema = {"type": "object", "properties": {"x": node}}
+        body = check_body(orjson.dumps(dict(body_with(PLACES["metadata"], 10), tools=[{"name": "T", "input_schema": schema}])))
+        try:
+            orjson.dumps(proxy.upstream_request(body, target.model)[0])
+            expected = "sent"
+        except TypeError:
+            expected = "refused"
+        for _ in range(2):                      # the second time with the tools' bytes kept
+            try:
+                proxy.payload(body, target)
+                got = "sent"
+            except InvalidRequest:
+                got = "refused"
+            assert got == expected, (levels, pad)
+        outcomes.add(expected)
+        ttools._CONVERTED.clear()
+    assert outcomes == {"sent", "refused"}      # the limit lies in the range
+
+
 def test_a_forged_signature_that_carries_deep_json_is_a_400():
     """A signature is a string the depth check does not open; what it carries goes upstream."""
     carried = (b'{"p":"p","m":"up","d":{"i":[{"type":"reasoning.text","text":"","x":' + b"[" * 300 + b"1"

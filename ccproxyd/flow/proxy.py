@@ -154,8 +154,8 @@ def payload(body: dict, target: Target) -> Payload:
     tools = upstream_body.get("tools")
     try:
         if type(tools) is Converted:
-            if tools.written is None:
-                tools.written = orjson.dumps(tools)
+            if tools.written is None:           # written as deep as the body holds it: orjson's depth
+                tools.written = orjson.dumps([tools])[1:-1]     # limit refuses what it would refuse there
             upstream_body = {**upstream_body, "tools": orjson.Fragment(tools.written)}
         return orjson.dumps(upstream_body), names
     except TypeError as exc:

@@ -262,8 +262,8 @@ class Connection:
                 if not data:
                     break
                 data, rest = coalesce(rest + data if rest else data, self.conn.max_inbound_frame_size)
-                pieces = data_frames(data)
-                if pieces is None or not self._take(pieces):
+                pieces = data_frames(data, self.conn.max_inbound_frame_size)
+                if pieces is None or self.conn.incoming_buffer.in_header_block or not self._take(pieces):
                     try:
                         events = self.conn.receive_data(data)
                     except h2.exceptions.ProtocolError as exc:
@@ -287,7 +287,8 @@ class Connection:
             self._lost(error)
 
     def _take(self, pieces: list[tuple[int, bytes]]) -> bool:
-        """A read of DATA frames only (no padding, no END_STREAM), each for a stream whose answer
+        """A read of DATA frames only (no padding, no END_STREAM, none longer than the connection
+        takes, none inside a header block), each for a stream whose answer
         is under way and within its windows and its content-length: the payloads go to their
         streams, counted where h2 counts them (the connection's and the stream's windows, which
         `acknowledge` opens again through h2, and the length received), without h2 parsing them

@@ -53,15 +53,16 @@ def coalesce(buffer: bytes, limit: int) -> tuple[bytes, bytes]:
     return b"".join(out), buffer[position:]
 
 
-def data_frames(buffer: bytes) -> list[tuple[int, bytes]] | None:
+def data_frames(buffer: bytes, limit: int) -> list[tuple[int, bytes]] | None:
     """(stream id, payload) of each frame of `buffer` (complete frames) when all are DATA frames
-    without flags (no padding, no END_STREAM); else None."""
+    without flags (no padding, no END_STREAM) of at most `limit` bytes (the frame size the
+    connection takes: a longer one is h2's to refuse); else None."""
     pieces = []
     position, size = 0, len(buffer)
     unpack = _HEAD.unpack_from
     while position < size:
         word, flags, stream = unpack(buffer, position)
-        if word & 0xFF != _DATA or flags:
+        if word & 0xFF != _DATA or flags or word >> 8 > limit:
             return None
         start = position + 9
         position = start + (word >> 8)
@@ -87,6 +88,12 @@ QUIET = {kind: type(kind.__name__, (kind,), {"__repr__": _short})
 class Frames(h2.frame_buffer.FrameBuffer):
     """h2's frame buffer, each frame it yields made its class's quiet kind (QUIET: the same class
     but for repr; h2's dispatch table names both, h2connection._H2)."""
+
+    @property
+    def in_header_block(self) -> bool:
+        """A HEADERS frame without END_HEADERS came, its CONTINUATION not yet: no other frame
+        may come before it (RFC 9113 section 6.10)."""
+        return bool(self._headers_buffer)
 
     def __next__(self):
         frame = super().__next__()

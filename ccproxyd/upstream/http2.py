@@ -59,6 +59,8 @@ class _Watch:
     def _check(self) -> None:
         now = self.loop.time()
         waiting = self.waiting
+        if waiting is not None and waiting.done():      # it ended as the timer fired: not yet
+            waiting = None                              # forgotten by its reader, not timed out
         if waiting is not None and now - self.since >= self.timeout:
             self.handle = None
             _expire(waiting)
