@@ -11,6 +11,7 @@ have odd ids counting up from 1 (section 5.1.1); the initial flow-control window
 from __future__ import annotations
 
 import asyncio
+import re
 import gc
 import ssl
 import threading
@@ -24,6 +25,7 @@ import h2.settings
 import httpx2
 import orjson
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from ccproxyd.errors import ConnectionDropped, Overloaded
 from ccproxyd.upstream.h2frames import coalesce
@@ -610,3 +612,56 @@ def test_a_wait_that_ends_as_the_read_timer_fires_leaves_the_timer_running():
         watch.stop()
 
     asyncio.run(run())
+
+
+# A response head is checked by http2._head in one pass (h2's own inbound checks are off): it
+# refuses exactly the heads h2's checks refuse, and a :status that is not three digits.
+_FIELD_NAMES = st.sampled_from([b":status", b":status", b"content-type", b"x-request-id", b"te", b"connection",
+                                b"keep-alive", b"transfer-encoding", b"upgrade", b"proxy-connection", b":path",
+                                b":method", b":custom", b"Content-Type", b"x y", b"x:y", b":", b"::status", b"",
+                                b"caf\xc3\xa9", b"x\x7f", b"!#$%&'*+-.^_`|~"])
+_FIELD_VALUES = st.one_of(st.sampled_from([b"200", b"404", b"20", b"2000", b"abc", b"", b"trailers", b"TRAILERS",
+                                           b"gzip", b" 200", b"200 ", b"\t1", b"a\x00b", b"a\rb", b"a\nb", b"\xff"]),
+                          st.binary(max_size=6))
+
+
+_GOOD_HEAD = [(b":status", b"200"), (b"content-type", b"text/event-stream"), (b"x-request-id", b"req_1")]
+
+
+@st.composite
+def _heads(draw):
+    """A well-formed head, with up to two fields put in or changed (most heads stay one change
+    from well formed, where the checks have to draw the line)."""
+    fields = list(_GOOD_HEAD)
+    for _ in range(draw(st.integers(0, 2))):
+        field = (draw(_FIELD_NAMES), draw(_FIELD_VALUES))
+        at = draw(st.integers(0, len(fields)))
+        if draw(st.booleans()) and at < len(fields):
+            fields[at] = field if draw(st.booleans()) else (fields[at][0], field[1])
+        else:
+            fields.insert(at, field)
+    return fields
+
+
+@given(_heads())
+@settings(max_examples=400)
+def test_a_response_head_is_refused_exactly_when_h2_would_refuse_it(fields):
+    import h2.utilities
+
+    from ccproxyd.upstream.http2 import _head
+
+    flags = h2.utilities.HeaderValidationFlags(is_client=True, is_trailer=False, is_response_header=True,
+                                               is_push_promise=False)
+    try:
+        list(h2.utilities.validate_headers(fields, flags))
+        statuses = [value for name, value in fields if name == b":status"]
+        refused = not re.fullmatch(rb"[0-9]{3}", statuses[0])      # h2 takes any :status; a status-code is 3DIGIT
+    except h2.exceptions.ProtocolError:
+        refused = True
+    try:
+        status, named = _head(fields)
+    except httpx2.RemoteProtocolError:
+        assert refused
+    else:
+        assert not refused
+        assert fields[0][0] == b":status" and int(fields[0][1]) == status and named == fields[1:]

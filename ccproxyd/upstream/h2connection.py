@@ -129,7 +129,8 @@ class Connection:
         self.key = key
         self.reader = connection.reader
         self.writer = connection.writer
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None,
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None,   # a response head is checked
+                                           validate_inbound_headers=False,         # in one pass by http2._head
                                            validate_outbound_headers=False, normalize_outbound_headers=False)
         self.conn = conn = _H2(config=config)
         conn.encoder = KeptHeaders(conn.encoder)        # a request's repeated headers: encoded once

@@ -120,21 +120,38 @@ class _Body(httpx2.AsyncByteStream):
 
 
 def _head(received: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]]]:
-    """The status and the named fields of a response head.  h2 checks that :status is there once;
-    its value must be three digits (status-code = 3DIGIT, as http11 reads a status line), else the
-    response is malformed (RFC 9113 section 8.1.1)."""
+    """The status and the named fields of a response head, which must be well formed (RFC 9113
+    sections 8.2 and 8.3, as h2 checks an inbound head, in one pass here: h2's checks, a loop
+    over every byte of every field, are off for this connection, h2connection.Connection): names
+    of visible ASCII without upper case, a colon only first and only in `:status`, which comes
+    once, before the other fields, and is three digits (status-code = 3DIGIT, as http11 reads a
+    status line); no connection-specific field, `te` only as `trailers`; values without NUL, CR
+    or LF, nor whitespace at either end.  Else the response is malformed: a stream error."""
     status = None
     named = []
     for name, value in received:
-        if name == b":status":
+        if _NAME.fullmatch(name) is None or (value and _BAD_VALUE.search(value) is not None):
+            raise _malformed(name, value)
+        if name[0] == 0x3A:                     # a pseudo-header: only :status, once, first
+            if name != b":status" or status is not None or named:
+                raise _malformed(name, value)
             status = value
-        elif not name.startswith(b":"):
+        elif name in _CONNECTION_FIELDS or (name == b"te" and value.lower() != b"trailers"):
+            raise _malformed(name, value)
+        else:
             named.append((name, value))
     if status is None or not _STATUS.fullmatch(status):
         raise httpx2.RemoteProtocolError(f"malformed :status {shown(status or b'', 20)!r}")
     return int(status), named
 
 
+def _malformed(name: bytes, value: bytes) -> httpx2.RemoteProtocolError:
+    return httpx2.RemoteProtocolError(f"malformed response field {shown(name, 40)!r}: {shown(value, 40)!r}")
+
+
+_NAME = re.compile(rb":?[\x21-\x39\x3b-\x40\x5b-\x7e]+")     # visible ASCII, no upper case, a colon only first
+_BAD_VALUE = re.compile(rb"[\x00\n\r]|\A[ \t]|[ \t]\Z")
+_CONNECTION_FIELDS = frozenset((b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"))
 _STATUS = re.compile(rb"[0-9]{3}")
 
 
