@@ -665,3 +665,40 @@ def test_a_response_head_is_refused_exactly_when_h2_would_refuse_it(fields):
     else:
         assert not refused
         assert fields[0][0] == b":status" and int(fields[0][1]) == status and named == fields[1:]
+
+
+def test_a_malformed_head_fails_its_own_stream_not_the_connections_others():
+    """h2's inbound checks are off for our connections (http2._head checks a head): a head with an
+    upper-case field on one stream is refused for that stream, while the stream beside it on the
+    same connection is answered whole (h2's own checks failed the connection, and every stream)."""
+    from ccproxyd.upstream.h2connection import Connection
+    from ccproxyd.upstream.http11 import _Connection
+    from ccproxyd.upstream.http2 import _head
+
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+    server.initiate_connection()
+    preface = server.data_to_send()
+    good = server.encoder.encode([(b":status", b"200"), (b"content-type", b"text/event-stream")])
+    bad = server.encoder.encode([(b":status", b"200"), (b"X-Upper", b"1")])
+
+    async def run():
+        reader, writer = asyncio.StreamReader(), _Writer()
+        owner = type("Owner", (), {"ping_interval": 20.0, "expiry": 120.0, "goaway_grace": 2.0,
+                                   "_freed": lambda self, key: None, "_forget": lambda self, c: None})()
+        connection = Connection(owner, ("https", "x", 443), _Connection(reader, writer))
+        reader.feed_data(preface)
+        await asyncio.sleep(0)
+        url = httpx2.URL("https://x/v1/chat/completions")
+        first, second = (connection.open("POST", url, [(b"host", b"x")], b"") for _ in range(2))
+        for piece in (frame(1, 4, 1, good), frame(1, 4, 3, bad), frame(0, 0, 1, b"ok"), frame(0, 1, 1, b"")):
+            reader.feed_data(piece)
+            await asyncio.sleep(0)
+        with pytest.raises(httpx2.RemoteProtocolError, match="x-upper|X-Upper"):
+            _head(second.head.result())
+        connection.release(second)
+        answered = (_head(first.head.result())[0], b"".join(first.data), first.ended, first.error)
+        closed = connection.closed
+        connection.close()
+        return answered, closed
+
+    assert asyncio.run(run()) == ((200, b"ok", True, None), False)
