@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+from pathlib import Path
 
 import orjson
 import pytest
@@ -216,3 +218,22 @@ def test_the_upstream_body_is_its_translation_written_whole_with_the_tools_writt
         written, names = proxy.payload(body, SimpleNamespace(model=model))
         translated, same_names = proxy.upstream_request(body, model)
         assert written == orjson.dumps(translated) and names == same_names
+
+
+CAPTURES = sorted((Path(__file__).parent / "fixtures" / "claude_code").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=[p.name for p in CAPTURES])
+def test_claude_codes_tools_as_javascript_writes_them_are_known_on_the_next_turn(path):
+    """Claude Code writes its request with JavaScript's JSON.stringify: its captured requests (31 to
+    81 KB of tools, MCP tools among them), written so by node, are learnt, and the next turn's
+    tools are known (the bytes JSON.stringify writes are those orjson writes)."""
+    script = ("const c = JSON.parse(require('fs').readFileSync(0, 'utf8')); const b = c.body;"
+              "const next = Object.assign({}, b, {messages: b.messages.concat([{role: 'user', content: 'next'}])});"
+              "process.stdout.write(JSON.stringify(b) + '\\n' + JSON.stringify(next));")
+    first, _, second = subprocess.run(["node", "-e", script], input=path.read_bytes(), capture_output=True,
+                                      check=True).stdout.partition(b"\n")
+    body, _ = read(first)
+    assert type(body["tools"]) is list
+    known, _ = read(second)
+    assert type(known["tools"]) is KnownTools and known == orjson.loads(second)
