@@ -81,13 +81,46 @@ def test_the_first_text_chunk_may_differ_from_the_rest_and_learning_stops_after_
     assert known.text(rest) is None                        # learnt from the first, which has its role
     known.learn(rest, " there")
     assert known.text(line({"content": "!"})) == "!"
-    padded = [line({"content": "x"}, obfuscation="a" * n) for n in range(1, 6)]     # OpenAI's padding
-    for data in padded:
+    counted = [line({"content": "x"}, created=n) for n in range(1, 6)]     # a field that changes every chunk
+    for data in counted:
         if known.text(data) is None:
             known.learn(data, "x")
     assert known.tries == 0
-    assert [known.text(data) for data in padded] == ["x"] + [None] * 4   # the last learning, then none
+    # the first is the learnt line's (created 1); the second is the last learning; then none
+    assert [known.text(data) for data in counted] == [None, "x", None, None, None]
     assert MAX_TRIES == 3
+
+
+# OpenAI's chunks as it sends them (recorded by GoModel's contract tests, tests/contract/testdata/
+# openai/chat_completion_stream.txt in ENTERPILOT/GoModel, 2026-01): the padding is the last member
+OPENAI = [b'{"id":"chatcmpl-D0q8","object":"chat.completion.chunk","created":1769092764,"model":"gpt-4o-mini-2024-07-18",'
+          b'"service_tier":"default","system_fingerprint":"fp_29330a9688","choices":[{"index":0,"delta":{"content":'
+          + text + b'},"logprobs":null,"finish_reason":null}],"obfuscation":' + padding + b"}"
+          for text, padding in ((b'"Hello"', b'"ZGF"'), (b'","', b'"lRK2aBv"'), (b'" World"', b'"kJ"'),
+                                (b'"!"', b'"0wmdEAC"'), (b'"a\\"b"', b'""'), (b'"\\u00e9"', b'"x\\"}"'))]
+
+
+def test_openais_chunks_are_read_by_their_text_and_padding():
+    """Learnt up to the padding's value, then each chunk read from its two strings."""
+    known = TextChunks()
+    known.learn(OPENAI[0], "Hello")
+    assert known.padded
+    assert [known.text(data) for data in OPENAI[1:]] == [",", " World", "!", 'a"b', "\u00e9"]
+    assert [known.text(data) for data in OPENAI[1:]] == [plain_text(orjson.loads(data)) for data in OPENAI[1:]]
+
+
+@pytest.mark.parametrize("other, why", [
+    (OPENAI[1].replace(b'"lRK2aBv"}', b'7}'), "padding that is not a string"),
+    (OPENAI[1].replace(b'"lRK2aBv"}', b'"a","x":{"content":"y"}}'), "more members after the padding"),
+    (OPENAI[1].replace(b'"lRK2aBv"}', b'"a"'), "the object not closed"),
+    (OPENAI[1].replace(b'"lRK2aBv"}', b'"a"x'), "another byte where the object closes"),
+    (OPENAI[1].replace(b'"lRK2aBv"}', b'"a"},{}'), "bytes after the object"),
+    (OPENAI[1].replace(b'"finish_reason":null', b'"finish_reason":"stop"'), "a finish reason"),
+])
+def test_a_padded_chunk_that_is_not_the_learnt_one_is_parsed(other, why):
+    known = TextChunks()
+    known.learn(OPENAI[0], "Hello")
+    assert known.text(other) is None, why
 
 
 # Soundness, whatever the lines: `text` is None or the text the parsed chunk carries (plain_text).
@@ -103,7 +136,9 @@ _CHUNK = st.builds(lambda delta, finish, usage, id_, echo: {
     _DELTA, st.sampled_from([None] * 4 + ["stop"]), st.sampled_from([None] * 4 + [{"prompt_tokens": 1}]),
     st.sampled_from(["c", "Hi", "x"]), st.booleans())
 _WRITERS = [orjson.dumps, lambda c: json.dumps(c).encode(), lambda c: json.dumps(c, ensure_ascii=False).encode(),
-            lambda c: json.dumps(c, separators=(",", ":")).encode()]
+            lambda c: json.dumps(c, separators=(",", ":")).encode(),
+            lambda c: orjson.dumps({**c, "obfuscation": "p" * (len(str(c)) % 7)}),          # OpenAI's padding,
+            lambda c: orjson.dumps({**c, "obfuscation": 'q"}' * (len(str(c)) % 3)})]       # of every length
 
 
 def _mutations(data: bytes):
@@ -145,3 +180,11 @@ def test_a_line_read_by_its_bytes_says_what_the_parsed_chunk_says(first, others,
                 continue
             parsed = orjson.loads(candidate)                # a line read must be a JSON object
             assert isinstance(parsed, dict) and read == plain_text(parsed)
+
+
+def test_a_member_named_like_the_padding_elsewhere_is_learnt_as_any_other_field():
+    """Only a last member `obfuscation` with a string value is padding; one inside the delta is
+    part of the learnt bytes (it would have made the chunk unlearnable as padding)."""
+    first = line({"content": "Hi", "obfuscation": ""})
+    known = learnt(first)
+    assert not known.padded and known.text(line({"content": "Yo", "obfuscation": ""})) == "Yo"

@@ -11,6 +11,9 @@ string end where a value may start, and a JSON string is one token, so any strin
 parses to the learnt chunk with only that value changed; the learning checks, by parsing the
 learnt bytes around a probe string, that this value is the one `plain_text` returns.  A string
 that is empty, or that is not exactly one JSON string, is not read here: the chunk is parsed.
+OpenAI pads each chunk with a last member of random length (`obfuscation`, against inferring the
+text from the chunk's size): its value is a second string, checked as the text is, which
+`plain_text` never reads.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import orjson
 
 _PROBE = "\x01probe\x02"        # a text no chunk is expected to carry (any non-empty one would do)
 MAX_TRIES = 3                   # learnings a stream: the first text chunk may differ (a role in it)
+PADDING = b',"obfuscation":'    # OpenAI's last member of a chunk: padding that hides the text's length
 
 
 def plain_text(chunk: dict) -> str | None:
@@ -46,21 +50,32 @@ def plain_text(chunk: dict) -> str | None:
 
 class TextChunks:
     """One stream's text chunks by their bytes: `learn` from a chunk `plain_text` read, then
-    `text` of a data line (None: parse it)."""
+    `text` of a data line (None: parse it).  A chunk that ends with OpenAI's `obfuscation`
+    member (random padding, a new string each chunk) is learnt up to it, and read from its two
+    strings: its text and its padding, each checked to be one JSON string."""
 
-    __slots__ = ("before", "after", "least", "tries")
+    __slots__ = ("before", "after", "padded", "least", "tries")
 
     def __init__(self) -> None:
         self.before = self.after = b""
+        self.padded = False             # `after` ends at the padding's value (PADDING), then "}"
         self.least = sys.maxsize        # the learnt bytes and a string ("x"): a shorter line is not one
-        self.tries = MAX_TRIES          # a provider whose chunks differ (e.g. OpenAI's `obfuscation`
-                                        # padding) costs a few learnings a stream, then no more
+        self.tries = MAX_TRIES          # a provider whose chunks differ otherwise costs a few learnings
+                                        # a stream, then no more
 
     def text(self, data: bytes) -> str | None:
-        if len(data) < self.least or not data.startswith(self.before) or not data.endswith(self.after):
+        if len(data) < self.least or not data.startswith(self.before):
+            return None
+        if self.padded:
+            end = data.find(self.after, len(self.before))
+            if end < 0 or not _one_string(data[end + len(self.after):-1]) or not data.endswith(b"}"):
+                return None
+        elif data.endswith(self.after):
+            end = len(data) - len(self.after)
+        else:
             return None
         try:
-            text = orjson.loads(data[len(self.before):len(data) - len(self.after)])
+            text = orjson.loads(data[len(self.before):end])
         except orjson.JSONDecodeError:
             return None
         return text if type(text) is str and text else None
@@ -77,10 +92,21 @@ class TextChunks:
         if at < 0 or data.find(written, at + 1) >= 0:
             return
         before, after = data[:at], data[at + len(written):]
-        try:
-            probe = orjson.loads(before + orjson.dumps(_PROBE) + after)
+        padding = after.rfind(PADDING)
+        padded = padding >= 0 and after.endswith(b"}") and _one_string(after[padding + len(PADDING):-1])
+        if padded:
+            after = after[:padding + len(PADDING)]
+        try:                            # a probe text (and padding) where they were: read back as its text?
+            probe = orjson.loads(before + orjson.dumps(_PROBE) + after + (b'"pad"}' if padded else b""))
         except orjson.JSONDecodeError:
             return
         if isinstance(probe, dict) and plain_text(probe) == _PROBE:
-            self.before, self.after = before, after
-            self.least = len(before) + len(after) + 3
+            self.before, self.after, self.padded = before, after, padded
+            self.least = len(before) + len(after) + 3 + (3 if padded else 0)
+
+
+def _one_string(value: bytes) -> bool:
+    try:
+        return type(orjson.loads(value)) is str
+    except orjson.JSONDecodeError:
+        return False
