@@ -68,7 +68,7 @@ class TextChunks:
             return None
         if self.padded:
             end = data.find(self.after, len(self.before))
-            if end < 0 or not _one_string(data[end + len(self.after):-1]) or not data.endswith(b"}"):
+            if end < 0 or not data.endswith(b"}") or not _one_string(data[end + len(self.after):-1]):
                 return None
         elif data.endswith(self.after):
             end = len(data) - len(self.after)
